@@ -1,0 +1,72 @@
+// The coarse ops the models are built from. Each function allocates its output(s) from the
+// tape's activation arena, runs the forward kernel for the inputs' device and records the op
+// for backward (tape.h). Shapes: B batch, T tokens, C channels; "(..., K)" means any leading
+// dims, flattened to rows. CPU kernels are fp32 reference loops (autograd/ops_*.c).
+//
+// Node layout (what the kernels read), listed per op as in[...] / out[...] / f[...] / i[...].
+#pragma once
+#include "tape.h"
+
+// LoRA branch of a linear layer and, for V:N:M stages 2-3, its mask.
+//   dense LoRA  (mask == NULL): y = x Wᵀ + b + scale · (drop(x) Aᵀ) Bᵀ
+//   masked      (mask != NULL): y = x ((W + scale·B A) ⊙ mask)ᵀ + b      (dropout not applied)
+// A: (r, in), B: (out, r), mask: (out, in) DT_U8 of 0/1 (or DT_F32 0/1).
+typedef struct LoraRef {
+    Tensor *A, *B;
+    Tensor *mask;
+    float scale;    // alpha / r
+    float dropout;  // probability of zeroing an element of x on the LoRA branch (training only)
+} LoraRef;
+
+// x (..., in), w (out, in), b (out) or NULL, lora NULL or as above -> (..., out).
+// in[0]=x in[1]=w in[2]=b in[3]=A in[4]=B in[5]=mask; f[0]=scale f[1]=dropout;
+// i[0]=dropout seed i[1]=dropout stream. Gradients: x, w (if w->requires_grad), b, A, B.
+// In masked mode dA = s·Bᵀ(G⊙M), dB = s·(G⊙M)Aᵀ with G = dyᵀx (DESIGN.md §2).
+Tensor *op_linear(Tape *t, Tensor *x, Tensor *w, Tensor *b, const LoraRef *lora, const char *name);
+
+// Layer norm over the last dim: (..., C) -> (..., C). in[0]=x in[1]=gamma in[2]=beta; f[0]=eps.
+// saved[0]=mean (rows), saved[1]=rstd (rows).
+Tensor *op_layernorm(Tape *t, Tensor *x, Tensor *gamma, Tensor *beta, float eps, const char *name);
+
+// Multi-head self-attention core on a fused qkv projection, timm layout:
+// qkv (B, T, 3C) viewed as (B, T, 3, H, D) -> out (B, T, C) = concat_h softmax(q kᵀ/√D [+causal]) v.
+// in[0]=qkv; i[0]=n_heads i[1]=causal(0/1); saved[0]=probabilities (B, H, T, T).
+Tensor *op_attention(Tape *t, Tensor *qkv, int n_heads, bool causal, const char *name);
+
+// Exact GELU, x·Φ(x) (erf form, as torch.nn.GELU()). in[0]=x.
+Tensor *op_gelu(Tape *t, Tensor *x, const char *name);
+
+// a + b, same shape. in[0]=a in[1]=b.
+Tensor *op_add(Tape *t, Tensor *a, Tensor *b, const char *name);
+
+// Patch embedding = Conv2d(C, D, kernel=p, stride=p) then flatten: img (B, C, H, W) ->
+// (B, (H/p)(W/p), D), patches in row-major order. in[0]=img in[1]=w (D, C, p, p) in[2]=b (D);
+// i[0]=p.
+Tensor *op_patch_embed(Tape *t, Tensor *img, Tensor *w, Tensor *b, int patch, const char *name);
+
+// Prepend the class token and add position embeddings: x (B, N, D), cls (1, 1, D),
+// pos (1, N+1, D) -> (B, N+1, D). in[0]=x in[1]=cls in[2]=pos.
+Tensor *op_cls_pos(Tape *t, Tensor *x, Tensor *cls, Tensor *pos, const char *name);
+
+// x (B, T, D) -> (B, D): token `index`. in[0]=x; i[0]=index.
+Tensor *op_select_token(Tape *t, Tensor *x, int index, const char *name);
+
+// x (B, T, D) -> (B, D): mean over tokens [start, T). in[0]=x; i[0]=start.
+Tensor *op_mean_tokens(Tape *t, Tensor *x, int start, const char *name);
+
+// Mean softmax cross-entropy with optional label smoothing: logits (B, K), labels (B) DT_I32 ->
+// loss (1). Rows whose label is < 0 are ignored (mean over the rest). in[0]=logits in[1]=labels;
+// f[0]=label_smoothing; saved[0]=softmax probabilities (B, K).
+Tensor *op_cross_entropy(Tape *t, Tensor *logits, Tensor *labels, float label_smoothing, const char *name);
+
+// --- Llama ops ---
+// RMSNorm over the last dim: x / sqrt(mean(x²) + eps) · gamma. in[0]=x in[1]=gamma; f[0]=eps;
+// saved[0]=rstd (rows).
+Tensor *op_rmsnorm(Tape *t, Tensor *x, Tensor *gamma, float eps, const char *name);
+// Rotary embedding (HF Llama "rotate_half" convention) on x (B, T, H, D), positions 0..T-1.
+// in[0]=x; f[0]=theta.
+Tensor *op_rope(Tape *t, Tensor *x, int n_heads, float theta, const char *name);
+// silu(gate) · up, same shape. in[0]=gate in[1]=up.
+Tensor *op_swiglu(Tape *t, Tensor *gate, Tensor *up, const char *name);
+// ids (B, T) DT_I32, table (V, D) -> (B, T, D). in[0]=ids in[1]=table.
+Tensor *op_embedding(Tape *t, Tensor *ids, Tensor *table, const char *name);

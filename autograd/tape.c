@@ -1,0 +1,82 @@
+#include "tape.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "device.h"
+#include "util.h"
+
+OpDef g_ops[OP_COUNT];
+
+void op_register(OpId op, Device dev, KernelFn forward, KernelFn backward) {
+    g_ops[op].forward[dev] = forward;
+    g_ops[op].backward[dev] = backward;
+}
+
+void tape_init(Tape *t, Arena *activations) {
+    memset(t, 0, sizeof *t);
+    t->act = activations;
+    t->record = true;
+    t->training = true;
+    ops_cpu_register();
+}
+
+void tape_free(Tape *t) {
+    free(t->nodes);
+    t->nodes = NULL;
+    t->n = t->cap = 0;
+}
+
+void tape_reset(Tape *t) {
+    t->n = 0;
+    arena_reset(t->act);
+}
+
+static bool needs_grad(const TapeNode *node) {
+    for (int k = 0; k < node->nin; k++)
+        if (node->in[k] && node->in[k]->requires_grad) return true;
+    return false;
+}
+
+void tape_exec(Tape *t, TapeNode *node) {
+    node->tape = t;
+    Device dev = node->out[0]->device;
+    KernelFn fwd = g_ops[node->op].forward[dev];
+    if (!fwd) fatal("op '%s' has no kernel for device %d", g_ops[node->op].name, (int)dev);
+    bool grad = needs_grad(node);
+    for (int k = 0; k < node->nout; k++) node->out[k]->requires_grad = grad;
+    fwd(node);
+    t->counter++;
+    if (!t->record || !grad) return;
+    if (t->n == t->cap) {
+        t->cap = t->cap ? 2 * t->cap : 256;
+        t->nodes = xrealloc(t->nodes, (size_t)t->cap * sizeof *t->nodes);
+    }
+    t->nodes[t->n++] = *node;
+}
+
+void tape_backward(Tape *t, Tensor *loss) {
+    if (loss->numel != 1) fatal("tape_backward: loss '%s' has %lld elements, expected 1", loss->name, (long long)loss->numel);
+    Tensor *g = tensor_ensure_grad(loss, t->act);
+    if (g->device == DEV_CPU) {
+        tensor_f32(g)[0] = 1.0f;
+    } else {
+        float one = 1.0f;
+        uint16_t one_bf16 = f32_to_bf16(1.0f);
+        device_copy_h2d(g->data, g->dtype == DT_F32 ? (void *)&one : (void *)&one_bf16, dtype_size(g->dtype));
+    }
+    for (int k = t->n - 1; k >= 0; k--) {
+        TapeNode *node = &t->nodes[k];
+        bool any_out_grad = false;
+        for (int o = 0; o < node->nout; o++) any_out_grad |= node->out[o]->grad != NULL;
+        if (!any_out_grad) continue;
+        for (int o = 0; o < node->nout; o++) tensor_ensure_grad(node->out[o], t->act);
+        for (int i = 0; i < node->nin; i++) {
+            Tensor *x = node->in[i];
+            if (x && x->requires_grad) tensor_ensure_grad(x, t->act);
+        }
+        KernelFn bwd = g_ops[node->op].backward[node->out[0]->device];
+        if (!bwd) fatal("op '%s' has no backward kernel for device %d", g_ops[node->op].name, (int)node->out[0]->device);
+        bwd(node);
+    }
+}

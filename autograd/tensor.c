@@ -1,0 +1,147 @@
+#include "tensor.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "device.h"
+#include "util.h"
+
+#define ARENA_ALIGN 64
+
+// Tensor headers live in host memory (also for device arenas), in chunks owned by the arena.
+#define HEADERS_PER_CHUNK 256
+struct HeaderChunk {
+    Tensor items[HEADERS_PER_CHUNK];
+    struct HeaderChunk *next;
+};
+
+void arena_init(Arena *a, const char *name, Device dev, size_t capacity) {
+    memset(a, 0, sizeof *a);
+    snprintf(a->name, sizeof a->name, "%s", name);
+    a->device = dev;
+    a->capacity = capacity;
+    if (dev == DEV_CPU) {
+        a->base = aligned_alloc(ARENA_ALIGN, (capacity + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
+        if (!a->base) fatal("out of memory: arena '%s' of %zu bytes", name, capacity);
+    } else {
+        a->base = device_malloc(capacity);
+    }
+}
+
+void arena_free(Arena *a) {
+    if (!a->base) return;
+    if (a->device == DEV_CPU) free(a->base);
+    else device_free(a->base);
+    a->base = NULL;
+    a->capacity = a->used = 0;
+    while (a->header_chunks) {
+        struct HeaderChunk *next = a->header_chunks->next;
+        free(a->header_chunks);
+        a->header_chunks = next;
+    }
+    a->headers_used = 0;
+}
+
+void *arena_alloc(Arena *a, size_t bytes) {
+    size_t start = (a->used + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    if (start + bytes > a->capacity)
+        fatal("arena '%s' is full: need %zu more bytes, capacity %zu (raise its size)", a->name, bytes,
+              a->capacity);
+    a->used = start + bytes;
+    if (a->used > a->high_water) a->high_water = a->used;
+    return a->base + start;
+}
+
+void arena_reset(Arena *a) {
+    a->used = 0;
+    a->headers_used = 0;
+}
+
+size_t dtype_size(DType dt) {
+    static const size_t sizes[] = {[DT_F32] = 4, [DT_BF16] = 2, [DT_U8] = 1, [DT_I32] = 4};
+    return sizes[dt];
+}
+const char *dtype_name(DType dt) {
+    static const char *names[] = {[DT_F32] = "f32", [DT_BF16] = "bf16", [DT_U8] = "u8", [DT_I32] = "i32"};
+    return names[dt];
+}
+
+// arena_reset() recycles tensor headers along with the storage.
+
+static Tensor *tensor_header(Arena *a) {
+    int index = a->headers_used++;
+    struct HeaderChunk **link = &a->header_chunks;
+    for (int c = 0; c <= index / HEADERS_PER_CHUNK; c++) {
+        if (!*link) *link = xcalloc(1, sizeof(struct HeaderChunk));
+        if (c < index / HEADERS_PER_CHUNK) link = &(*link)->next;
+    }
+    Tensor *t = &(*link)->items[index % HEADERS_PER_CHUNK];
+    memset(t, 0, sizeof *t);
+    return t;
+}
+
+Tensor *tensor_new(Arena *a, DType dt, int ndim, const int64_t *shape, const char *name) {
+    if (ndim < 0 || ndim > TENSOR_MAX_DIMS) fatal("tensor '%s': %d dims (max %d)", name, ndim, TENSOR_MAX_DIMS);
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] <= 0) fatal("tensor '%s': dim %d is %lld", name ? name : "?", i, (long long)shape[i]);
+        numel *= shape[i];
+    }
+    size_t bytes = (size_t)numel * dtype_size(dt);
+    void *data = arena_alloc(a, bytes);
+    Tensor *t = tensor_header(a);
+    snprintf(t->name, sizeof t->name, "%s", name ? name : "");
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    t->numel = numel;
+    t->dtype = dt;
+    t->device = a->device;
+    t->data = data;
+    tensor_zero(t);
+    return t;
+}
+
+Tensor *tensor_new2(Arena *a, DType dt, int64_t d0, int64_t d1, const char *name) {
+    int64_t s[2] = {d0, d1};
+    return tensor_new(a, dt, 2, s, name);
+}
+
+Tensor *tensor_new1(Arena *a, DType dt, int64_t d0, const char *name) { return tensor_new(a, dt, 1, &d0, name); }
+
+Tensor *tensor_like(Arena *a, const Tensor *like, const char *name) {
+    if (a->device != like->device) fatal("tensor_like('%s'): arena '%s' is on another device", name, a->name);
+    return tensor_new(a, like->dtype, like->ndim, like->shape, name);
+}
+
+Tensor *tensor_ensure_grad(Tensor *t, Arena *a) {
+    if (!t->grad) {
+        // gradients are f32 on CPU; on CUDA they follow the tensor (bf16 activations, f32 params)
+        DType gdt = t->device == DEV_CPU ? DT_F32 : t->dtype;
+        char nm[TENSOR_NAME_LEN + 8];
+        snprintf(nm, sizeof nm, "%s.grad", t->name);
+        t->grad = tensor_new(a, gdt, t->ndim, t->shape, nm);
+    }
+    return t->grad;
+}
+
+void tensor_zero(Tensor *t) {
+    size_t bytes = (size_t)t->numel * dtype_size(t->dtype);
+    if (t->device == DEV_CPU) memset(t->data, 0, bytes);
+    else device_memset0(t->data, bytes);
+}
+
+bool tensor_same_shape(const Tensor *a, const Tensor *b) {
+    if (a->ndim != b->ndim) return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return false;
+    return true;
+}
+
+const char *tensor_shape_str(const Tensor *t, char *buf, size_t n) {
+    size_t off = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < t->ndim && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, i ? ", %lld" : "%lld", (long long)t->shape[i]);
+    if (off < n) snprintf(buf + off, n - off, "]");
+    return buf;
+}

@@ -1,0 +1,73 @@
+// Tensors and arenas: the storage layer of the engine.
+//
+// A Tensor is a contiguous, row-major block of f32 or bf16 values on one device. Its storage
+// comes from an Arena (a bump allocator), so there is no per-tensor free: parameters, gradients,
+// optimizer state and activations each live in their own arena, and the activation arena is
+// reset every step.
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TENSOR_MAX_DIMS 4
+#define TENSOR_NAME_LEN 96
+
+typedef enum { DT_F32 = 0, DT_BF16 = 1, DT_U8 = 2, DT_I32 = 3 } DType;
+typedef enum { DEV_CPU = 0, DEV_CUDA = 1, DEV_COUNT = 2 } Device;
+
+typedef struct Arena {
+    char name[32];
+    Device device;
+    char *base;
+    size_t capacity, used, high_water;
+    struct HeaderChunk *header_chunks;  // host memory for the headers of this arena's tensors
+    int headers_used;
+} Arena;
+
+typedef struct Tensor {
+    char name[TENSOR_NAME_LEN];
+    int ndim;
+    int64_t shape[TENSOR_MAX_DIMS];
+    int64_t numel;
+    DType dtype;
+    Device device;
+    void *data;
+    struct Tensor *grad;   // gradient buffer (same shape, f32 on CPU); NULL until needed
+    bool requires_grad;    // true for trainable parameters and for activations that depend on them
+} Tensor;
+
+// ---- arenas ----
+// capacity in bytes; device memory on DEV_CUDA (needs the CUDA build). Aborts on failure.
+void arena_init(Arena *a, const char *name, Device dev, size_t capacity);
+void arena_free(Arena *a);
+void *arena_alloc(Arena *a, size_t bytes);      // 64-byte aligned, NOT zeroed
+void arena_reset(Arena *a);                      // forget all allocations (keeps the memory)
+
+// ---- tensors ----
+size_t dtype_size(DType dt);
+const char *dtype_name(DType dt);
+// Allocates the tensor header and its storage from `a`. Storage is zeroed.
+Tensor *tensor_new(Arena *a, DType dt, int ndim, const int64_t *shape, const char *name);
+Tensor *tensor_new2(Arena *a, DType dt, int64_t d0, int64_t d1, const char *name);
+Tensor *tensor_new1(Arena *a, DType dt, int64_t d0, const char *name);
+// A tensor with the same shape/dtype/device as `like`.
+Tensor *tensor_like(Arena *a, const Tensor *like, const char *name);
+// Make sure t->grad exists (allocated from `a`, zeroed, f32 on CPU / same dtype policy on CUDA).
+Tensor *tensor_ensure_grad(Tensor *t, Arena *a);
+void tensor_zero(Tensor *t);
+bool tensor_same_shape(const Tensor *a, const Tensor *b);
+// Human readable "[2, 3, 4]" into buf.
+const char *tensor_shape_str(const Tensor *t, char *buf, size_t n);
+static inline float *tensor_f32(const Tensor *t) { return (float *)t->data; }
+
+// ---- bf16 helpers (round to nearest even) ----
+static inline uint16_t f32_to_bf16(float f) {
+    union { float f; uint32_t u; } v = {f};
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40u);  // NaN stays NaN
+    uint32_t rounding = 0x7fffu + ((v.u >> 16) & 1u);
+    return (uint16_t)((v.u + rounding) >> 16);
+}
+static inline float bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
+    return v.f;
+}

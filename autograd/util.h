@@ -1,0 +1,32 @@
+// Small shared helpers: errors, checked allocation, logging.
+#pragma once
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+// Error report for functions that read user input (configs, checkpoints, data files).
+// Convention: such functions take `Err *err`, return 0 on success and -1 on failure after
+// filling err->msg with a message naming the file and the key / tensor / byte offset.
+typedef struct Err {
+    char msg[1024];
+} Err;
+
+// Formats into err->msg (err may be NULL) and returns -1, so callers can `return err_set(...)`.
+int err_set(Err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// Prints "vnmtune: error: ..." to stderr and exits(1). For programming errors and OOM.
+_Noreturn void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+
+double now_seconds(void);  // monotonic clock
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define CHECK(cond, ...)                         \
+    do {                                         \
+        if (!(cond)) fatal(__VA_ARGS__);         \
+    } while (0)
