@@ -1,0 +1,58 @@
+// V:N:M patterns and the compressed V:N:M weight format (DESIGN.md §1).
+//
+// A weight W (out, in), y = x Wᵀ, is cut into blocks of V rows × M columns. Each block keeps the
+// same 4 columns for all its V rows, and each row keeps 2 of those 4 (2:4). With R = out/V row
+// blocks and C = in/M column blocks the compressed form is:
+//   values  (out, 2C)  bf16    the 2 kept values of each row in each block, in kept-column order
+//   columns (R, C, 4)  uint16  ORIGINAL input-channel indices of the 4 kept columns (ascending),
+//                              so an input-channel permutation is free at inference
+//   idx     (out, C)   uint8   canonical 2:4 positions: bits 1:0 = position (0..3) of the first kept
+//                              value among the block's 4 columns, bits 3:2 = the second (first < second)
+//   meta               uint32  the same information in the layout the sparse MMA kernels read
+//                              (documented in vnm_format.c next to vnm_pack_meta)
+//   row_perm (out)     int32   optional: compressed row r is written to output row row_perm[r]
+// A plain 2:4 pattern ("2:4") is V:2:4 with V = VNM_DEFAULT_V_FOR_24 (every column is kept).
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "autograd/util.h"
+
+#define VNM_DEFAULT_V_FOR_24 16
+
+typedef struct VnmPattern {
+    int V, N, M;  // N is always 2 (the sparse tensor cores' 2:4)
+} VnmPattern;
+
+// "64:2:5" -> {64, 2, 5}; "2:4" -> {VNM_DEFAULT_V_FOR_24, 2, 4}. Errors name the string:
+// N must be 2, M >= 4, V >= 1 (e.g. "64:2:3", "0:2:5", "a:b:c" are rejected).
+int vnm_pattern_parse(const char *s, VnmPattern *p, Err *err);
+// Checks that (out, in) splits into whole V×M blocks; the error names the layer.
+int vnm_pattern_fits(VnmPattern p, int64_t out, int64_t in, const char *layer, Err *err);
+
+typedef struct VnmMatrix {
+    VnmPattern p;
+    int64_t out, in;     // dense shape
+    int64_t R, C;        // row blocks (out/V), column blocks (in/M)
+    uint16_t *values;    // bf16 bits, (out, 2C)
+    uint16_t *columns;   // (R, C, 4)
+    uint8_t *idx;        // (out, C)
+    uint32_t *meta;      // kernel layout, meta_words entries
+    int64_t meta_words;
+    int32_t *row_perm;   // (out) or NULL
+} VnmMatrix;
+
+// Compress dense W (out, in, fp32 row-major) under a V:N:M mask (out, in, 0/1 bytes) that has
+// exactly the V:N:M structure (4 shared columns per block, 2 per row among them). A mask that
+// breaks the structure is an error naming the block. row_perm may be NULL.
+int vnm_compress(const float *W, const uint8_t *mask, int64_t out, int64_t in, VnmPattern p,
+                 const int32_t *row_perm, VnmMatrix *m, Err *err);
+// Dense (out, in) fp32 with zeros at pruned positions (rows in compressed order, i.e. row_perm
+// is NOT applied).
+void vnm_decompress(const VnmMatrix *m, float *W);
+// Rebuild meta from idx (after loading a file or editing values).
+void vnm_pack_meta(VnmMatrix *m);
+void vnm_free(VnmMatrix *m);
+// CPU reference SpMM: y (n, out) = x (n, in) · Wᵀ (+ bias), fp32 accumulate of the bf16 values,
+// output row r of the compressed matrix goes to column row_perm[r] of y (r when row_perm is NULL).
+void vnm_spmm_cpu(const VnmMatrix *m, const float *x, int64_t n, const float *bias, float *y);
