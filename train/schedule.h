@@ -12,9 +12,16 @@
 
 #include "train/config.h"
 #include "train/linear.h"
+#include "train/vnm_mask.h"
 
 typedef struct Schedule {
+    ScheduleConfig cfg;
     bool sparse;                 // sparsity enabled and mode != dense
+    MaskSpec spec;               // the requested pattern (V may be lowered per layer, see below)
+    ScoreKind score;
+    float ria_alpha;
+    bool permute;
+    VnmPattern *layer_pattern;   // per layer: the pattern actually used
     int64_t stage1_end, stage2_end, total;
     int stage;                   // 1, 2 or 3 for the current step
     Linear **layers;             // the sparse target layers
@@ -23,4 +30,22 @@ typedef struct Schedule {
     int64_t mask_updates;
     float last_flip_rate;        // fraction of mask entries that changed at the last update
     double mask_seconds;         // time spent computing masks
+    bool masks_valid;            // layers carry a current mask (computed or loaded from a checkpoint)
 } Schedule;
+
+// Picks the sparse layers (sparsity.targets) and the stage boundaries. A V:N:M pattern whose V
+// does not divide a layer's rows is adapted per layer: V is halved (64 -> 32 -> 16) until it
+// divides `out`; M must divide `in` (error naming the layer otherwise). Masks are allocated here.
+int schedule_init(Schedule *s, const Config *c, Linear **linears, int n, int64_t total_steps, Arena *arena, Err *err);
+void schedule_free(Schedule *s);
+// Stage of `step`; computes / updates / freezes masks as the stage requires.
+void schedule_before_step(Schedule *s, int64_t step);
+// Adds the gradient of the regulariser λ·½‖(W + s·BA) ⊙ (1 − mask)‖² to dA, dB (stage 2, λ > 0).
+void schedule_after_backward(Schedule *s);
+// Recompute every layer's mask from the scores of W + s·BA now (returns the mean flip rate).
+float schedule_update_masks(Schedule *s);
+// Calibration for wanda / ria: the caller runs forward passes with l->act_sq collecting Σx² per
+// input channel; this turns them into act_norm and stops collecting.
+void schedule_begin_calibration(Schedule *s);
+void schedule_end_calibration(Schedule *s);
+bool schedule_needs_calibration(const Schedule *s);

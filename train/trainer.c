@@ -43,6 +43,30 @@ static int load_data(Trainer *tr, Err *err) {
     return 0;
 }
 
+static void batch_tensors(Trainer *tr, int b);
+
+// Activation norms for wanda / ria: forward passes (no augmentation, no recording) over
+// sparsity.calib_batches training batches while the sparse layers collect Σx² per input channel.
+static void calibrate(Trainer *tr) {
+    const Config *c = &tr->cfg;
+    LoaderOptions lo = {.batch_size = c->train.batch_size, .shuffle = true, .augment = false, .mean = c->data.mean,
+                        .std = c->data.std, .seed = c->train.seed ^ 0xca11b ,.limit = c->data.train_limit, .drop_last = true};
+    Loader cal;
+    Err err;
+    if (loader_init(&cal, &tr->train_set, &lo, &err)) fatal("%s", err.msg);
+    schedule_begin_calibration(&tr->sched);
+    tr->tape.record = tr->tape.training = false;
+    for (int b = 0; b < c->sparsity.calib_batches; b++) {
+        batch_tensors(tr, c->train.batch_size);
+        loader_next(&cal, tensor_f32(tr->x), (int32_t *)tr->y->data);
+        tape_reset(&tr->tape);
+        deit_forward(&tr->model, &tr->tape, tr->x);
+    }
+    tape_reset(&tr->tape);
+    schedule_end_calibration(&tr->sched);
+    loader_free(&cal);
+}
+
 static size_t activation_budget(const Config *c) {
     int b = c->train.batch_size > c->eval.batch_size ? c->train.batch_size : c->eval.batch_size;
     return deit_activation_bytes(&c->model, b, c->train.device[0] == 'c' && c->train.device[1] == 'u' ? DT_BF16 : DT_F32);
@@ -72,7 +96,10 @@ int trainer_setup(Trainer *tr, const Config *cfg, Err *err) {
     if (c->model.init[0] && model_load_safetensors(&tr->model.params, c->model.init, false, err)) return -1;
     if (c->lora.enabled)
         lora_attach(tr->model.linears, tr->model.n_linears, &tr->model.params, &tr->params, &c->lora, c->train.seed);
-    if (schedule_init(&tr->sched, tr, err)) return -1;
+    if (!strcmp(c->schedule.mode, "one_shot") && c->sparsity.enabled) tr->total_steps = 0;
+    if (schedule_init(&tr->sched, c, tr->model.linears, tr->model.n_linears, tr->total_steps, &tr->params, err)) return -1;
+    if (schedule_needs_calibration(&tr->sched)) calibrate(tr);
+    if (tr->sched.sparse && tr->sched.stage1_end == 0) schedule_before_step(&tr->sched, 0);  // prune before training
     adamw_init(&tr->opt, &tr->model.params);
     tr->opt_ready = true;
 
