@@ -8,10 +8,12 @@
 //   attributes on the root group "/":
 //     num_classes  int64
 //     name         string           e.g. "fashion_mnist", "imagenet"
+//   other attributes are ignored (images_to_h5.py adds class_names, the newline-joined folder names)
 // Naming rule: a prepared data set is a directory <dir> holding <dir>/<split>.h5, where <split>
 // is "train", "test" or "val" (imageset_split_path builds the path). Files are written by
 // imageset_write_h5 (C, e.g. `vnmtune convert fashion_mnist`) or data/images_to_h5.py
 // (ImageFolder trees such as ImageNet); the reader accepts chunked/compressed datasets too.
+// A set too large for memory (ImageNet train) is read in ranges (imageset_read_h5_range).
 #pragma once
 #include <stdint.h>
 

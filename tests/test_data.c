@@ -5,9 +5,11 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "data/convert.h"
 #include "data/fmnist.h"
 #include "data/imageset.h"
 #include "data/loader.h"
+#include "train/h5io.h"
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -182,9 +184,6 @@ Test(fmnist, real_test_set) {
     imageset_free(&s);
 }
 
-// ---------------------------------------------------------------------------------------------
-// loader
-
 // n images of h x w x c with pseudo-random pixels; label i % num_classes.
 static ImageSet synthetic_set(int64_t n, int h, int w, int c, int num_classes) {
     ImageSet s;
@@ -195,6 +194,137 @@ static ImageSet synthetic_set(int64_t n, int h, int w, int c, int num_classes) {
     for (int64_t i = 0; i < n; i++) s.labels[i] = (int32_t)(i % num_classes);
     return s;
 }
+
+// ---------------------------------------------------------------------------------------------
+// HDF5 image sets
+
+TestSuite(imageset, .init = make_tmpdir, .fini = remove_tmpdir);
+
+static void assert_same_images(const ImageSet *a, int64_t a_start, const ImageSet *b) {
+    cr_assert_eq(a->h, b->h);
+    cr_assert_eq(a->w, b->w);
+    cr_assert_eq(a->c, b->c);
+    cr_assert_eq(a->num_classes, b->num_classes);
+    cr_assert_str_eq(a->name, b->name);
+    int64_t per = imageset_image_bytes(a);
+    cr_assert_arr_eq(a->pixels + a_start * per, b->pixels, (size_t)(b->n * per));
+    cr_assert_arr_eq(a->labels + a_start, b->labels, (size_t)b->n * sizeof(int32_t));
+}
+
+Test(imageset, round_trip_and_range) {
+    ImageSet s = synthetic_set(23, 5, 4, 3, 7), r;
+    char path[512];
+    Err err = {{0}};
+    imageset_split_path(path, sizeof path, tmpdir, "train");
+    cr_assert(strstr(path, "/train.h5"));
+    cr_assert_eq(imageset_write_h5(path, &s, &err), 0, "%s", err.msg);
+    cr_assert_eq(imageset_read_h5(path, &r, &err), 0, "%s", err.msg);
+    cr_assert_eq(r.n, 23);
+    assert_same_images(&s, 0, &r);
+    imageset_free(&r);
+    cr_assert_eq(imageset_read_h5_range(path, 5, 9, &r, &err), 0, "%s", err.msg);
+    cr_assert_eq(r.n, 9);
+    assert_same_images(&s, 5, &r);
+    imageset_free(&r);
+    cr_assert_eq(imageset_read_h5_range(path, 20, -1, &r, &err), 0, "%s", err.msg);
+    cr_assert_eq(r.n, 3);
+    assert_same_images(&s, 20, &r);
+    imageset_free(&r);
+    cr_assert_eq(imageset_info_h5(path, &r, &err), 0, "%s", err.msg);
+    cr_assert(r.n == 23 && r.h == 5 && r.w == 4 && r.c == 3 && r.num_classes == 7 && r.pixels == NULL);
+    cr_assert_eq(imageset_read_h5_range(path, 20, 4, &r, &err), -1);
+    cr_assert(strstr(err.msg, "images 20..24: the file holds 23"), "%s", err.msg);
+    imageset_free(&s);
+}
+
+// Writes a file with /images and, optionally, /labels of the given dtype and attributes.
+static void write_partial(const char *path, bool labels, DType label_dt, bool attrs) {
+    ImageSet s = synthetic_set(4, 3, 3, 1, 5);
+    H5File f;
+    Err err = {{0}};
+    cr_assert_eq(h5_create(&f, path, &err), 0, "%s", err.msg);
+    int64_t ishape[4] = {4, 3, 3, 1}, n = 4;
+    cr_assert_eq(h5_write(&f, "/images", DT_U8, 4, ishape, s.pixels, &err), 0, "%s", err.msg);
+    float fl[4] = {0, 1, 2, 3};
+    if (labels)
+        cr_assert_eq(h5_write(&f, "/labels", label_dt, 1, &n, label_dt == DT_F32 ? (void *)fl : s.labels, &err), 0);
+    if (attrs) {
+        cr_assert_eq(h5_set_attr_i64(&f, "/", "num_classes", 5, &err), 0);
+        cr_assert_eq(h5_set_attr_str(&f, "/", "name", "partial", &err), 0);
+    }
+    cr_assert_eq(h5_close_commit(&f, &err), 0, "%s", err.msg);
+    imageset_free(&s);
+}
+
+static void expect_read_error(const char *path, const char *needle) {
+    ImageSet r;
+    Err err = {{0}};
+    cr_assert_eq(imageset_read_h5(path, &r, &err), -1);
+    cr_assert_null(r.pixels);
+    cr_assert(strstr(err.msg, path) && strstr(err.msg, needle), "message '%s' lacks '%s'", err.msg, needle);
+}
+
+Test(imageset, errors) {
+    char path[512];
+    tmp_path(path, "bad.h5");
+    write_partial(path, false, DT_I32, true);
+    expect_read_error(path, "missing dataset '/labels'");
+    write_partial(path, true, DT_F32, true);
+    expect_read_error(path, "'/labels': stored as float32, expected int32");
+    write_partial(path, true, DT_U8, true);
+    expect_read_error(path, "'/labels': stored as uint8, expected int32");
+    write_partial(path, true, DT_I32, false);
+    expect_read_error(path, "num_classes");
+    write_partial(path, true, DT_I32, true);
+    ImageSet r;
+    Err err = {{0}};
+    cr_assert_eq(imageset_read_h5(path, &r, &err), 0, "%s", err.msg);
+    imageset_free(&r);
+    // a label out of range is refused by the writer
+    ImageSet s = synthetic_set(4, 3, 3, 1, 5);
+    s.labels[2] = 5;
+    cr_assert_eq(imageset_write_h5(path, &s, &err), -1);
+    cr_assert(strstr(err.msg, "label 5 of image 2"), "%s", err.msg);
+    imageset_free(&s);
+    // not an HDF5 file
+    FILE *f = fopen(path, "wb");
+    fputs("hello", f);
+    fclose(f);
+    expect_read_error(path, "not an HDF5 file");
+}
+
+Test(imageset, convert_fmnist) {
+    // tiny idx files under the Debian names, converted to train.h5 / test.h5
+    write_small(SMALL_N, SMALL_N, SMALL_N, 2051);
+    char a[512], b[512], out[512];
+    const char *prefixes[2] = {"train", "t10k"};
+    for (int i = 0; i < 2; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s-images-idx3-ubyte.gz", prefixes[i]);
+        cr_assert(link(tmp_path(a, "images.gz"), tmp_path(b, name)) == 0);
+        snprintf(name, sizeof name, "%s-labels-idx1-ubyte.gz", prefixes[i]);
+        cr_assert(link(tmp_path(a, "labels.gz"), tmp_path(b, name)) == 0);
+    }
+    tmp_path(out, "h5");
+    char *argv[] = {"convert", "fashion_mnist", tmpdir, out};
+    cr_assert_eq(data_convert_main(4, argv), 0);
+    ImageSet r;
+    Err err = {{0}};
+    const char *splits[2] = {"train", "test"};
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(imageset_read_h5(imageset_split_path(a, sizeof a, out, splits[i]), &r, &err), 0, "%s", err.msg);
+        cr_assert_eq(r.n, SMALL_N);
+        cr_assert_arr_eq(r.pixels, small_pixels, sizeof small_pixels);
+        cr_assert_eq(r.labels[1], 8);
+        cr_assert_str_eq(r.name, "fashion_mnist");
+        imageset_free(&r);
+    }
+    char *bad[] = {"convert", "cifar", tmpdir, out};
+    cr_assert_eq(data_convert_main(4, bad), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// loader
 
 static void init_ok(Loader *L, const ImageSet *s, const LoaderOptions *o) {
     Err err = {{0}};
