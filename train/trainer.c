@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "data/fmnist.h"
 #include "train/checkpoint.h"
 #include "train/lora.h"
 #include "train/model_io.h"
@@ -25,6 +26,23 @@ static int make_dirs(const char *path, Err *err) {
     return 0;
 }
 
+// data.dataset fashion_mnist: the idx .gz files in data.path; hdf5: <data.path>/{train,test}.h5
+static int dataset_open(const DataConfig *d, ImageSet *train, ImageSet *test, Err *err) {
+    if (!strcmp(d->dataset, "fashion_mnist"))
+        return fmnist_load(d->path, "train", train, err) || fmnist_load(d->path, "test", test, err) ? -1 : 0;
+    char path[CFG_STR + 16];
+    if (imageset_read_h5(imageset_split_path(path, sizeof path, d->path, "train"), train, err)) return -1;
+    return imageset_read_h5(imageset_split_path(path, sizeof path, d->path, "test"), test, err);
+}
+
+static LoaderOptions loader_options(const Config *c, bool train) {
+    LoaderOptions lo = train ? loader_train_options(c->train.batch_size, c->train.seed) : loader_eval_options(c->eval.batch_size);
+    lo.augment = train && c->data.augment;
+    lo.limit = train ? c->data.train_limit : c->data.test_limit;
+    loader_options_set_norm(&lo, c->data.mean, c->data.std);
+    return lo;
+}
+
 static int load_data(Trainer *tr, Err *err) {
     const DataConfig *d = &tr->cfg.data;
     if (dataset_open(d, &tr->train_set, &tr->test_set, err)) return -1;
@@ -34,9 +52,7 @@ static int load_data(Trainer *tr, Err *err) {
                        tr->train_set.h, tr->train_set.w, tr->train_set.c, m->img_size, m->in_chans);
     if (tr->train_set.num_classes > m->num_classes)
         return err_set(err, "%s: %d classes but model.num_classes=%d", d->path, tr->train_set.num_classes, m->num_classes);
-    LoaderOptions lo = {.batch_size = tr->cfg.train.batch_size, .shuffle = true, .augment = d->augment,
-                        .mean = d->mean, .std = d->std, .seed = tr->cfg.train.seed, .limit = d->train_limit,
-                        .drop_last = true};
+    LoaderOptions lo = loader_options(&tr->cfg, true);
     if (loader_init(&tr->loader, &tr->train_set, &lo, err)) return -1;
     tr->steps_per_epoch = loader_batches_per_epoch(&tr->loader);
     if (tr->steps_per_epoch < 1) return err_set(err, "%s: fewer training images than train.batch_size", d->path);
@@ -49,8 +65,9 @@ static void batch_tensors(Trainer *tr, int b);
 // sparsity.calib_batches training batches while the sparse layers collect Σx² per input channel.
 static void calibrate(Trainer *tr) {
     const Config *c = &tr->cfg;
-    LoaderOptions lo = {.batch_size = c->train.batch_size, .shuffle = true, .augment = false, .mean = c->data.mean,
-                        .std = c->data.std, .seed = c->train.seed ^ 0xca11b ,.limit = c->data.train_limit, .drop_last = true};
+    LoaderOptions lo = loader_options(c, true);
+    lo.augment = false;
+    lo.seed ^= 0xca11b;
     Loader cal;
     Err err;
     if (loader_init(&cal, &tr->train_set, &lo, &err)) fatal("%s", err.msg);
@@ -58,7 +75,7 @@ static void calibrate(Trainer *tr) {
     tr->tape.record = tr->tape.training = false;
     for (int b = 0; b < c->sparsity.calib_batches; b++) {
         batch_tensors(tr, c->train.batch_size);
-        loader_next(&cal, tensor_f32(tr->x), (int32_t *)tr->y->data);
+        loader_next_wrap(&cal, tensor_f32(tr->x), (int32_t *)tr->y->data);
         tape_reset(&tr->tape);
         deit_forward(&tr->model, &tr->tape, tr->x);
     }
@@ -139,7 +156,7 @@ float trainer_step(Trainer *tr) {
     const Config *c = &tr->cfg;
     schedule_before_step(&tr->sched, tr->step);
     batch_tensors(tr, c->train.batch_size);
-    loader_next(&tr->loader, tensor_f32(tr->x), (int32_t *)tr->y->data);
+    loader_next_wrap(&tr->loader, tensor_f32(tr->x), (int32_t *)tr->y->data);
     tape_reset(&tr->tape);
     tr->tape.record = tr->tape.training = true;
     tr->tape.counter = (uint64_t)tr->step << 24;  // dropout masks depend on the step only: exact resume
@@ -156,8 +173,7 @@ float trainer_step(Trainer *tr) {
 
 float trainer_evaluate(Trainer *tr, float *loss_out) {
     const Config *c = &tr->cfg;
-    LoaderOptions lo = {.batch_size = c->eval.batch_size, .shuffle = false, .augment = false, .mean = c->data.mean,
-                        .std = c->data.std, .seed = 0, .limit = c->data.test_limit, .drop_last = false};
+    LoaderOptions lo = loader_options(c, false);
     Loader ev;
     Err err;
     if (loader_init(&ev, &tr->test_set, &lo, &err)) fatal("%s", err.msg);

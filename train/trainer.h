@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "autograd/tape.h"
+#include "data/imageset.h"
 #include "data/loader.h"
 #include "train/config.h"
 #include "train/deit.h"
