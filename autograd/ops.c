@@ -225,8 +225,10 @@ Tensor *op_cls_pos(Tape *t, Tensor *x, Tensor *cls, Tensor *pos, const char *nam
     check_float(op, name, "x", x);
     if (x->ndim != 3) fatal("%s('%s'): x %s: expected (B, N, D)", op, name, shape_of(x));
     int64_t N = x->shape[1], D = x->shape[2];
-    if (cls->numel != D || pos->numel != (N + 1) * D || cls->dtype != x->dtype || pos->dtype != x->dtype)
-        fatal("%s('%s'): x %s, cls %s, pos %s: expected cls (1, 1, D), pos (1, N+1, D) of the dtype of x", op, name,
+    check_float(op, name, "cls", cls);
+    check_float(op, name, "pos", pos);
+    if (cls->numel != D || pos->numel != (N + 1) * D)
+        fatal("%s('%s'): x %s, cls %s, pos %s: expected cls (1, 1, D), pos (1, N+1, D)", op, name,
               shape_of(x), shape_of(cls), shape_of(pos));
     int64_t shape[3] = {x->shape[0], N + 1, D};
     TapeNode n = {.op = OP_CLS_POS, .in = {x, cls, pos}, .nin = 3, .nout = 1};
