@@ -109,16 +109,13 @@ static float kept_sum(const float *a, const float *b, const float *c, const floa
     return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-float vnm_solver_best(VnmBlockSolver *s, const float *block, int64_t stride, int cols4[4]) {
-    const int V = s->V, M = s->M;
-    float *t = s->colmajor;
-    for (int r = 0; r < V; r++)
-        for (int c = 0; c < M; c++) t[c * V + r] = block[r * stride + c];
+float vnm_solver_best_cm(const VnmBlockSolver *s, const float *t, int64_t cs, int cols4[4]) {
+    const int V = s->V;
     float best = -INFINITY;
     int best_k = 0;
     for (int k = 0; k < s->n_subsets; k++) {
         const uint8_t *q = s->subsets[k];
-        float v = kept_sum(t + q[0] * V, t + q[1] * V, t + q[2] * V, t + q[3] * V, V);
+        float v = kept_sum(t + q[0] * cs, t + q[1] * cs, t + q[2] * cs, t + q[3] * cs, V);
         if (v > best) best = v, best_k = k;
     }
     if (cols4)
@@ -126,13 +123,16 @@ float vnm_solver_best(VnmBlockSolver *s, const float *block, int64_t stride, int
     return best;
 }
 
-float vnm_block_kept(const float *block, int64_t stride, int V, const int cols4[4]) {
-    float sum = 0;
-    for (int r = 0; r < V; r++) {
-        const float *x = block + r * stride;
-        sum += top2_of_4(x[cols4[0]], x[cols4[1]], x[cols4[2]], x[cols4[3]]);
-    }
-    return sum;
+float vnm_solver_best(VnmBlockSolver *s, const float *block, int64_t stride, int cols4[4]) {
+    const int V = s->V, M = s->M;
+    float *t = s->colmajor;
+    for (int r = 0; r < V; r++)
+        for (int c = 0; c < M; c++) t[c * V + r] = block[r * stride + c];
+    return vnm_solver_best_cm(s, t, V, cols4);
+}
+
+float vnm_block_kept_cm(const float *t, int64_t cs, int V, const int cols4[4]) {
+    return kept_sum(t + cols4[0] * cs, t + cols4[1] * cs, t + cols4[2] * cs, t + cols4[3] * cs, V);
 }
 
 // ---------------------------------------------------------------------------------------------

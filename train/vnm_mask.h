@@ -66,11 +66,16 @@ typedef struct VnmBlockSolver {
 
 void vnm_solver_init(VnmBlockSolver *s, int V, int M);
 void vnm_solver_free(VnmBlockSolver *s);
-// Best kept score of the V×M block at `block` (rows `stride` floats apart) and its 4 columns
-// (ascending positions 0..M-1) in cols4 when not NULL. Ties go to the lexicographically first subset.
+// Best kept score of the V×M block at `block` (row-major, rows `stride` floats apart) and its 4
+// columns (ascending positions 0..M-1) in cols4 when not NULL. Ties go to the first subset in
+// lexicographic order.
 float vnm_solver_best(VnmBlockSolver *s, const float *block, int64_t stride, int cols4[4]);
-// Kept score of one block with the given 4 columns (sum over rows of the 2 largest of the 4).
-float vnm_block_kept(const float *block, int64_t stride, int V, const int cols4[4]);
+// The same for a column-major block: column m is the V contiguous floats at block + m*col_stride
+// (e.g. a tile of a transposed score matrix). Uses no scratch.
+float vnm_solver_best_cm(const VnmBlockSolver *s, const float *block, int64_t col_stride,
+                         int cols4[4]);
+// Kept score of a column-major block with the given 4 columns: Σ over rows of the 2 largest.
+float vnm_block_kept_cm(const float *block, int64_t col_stride, int V, const int cols4[4]);
 
 double mask_kept_score(const float *scores, const uint8_t *mask, int64_t n);  // Σ scores where kept
 double mask_density(const uint8_t *mask, int64_t n);                         // kept fraction
