@@ -27,28 +27,7 @@
 
 #define VNM_PAD_CODE 0x4u  // positions (0, 1)
 
-int vnm_pattern_parse(const char *s, VnmPattern *p, Err *err) {
-    if (!s) return err_set(err, "sparsity pattern: missing (expected 'V:N:M' or '2:4')");
-    int a = 0, b = 0, c = 0, used = 0;
-    if (sscanf(s, "%d:%d:%d%n", &a, &b, &c, &used) == 3 && s[used] == '\0') {
-        p->V = a, p->N = b, p->M = c;
-    } else if (sscanf(s, "%d:%d%n", &a, &b, &used) == 2 && s[used] == '\0') {
-        p->V = VNM_DEFAULT_V_FOR_24, p->N = a, p->M = b;
-    } else {
-        return err_set(err, "sparsity pattern '%s': expected 'V:N:M' (e.g. 64:2:8) or '2:4'", s);
-    }
-    if (p->N != 2) return err_set(err, "sparsity pattern '%s': N must be 2 (sparse tensor cores are 2:4)", s);
-    if (p->M < 4) return err_set(err, "sparsity pattern '%s': M must be >= 4", s);
-    if (p->V < 1) return err_set(err, "sparsity pattern '%s': V must be >= 1", s);
-    return 0;
-}
-
-int vnm_pattern_fits(VnmPattern p, int64_t out, int64_t in, const char *layer, Err *err) {
-    if (out <= 0 || in <= 0 || out % p.V != 0 || in % p.M != 0)
-        return err_set(err, "layer %s: shape (%lld, %lld) does not split into %d×%d blocks of pattern %d:%d:%d",
-                       layer ? layer : "?", (long long)out, (long long)in, p.V, p.M, p.V, p.N, p.M);
-    return 0;
-}
+// vnm_pattern_parse and vnm_pattern_fits live in vnm_pattern.c.
 
 static void vnm_alloc(VnmMatrix *m, VnmPattern p, int64_t out, int64_t in) {
     memset(m, 0, sizeof *m);
