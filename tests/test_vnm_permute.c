@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "autograd/rng.h"
+#include "autograd/tensor.h"
 #include "train/vnm_mask.h"
 #include "train/vnm_permute.h"
 
@@ -150,4 +151,62 @@ Test(vnm_permute, errors) {
     VnmPattern p = {4, 2, 8};
     cr_assert_eq(vnm_permute_search(S, 8, 10, p, &opt, "odd_layer", pi, po, NULL, &err), -1);
     cr_assert(strstr(err.msg, "odd_layer"), "%s", err.msg);
+}
+
+// The pruned permuted layer, compressed with original column indices and row_perm, computes the
+// same outputs as the masked dense layer in the original order.
+Test(vnm_permute, compressed_permuted_layer_equals_masked_dense) {
+    int64_t out = 32, in = 48, n = 5;
+    VnmPattern p = {8, 2, 6};
+    float *W = xmalloc(out * in * sizeof(float)), *S = xmalloc(out * in * sizeof(float));
+    float *Sp = xmalloc(out * in * sizeof(float)), *Wd = xmalloc(out * in * sizeof(float));
+    uint8_t *mask_p = xmalloc(out * in), *mask_o = xmalloc(out * in);
+    Rng r;
+    rng_seed(&r, 77);
+    for (int64_t k = 0; k < out * in; k++) W[k] = rng_normal(&r) * (k % in >= 3 && k % in <= 5 ? 10 : 1);
+    for (int64_t k = 0; k < out * in; k++) W[k] = bf16_to_f32(f32_to_bf16(W[k]));  // exact in bf16
+    vnm_scores(W, out, in, SCORE_MAGNITUDE, NULL, 0.5f, S);
+    int32_t pi[48], po[32];
+    VnmPermuteOptions opt = vnm_permute_defaults();
+    opt.time_budget_s = 0.2;
+    Err err = {{0}};
+    cr_assert_eq(vnm_permute_search(S, out, in, p, &opt, "t", pi, po, NULL, &err), 0, "%s", err.msg);
+    cr_assert(!is_identity(pi, in) || !is_identity(po, out), "the test needs a real permutation");
+    vnm_permute_apply(S, out, in, pi, po, Sp);
+    MaskSpec spec = {.kind = MASK_VNM, .vnm = p};
+    cr_assert_eq(mask_compute(Sp, out, in, &spec, "t", mask_p, &err), 0, "%s", err.msg);
+    vnm_unpermute_mask(mask_p, out, in, pi, po, mask_o);
+
+    VnmMatrix m;
+    cr_assert_eq(vnm_compress_permuted(W, mask_p, out, in, p, pi, po, &m, &err), 0, "%s", err.msg);
+    cr_assert_arr_eq(m.row_perm, po, sizeof po);
+    for (int64_t b = 0; b < m.R * m.C; b++)
+        for (int k = 1; k < 4; k++) cr_assert_lt(m.columns[b * 4 + k - 1], m.columns[b * 4 + k]);
+    // decompressed row r is original row po[r], in original column order
+    vnm_decompress(&m, Wd);
+    for (int64_t row = 0; row < out; row++)
+        for (int64_t j = 0; j < in; j++) {
+            int64_t o = po[row] * in + j;
+            cr_assert_eq(Wd[row * in + j], mask_o[o] ? W[o] : 0.0f, "(%lld, %lld)", (long long)row, (long long)j);
+        }
+    // SpMM with x and y in the original channel order == x · (W ⊙ mask)ᵀ
+    float x[5 * 48], y[5 * 32];
+    for (int64_t k = 0; k < n * in; k++) x[k] = rng_normal(&r);
+    vnm_spmm_cpu(&m, x, n, NULL, y);
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t o = 0; o < out; o++) {
+            double ref = 0;
+            for (int64_t j = 0; j < in; j++)
+                if (mask_o[o * in + j]) ref += (double)W[o * in + j] * x[t * in + j];
+            cr_assert_float_eq(y[t * out + o], ref, 1e-4 * (1 + fabs(ref)), "y[%lld][%lld]", (long long)t, (long long)o);
+        }
+    // without row permutation row_perm stays NULL
+    VnmMatrix m2;
+    vnm_permute_apply(S, out, in, pi, NULL, Sp);
+    cr_assert_eq(mask_compute(Sp, out, in, &spec, "t", mask_p, &err), 0);
+    cr_assert_eq(vnm_compress_permuted(W, mask_p, out, in, p, pi, NULL, &m2, &err), 0, "%s", err.msg);
+    cr_assert_null(m2.row_perm);
+    vnm_free(&m);
+    vnm_free(&m2);
+    free(W), free(S), free(Sp), free(Wd), free(mask_p), free(mask_o);
 }

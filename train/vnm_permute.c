@@ -388,10 +388,8 @@ int vnm_permute_search(const float *scores, int64_t out, int64_t in, VnmPattern 
     s.tries = 4;
 
     build_T(&s);
-    if (getenv("VNM_PERM_DEBUG")) fprintf(stderr, "build_T (%.2fs)\n", now_seconds() - t0);
     solve_all_T(&s);
     s.st->kept_identity = total_kept(&s);
-    if (getenv("VNM_PERM_DEBUG")) fprintf(stderr, "identity (%.2fs)\n", now_seconds() - t0);
     if (opt->try_striped_start) {
         int32_t *striped = xmalloc((size_t)in * sizeof(int32_t));
         striped_perm(scores, out, in, p.M, striped);
@@ -413,13 +411,10 @@ int vnm_permute_search(const float *scores, int64_t out, int64_t in, VnmPattern 
             s.kept = kept_id, s.choice = choice_id;
         }
         free(striped);
-        if (getenv("VNM_PERM_DEBUG")) fprintf(stderr, "striped: %d %.6g (%.2fs)\n", s.st->striped_start, total_kept(&s) / s.st->kept_identity, now_seconds() - t0);
     }
     for (int round = 0; round < opt->max_rounds && now_seconds() < s.deadline; round++) {
         int64_t changes = column_phase(&s);
-        if (getenv("VNM_PERM_DEBUG")) fprintf(stderr, "round %d col: %.6g (%.2fs)\n", round, total_kept(&s) / s.st->kept_identity, now_seconds() - t0);
         if (opt->permute_rows && s.R > 1 && now_seconds() < s.deadline) changes += row_phase(&s);
-        if (getenv("VNM_PERM_DEBUG")) fprintf(stderr, "round %d row: %.6g (%.2fs)\n", round, total_kept(&s) / s.st->kept_identity, now_seconds() - t0);
         s.st->rounds++;
         if (changes == 0) {  // stuck: widen the column neighbourhood, stop when it is all tried
             if (s.tries >= s.in) break;
@@ -468,4 +463,50 @@ int vnm_check_perm(const int32_t *perm, int64_t n, const char *what, Err *err) {
     }
     free(seen);
     return rc;
+}
+
+// ---- compression of a permuted layer ----
+
+// Maps the block's 4 columns from permuted positions to original channels, sorts them ascending
+// (the format's order) and renumbers the rows' 2:4 positions and values to match.
+static void remap_block(VnmMatrix *m, int64_t rb, int64_t cb, const int32_t *perm_in) {
+    uint16_t *col = m->columns + (rb * m->C + cb) * 4;
+    int order[4] = {0, 1, 2, 3};  // order[new] = old slot, by original channel
+    int32_t orig[4];
+    for (int k = 0; k < 4; k++) orig[k] = perm_in[col[k]];
+    for (int i = 1; i < 4; i++)
+        for (int k = i; k > 0 && orig[order[k - 1]] > orig[order[k]]; k--) {
+            int t = order[k];
+            order[k] = order[k - 1], order[k - 1] = t;
+        }
+    int rank[4];  // rank[old slot] = new slot
+    for (int k = 0; k < 4; k++) col[k] = (uint16_t)orig[order[k]], rank[order[k]] = k;
+    for (int64_t row = rb * m->p.V; row < (rb + 1) * m->p.V; row++) {
+        uint8_t *code = m->idx + row * m->C + cb;
+        uint16_t *v = m->values + row * 2 * m->C + 2 * cb;
+        int p0 = rank[*code & 3], p1 = rank[(*code >> 2) & 3];
+        if (p0 > p1) {  // keep first < second, values in the same order
+            int t = p0;
+            p0 = p1, p1 = t;
+            uint16_t tv = v[0];
+            v[0] = v[1], v[1] = tv;
+        }
+        *code = (uint8_t)(p0 | (p1 << 2));
+    }
+}
+
+int vnm_compress_permuted(const float *W, const uint8_t *mask_perm, int64_t out, int64_t in,
+                          VnmPattern p, const int32_t *perm_in, const int32_t *perm_out,
+                          VnmMatrix *m, Err *err) {
+    if (vnm_check_perm(perm_in, in, "vnm_compress_permuted: perm_in", err)) return -1;
+    if (perm_out && vnm_check_perm(perm_out, out, "vnm_compress_permuted: perm_out", err)) return -1;
+    float *Wp = xmalloc((size_t)(out * in) * sizeof(float));
+    vnm_permute_apply(W, out, in, perm_in, perm_out, Wp);
+    int rc = vnm_compress(Wp, mask_perm, out, in, p, perm_out, m, err);
+    free(Wp);
+    if (rc) return -1;
+    for (int64_t rb = 0; rb < m->R; rb++)
+        for (int64_t cb = 0; cb < m->C; cb++) remap_block(m, rb, cb, perm_in);
+    vnm_pack_meta(m);
+    return 0;
 }
