@@ -92,7 +92,11 @@ int cmd_eval(int argc, char **argv) {
                                "or <train.out_dir>/checkpoint.h5.");
         return 0;
     }
-    if (!c.checkpoint.resume[0]) snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%s/checkpoint.h5", c.train.out_dir);
+    if (!c.checkpoint.resume[0] &&
+        snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%s/checkpoint.h5", c.train.out_dir) >= (int)sizeof c.checkpoint.resume) {
+        fprintf(stderr, "vnmtune: error: train.out_dir is too long\n");
+        return 1;
+    }
     Trainer tr;
     Err err = {0};
     int rc = trainer_setup(&tr, &c, &err);

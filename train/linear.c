@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "autograd/util.h"
+
 static void collect_act_sq(const Linear *l, const Tensor *x) {
     if (x->device != DEV_CPU || x->dtype != DT_F32) fatal("calibration of '%s' needs fp32 CPU activations", l->name);
     const float *p = tensor_f32(x);

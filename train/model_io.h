@@ -2,6 +2,7 @@
 #pragma once
 #include <stdbool.h>
 
+#include "autograd/util.h"
 #include "train/params.h"
 
 // Loads every base parameter of `pl` (and the LoRA factors too when `lora_too`) from `path`,

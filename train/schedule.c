@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "autograd/cpu_gemm.h"
+#include "train/lora.h"
+#include "train/vnm_permute.h"
 
 static bool is_target(const Linear *l, const SparsityConfig *sc) {
     if (!strcmp(l->name, "head")) return false;  // the classifier stays dense (DESIGN.md §2)
@@ -40,6 +42,9 @@ int schedule_init(Schedule *s, const Config *c, Linear **linears, int n, int64_t
     if (!s->n_layers) return err_set(err, "%s: sparsity.targets match no layer", c->source);
     s->layer_pattern = xcalloc((size_t)s->n_layers, sizeof *s->layer_pattern);
     s->act_norm = xcalloc((size_t)s->n_layers, sizeof *s->act_norm);
+    s->perm_in = xcalloc((size_t)s->n_layers, sizeof *s->perm_in);
+    s->perm_out = xcalloc((size_t)s->n_layers, sizeof *s->perm_out);
+    s->permute_budget_s = 1.0;
     for (int i = 0; i < s->n_layers; i++) {
         Linear *l = s->layers[i];
         if (layer_pattern(&s->spec, l, &s->layer_pattern[i], err)) return err_set(err, "%s: sparsity.pattern: %s", c->source, err->msg);
@@ -58,10 +63,10 @@ int schedule_init(Schedule *s, const Config *c, Linear **linears, int n, int64_t
 
 void schedule_free(Schedule *s) {
     for (int i = 0; i < s->n_layers; i++) {
-        free(s->act_norm[i]);
+        free(s->act_norm[i]), free(s->perm_in[i]), free(s->perm_out[i]);
         s->layers[i]->mask = NULL;
     }
-    free(s->layers), free(s->layer_pattern), free(s->act_norm);
+    free(s->layers), free(s->layer_pattern), free(s->act_norm), free(s->perm_in), free(s->perm_out);
     memset(s, 0, sizeof *s);
 }
 
@@ -79,6 +84,32 @@ static float *effective_weight(const Linear *l) {
     return W;
 }
 
+// With sparsity.permute the channel permutation is searched once per layer (at its first mask)
+// and kept; later mask updates search the mask of the permuted scores under that permutation.
+static int permuted_mask(Schedule *s, int i, const float *scores, uint8_t *mask, Err *err) {
+    Linear *l = s->layers[i];
+    VnmPattern p = s->layer_pattern[i];
+    if (!s->perm_in[i]) {
+        s->perm_in[i] = xmalloc((size_t)l->in * sizeof(int32_t));
+        s->perm_out[i] = xmalloc((size_t)l->out * sizeof(int32_t));
+        VnmPermuteOptions opt = vnm_permute_defaults();
+        opt.time_budget_s = s->permute_budget_s;
+        VnmPermuteStats st;
+        if (vnm_permute_search(scores, l->out, l->in, p, &opt, l->name, s->perm_in[i], s->perm_out[i], &st, err)) return -1;
+        s->permute_gain += st.kept_final / (st.kept_identity > 0 ? st.kept_identity : 1) - 1;
+    }
+    int64_t n = l->out * l->in;
+    float *ps = xmalloc((size_t)n * sizeof *ps);
+    uint8_t *pm = xmalloc((size_t)n);
+    vnm_permute_apply(scores, l->out, l->in, s->perm_in[i], s->perm_out[i], ps);
+    MaskSpec spec = s->spec;
+    spec.vnm = p;
+    int rc = mask_compute(ps, l->out, l->in, &spec, l->name, pm, err);
+    if (rc == 0) vnm_unpermute_mask(pm, l->out, l->in, s->perm_in[i], s->perm_out[i], mask);
+    free(ps), free(pm);
+    return rc;
+}
+
 static double layer_update_mask(Schedule *s, int i) {
     Linear *l = s->layers[i];
     int64_t n = l->out * l->in;
@@ -88,7 +119,7 @@ static double layer_update_mask(Schedule *s, int i) {
     spec.vnm = s->layer_pattern[i];
     uint8_t *mask = xmalloc((size_t)n);
     Err err;
-    int rc = s->permute && spec.kind == MASK_VNM ? vnm_mask_permuted(scores, l->out, l->in, spec.vnm, mask, &err)
+    int rc = s->permute && spec.kind == MASK_VNM ? permuted_mask(s, i, scores, mask, &err)
                                                   : mask_compute(scores, l->out, l->in, &spec, l->name, mask, &err);
     if (rc) fatal("mask of '%s': %s", l->name, err.msg);
     double flips = s->masks_valid ? mask_flip_rate(l->mask->data, mask, n) : 0.0;

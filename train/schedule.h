@@ -30,6 +30,10 @@ typedef struct Schedule {
     int64_t mask_updates;
     float last_flip_rate;        // fraction of mask entries that changed at the last update
     double mask_seconds;         // time spent computing masks
+    int32_t **perm_in, **perm_out; // per layer, with sparsity.permute: the channel / row permutation
+                                   // (perm[new position] = original index), NULL until searched
+    double permute_budget_s;       // time budget of one layer's permutation search
+    double permute_gain;           // Σ over layers of kept-score gain (kept_perm / kept_identity − 1)
     bool masks_valid;            // layers carry a current mask (computed or loaded from a checkpoint)
 } Schedule;
 
