@@ -86,6 +86,11 @@ static void check_resume(Config c, int cut) {
 Test(train, resume_is_exact, .init = make_dataset) { check_resume(tiny_job(NULL), 5); }
 Test(train, resume_inside_mask_search_is_exact, .init = make_dataset) { check_resume(tiny_job("three_stage"), 5); }
 Test(train, resume_inside_fixed_mask_stage_is_exact, .init = make_dataset) { check_resume(tiny_job("three_stage"), 9); }
+Test(train, resume_with_permutation_is_exact, .init = make_dataset) {
+    Config c = tiny_job("three_stage");
+    c.sparsity.permute = true;
+    check_resume(c, 6);
+}
 
 Test(train, three_stage_masks_have_vnm_structure, .init = make_dataset) {
     Config c = tiny_job("three_stage");

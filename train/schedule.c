@@ -52,6 +52,12 @@ int schedule_init(Schedule *s, const Config *c, Linear **linears, int n, int64_t
         snprintf(nm, sizeof nm, "%s.mask", l->name);
         l->mask = tensor_new2(arena, DT_U8, l->out, l->in, nm);
         memset(l->mask->data, 1, (size_t)l->mask->numel);  // dense until the first mask is computed
+        if (s->permute && s->spec.kind == MASK_VNM) {
+            snprintf(nm, sizeof nm, "%s.perm_in", l->name);
+            s->perm_in[i] = tensor_new1(arena, DT_I32, l->in, nm);
+            snprintf(nm, sizeof nm, "%s.perm_out", l->name);
+            s->perm_out[i] = tensor_new1(arena, DT_I32, l->out, nm);
+        }
     }
     if (!strcmp(s->cfg.mode, "three_stage")) {
         s->stage1_end = steps_of(s->cfg.stage1, total);
@@ -63,7 +69,7 @@ int schedule_init(Schedule *s, const Config *c, Linear **linears, int n, int64_t
 
 void schedule_free(Schedule *s) {
     for (int i = 0; i < s->n_layers; i++) {
-        free(s->act_norm[i]), free(s->perm_in[i]), free(s->perm_out[i]);
+        free(s->act_norm[i]);
         s->layers[i]->mask = NULL;
     }
     free(s->layers), free(s->layer_pattern), free(s->act_norm), free(s->perm_in), free(s->perm_out);
@@ -89,23 +95,22 @@ static float *effective_weight(const Linear *l) {
 static int permuted_mask(Schedule *s, int i, const float *scores, uint8_t *mask, Err *err) {
     Linear *l = s->layers[i];
     VnmPattern p = s->layer_pattern[i];
-    if (!s->perm_in[i]) {
-        s->perm_in[i] = xmalloc((size_t)l->in * sizeof(int32_t));
-        s->perm_out[i] = xmalloc((size_t)l->out * sizeof(int32_t));
+    int32_t *perm_in = s->perm_in[i]->data, *perm_out = s->perm_out[i]->data;
+    if (!s->perms_valid) {
         VnmPermuteOptions opt = vnm_permute_defaults();
         opt.time_budget_s = s->permute_budget_s;
         VnmPermuteStats st;
-        if (vnm_permute_search(scores, l->out, l->in, p, &opt, l->name, s->perm_in[i], s->perm_out[i], &st, err)) return -1;
+        if (vnm_permute_search(scores, l->out, l->in, p, &opt, l->name, perm_in, perm_out, &st, err)) return -1;
         s->permute_gain += st.kept_final / (st.kept_identity > 0 ? st.kept_identity : 1) - 1;
     }
     int64_t n = l->out * l->in;
     float *ps = xmalloc((size_t)n * sizeof *ps);
     uint8_t *pm = xmalloc((size_t)n);
-    vnm_permute_apply(scores, l->out, l->in, s->perm_in[i], s->perm_out[i], ps);
+    vnm_permute_apply(scores, l->out, l->in, perm_in, perm_out, ps);
     MaskSpec spec = s->spec;
     spec.vnm = p;
     int rc = mask_compute(ps, l->out, l->in, &spec, l->name, pm, err);
-    if (rc == 0) vnm_unpermute_mask(pm, l->out, l->in, s->perm_in[i], s->perm_out[i], mask);
+    if (rc == 0) vnm_unpermute_mask(pm, l->out, l->in, perm_in, perm_out, mask);
     free(ps), free(pm);
     return rc;
 }
@@ -133,6 +138,7 @@ float schedule_update_masks(Schedule *s) {
     double t0 = now_seconds(), flips = 0;
     for (int i = 0; i < s->n_layers; i++) flips += layer_update_mask(s, i);
     s->masks_valid = true;
+    if (s->permute) s->perms_valid = true;
     s->mask_updates++;
     s->last_flip_rate = (float)(flips / s->n_layers);
     s->mask_seconds += now_seconds() - t0;

@@ -30,8 +30,9 @@ typedef struct Schedule {
     int64_t mask_updates;
     float last_flip_rate;        // fraction of mask entries that changed at the last update
     double mask_seconds;         // time spent computing masks
-    int32_t **perm_in, **perm_out; // per layer, with sparsity.permute: the channel / row permutation
-                                   // (perm[new position] = original index), NULL until searched
+    Tensor **perm_in, **perm_out;  // per layer, with sparsity.permute: the channel / row permutation
+                                   // (DT_I32, perm[new position] = original index), NULL otherwise
+    bool perms_valid;              // searched (at the first mask computation) or loaded
     double permute_budget_s;       // time budget of one layer's permutation search
     double permute_gain;           // Σ over layers of kept-score gain (kept_perm / kept_identity − 1)
     bool masks_valid;            // layers carry a current mask (computed or loaded from a checkpoint)

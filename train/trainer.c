@@ -293,11 +293,11 @@ int trainer_run(Trainer *tr, int64_t until, Err *err) {
 
 // ---- checkpoints: params, AdamW moments, masks, and the state that makes resume exact ----
 
-enum { ST_STEP, ST_OPT_STEP, ST_STAGE, ST_MASK_UPDATES, ST_MASKS_VALID, ST_LOADER0 };
+enum { ST_STEP, ST_OPT_STEP, ST_STAGE, ST_MASK_UPDATES, ST_MASKS_VALID, ST_PERMS_VALID, ST_LOADER0 };
 #define N_STATE (ST_LOADER0 + LOADER_STATE_WORDS)
 
 static void state_names(CkptState *st) {
-    static const char *names[] = {"step", "optimizer_step", "stage", "mask_updates", "masks_valid"};
+    static const char *names[] = {"step", "optimizer_step", "stage", "mask_updates", "masks_valid", "perms_valid"};
     static char loader_names[LOADER_STATE_WORDS][16];
     for (int i = 0; i < ST_LOADER0; i++) st[i].name = names[i];
     for (int i = 0; i < LOADER_STATE_WORDS; i++) {
@@ -306,9 +306,16 @@ static void state_names(CkptState *st) {
     }
 }
 
-static CkptMask *ckpt_masks(Trainer *tr) {
-    CkptMask *m = xcalloc((size_t)tr->sched.n_layers + 1, sizeof *m);
-    for (int i = 0; i < tr->sched.n_layers; i++) m[i] = (CkptMask){tr->sched.layers[i]->name, tr->sched.layers[i]->mask};
+// Masks, and the permutations (i32) when sparsity.permute is on, as named /mask entries.
+static CkptMask *ckpt_masks(Trainer *tr, int *n) {
+    const Schedule *s = &tr->sched;
+    CkptMask *m = xcalloc((size_t)3 * s->n_layers + 1, sizeof *m);
+    *n = 0;
+    for (int i = 0; i < s->n_layers; i++) {
+        m[(*n)++] = (CkptMask){s->layers[i]->name, s->layers[i]->mask};
+        if (s->perm_in[i]) m[(*n)++] = (CkptMask){s->perm_in[i]->name, s->perm_in[i]};
+        if (s->perm_out[i]) m[(*n)++] = (CkptMask){s->perm_out[i]->name, s->perm_out[i]};
+    }
     return m;
 }
 
@@ -322,11 +329,12 @@ int trainer_save(Trainer *tr, const char *path, Err *err) {
     st[ST_STAGE].value = (uint64_t)tr->sched.stage;
     st[ST_MASK_UPDATES].value = (uint64_t)tr->sched.mask_updates;
     st[ST_MASKS_VALID].value = tr->sched.masks_valid;
+    st[ST_PERMS_VALID].value = tr->sched.perms_valid;
     for (int i = 0; i < LOADER_STATE_WORDS; i++) st[ST_LOADER0 + i].value = loader[i];
     char *yaml = config_to_yaml(&tr->cfg);
     CkptContent c = {.params = &tr->model.params, .m = tr->opt.m, .v = tr->opt.v, .optim_device = DEV_CPU,
-                     .masks = ckpt_masks(tr), .n_masks = tr->sched.n_layers, .state = st, .n_state = N_STATE,
-                     .config = yaml};
+                     .state = st, .n_state = N_STATE, .config = yaml};
+    c.masks = ckpt_masks(tr, &c.n_masks);
     int rc = ckpt_save(path, &c, err);
     free(yaml), free(c.masks);
     return rc;
@@ -336,7 +344,8 @@ int trainer_load(Trainer *tr, const char *path, Err *err) {
     CkptState st[N_STATE];
     state_names(st);
     CkptContent c = {.params = &tr->model.params, .m = tr->opt.m, .v = tr->opt.v, .optim_device = DEV_CPU,
-                     .masks = ckpt_masks(tr), .n_masks = tr->sched.n_layers, .state = st, .n_state = N_STATE};
+                     .state = st, .n_state = N_STATE};
+    c.masks = ckpt_masks(tr, &c.n_masks);
     int rc = ckpt_load(path, &c, err);
     free(c.masks);
     free(c.config_loaded);
@@ -346,6 +355,7 @@ int trainer_load(Trainer *tr, const char *path, Err *err) {
     tr->sched.stage = (int)st[ST_STAGE].value;
     tr->sched.mask_updates = (int64_t)st[ST_MASK_UPDATES].value;
     tr->sched.masks_valid = st[ST_MASKS_VALID].value != 0;
+    tr->sched.perms_valid = st[ST_PERMS_VALID].value != 0;
     uint64_t loader[LOADER_STATE_WORDS];
     for (int i = 0; i < LOADER_STATE_WORDS; i++) loader[i] = st[ST_LOADER0 + i].value;
     if (loader_state_set(&tr->loader, loader, err)) return err_set(err, "%s: /state: %s", path, err->msg);
