@@ -3,7 +3,15 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "data/convert.h"
 #include "train/commands.h"
+#include "train/pipeline.h"
+#include "train/select_vm.h"
+#include "train/vnm_export.h"
+
+static int cmd_convert(int argc, char **argv) { return data_convert_main(argc + 1, argv - 1); }
+static int cmd_inspect(int argc, char **argv) { return vnm_inspect_main(argc + 1, argv - 1); }
+static int cmd_select_vm(int argc, char **argv) { return select_vm_main(argc + 1, argv - 1); }
 
 typedef struct Command {
     const char *name;
@@ -13,7 +21,12 @@ typedef struct Command {
 
 static const Command COMMANDS[] = {
     {"train", cmd_train, "train a model from a YAML job (no job: the embedded Fashion-MNIST DeiT)"},
-    {"eval", cmd_eval, "evaluate a job's checkpoint on its test set"},
+    {"eval", cmd_eval, "evaluate a job's checkpoint (or --model=FILE: a checkpoint or V:N:M export) on its test set"},
+    {"pipeline", cmd_pipeline, "dense -> one-shot / fixed-mask / three-stage V:N:M LoRA, +/- permutation: accuracy table"},
+    {"export", cmd_export, "merge a sparse job's LoRA + masks and write the V:N:M model file (HDF5)"},
+    {"inspect", cmd_inspect, "list the layers of a V:N:M export: pattern, shape, density, sizes"},
+    {"select-vm", cmd_select_vm, "choose V and M for a speed-up target from measured kernel speed-ups"},
+    {"convert", cmd_convert, "convert a dataset to the HDF5 image-set format (convert fashion_mnist DIR OUT_DIR)"},
 };
 
 static void usage(FILE *f) {
