@@ -259,8 +259,9 @@ int cmd_pipeline(int argc, char **argv) {
     float dense_acc = trainer_evaluate(&tr, NULL);
     trainer_free(&tr);
     printf("== dense model test accuracy %.2f%%\n", 100 * dense_acc);
-    Variant v[] = {{"one_shot", false}, {"fixed_mask_lora", false}, {"three_stage", false},
-                   {"one_shot", true},  {"fixed_mask_lora", true},  {"three_stage", true}};
+    Variant v[] = {{.mode = "one_shot"}, {.mode = "fixed_mask_lora"}, {.mode = "three_stage"},
+                   {.mode = "one_shot", .permute = true}, {.mode = "fixed_mask_lora", .permute = true},
+                   {.mode = "three_stage", .permute = true}};
     int n = (int)(sizeof v / sizeof *v);
     for (int i = 0; i < n; i++)
         if (run_variant(&job, &v[i], &err)) {
