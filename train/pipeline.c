@@ -12,12 +12,6 @@
 
 // ---- export ----
 
-static int sparse_index(const Schedule *s, const Linear *l) {
-    for (int i = 0; i < s->n_layers; i++)
-        if (s->layers[i] == l) return i;
-    return -1;
-}
-
 // Compress one merged, masked layer. With a permutation the mask has the V:N:M structure only in
 // permuted coordinates: mask_perm[r][k] = mask[perm_out[r]][perm_in[k]].
 static int compress_layer(const Schedule *s, int i, VnmMatrix *m, Err *err) {
