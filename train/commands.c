@@ -3,7 +3,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "train/pipeline.h"
 #include "train/trainer.h"
+#include "train/vnm_export.h"
 
 static bool is_override(const char *a) { return strchr(a, '=') != NULL; }
 
@@ -83,26 +85,41 @@ int cmd_train(int argc, char **argv) {
     return rc ? 1 : 0;
 }
 
+static const char *model_arg(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (!strncmp(argv[i], "--model=", 8)) return argv[i] + 8;
+    return NULL;
+}
+
 int cmd_eval(int argc, char **argv) {
     Config c;
     bool help;
     if (job_from_args(argc, argv, "deit_fmnist", &c, &help)) return 1;
     if (help) {
-        print_job_help("eval", "Evaluates the job's model on its test set: the checkpoint named by checkpoint.resume,\n"
-                               "or <train.out_dir>/checkpoint.h5.");
+        printf("usage: vnmtune eval [job.yaml] [--model=FILE] [section.key=value ...]\n\n"
+               "Evaluates the job's model on its test set. FILE is a checkpoint or a V:N:M export (vnmtune export);\n"
+               "without --model: checkpoint.resume, or <train.out_dir>/checkpoint.h5.\n");
         return 0;
     }
-    if (!c.checkpoint.resume[0] &&
-        snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%s/checkpoint.h5", c.train.out_dir) >= (int)sizeof c.checkpoint.resume) {
+    const char *model = model_arg(argc, argv);
+    bool is_export = model && vnm_export_is_export(model);
+    if (is_export) {  // an export holds merged dense + V:N:M weights: no LoRA, no masks to build
+        c.lora.enabled = c.sparsity.enabled = false;
+        c.checkpoint.resume[0] = 0;
+    } else if (model) {
+        snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%s", model);
+    } else if (!c.checkpoint.resume[0] &&
+               snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%s/checkpoint.h5", c.train.out_dir) >= (int)sizeof c.checkpoint.resume) {
         fprintf(stderr, "vnmtune: error: train.out_dir is too long\n");
         return 1;
     }
     Trainer tr;
     Err err = {0};
     int rc = trainer_setup(&tr, &c, &err);
+    if (rc == 0 && is_export) rc = model_load_export(&tr.model, model, &err);
     if (rc == 0) {
         float loss, acc = trainer_evaluate(&tr, &loss);
-        printf("%s: step %lld | test loss %.4f | test accuracy %.2f%%\n", c.checkpoint.resume, (long long)tr.step, loss, 100 * acc);
+        printf("%s: test loss %.4f | test accuracy %.2f%%\n", model ? model : c.checkpoint.resume, loss, 100 * acc);
     } else {
         fprintf(stderr, "vnmtune: error: %s\n", err.msg);
     }

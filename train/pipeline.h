@@ -12,6 +12,8 @@ int export_trainer_model(Trainer *tr, const char *path, Err *err);
 // Loads an export file into a model: V:N:M layers decompressed (row_perm applied) into their
 // dense weights, every other parameter from /dense. Names and shapes must match the model.
 int model_load_export(Deit *m, const char *path, Err *err);
+// True when path is a V:N:M export file (format attribute), false for checkpoints and the rest.
+bool vnm_export_is_export(const char *path);
 
 int cmd_export(int argc, char **argv);
 int cmd_pipeline(int argc, char **argv);

@@ -288,7 +288,11 @@ int trainer_run(Trainer *tr, int64_t until, Err *err) {
         if (c->checkpoint.every > 0 && tr->step % c->checkpoint.every == 0 && !last && save_checkpoint(tr, err)) return -1;
     }
     if (end == tr->total_steps) log_eval(tr);
-    return save_checkpoint(tr, err);
+    if (save_checkpoint(tr, err)) return -1;
+    // the weights alone, with timm names, for other tools and as model.init of later jobs
+    char path[CFG_STR + 32];
+    snprintf(path, sizeof path, "%s/model.safetensors", c->train.out_dir);
+    return model_save_safetensors(&tr->model.params, path, false, err);
 }
 
 // ---- checkpoints: params, AdamW moments, masks, and the state that makes resume exact ----
