@@ -214,12 +214,23 @@ int select_vm_parse_args(int argc, char **argv, SelectVmArgs *a, Err *err) {
     return 0;
 }
 
+static const char select_vm_usage[] =
+    "usage: vnmtune select-vm --target S --table FILE --shapes OUTxIN[,OUTxIN...] [--n TOKENS]\n"
+    "  Picks V (16, 32, 64, 128) and M (4..16) for V:2:M sparsity: among the pairs whose measured\n"
+    "  kernel speed-up (dense_time / sparse_time, from `vnmtune bench spmm`) reaches S on every\n"
+    "  shape at n = TOKENS (default 2048), the one with the largest mask diversity per weight.\n"
+    "  Table lines: 'out in n V M speedup', '#' comments.\n";
+
 int select_vm_main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(select_vm_usage, stdout);
+            return 0;
+        }
     SelectVmArgs a;
     Err err;
     if (select_vm_parse_args(argc, argv, &a, &err)) {
-        fprintf(stderr, "vnmtune select-vm: %s\nusage: vnmtune select-vm --target 2.0 --table FILE "
-                        "--shapes 4096x4096,11008x4096 [--n 2048]\n", err.msg);
+        fprintf(stderr, "vnmtune select-vm: %s\n%s", err.msg, select_vm_usage);
         return 2;
     }
     SpeedTable t;

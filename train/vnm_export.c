@@ -385,8 +385,16 @@ int vnm_inspect(const char *path, FILE *out, Err *err) {
 }
 
 int vnm_inspect_main(int argc, char **argv) {
+    static const char usage[] =
+        "usage: vnmtune inspect FILE.h5\n"
+        "  Lists the V:N:M layers of an export (pattern, shape, density, compressed vs dense bf16\n"
+        "  bytes, input/output permutation) and its dense tensors; validates every layer.\n";
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fputs(usage, stdout);
+        return 0;
+    }
     if (argc != 2) {
-        fprintf(stderr, "usage: vnmtune inspect FILE.h5\n");
+        fputs(usage, stderr);
         return 2;
     }
     Err err;
