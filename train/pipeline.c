@@ -236,6 +236,41 @@ static int run_variant(const Config *job, Variant *v, Err *err) {
     return rc;
 }
 
+// Training-free baselines: one-shot pruning of the dense model (no LoRA) per score and pattern.
+static const char *BASELINE_SCORES[] = {"magnitude", "wanda", "ria"};
+static const char *BASELINE_PATTERNS[] = {"2:4", "64:2:5", "64:2:8"};
+#define N_BASE_SCORES 3
+#define N_BASE_PATTERNS 3
+
+static int one_shot_baselines(const Config *job, float acc[N_BASE_PATTERNS][N_BASE_SCORES], Err *err) {
+    for (int p = 0; p < N_BASE_PATTERNS; p++)
+        for (int s = 0; s < N_BASE_SCORES; s++) {
+            Config c = *job;
+            c.lora.enabled = false, c.sparsity.permute = false;
+            snprintf(c.schedule.mode, sizeof c.schedule.mode, "one_shot");
+            snprintf(c.sparsity.score, sizeof c.sparsity.score, "%s", BASELINE_SCORES[s]);
+            snprintf(c.sparsity.pattern, sizeof c.sparsity.pattern, "%s", BASELINE_PATTERNS[p]);
+            Trainer tr;
+            if (trainer_setup(&tr, &c, err)) return err_set(err, "one-shot %s %s: %s", BASELINE_PATTERNS[p], BASELINE_SCORES[s], err->msg);
+            acc[p][s] = trainer_evaluate(&tr, NULL);
+            printf("   one-shot %-7s %-9s test accuracy %.2f%%\n", BASELINE_PATTERNS[p], BASELINE_SCORES[s], 100 * acc[p][s]);
+            trainer_free(&tr);
+        }
+    return 0;
+}
+
+static void print_baselines(FILE *o, float acc[N_BASE_PATTERNS][N_BASE_SCORES], float dense_acc) {
+    fprintf(o, "\nTraining-free one-shot pruning (calibration: sparsity.calib_batches training batches), dense %.2f%%\n\n", 100 * dense_acc);
+    fprintf(o, "| pattern |");
+    for (int s = 0; s < N_BASE_SCORES; s++) fprintf(o, " %s |", BASELINE_SCORES[s]);
+    fprintf(o, "\n|---|---|---|---|\n");
+    for (int p = 0; p < N_BASE_PATTERNS; p++) {
+        fprintf(o, "| %s |", BASELINE_PATTERNS[p]);
+        for (int s = 0; s < N_BASE_SCORES; s++) fprintf(o, " %.2f%% |", 100 * acc[p][s]);
+        fprintf(o, "\n");
+    }
+}
+
 int cmd_pipeline(int argc, char **argv) {
     Config job;
     bool help;
@@ -263,7 +298,12 @@ int cmd_pipeline(int argc, char **argv) {
     }
     float dense_acc = trainer_evaluate(&tr, NULL);
     trainer_free(&tr);
-    printf("== dense model test accuracy %.2f%%\n", 100 * dense_acc);
+    printf("== dense model test accuracy %.2f%%\n== training-free baselines\n", 100 * dense_acc);
+    float base_acc[N_BASE_PATTERNS][N_BASE_SCORES];
+    if (one_shot_baselines(&job, base_acc, &err)) {
+        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
+        return 1;
+    }
     Variant v[] = {{.mode = "one_shot"}, {.mode = "fixed_mask_lora"}, {.mode = "three_stage"},
                    {.mode = "one_shot", .permute = true}, {.mode = "fixed_mask_lora", .permute = true},
                    {.mode = "three_stage", .permute = true}};
@@ -286,6 +326,7 @@ int cmd_pipeline(int argc, char **argv) {
             fprintf(o, "| %s | %s | %lld | %.2f%% | %.2f%% | %+.2f | %s%.1f%% | %.0f s |\n", v[i].mode, v[i].permute ? "yes" : "no",
                     (long long)v[i].steps, 100 * v[i].accuracy, 100 * v[i].export_accuracy, 100 * (v[i].accuracy - dense_acc),
                     v[i].permute ? "+" : "", 100 * v[i].permute_gain, v[i].seconds);
+        print_baselines(o, base_acc, dense_acc);
         fprintf(o, "\ntotal %.0f s\n", now_seconds() - t0);
     }
     if (files[1]) fclose(files[1]);
