@@ -7,26 +7,13 @@
 #include <unistd.h>
 
 #include "train/select_vm.h"
+#include "scratch_dir.h"
 
-static char tmpdir[64];
+TestSuite(select_vm, .init = scratch_make, .fini = scratch_remove);
 
-static void make_tmpdir(void) {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_select_vm_XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-}
-
-static void remove_tmpdir(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
-}
-
-TestSuite(select_vm, .init = make_tmpdir, .fini = remove_tmpdir);
-
-// Writes text to tmpdir/name and returns the path (static buffer).
+// Writes text to scratch/name and returns the path (static buffer).
 static const char *write_file(const char *name, const char *text) {
-    static char path[128];
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    const char *path = scratch_path(name);
     FILE *f = fopen(path, "w");
     cr_assert_not_null(f);
     fputs(text, f);

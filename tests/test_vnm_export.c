@@ -12,29 +12,9 @@
 #include "train/vnm_export.h"
 #include "train/vnm_mask.h"
 #include "train/vnm_permute.h"
+#include "scratch_dir.h"
 
-static char tmpdir[64];
-
-static void make_tmpdir(void) {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_vnm_export_XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-}
-
-static void remove_tmpdir(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    cr_assert_eq(system(cmd), 0);
-}
-
-TestSuite(vnm_export, .init = make_tmpdir, .fini = remove_tmpdir);
-
-static const char *tmp_path(const char *name) {
-    static char path[4][128];
-    static int next;
-    char *p = path[next++ % 4];
-    snprintf(p, 128, "%s/%s", tmpdir, name);
-    return p;
-}
+TestSuite(vnm_export, .init = scratch_make, .fini = scratch_remove);
 
 // A pruned, permuted layer built the way training exports it: scores -> permutation -> mask ->
 // vnm_compress_permuted. W and the mask in original order are returned for reference.
@@ -83,7 +63,7 @@ Test(vnm_export, round_trip_and_spmm_on_loaded_layer) {
     VnmDense dense[2] = {{.name = "head.bias", .ndim = 1, .shape = {3}, .data = bias},
                          {.name = "head.weight", .ndim = 2, .shape = {2, 3}, .data = proj}};
     VnmExportLayer layers[2] = {{"blocks.0.mlp.fc1", &a}, {"blocks.0.attn.proj", &b}};
-    const char *path = tmp_path("model.h5");
+    const char *path = scratch_path("model.h5");
     Err err = {{0}};
     cr_assert_eq(vnm_export_write(path, layers, 2, dense, 2, "model:\n  arch: deit\n", &err), 0, "%s", err.msg);
 
@@ -127,7 +107,7 @@ Test(vnm_export, inspect_lists_layers) {
     VnmExportLayer layers[1] = {{"blocks.1.mlp.fc2", &a}};
     float bias[4] = {0};
     VnmDense dense[1] = {{.name = "norm.bias", .ndim = 1, .shape = {4}, .data = bias}};
-    const char *path = tmp_path("inspect.h5");
+    const char *path = scratch_path("inspect.h5");
     Err err = {{0}};
     cr_assert_eq(vnm_export_write(path, layers, 1, dense, 1, NULL, &err), 0, "%s", err.msg);
     char *buf;
@@ -204,84 +184,84 @@ Test(vnm_export, corrupt_files_give_clear_errors) {
     uint16_t v7 = m.values[7];
 
     m.columns[5] = (uint16_t)(m.in + 3);  // a column index >= in
-    write_edited(tmp_path("col.h5"), &m);
-    expect_load_error(tmp_path("col.h5"), "layer 'L'", "is not < in = 40");
+    write_edited(scratch_path("col.h5"), &m);
+    expect_load_error(scratch_path("col.h5"), "layer 'L'", "is not < in = 40");
     m.columns[5] = c5;
 
     uint16_t t = m.columns[0];  // not ascending within a block
     m.columns[0] = m.columns[1], m.columns[1] = t;
-    write_edited(tmp_path("order.h5"), &m);
-    expect_load_error(tmp_path("order.h5"), "layer 'L'", "not ascending");
+    write_edited(scratch_path("order.h5"), &m);
+    expect_load_error(scratch_path("order.h5"), "layer 'L'", "not ascending");
     m.columns[1] = m.columns[0], m.columns[0] = t;
 
     // block (0, 1) repeats the channels of block (0, 0)
     for (int k = 0; k < 4; k++) m.columns[4 + k] = m.columns[k];
-    write_edited(tmp_path("dup.h5"), &m);
-    expect_load_error(tmp_path("dup.h5"), "layer 'L'", "used twice in row block 0");
+    write_edited(scratch_path("dup.h5"), &m);
+    expect_load_error(scratch_path("dup.h5"), "layer 'L'", "used twice in row block 0");
     vnm_free(&m);
     vnm_random((VnmPattern){16, 2, 5}, 32, 40, 4, VNM_RANDOM_PERMUTE_COLS | VNM_RANDOM_PERMUTE_ROWS, &m);
 
     m.row_perm[1] = m.row_perm[0];  // row_perm not a permutation
-    write_edited(tmp_path("perm.h5"), &m);
-    expect_load_error(tmp_path("perm.h5"), "layer 'L'", "row_perm[1]");
+    write_edited(scratch_path("perm.h5"), &m);
+    expect_load_error(scratch_path("perm.h5"), "layer 'L'", "row_perm[1]");
     m.row_perm[1] = rp1;
 
     m.meta[0] = 0xFFFFFFFFu;  // code 0xF: positions (3, 3)
-    write_edited(tmp_path("meta.h5"), &m);
-    expect_load_error(tmp_path("meta.h5"), "layer 'L'", "not a valid 2:4 pair");
+    write_edited(scratch_path("meta.h5"), &m);
+    expect_load_error(scratch_path("meta.h5"), "layer 'L'", "not a valid 2:4 pair");
     m.meta[0] = w0;
 
 
     m.values[7] = 0x7fc0;  // bf16 NaN
-    write_edited(tmp_path("nan.h5"), &m);
-    expect_load_error(tmp_path("nan.h5"), "layer 'L'", "non-finite value at row 0");
+    write_edited(scratch_path("nan.h5"), &m);
+    expect_load_error(scratch_path("nan.h5"), "layer 'L'", "non-finite value at row 0");
     m.values[7] = v7;
 
-    write_by_hand(tmp_path("nometa.h5"), &m, SKIP_META);
-    expect_load_error(tmp_path("nometa.h5"), "missing dataset '/vnm/L/meta'", NULL);
-    write_by_hand(tmp_path("i32meta.h5"), &m, META_AS_I32);
-    expect_load_error(tmp_path("i32meta.h5"), "/vnm/L/meta", "not uint32");
-    write_by_hand(tmp_path("shape.h5"), &m, BAD_OUT_ATTR);
-    expect_load_error(tmp_path("shape.h5"), "/vnm/L/values", "expected shape");
-    write_by_hand(tmp_path("layout.h5"), &m, BAD_META_LAYOUT);
-    expect_load_error(tmp_path("layout.h5"), "layer 'L'", "meta_layout is 'other-layout'");
+    write_by_hand(scratch_path("nometa.h5"), &m, SKIP_META);
+    expect_load_error(scratch_path("nometa.h5"), "missing dataset '/vnm/L/meta'", NULL);
+    write_by_hand(scratch_path("i32meta.h5"), &m, META_AS_I32);
+    expect_load_error(scratch_path("i32meta.h5"), "/vnm/L/meta", "not uint32");
+    write_by_hand(scratch_path("shape.h5"), &m, BAD_OUT_ATTR);
+    expect_load_error(scratch_path("shape.h5"), "/vnm/L/values", "expected shape");
+    write_by_hand(scratch_path("layout.h5"), &m, BAD_META_LAYOUT);
+    expect_load_error(scratch_path("layout.h5"), "layer 'L'", "meta_layout is 'other-layout'");
 
-    FILE *f = fopen(tmp_path("garbage.h5"), "wb");
+    FILE *f = fopen(scratch_path("garbage.h5"), "wb");
     for (int i = 0; i < 4096; i++) fputc((i * 7919) & 0xff, f);
     fclose(f);
-    expect_load_error(tmp_path("garbage.h5"), "not an HDF5 file", NULL);
+    expect_load_error(scratch_path("garbage.h5"), "not an HDF5 file", NULL);
 
     // C = 5 column blocks: in the meta word of thread (g = 0, h = 1) nibble 1 is column block 5,
     // padding (code 0x4); a valid but different code there is caught by the re-pack check
     VnmMatrix padded;
     vnm_random((VnmPattern){16, 2, 8}, 32, 40, 6, 0, &padded);
     padded.meta[1] ^= (0x4u ^ 0x8u) << 4;
-    write_edited(tmp_path("pad.h5"), &padded);
-    expect_load_error(tmp_path("pad.h5"), "layer 'L'", "meta word 1 has invalid padding");
+    write_edited(scratch_path("pad.h5"), &padded);
+    expect_load_error(scratch_path("pad.h5"), "layer 'L'", "meta word 1 has invalid padding");
     vnm_free(&padded);
 
     // a valid file cut in half
-    write_edited(tmp_path("full.h5"), &m);
-    FILE *src = fopen(tmp_path("full.h5"), "rb");
+    write_edited(scratch_path("full.h5"), &m);
+    FILE *src = fopen(scratch_path("full.h5"), "rb");
     fseek(src, 0, SEEK_END);
     long size = ftell(src);
     fseek(src, 0, SEEK_SET);
     char *bytes = xmalloc(size);
     cr_assert_eq(fread(bytes, 1, size, src), (size_t)size);
     fclose(src);
-    FILE *dst = fopen(tmp_path("cut.h5"), "wb");
+    FILE *dst = fopen(scratch_path("cut.h5"), "wb");
     fwrite(bytes, 1, size / 2, dst);
     fclose(dst);
     free(bytes);
     VnmExport e;
     Err err = {{0}};
-    cr_assert_eq(vnm_export_read(tmp_path("cut.h5"), &e, &err), -1);
+    cr_assert_eq(vnm_export_read(scratch_path("cut.h5"), &e, &err), -1);
     cr_assert(strstr(err.msg, "cut.h5"), "%s", err.msg);
 
     // layer names with '/' are refused by the writer
     VnmExportLayer bad = {"a/b", &m};
-    cr_assert_eq(vnm_export_write(tmp_path("x.h5"), &bad, 1, NULL, 0, NULL, &err), -1);
+    cr_assert_eq(vnm_export_write(scratch_path("x.h5"), &bad, 1, NULL, 0, NULL, &err), -1);
     cr_assert(strstr(err.msg, "a/b"), "%s", err.msg);
-    cr_assert_neq(access(tmp_path("x.h5"), F_OK), 0);
+    cr_assert_neq(access(scratch_path("x.h5"), F_OK), 0);
     vnm_free(&m);
 }
