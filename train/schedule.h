@@ -26,6 +26,8 @@ typedef struct Schedule {
     int stage;                   // 1, 2 or 3 for the current step
     Linear **layers;             // the sparse target layers
     int n_layers;
+    uint8_t **host_mask;         // per layer, the current mask in host memory (l->mask is its copy on
+                                 // the model's device)
     float **act_norm;            // per layer, ‖x_j‖₂ over calibration tokens (wanda, ria) or NULL
     int64_t mask_updates;
     float last_flip_rate;        // fraction of mask entries that changed at the last update
@@ -54,3 +56,5 @@ float schedule_update_masks(Schedule *s);
 void schedule_begin_calibration(Schedule *s);
 void schedule_end_calibration(Schedule *s);
 bool schedule_needs_calibration(const Schedule *s);
+// After masks were loaded into the layers' mask tensors (checkpoint): refresh the host copies.
+void schedule_masks_loaded(Schedule *s);

@@ -360,6 +360,7 @@ int trainer_load(Trainer *tr, const char *path, Err *err) {
     tr->sched.mask_updates = (int64_t)st[ST_MASK_UPDATES].value;
     tr->sched.masks_valid = st[ST_MASKS_VALID].value != 0;
     tr->sched.perms_valid = st[ST_PERMS_VALID].value != 0;
+    if (tr->sched.sparse) schedule_masks_loaded(&tr->sched);
     uint64_t loader[LOADER_STATE_WORDS];
     for (int i = 0; i < LOADER_STATE_WORDS; i++) loader[i] = st[ST_LOADER0 + i].value;
     if (loader_state_set(&tr->loader, loader, err)) return err_set(err, "%s: /state: %s", path, err->msg);
