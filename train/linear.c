@@ -1,14 +1,16 @@
 #include "linear.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "autograd/util.h"
 
 static void collect_act_sq(const Linear *l, const Tensor *x) {
-    if (x->device != DEV_CPU || x->dtype != DT_F32) fatal("calibration of '%s' needs fp32 CPU activations", l->name);
-    const float *p = tensor_f32(x);
+    float *p = x->device == DEV_CPU && x->dtype == DT_F32 ? tensor_f32(x) : xmalloc((size_t)x->numel * sizeof(float));
+    if (p != x->data) tensor_get_f32(x, p, x->numel);  // GPU / bf16 activations: a host copy
     for (int64_t r = 0; r < x->numel / l->in; r++)
         for (int64_t j = 0; j < l->in; j++) l->act_sq[j] += (double)p[r * l->in + j] * p[r * l->in + j];
+    if (p != x->data) free(p);
 }
 
 Tensor *linear_forward(Tape *t, Linear *l, Tensor *x) {
