@@ -116,8 +116,9 @@ Tensor *tensor_like(Arena *a, const Tensor *like, const char *name) {
 
 Tensor *tensor_ensure_grad(Tensor *t, Arena *a) {
     if (!t->grad) {
-        // gradients are f32 on CPU; on CUDA they follow the tensor (bf16 activations, f32 params)
-        DType gdt = t->device == DEV_CPU ? DT_F32 : t->dtype;
+        // gradients are f32 on CPU; on CUDA f32 for tensors flagged grad_f32 (trainable params),
+        // else the tensor's dtype (bf16 activations)
+        DType gdt = t->device == DEV_CPU || t->grad_f32 ? DT_F32 : t->dtype;
         char nm[TENSOR_NAME_LEN + 8];
         snprintf(nm, sizeof nm, "%s.grad", t->name);
         t->grad = tensor_new(a, gdt, t->ndim, t->shape, nm);

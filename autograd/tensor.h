@@ -34,6 +34,7 @@ typedef struct Tensor {
     void *data;
     struct Tensor *grad;   // gradient buffer (same shape, f32 on CPU); NULL until needed
     bool requires_grad;    // true for trainable parameters and for activations that depend on them
+    bool grad_f32;         // CUDA: the gradient is f32 (trainable parameters), else it has t->dtype
 } Tensor;
 
 // ---- arenas ----
@@ -52,7 +53,8 @@ Tensor *tensor_new2(Arena *a, DType dt, int64_t d0, int64_t d1, const char *name
 Tensor *tensor_new1(Arena *a, DType dt, int64_t d0, const char *name);
 // A tensor with the same shape/dtype/device as `like`.
 Tensor *tensor_like(Arena *a, const Tensor *like, const char *name);
-// Make sure t->grad exists (allocated from `a`, zeroed, f32 on CPU / same dtype policy on CUDA).
+// Make sure t->grad exists (allocated from `a`, zeroed). Its dtype: f32 on CPU; on CUDA f32 when
+// t->grad_f32 is set (trainable parameters: params_add sets it), else t->dtype (bf16 activations).
 Tensor *tensor_ensure_grad(Tensor *t, Arena *a);
 void tensor_zero(Tensor *t);
 bool tensor_same_shape(const Tensor *a, const Tensor *b);
