@@ -1,9 +1,11 @@
 // The coarse ops the models are built from. Each function allocates its output(s) from the
 // tape's activation arena, runs the forward kernel for the inputs' device and records the op
 // for backward (tape.h). Shapes: B batch, T tokens, C channels; "(..., K)" means any leading
-// dims, flattened to rows. CPU kernels are fp32 reference loops (autograd/ops_*.c).
+// dims, flattened to rows. CPU kernels are fp32 references (autograd/cpu_*.c).
 //
 // Node layout (what the kernels read), listed per op as in[...] / out[...] / f[...] / i[...].
+// saved[] slots belong to the device's own kernels (forward fills them, backward reads them); the
+// CPU kernels allocate them only when the node will be recorded (tape->record and a gradient).
 #pragma once
 #include "tape.h"
 
@@ -20,11 +22,16 @@ typedef struct LoraRef {
 
 // x (..., in), w (out, in), b (out) or NULL, lora NULL or as above -> (..., out).
 // in[0]=x in[1]=w in[2]=b in[3]=A in[4]=B in[5]=mask; f[0]=scale f[1]=dropout;
-// i[0]=dropout seed i[1]=dropout stream. Gradients: x, w (if w->requires_grad), b, A, B.
+// i[0]=dropout seed i[1]=dropout stream (nin = 6, absent inputs NULL). Gradients: x, w (if
+// w->requires_grad), b, A, B. Dropout: element e of x (flattened) is kept when
+// hash_uniform(i[0], i[1], e) >= dropout, kept values scaled by 1/(1-dropout).
+// CPU saved: dense LoRA saved[0] = h = drop(x) Aᵀ (rows, r); masked mode saves nothing (W' is
+// rebuilt in backward).
 // In masked mode dA = s·Bᵀ(G⊙M), dB = s·(G⊙M)Aᵀ with G = dyᵀx (DESIGN.md §2).
 Tensor *op_linear(Tape *t, Tensor *x, Tensor *w, Tensor *b, const LoraRef *lora, const char *name);
 
-// Layer norm over the last dim: (..., C) -> (..., C). in[0]=x in[1]=gamma in[2]=beta; f[0]=eps.
+// Layer norm over the last dim: (..., C) -> (..., C). in[0]=x in[1]=gamma in[2]=beta (either may
+// be NULL); f[0]=eps.
 // saved[0]=mean (rows), saved[1]=rstd (rows).
 Tensor *op_layernorm(Tape *t, Tensor *x, Tensor *gamma, Tensor *beta, float eps, const char *name);
 
@@ -55,7 +62,7 @@ Tensor *op_select_token(Tape *t, Tensor *x, int index, const char *name);
 Tensor *op_mean_tokens(Tape *t, Tensor *x, int start, const char *name);
 
 // Mean softmax cross-entropy with optional label smoothing: logits (B, K), labels (B) DT_I32 ->
-// loss (1). Rows whose label is < 0 are ignored (mean over the rest). in[0]=logits in[1]=labels;
+// loss (1); logits (..., K) with one label per row also work (e.g. (B, T, V) and (B, T)). Rows whose label is < 0 are ignored (mean over the rest). in[0]=logits in[1]=labels;
 // f[0]=label_smoothing; saved[0]=softmax probabilities (B, K).
 Tensor *op_cross_entropy(Tape *t, Tensor *logits, Tensor *labels, float label_smoothing, const char *name);
 
@@ -64,7 +71,7 @@ Tensor *op_cross_entropy(Tape *t, Tensor *logits, Tensor *labels, float label_sm
 // saved[0]=rstd (rows).
 Tensor *op_rmsnorm(Tape *t, Tensor *x, Tensor *gamma, float eps, const char *name);
 // Rotary embedding (HF Llama "rotate_half" convention) on x (B, T, H, D), positions 0..T-1.
-// in[0]=x; f[0]=theta.
+// x may also be (B, T, H·D). in[0]=x; f[0]=theta; i[0]=n_heads.
 Tensor *op_rope(Tape *t, Tensor *x, int n_heads, float theta, const char *name);
 // silu(gate) · up, same shape. in[0]=gate in[1]=up.
 Tensor *op_swiglu(Tape *t, Tensor *gate, Tensor *up, const char *name);

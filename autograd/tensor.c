@@ -146,3 +146,37 @@ const char *tensor_shape_str(const Tensor *t, char *buf, size_t n) {
     if (off < n) snprintf(buf + off, n - off, "]");
     return buf;
 }
+
+void tensor_set_f32(Tensor *t, const float *src, int64_t n) {
+    if (n != t->numel) fatal("tensor_set_f32('%s'): %lld values for %lld elements", t->name, (long long)n, (long long)t->numel);
+    if (t->dtype == DT_F32) {
+        if (t->device == DEV_CPU) memcpy(t->data, src, (size_t)n * 4);
+        else device_copy_h2d(t->data, src, (size_t)n * 4);
+        return;
+    }
+    if (t->dtype != DT_BF16) fatal("tensor_set_f32('%s'): dtype %s", t->name, dtype_name(t->dtype));
+    uint16_t *h = t->device == DEV_CPU ? t->data : xmalloc((size_t)n * 2);
+    for (int64_t i = 0; i < n; i++) h[i] = f32_to_bf16(src[i]);
+    if (t->device != DEV_CPU) {
+        device_copy_h2d(t->data, h, (size_t)n * 2);
+        free(h);
+    }
+}
+
+void tensor_get_f32(const Tensor *t, float *dst, int64_t n) {
+    if (n != t->numel) fatal("tensor_get_f32('%s'): %lld values for %lld elements", t->name, (long long)n, (long long)t->numel);
+    if (t->dtype == DT_F32) {
+        if (t->device == DEV_CPU) memcpy(dst, t->data, (size_t)n * 4);
+        else device_copy_d2h(dst, t->data, (size_t)n * 4);
+        return;
+    }
+    if (t->dtype != DT_BF16) fatal("tensor_get_f32('%s'): dtype %s", t->name, dtype_name(t->dtype));
+    const uint16_t *h = t->data;
+    uint16_t *tmp = NULL;
+    if (t->device != DEV_CPU) {
+        h = tmp = xmalloc((size_t)n * 2);
+        device_copy_d2h(tmp, t->data, (size_t)n * 2);
+    }
+    for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(h[i]);
+    free(tmp);
+}

@@ -73,3 +73,8 @@ static inline float bf16_to_f32(uint16_t h) {
     union { uint32_t u; float f; } v = {(uint32_t)h << 16};
     return v.f;
 }
+
+// ---- host <-> tensor in fp32 (converting to/from the tensor's dtype, copying to/from its device) ----
+// Only for f32 and bf16 tensors. n must equal t->numel.
+void tensor_set_f32(Tensor *t, const float *src, int64_t n);
+void tensor_get_f32(const Tensor *t, float *dst, int64_t n);

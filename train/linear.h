@@ -1,0 +1,23 @@
+// A linear layer as the models and the sparsity pipeline see it: frozen or trainable base weight,
+// optional LoRA factors, optional V:N:M mask. The forward is one op_linear node (autograd/ops.h),
+// which picks the dense-LoRA or masked mode from what is attached.
+#pragma once
+#include <stdbool.h>
+
+#include "autograd/ops.h"
+
+typedef struct Linear {
+    char name[80];        // state-dict prefix, e.g. "blocks.0.attn.qkv" (weight = name + ".weight")
+    int64_t in, out;
+    Tensor *w, *b;        // w (out, in); b (out) or NULL
+    Tensor *lora_A;       // (r, in) or NULL
+    Tensor *lora_B;       // (out, r) or NULL
+    float lora_scale;     // alpha / r
+    float lora_dropout;
+    Tensor *mask;         // (out, in) DT_U8 0/1, or NULL (dense). Without LoRA, w is kept masked.
+} Linear;
+
+Tensor *linear_forward(Tape *t, Linear *l, Tensor *x);
+// True when `pattern` names this layer: it matches the last dotted component ("qkv", "fc1"), or
+// any substring of the name when it contains a dot ("attn.proj"), or "all".
+bool linear_name_matches(const Linear *l, const char *pattern);
