@@ -84,16 +84,15 @@ void cuda_attention_fwd(TapeNode *n) {
     float scale = 1.0f / sqrtf((float)d.D);
     float *S = (float *)cuda_scratch(SCRATCH_B, (size_t)(d.B * HTT) * sizeof(float));
     int64_t pshape[4] = {d.B, d.H, T, T};
-    Tensor *P = cuda_saved(n, DT_BF16, 4, pshape, "probs");
-    n->saved[0] = P;
+    bf16 *P = (bf16 *)cuda_keep(n, 0, SCRATCH_A, DT_BF16, 4, pshape, "probs");
     for (int64_t h = 0; h < d.H; h++)
         head_gemm(false, true, T, T, d.D, qkv + h * d.D, C3, T * C3, qkv + d.C + h * d.D, C3, T * C3, S + h * T * T, T,
                   HTT, CUDA_R_32F, scale, 0.0f, (int)d.B);
     int64_t rows = d.B * d.H * T;
-    softmax_rows_kernel<<<cdiv(rows, 8), 256, 0, cuda_stream()>>>(S, mbf(P), rows, (int)T, d.causal);
+    softmax_rows_kernel<<<cdiv(rows, 8), 256, 0, cuda_stream()>>>(S, P, rows, (int)T, d.causal);
     CUDA_LAUNCH_CHECK();
     for (int64_t h = 0; h < d.H; h++)
-        head_gemm(false, false, T, d.D, T, mbf(P) + h * T * T, T, HTT, qkv + 2 * d.C + h * d.D, C3, T * C3, out + h * d.D,
+        head_gemm(false, false, T, d.D, T, P + h * T * T, T, HTT, qkv + 2 * d.C + h * d.D, C3, T * C3, out + h * d.D,
                   d.C, T * d.C, CUDA_R_16BF, 1.0f, 0.0f, (int)d.B);
 }
 

@@ -44,8 +44,13 @@ static inline int64_t rows_of(const Tensor *t) { return t->numel / t->shape[t->n
 static inline int64_t last_dim(const Tensor *t) { return t->shape[t->ndim - 1]; }
 // The gradient a backward kernel must add into: NULL when the input needs none.
 static inline Tensor *grad_of(const Tensor *t) { return t && t->requires_grad ? t->grad : NULL; }
-// Allocates a node's saved tensor (or scratch-like tensor) from the tape's activation arena.
+// Allocates a node's saved tensor from the tape's activation arena.
 Tensor *cuda_saved(TapeNode *node, DType dt, int ndim, const int64_t *shape, const char *suffix);
+// True when the node will be kept for backward (its saved[] tensors are needed later).
+static inline bool cuda_recording(const TapeNode *n) { return n->tape && n->tape->record && n->out[0]->requires_grad; }
+// Storage for a forward intermediate that backward needs: saved[slot] when recording, else the
+// scratch buffer `scratch_slot` (eval: nothing is kept).
+void *cuda_keep(TapeNode *n, int slot, int scratch_slot, DType dt, int ndim, const int64_t *shape, const char *suffix);
 
 static inline unsigned cdiv(int64_t a, int64_t b) { return (unsigned)((a + b - 1) / b); }
 

@@ -193,6 +193,16 @@ Tensor *cuda_saved(TapeNode *node, DType dt, int ndim, const int64_t *shape, con
     return tensor_new(node->tape->act, dt, ndim, shape, nm);
 }
 
+void *cuda_keep(TapeNode *n, int slot, int scratch_slot, DType dt, int ndim, const int64_t *shape, const char *suffix) {
+    if (cuda_recording(n)) {
+        n->saved[slot] = cuda_saved(n, dt, ndim, shape, suffix);
+        return n->saved[slot]->data;
+    }
+    int64_t numel = 1;
+    for (int i = 0; i < ndim; i++) numel *= shape[i];
+    return cuda_scratch(scratch_slot, (size_t)numel * dtype_size(dt));
+}
+
 template <typename G>
 __global__ void colsum_finish_kernel(const float *partial, int chunks, int64_t cols, G *g, float scale) {
     int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;

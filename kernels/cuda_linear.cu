@@ -151,32 +151,29 @@ void cuda_linear_fwd(TapeNode *n) {
     }
     if (mask) {
         int64_t shp[2] = {N, K};
-        Tensor *wm = cuda_saved(n, DT_BF16, 2, shp, "w_masked");
-        n->saved[0] = wm;
-        merge_weight(w, A, B, mask, s, mbf(wm));
-        linear_plain(cbf(x), cbf(wm), b, mbf(y), M, N, K);
+        bf16 *wm = (bf16 *)cuda_keep(n, 0, SCRATCH_A, DT_BF16, 2, shp, "w_masked");
+        merge_weight(w, A, B, mask, s, wm);
+        linear_plain(cbf(x), wm, b, mbf(y), M, N, K);
         return;
     }
     float p = dropout_p(n);
     const bf16 *xd = cbf(x);
     if (p > 0.0f) {
         int64_t shp[2] = {M, K};
-        Tensor *xdt = cuda_saved(n, DT_BF16, 2, shp, "x_drop");
-        n->saved[1] = xdt;
-        dropout_kernel<<<grid_for(M * K), 256, 0, cuda_stream()>>>(cbf(x), mbf(xdt), M * K, p, (uint64_t)n->i[0],
+        bf16 *xdt = (bf16 *)cuda_keep(n, 1, SCRATCH_B, DT_BF16, 2, shp, "x_drop");
+        dropout_kernel<<<grid_for(M * K), 256, 0, cuda_stream()>>>(cbf(x), xdt, M * K, p, (uint64_t)n->i[0],
                                                                     (uint64_t)n->i[1]);
         CUDA_LAUNCH_CHECK();
-        xd = cbf(xdt);
+        xd = xdt;
     }
     int64_t hs[2] = {M, r};
-    Tensor *h = cuda_saved(n, DT_BF16, 2, hs, "lora_h");
-    n->saved[0] = h;
-    linear_plain(xd, cbf(A), NULL, mbf(h), M, r, K);
+    bf16 *h = (bf16 *)cuda_keep(n, 0, SCRATCH_A, DT_BF16, 2, hs, "lora_h");
+    linear_plain(xd, cbf(A), NULL, h, M, r, K);
     linear_plain(cbf(x), cbf(w), b, mbf(y), M, N, K);
     Gemm g = gemm_into(y);  // y += s·h·Bᵀ
     g.tb = true;
     g.m = M, g.n = N, g.k = r;
-    g.a = h->data, g.lda = r;
+    g.a = h, g.lda = r;
     g.b = B->data, g.ldb = r;
     g.ldc = N;
     g.alpha = s;

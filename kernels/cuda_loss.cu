@@ -77,23 +77,19 @@ void cuda_cross_entropy_fwd(TapeNode *n) {
     Tensor *z = n->in[0], *labels = n->in[1], *loss = n->out[0];
     cuda_expect(z, DT_BF16, "cross_entropy", "logits");
     cuda_expect(labels, DT_I32, "cross_entropy", "labels");
-    int64_t B = z->shape[0], K = z->shape[1];
-    if (z->ndim != 2 || labels->numel != B) fatal("CUDA cross_entropy '%s': logits (B, K) and labels (B) expected", loss->name);
-    int64_t one = 1;
-    Tensor *probs = cuda_saved(n, DT_F32, 2, z->shape, "probs");
-    Tensor *nv = cuda_saved(n, DT_F32, 1, &one, "n_valid");
-    n->saved[0] = probs;
-    n->saved[1] = nv;
+    int64_t K = last_dim(z), B = rows_of(z);
+    if (labels->numel != B) fatal("CUDA cross_entropy '%s': one label per row of logits expected", loss->name);
+    int64_t one = 1, pshape[2] = {B, K};
+    float *probs = (float *)cuda_keep(n, 0, SCRATCH_A, DT_F32, 2, pshape, "probs");
+    float *nv = (float *)cuda_keep(n, 1, SCRATCH_B, DT_F32, 1, &one, "n_valid");
     float *row_loss = (float *)cuda_scratch(SCRATCH_REDUCE, (size_t)B * sizeof(float));
-    ce_rows_kernel<<<(unsigned)B, 256, 0, cuda_stream()>>>(cbf(z), (const int32_t *)labels->data, (float *)probs->data,
+    ce_rows_kernel<<<(unsigned)B, 256, 0, cuda_stream()>>>(cbf(z), (const int32_t *)labels->data, probs,
                                                           row_loss, K, n->f[0]);
     CUDA_LAUNCH_CHECK();
     if (loss->dtype == DT_F32)
-        ce_mean_kernel<float><<<1, 1024, 0, cuda_stream()>>>(row_loss, (const int32_t *)labels->data, B, (float *)loss->data,
-                                                              (float *)nv->data);
+        ce_mean_kernel<float><<<1, 1024, 0, cuda_stream()>>>(row_loss, (const int32_t *)labels->data, B, (float *)loss->data, nv);
     else if (loss->dtype == DT_BF16)
-        ce_mean_kernel<bf16><<<1, 1024, 0, cuda_stream()>>>(row_loss, (const int32_t *)labels->data, B, mbf(loss),
-                                                             (float *)nv->data);
+        ce_mean_kernel<bf16><<<1, 1024, 0, cuda_stream()>>>(row_loss, (const int32_t *)labels->data, B, mbf(loss), nv);
     else
         fatal("CUDA cross_entropy '%s': loss dtype %s", loss->name, dtype_name(loss->dtype));
     CUDA_LAUNCH_CHECK();
@@ -102,7 +98,7 @@ void cuda_cross_entropy_fwd(TapeNode *n) {
 void cuda_cross_entropy_bwd(TapeNode *n) {
     Tensor *z = n->in[0], *labels = n->in[1], *loss = n->out[0], *gz = grad_of(z);
     if (!gz) return;
-    int64_t B = z->shape[0], K = z->shape[1];
+    int64_t K = last_dim(z), B = rows_of(z);
     unsigned grid = cdiv(B * K, 256) > 16384 ? 16384 : cdiv(B * K, 256);
     const float *probs = (const float *)n->saved[0]->data, *nv = (const float *)n->saved[1]->data;
     const int32_t *lab = (const int32_t *)labels->data;

@@ -32,10 +32,10 @@ __global__ void norm_fwd_kernel(const bf16 *x, const bf16 *gamma, const bf16 *be
     }
     float rstd = rsqrtf(warp_sum(ss) / C + eps);
     for (int c = lane * 8; c < C; c += 256) {
-        float g[8], b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        float g[8] = {1, 1, 1, 1, 1, 1, 1, 1}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         load8<VEC>(xr + c, v);
-        load8<VEC>(gamma + c, g);
-        if (!RMS) load8<VEC>(beta + c, b);
+        if (gamma) load8<VEC>(gamma + c, g);
+        if (beta) load8<VEC>(beta + c, b);
 #pragma unroll
         for (int k = 0; k < 8; k++) v[k] = (v[k] - mean) * rstd * g[k] + b[k];
         store8<VEC>(y + row * C + c, v);
@@ -55,11 +55,11 @@ __global__ void norm_bwd_kernel(const bf16 *x, const bf16 *gamma, const bf16 *dy
     if (row >= rows) return;
     float mean = RMS ? 0.0f : mean_in[row], rstd = rstd_in[row];
     const bf16 *xr = x + row * C, *dyr = dy + row * C;
-    float v[8], g[8], d[8];
+    float v[8], g[8] = {1, 1, 1, 1, 1, 1, 1, 1}, d[8];
     float sg = 0.0f, sgx = 0.0f;
     for (int c = lane * 8; c < C; c += 256) {
         load8<VEC>(xr + c, v);
-        load8<VEC>(gamma + c, g);
+        if (gamma) load8<VEC>(gamma + c, g);
         load8<VEC>(dyr + c, d);
 #pragma unroll
         for (int k = 0; k < 8; k++) {
@@ -71,7 +71,7 @@ __global__ void norm_bwd_kernel(const bf16 *x, const bf16 *gamma, const bf16 *dy
     float mg = RMS ? 0.0f : warp_sum(sg) / C, mgx = warp_sum(sgx) / C;
     for (int c = lane * 8; c < C; c += 256) {
         load8<VEC>(xr + c, v);
-        load8<VEC>(gamma + c, g);
+        if (gamma) load8<VEC>(gamma + c, g);
         load8<VEC>(dyr + c, d);
 #pragma unroll
         for (int k = 0; k < 8; k++) {
@@ -96,22 +96,16 @@ template <bool RMS> static void norm_fwd(TapeNode *n) {
     const char *op = RMS ? "rmsnorm" : "layernorm";
     Tensor *x = n->in[0], *gamma = n->in[1], *beta = RMS ? NULL : n->in[2], *y = n->out[0];
     cuda_expect(x, DT_BF16, op, "x");
-    cuda_expect(gamma, DT_BF16, op, "gamma");
-    if (!RMS) cuda_expect(beta, DT_BF16, op, "beta");
+    if (gamma) cuda_expect(gamma, DT_BF16, op, "gamma");
+    if (beta) cuda_expect(beta, DT_BF16, op, "beta");
     cuda_expect(y, DT_BF16, op, "output");
     int64_t rows = rows_of(x), C = last_dim(x);
     if (C % 8) fatal("CUDA %s '%s': last dim %lld is not a multiple of 8", op, y->name, (long long)C);
-    Tensor *mean = RMS ? NULL : cuda_saved(n, DT_F32, 1, &rows, "mean");
-    Tensor *rstd = cuda_saved(n, DT_F32, 1, &rows, "rstd");
-    if (RMS) {
-        n->saved[0] = rstd;
-    } else {
-        n->saved[0] = mean;
-        n->saved[1] = rstd;
-    }
+    float *mean = RMS ? NULL : (float *)cuda_keep(n, 0, SCRATCH_A, DT_F32, 1, &rows, "mean");
+    float *rstd = (float *)cuda_keep(n, RMS ? 0 : 1, SCRATCH_B, DT_F32, 1, &rows, "rstd");
     dim3 grid(cdiv(rows, ROWS_PER_BLOCK));
     norm_fwd_kernel<RMS, true><<<grid, 32 * ROWS_PER_BLOCK, 0, cuda_stream()>>>(
-        cbf(x), cbf(gamma), beta ? cbf(beta) : NULL, mbf(y), mean ? (float *)mean->data : NULL, (float *)rstd->data, rows,
+        cbf(x), gamma ? cbf(gamma) : NULL, beta ? cbf(beta) : NULL, mbf(y), mean, rstd, rows,
         (int)C, n->f[0]);
     CUDA_LAUNCH_CHECK();
 }
@@ -128,7 +122,7 @@ template <bool RMS> static void norm_bwd(TapeNode *n) {
     if (gx) {
         dim3 grid(cdiv(rows, ROWS_PER_BLOCK));
         DISPATCH_GRAD(gx->dtype, G, {
-            norm_bwd_kernel<RMS, true, G><<<grid, 32 * ROWS_PER_BLOCK, 0, cuda_stream()>>>(cbf(x), cbf(gamma), dy, mean, rstd,
+            norm_bwd_kernel<RMS, true, G><<<grid, 32 * ROWS_PER_BLOCK, 0, cuda_stream()>>>(cbf(x), gamma ? cbf(gamma) : NULL, dy, mean, rstd,
                                                                                            (G *)gx->data, rows, (int)C);
         });
         CUDA_LAUNCH_CHECK();
