@@ -61,6 +61,7 @@ Tensor *op_linear(Tape *t, Tensor *x, Tensor *w, Tensor *b, const LoraRef *lora,
     check_tensor(t, op, name, "w", w);
     check_float(op, name, "x", x);
     check_float(op, name, "w", w);
+    check_ndim(op, name, "x", x, 1, TENSOR_MAX_DIMS);
     if (w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1])
         fatal("%s('%s'): x %s and w %s: expected w (out, in) with in = last dim of x", op, name, shape_of(x),
               shape_of(w));
@@ -115,6 +116,7 @@ Tensor *op_layernorm(Tape *t, Tensor *x, Tensor *gamma, Tensor *beta, float eps,
     if (!name) name = op;
     check_tensor(t, op, name, "x", x);
     check_float(op, name, "x", x);
+    check_ndim(op, name, "x", x, 1, TENSOR_MAX_DIMS);
     check_norm_param(t, op, name, "gamma", gamma, x);
     check_norm_param(t, op, name, "beta", beta, x);
     TapeNode n = {.op = OP_LAYERNORM, .in = {x, gamma, beta}, .nin = 3, .nout = 1, .f = {eps}};
@@ -127,6 +129,7 @@ Tensor *op_rmsnorm(Tape *t, Tensor *x, Tensor *gamma, float eps, const char *nam
     if (!name) name = op;
     check_tensor(t, op, name, "x", x);
     check_float(op, name, "x", x);
+    check_ndim(op, name, "x", x, 1, TENSOR_MAX_DIMS);
     check_norm_param(t, op, name, "gamma", gamma, x);
     TapeNode n = {.op = OP_RMSNORM, .in = {x, gamma}, .nin = 2, .nout = 1, .f = {eps}};
     n.out[0] = tensor_like(t->act, x, name);
@@ -225,8 +228,10 @@ Tensor *op_cls_pos(Tape *t, Tensor *x, Tensor *cls, Tensor *pos, const char *nam
     check_float(op, name, "x", x);
     if (x->ndim != 3) fatal("%s('%s'): x %s: expected (B, N, D)", op, name, shape_of(x));
     int64_t N = x->shape[1], D = x->shape[2];
-    if (cls->numel != D || pos->numel != (N + 1) * D || cls->dtype != x->dtype || pos->dtype != x->dtype)
-        fatal("%s('%s'): x %s, cls %s, pos %s: expected cls (1, 1, D), pos (1, N+1, D) of the dtype of x", op, name,
+    check_float(op, name, "cls", cls);
+    check_float(op, name, "pos", pos);
+    if (cls->numel != D || pos->numel != (N + 1) * D)
+        fatal("%s('%s'): x %s, cls %s, pos %s: expected cls (1, 1, D), pos (1, N+1, D)", op, name,
               shape_of(x), shape_of(cls), shape_of(pos));
     int64_t shape[3] = {x->shape[0], N + 1, D};
     TapeNode n = {.op = OP_CLS_POS, .in = {x, cls, pos}, .nin = 3, .nout = 1};
@@ -262,6 +267,7 @@ Tensor *op_cross_entropy(Tape *t, Tensor *logits, Tensor *labels, float label_sm
     check_tensor(t, op, name, "labels", labels);
     check_float(op, name, "logits", logits);
     check_dtype(op, name, "labels", labels, DT_I32);
+    check_ndim(op, name, "logits", logits, 1, TENSOR_MAX_DIMS);
     int64_t K = logits->shape[logits->ndim - 1];
     if (labels->numel != logits->numel / K)
         fatal("%s('%s'): logits %s and labels %s: expected one label per row of logits", op, name, shape_of(logits),

@@ -24,7 +24,7 @@ static float g_fd_eps;  // finite-difference step, FD_EPS unless a case needs a 
 static Tape g_tape;
 static Rng g_rng;
 
-static void op_check_setup(void) {
+static inline void op_check_setup(void) {
     arena_init(&g_inputs, "inputs", DEV_CPU, 4 << 20);
     arena_init(&g_act, "act", DEV_CPU, 16 << 20);
     tape_init(&g_tape, &g_act);
@@ -33,18 +33,18 @@ static void op_check_setup(void) {
     rng_seed(&g_rng, 42);
 }
 
-static void op_check_teardown(void) {
+static inline void op_check_teardown(void) {
     tape_free(&g_tape);
     arena_free(&g_act);
     arena_free(&g_inputs);
 }
 
-static void fill_normal(Tensor *t, float scale) {
+static inline void fill_normal(Tensor *t, float scale) {
     for (int64_t e = 0; e < t->numel; e++) tensor_f32(t)[e] = scale * rng_normal(&g_rng);
 }
 
 // A random f32 input; `grad` makes it trainable with a gradient prefilled to GRAD_PREFILL.
-static Tensor *input(const char *name, bool grad, float scale, int ndim, int64_t d0, int64_t d1, int64_t d2,
+static inline Tensor *input(const char *name, bool grad, float scale, int ndim, int64_t d0, int64_t d1, int64_t d2,
                      int64_t d3) {
     int64_t shape[4] = {d0, d1, d2, d3};
     Tensor *t = tensor_new(&g_inputs, DT_F32, ndim, shape, name);
@@ -61,7 +61,7 @@ static Tensor *input(const char *name, bool grad, float scale, int ndim, int64_t
 #define IN3(name, grad, d0, d1, d2) input(name, grad, 1.0f, 3, d0, d1, d2, 0)
 #define IN4(name, grad, d0, d1, d2, d3) input(name, grad, 1.0f, 4, d0, d1, d2, d3)
 
-static Tensor *int_input(const char *name, int ndim, const int64_t *shape, const int32_t *values) {
+static inline Tensor *int_input(const char *name, int ndim, const int64_t *shape, const int32_t *values) {
     Tensor *t = tensor_new(&g_inputs, DT_I32, ndim, shape, name);
     memcpy(t->data, values, (size_t)t->numel * sizeof *values);
     return t;
@@ -69,14 +69,14 @@ static Tensor *int_input(const char *name, int ndim, const int64_t *shape, const
 
 typedef Tensor *(*BuildFn)(Tape *t, void *ctx);
 
-static double weighted_sum(const Tensor *out, const float *R) {
+static inline double weighted_sum(const Tensor *out, const float *R) {
     double s = 0.0;
     for (int64_t e = 0; e < out->numel; e++) s += (double)tensor_f32(out)[e] * R[e];
     return s;
 }
 
 // Forward only, not recorded, with the dropout stream of the recorded run.
-static double eval_loss(BuildFn build, void *ctx, const float *R) {
+static inline double eval_loss(BuildFn build, void *ctx, const float *R) {
     tape_reset(&g_tape);
     g_tape.counter = 0;
     g_tape.record = false;
@@ -86,7 +86,7 @@ static double eval_loss(BuildFn build, void *ctx, const float *R) {
 }
 
 // Seeds out->grad = R and runs the recorded nodes backward (tape_backward for a 1-element out).
-static void backward_seeded(Tensor *out, const float *R) {
+static inline void backward_seeded(Tensor *out, const float *R) {
     if (out->numel == 1) {
         tape_backward(&g_tape, out);
         return;
@@ -105,7 +105,7 @@ static void backward_seeded(Tensor *out, const float *R) {
 // Worst relative error over the checked inputs: per element |analytic - numeric| divided by
 // |numeric| + 5% of the tensor's largest numeric gradient (so near-zero entries are not judged
 // on float rounding alone).
-static double grad_check(const char *label, BuildFn build, void *ctx, Tensor **check, int ncheck) {
+static inline double grad_check(const char *label, BuildFn build, void *ctx, Tensor **check, int ncheck) {
     tape_reset(&g_tape);
     g_tape.counter = 0;
     g_tape.record = true;

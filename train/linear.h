@@ -15,6 +15,7 @@ typedef struct Linear {
     float lora_scale;     // alpha / r
     float lora_dropout;
     Tensor *mask;         // (out, in) DT_U8 0/1, or NULL (dense). Without LoRA, w is kept masked.
+    double *act_sq;       // when set (calibration), forward adds Σ x_j² over tokens per input channel
 } Linear;
 
 Tensor *linear_forward(Tape *t, Linear *l, Tensor *x);

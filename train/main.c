@@ -1,3 +1,36 @@
-// vnmtune command line (placeholder until the CLI lands).
+// vnmtune: the command-line front end. Each command is a function taking (argc, argv) after the
+// command name; `vnmtune <command> --help` prints its help.
 #include <stdio.h>
-int main(void) { puts("vnmtune"); return 0; }
+#include <string.h>
+
+#include "train/commands.h"
+
+typedef struct Command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} Command;
+
+static const Command COMMANDS[] = {
+    {"train", cmd_train, "train a model from a YAML job (no job: the embedded Fashion-MNIST DeiT)"},
+    {"eval", cmd_eval, "evaluate a job's checkpoint on its test set"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "vnmtune — LoRA fine-tuning into V:N:M sparsity, on CPU and NVIDIA sparse tensor cores\n\n"
+               "usage: vnmtune <command> [args]   (vnmtune <command> --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
+        fprintf(f, "  %-11s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof *COMMANDS; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].run(argc - 2, argv + 2);
+    fprintf(stderr, "vnmtune: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

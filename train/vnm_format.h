@@ -56,3 +56,13 @@ void vnm_free(VnmMatrix *m);
 // CPU reference SpMM: y (n, out) = x (n, in) · Wᵀ (+ bias), fp32 accumulate of the bf16 values,
 // output row r of the compressed matrix goes to column row_perm[r] of y (r when row_perm is NULL).
 void vnm_spmm_cpu(const VnmMatrix *m, const float *x, int64_t n, const float *bias, float *y);
+
+// ---- additions (kernels helper) ----
+// Number of 32-wide logical k-steps of the meta layout: ceil(C / 8).
+int64_t vnm_meta_ksteps(const VnmMatrix *m);
+// Inverse of vnm_pack_meta: idx (out, C) from meta.
+void vnm_unpack_meta(const VnmMatrix *m, uint8_t *idx);
+// Random valid V:N:M matrix (tests, benchmarks); flags: see vnm_format.c.
+#define VNM_RANDOM_PERMUTE_COLS 1u
+#define VNM_RANDOM_PERMUTE_ROWS 2u
+void vnm_random(VnmPattern p, int64_t out, int64_t in, uint64_t seed, unsigned flags, VnmMatrix *m);

@@ -1,0 +1,187 @@
+#include "schedule.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/cpu_gemm.h"
+#include "train/lora.h"
+#include "train/vnm_permute.h"
+
+static bool is_target(const Linear *l, const SparsityConfig *sc) {
+    if (!strcmp(l->name, "head")) return false;  // the classifier stays dense (DESIGN.md §2)
+    for (int i = 0; i < sc->n_targets; i++)
+        if (linear_name_matches(l, sc->targets[i])) return true;
+    return false;
+}
+
+static int64_t steps_of(float v, int64_t total) { return v < 1.0f ? (int64_t)llroundf(v * (float)total) : (int64_t)v; }
+
+static int layer_pattern(const MaskSpec *spec, const Linear *l, VnmPattern *p, Err *err) {
+    *p = spec->vnm;
+    if (spec->kind != MASK_VNM) return 0;
+    while (p->V > 16 && l->out % p->V) p->V /= 2;  // documented adaptation: halve V until it divides out
+    return vnm_pattern_fits(*p, l->out, l->in, l->name, err);
+}
+
+int schedule_init(Schedule *s, const Config *c, Linear **linears, int n, int64_t total, Arena *arena, Err *err) {
+    memset(s, 0, sizeof *s);
+    s->cfg = c->schedule;
+    s->total = total;
+    s->stage = 1;
+    s->sparse = c->sparsity.enabled && strcmp(c->schedule.mode, "dense") != 0;
+    if (!s->sparse) return 0;
+    if (mask_spec_parse(c->sparsity.pattern, &s->spec, err)) return err_set(err, "%s: sparsity.pattern: %s", c->source, err->msg);
+    if (score_kind_parse(c->sparsity.score, &s->score, err)) return err_set(err, "%s: sparsity.score: %s", c->source, err->msg);
+    s->ria_alpha = c->sparsity.ria_alpha;
+    s->permute = c->sparsity.permute;
+    s->layers = xcalloc((size_t)n, sizeof *s->layers);
+    for (int i = 0; i < n; i++)
+        if (is_target(linears[i], &c->sparsity)) s->layers[s->n_layers++] = linears[i];
+    if (!s->n_layers) return err_set(err, "%s: sparsity.targets match no layer", c->source);
+    s->layer_pattern = xcalloc((size_t)s->n_layers, sizeof *s->layer_pattern);
+    s->act_norm = xcalloc((size_t)s->n_layers, sizeof *s->act_norm);
+    s->perm_in = xcalloc((size_t)s->n_layers, sizeof *s->perm_in);
+    s->perm_out = xcalloc((size_t)s->n_layers, sizeof *s->perm_out);
+    s->permute_budget_s = 1.0;
+    for (int i = 0; i < s->n_layers; i++) {
+        Linear *l = s->layers[i];
+        if (layer_pattern(&s->spec, l, &s->layer_pattern[i], err)) return err_set(err, "%s: sparsity.pattern: %s", c->source, err->msg);
+        char nm[TENSOR_NAME_LEN];
+        snprintf(nm, sizeof nm, "%s.mask", l->name);
+        l->mask = tensor_new2(arena, DT_U8, l->out, l->in, nm);
+        memset(l->mask->data, 1, (size_t)l->mask->numel);  // dense until the first mask is computed
+    }
+    if (!strcmp(s->cfg.mode, "three_stage")) {
+        s->stage1_end = steps_of(s->cfg.stage1, total);
+        s->stage2_end = s->stage1_end + steps_of(s->cfg.stage2, total);
+        if (s->stage2_end > total) return err_set(err, "%s: schedule.stage1 + schedule.stage2 exceed the %lld training steps", c->source, (long long)total);
+    }  // fixed_mask_lora and one_shot: stage 3 from step 0 (stage ends stay 0)
+    return 0;
+}
+
+void schedule_free(Schedule *s) {
+    for (int i = 0; i < s->n_layers; i++) {
+        free(s->act_norm[i]), free(s->perm_in[i]), free(s->perm_out[i]);
+        s->layers[i]->mask = NULL;
+    }
+    free(s->layers), free(s->layer_pattern), free(s->act_norm), free(s->perm_in), free(s->perm_out);
+    memset(s, 0, sizeof *s);
+}
+
+// W + s·B A on the host (fp32), the weight whose mask stages 2-3 search.
+static float *effective_weight(const Linear *l) {
+    float *W = xmalloc((size_t)l->w->numel * sizeof *W);
+    tensor_get_f32(l->w, W, l->w->numel);
+    if (!l->lora_A) return W;
+    int64_t r = l->lora_A->shape[0];
+    float *A = xmalloc((size_t)l->lora_A->numel * sizeof *A), *B = xmalloc((size_t)l->lora_B->numel * sizeof *B);
+    tensor_get_f32(l->lora_A, A, l->lora_A->numel);
+    tensor_get_f32(l->lora_B, B, l->lora_B->numel);
+    cpu_gemm(false, false, (int)l->out, (int)l->in, (int)r, l->lora_scale, B, (int)r, A, (int)l->in, 1.0f, W, (int)l->in);
+    free(A), free(B);
+    return W;
+}
+
+// With sparsity.permute the channel permutation is searched once per layer (at its first mask)
+// and kept; later mask updates search the mask of the permuted scores under that permutation.
+static int permuted_mask(Schedule *s, int i, const float *scores, uint8_t *mask, Err *err) {
+    Linear *l = s->layers[i];
+    VnmPattern p = s->layer_pattern[i];
+    if (!s->perm_in[i]) {
+        s->perm_in[i] = xmalloc((size_t)l->in * sizeof(int32_t));
+        s->perm_out[i] = xmalloc((size_t)l->out * sizeof(int32_t));
+        VnmPermuteOptions opt = vnm_permute_defaults();
+        opt.time_budget_s = s->permute_budget_s;
+        VnmPermuteStats st;
+        if (vnm_permute_search(scores, l->out, l->in, p, &opt, l->name, s->perm_in[i], s->perm_out[i], &st, err)) return -1;
+        s->permute_gain += st.kept_final / (st.kept_identity > 0 ? st.kept_identity : 1) - 1;
+    }
+    int64_t n = l->out * l->in;
+    float *ps = xmalloc((size_t)n * sizeof *ps);
+    uint8_t *pm = xmalloc((size_t)n);
+    vnm_permute_apply(scores, l->out, l->in, s->perm_in[i], s->perm_out[i], ps);
+    MaskSpec spec = s->spec;
+    spec.vnm = p;
+    int rc = mask_compute(ps, l->out, l->in, &spec, l->name, pm, err);
+    if (rc == 0) vnm_unpermute_mask(pm, l->out, l->in, s->perm_in[i], s->perm_out[i], mask);
+    free(ps), free(pm);
+    return rc;
+}
+
+static double layer_update_mask(Schedule *s, int i) {
+    Linear *l = s->layers[i];
+    int64_t n = l->out * l->in;
+    float *W = effective_weight(l), *scores = xmalloc((size_t)n * sizeof *scores);
+    vnm_scores(W, l->out, l->in, s->score, s->act_norm[i], s->ria_alpha, scores);
+    MaskSpec spec = s->spec;
+    spec.vnm = s->layer_pattern[i];
+    uint8_t *mask = xmalloc((size_t)n);
+    Err err;
+    int rc = s->permute && spec.kind == MASK_VNM ? permuted_mask(s, i, scores, mask, &err)
+                                                  : mask_compute(scores, l->out, l->in, &spec, l->name, mask, &err);
+    if (rc) fatal("mask of '%s': %s", l->name, err.msg);
+    double flips = s->masks_valid ? mask_flip_rate(l->mask->data, mask, n) : 0.0;
+    memcpy(l->mask->data, mask, (size_t)n);
+    if (!l->lora_A) linear_apply_mask(l);  // no LoRA to train through the mask: prune W itself
+    free(W), free(scores), free(mask);
+    return flips;
+}
+
+float schedule_update_masks(Schedule *s) {
+    double t0 = now_seconds(), flips = 0;
+    for (int i = 0; i < s->n_layers; i++) flips += layer_update_mask(s, i);
+    s->masks_valid = true;
+    s->mask_updates++;
+    s->last_flip_rate = (float)(flips / s->n_layers);
+    s->mask_seconds += now_seconds() - t0;
+    return s->last_flip_rate;
+}
+
+void schedule_before_step(Schedule *s, int64_t step) {
+    if (!s->sparse) return;
+    if (step < s->stage1_end) {
+        s->stage = 1;
+        return;
+    }
+    s->stage = step < s->stage2_end ? 2 : 3;
+    int64_t into = step - s->stage1_end;
+    bool update = !s->masks_valid || (s->stage == 2 && s->cfg.mask_update_every > 0 && into % s->cfg.mask_update_every == 0);
+    if (update) schedule_update_masks(s);
+}
+
+void schedule_after_backward(Schedule *s) {
+    if (!s->sparse || s->stage != 2 || s->cfg.reg_lambda <= 0) return;
+    for (int i = 0; i < s->n_layers; i++) {
+        Linear *l = s->layers[i];
+        if (!l->lora_A || !l->lora_A->grad) continue;
+        // P = (W + s·BA) ⊙ (1 − mask);  dB += λ·s·P Aᵀ;  dA += λ·s·Bᵀ P
+        float *P = effective_weight(l);
+        const uint8_t *m = l->mask->data;
+        for (int64_t k = 0; k < l->out * l->in; k++)
+            if (m[k]) P[k] = 0.0f;
+        int r = (int)l->lora_A->shape[0], out = (int)l->out, in = (int)l->in;
+        float c = s->cfg.reg_lambda * l->lora_scale;
+        cpu_gemm(false, true, out, r, in, c, P, in, tensor_f32(l->lora_A), in, 1.0f, tensor_f32(l->lora_B->grad), r);
+        cpu_gemm(true, false, r, in, out, c, tensor_f32(l->lora_B), r, P, in, 1.0f, tensor_f32(l->lora_A->grad), in);
+        free(P);
+    }
+}
+
+bool schedule_needs_calibration(const Schedule *s) { return s->sparse && s->score != SCORE_MAGNITUDE; }
+
+void schedule_begin_calibration(Schedule *s) {
+    for (int i = 0; i < s->n_layers; i++) s->layers[i]->act_sq = xcalloc((size_t)s->layers[i]->in, sizeof(double));
+}
+
+void schedule_end_calibration(Schedule *s) {
+    for (int i = 0; i < s->n_layers; i++) {
+        Linear *l = s->layers[i];
+        free(s->act_norm[i]);
+        s->act_norm[i] = xmalloc((size_t)l->in * sizeof(float));
+        for (int64_t j = 0; j < l->in; j++) s->act_norm[i][j] = (float)sqrt(l->act_sq[j]);
+        free(l->act_sq);
+        l->act_sq = NULL;
+    }
+}

@@ -1,0 +1,45 @@
+// The training loop: a job (Config) -> model, data, optimizer -> steps with progress, metrics,
+// evaluation, checkpoints and exact resume. The V:N:M schedule (stages, masks) hooks in through
+// train/schedule.h.
+#pragma once
+#include <stdio.h>
+
+#include "autograd/tape.h"
+#include "data/imageset.h"
+#include "data/loader.h"
+#include "train/config.h"
+#include "train/deit.h"
+#include "train/optim.h"
+#include "train/schedule.h"
+
+typedef struct Trainer {
+    Config cfg;
+    Deit model;
+    Arena params, grads, acts, inputs;
+    Tape tape;
+    AdamW opt;
+    bool opt_ready;
+    ImageSet train_set, test_set;
+    Loader loader;
+    Tensor *x, *y;                 // current batch (inputs arena)
+    int64_t step, total_steps;     // optimizer steps done / planned
+    int64_t steps_per_epoch;
+    Schedule sched;
+    FILE *metrics;                 // <out_dir>/metrics.jsonl
+    double t_start;                // wall clock at the start of this process's training
+    int64_t step_at_start;
+    int quiet;                     // no progress lines (tests)
+} Trainer;
+
+// Reads the data, builds the model (random init or model.init safetensors), attaches LoRA,
+// and resumes from checkpoint.resume when set. Errors name the file / key.
+int trainer_setup(Trainer *tr, const Config *cfg, Err *err);
+// Runs until total_steps (or `until` if > 0), evaluating / checkpointing as configured.
+int trainer_run(Trainer *tr, int64_t until, Err *err);
+// Mean loss of one training step on the next batch (forward, backward, clip, AdamW).
+float trainer_step(Trainer *tr);
+// Accuracy (0..1) and mean loss over the test set (or its first data.test_limit samples).
+float trainer_evaluate(Trainer *tr, float *loss_out);
+int trainer_save(Trainer *tr, const char *path, Err *err);
+int trainer_load(Trainer *tr, const char *path, Err *err);
+void trainer_free(Trainer *tr);

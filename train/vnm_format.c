@@ -1,0 +1,251 @@
+// V:N:M compressed format: parsing, compression, the kernels' metadata layout, CPU reference SpMM.
+//
+// ---- meta: the layout the sparse MMA kernels read (vnm_pack_meta) ----
+// The sparse tensor-core instructions (mma.sp m16n8k32 and wgmma.mma_async.sp m64nNk32, bf16) take
+// 2:4 metadata per warp for 16 rows × 32 logical K. In a V:N:M matrix the logical K of a row is the
+// concatenation over column blocks c of the 4 kept columns of that block, so one k-step of 32
+// logical K covers 8 column blocks and each column block is one 4-wide chunk whose 4-bit code is
+// the row's idx nibble (bits 1:0 = first kept position, bits 3:2 = second, first < second: the
+// "ordered metadata" form).
+//
+// With G16 = ceil(out/16) groups of 16 rows and KT = ceil(C/8) k-steps:
+//   meta[(q*KT + s)*16 + w],  q = 16-row group, s = k-step, w = 2*g + h (g = 0..7, h = 0..1)
+// is the 32-bit word that thread lane 4*g + h of the warp passes as metadata (sparsity selector 0):
+//   bits [4j+3 : 4j]       code of row 16q+g   for column block 8s+4h+j  (j = 0..3)
+//   bits [16+4j+3 : 16+4j] code of row 16q+g+8 for column block 8s+4h+j
+// i.e. thread h = 0 of a pair describes logical columns 0..15 of the k-step, h = 1 columns 16..31;
+// low half-word row g, high half-word row g+8. Rows >= out and column blocks >= C (padding) get
+// code 0b0100 (positions 0 and 1, a valid ordered code; their values are zero). The GPU upload
+// (kernels/vnm_spmm.cu) may reorder these words further; it documents its own device layout.
+#include "vnm_format.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/rng.h"
+#include "autograd/tensor.h"
+
+#define VNM_PAD_CODE 0x4u  // positions (0, 1)
+
+// vnm_pattern_parse and vnm_pattern_fits live in vnm_pattern.c.
+
+static void vnm_alloc(VnmMatrix *m, VnmPattern p, int64_t out, int64_t in) {
+    memset(m, 0, sizeof *m);
+    m->p = p;
+    m->out = out, m->in = in;
+    m->R = out / p.V, m->C = in / p.M;
+    m->values = xcalloc((size_t)(out * 2 * m->C), sizeof(uint16_t));
+    m->columns = xcalloc((size_t)(m->R * m->C * 4), sizeof(uint16_t));
+    m->idx = xcalloc((size_t)(out * m->C), 1);
+}
+
+int64_t vnm_meta_ksteps(const VnmMatrix *m) { return (m->C + 7) / 8; }
+
+// The 4-bit ordered code of (row, column block), padding included.
+static uint32_t code_at(const VnmMatrix *m, int64_t row, int64_t cb) {
+    if (row >= m->out || cb >= m->C) return VNM_PAD_CODE;
+    return m->idx[row * m->C + cb] & 0xFu;
+}
+
+void vnm_pack_meta(VnmMatrix *m) {
+    int64_t G16 = (m->out + 15) / 16, KT = vnm_meta_ksteps(m);
+    free(m->meta);
+    m->meta_words = G16 * KT * 16;
+    m->meta = xcalloc((size_t)m->meta_words, sizeof(uint32_t));
+    for (int64_t q = 0; q < G16; q++)
+        for (int64_t s = 0; s < KT; s++)
+            for (int w = 0; w < 16; w++) {
+                int g = w >> 1, h = w & 1;
+                uint32_t word = 0;
+                for (int j = 0; j < 4; j++) {
+                    int64_t cb = 8 * s + 4 * h + j;
+                    word |= code_at(m, 16 * q + g, cb) << (4 * j);
+                    word |= code_at(m, 16 * q + g + 8, cb) << (16 + 4 * j);
+                }
+                m->meta[(q * KT + s) * 16 + w] = word;
+            }
+}
+
+void vnm_unpack_meta(const VnmMatrix *m, uint8_t *idx) {
+    int64_t KT = vnm_meta_ksteps(m);
+    for (int64_t row = 0; row < m->out; row++)
+        for (int64_t cb = 0; cb < m->C; cb++) {
+            int64_t q = row / 16, s = cb / 8;
+            int g = (int)(row % 16) % 8, hi = (int)(row % 16) / 8;
+            int h = (int)(cb % 8) / 4, j = (int)(cb % 4);
+            uint32_t word = m->meta[(q * KT + s) * 16 + 2 * g + h];
+            idx[row * m->C + cb] = (uint8_t)((word >> (16 * hi + 4 * j)) & 0xFu);
+        }
+}
+
+// a[i] = i, then shuffled when rng is given.
+static void shuffled_identity(int32_t *a, int64_t n, Rng *rng) {
+    for (int64_t i = 0; i < n; i++) a[i] = (int32_t)i;
+    if (!rng) return;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t k = (int64_t)rng_below(rng, (uint64_t)i + 1);
+        int32_t t = a[i];
+        a[i] = a[k], a[k] = t;
+    }
+}
+
+static int check_row_perm(const int32_t *row_perm, int64_t out, Err *err) {
+    uint8_t *seen = xcalloc((size_t)out, 1);
+    int rc = 0;
+    for (int64_t r = 0; r < out && rc == 0; r++) {
+        int32_t t = row_perm[r];
+        if (t < 0 || t >= out || seen[t])
+            rc = err_set(err, "vnm_compress: row_perm[%lld] = %d is not part of a permutation of 0..%lld",
+                         (long long)r, t, (long long)out - 1);
+        else
+            seen[t] = 1;
+    }
+    free(seen);
+    return rc;
+}
+
+// Finds the 4 kept columns of block (rb, cb) from the mask (the union of the rows' kept columns,
+// padded with the lowest unused columns when the rows use fewer than 4) and each row's 2 of them.
+static int compress_block(const float *W, const uint8_t *mask, VnmMatrix *m, int64_t rb, int64_t cb, Err *err) {
+    int V = m->p.V, M = m->p.M;
+    int64_t c0 = cb * M, in = m->in;
+    int used[64] = {0};  // M <= 64 enforced by the caller
+    for (int64_t row = rb * V; row < (rb + 1) * V; row++) {
+        int kept = 0;
+        for (int j = 0; j < M; j++)
+            if (mask[row * in + c0 + j]) used[j] = 1, kept++;
+        if (kept != 2)
+            return err_set(err, "vnm_compress: row %lld keeps %d values in column block %lld (cols %lld..%lld), "
+                           "expected 2", (long long)row, kept, (long long)cb, (long long)c0, (long long)c0 + M - 1);
+    }
+    int cols[4], n = 0;
+    for (int j = 0; j < M; j++)
+        if (used[j]) {
+            if (n == 4)
+                return err_set(err, "vnm_compress: row block %lld (rows %lld..%lld), column block %lld "
+                               "(cols %lld..%lld): rows use more than 4 distinct columns",
+                               (long long)rb, (long long)rb * V, (long long)(rb + 1) * V - 1, (long long)cb,
+                               (long long)c0, (long long)c0 + M - 1);
+            cols[n++] = j;
+        }
+    for (int j = 0; j < M && n < 4; j++)  // pad: lowest unused columns, then keep ascending order
+        if (!used[j]) used[j] = 2, n++;
+    n = 0;
+    for (int j = 0; j < M; j++)
+        if (used[j]) cols[n++] = j;
+    uint16_t *colout = m->columns + (rb * m->C + cb) * 4;
+    for (int k = 0; k < 4; k++) colout[k] = (uint16_t)(c0 + cols[k]);
+    for (int64_t row = rb * V; row < (rb + 1) * V; row++) {
+        int pos[2], np = 0;
+        for (int k = 0; k < 4; k++)
+            if (mask[row * in + c0 + cols[k]]) pos[np++] = k;
+        m->idx[row * m->C + cb] = (uint8_t)(pos[0] | (pos[1] << 2));
+        for (int k = 0; k < 2; k++)
+            m->values[row * 2 * m->C + 2 * cb + k] = f32_to_bf16(W[row * in + c0 + cols[pos[k]]]);
+    }
+    return 0;
+}
+
+int vnm_compress(const float *W, const uint8_t *mask, int64_t out, int64_t in, VnmPattern p,
+                 const int32_t *row_perm, VnmMatrix *m, Err *err) {
+    memset(m, 0, sizeof *m);
+    if (p.N != 2 || p.M < 4 || p.M > 64 || p.V < 1)
+        return err_set(err, "vnm_compress: unsupported pattern %d:%d:%d (N must be 2, 4 <= M <= 64)", p.V, p.N, p.M);
+    if (vnm_pattern_fits(p, out, in, "vnm_compress", err)) return -1;
+    if (in > 65536) return err_set(err, "vnm_compress: in = %lld exceeds the uint16 column index range", (long long)in);
+    if (row_perm && check_row_perm(row_perm, out, err)) return -1;
+    vnm_alloc(m, p, out, in);
+    for (int64_t rb = 0; rb < m->R; rb++)
+        for (int64_t cb = 0; cb < m->C; cb++)
+            if (compress_block(W, mask, m, rb, cb, err)) {
+                vnm_free(m);
+                return -1;
+            }
+    if (row_perm) {
+        m->row_perm = xmalloc((size_t)out * sizeof(int32_t));
+        memcpy(m->row_perm, row_perm, (size_t)out * sizeof(int32_t));
+    }
+    vnm_pack_meta(m);
+    return 0;
+}
+
+// Column (original input index) and value of the k-th (0/1) kept value of `row` in block cb.
+static inline int64_t kept_col(const VnmMatrix *m, int64_t row, int64_t cb, int k) {
+    int pos = (m->idx[row * m->C + cb] >> (2 * k)) & 3;
+    return m->columns[((row / m->p.V) * m->C + cb) * 4 + pos];
+}
+
+void vnm_decompress(const VnmMatrix *m, float *W) {
+    memset(W, 0, (size_t)(m->out * m->in) * sizeof(float));
+    for (int64_t row = 0; row < m->out; row++)
+        for (int64_t cb = 0; cb < m->C; cb++)
+            for (int k = 0; k < 2; k++)
+                W[row * m->in + kept_col(m, row, cb, k)] = bf16_to_f32(m->values[row * 2 * m->C + 2 * cb + k]);
+}
+
+void vnm_free(VnmMatrix *m) {
+    free(m->values);
+    free(m->columns);
+    free(m->idx);
+    free(m->meta);
+    free(m->row_perm);
+    memset(m, 0, sizeof *m);
+}
+
+void vnm_spmm_cpu(const VnmMatrix *m, const float *x, int64_t n, const float *bias, float *y) {
+    for (int64_t t = 0; t < n; t++) {
+        const float *xt = x + t * m->in;
+        for (int64_t row = 0; row < m->out; row++) {
+            const uint16_t *v = m->values + row * 2 * m->C;
+            float acc = 0.0f;
+            for (int64_t cb = 0; cb < m->C; cb++)
+                for (int k = 0; k < 2; k++) acc += bf16_to_f32(v[2 * cb + k]) * xt[kept_col(m, row, cb, k)];
+            int64_t o = m->row_perm ? m->row_perm[row] : row;
+            y[t * m->out + o] = acc + (bias ? bias[o] : 0.0f);
+        }
+    }
+}
+
+// Random valid V:N:M matrix for tests and benchmarks: per block 4 random distinct columns of the
+// block (all 4 when M = 4), per row 2 random of them, values ~ N(0, 1) rounded to bf16.
+// VNM_RANDOM_PERMUTE_COLS draws an input-channel permutation P first: block c then holds the
+// original channels P[cM .. cM+M) (as the channel-permutation search produces).
+// VNM_RANDOM_PERMUTE_ROWS adds a random row_perm.
+void vnm_random(VnmPattern p, int64_t out, int64_t in, uint64_t seed, unsigned flags, VnmMatrix *m) {
+    CHECK(p.N == 2 && p.M >= 4 && p.M <= 64 && out % p.V == 0 && in % p.M == 0 && in <= 65536,
+          "vnm_random: bad pattern %d:%d:%d for (%lld, %lld)", p.V, p.N, p.M, (long long)out, (long long)in);
+    vnm_alloc(m, p, out, in);
+    Rng rng;
+    rng_seed(&rng, seed);
+    int32_t *chan = xmalloc((size_t)in * sizeof(int32_t));
+    shuffled_identity(chan, in, (flags & VNM_RANDOM_PERMUTE_COLS) ? &rng : NULL);
+    for (int64_t rb = 0; rb < m->R; rb++)
+        for (int64_t cb = 0; cb < m->C; cb++) {
+            int perm[64];
+            for (int j = 0; j < p.M; j++) perm[j] = j;
+            for (int j = 0; j < 4; j++) {  // partial Fisher-Yates: the first 4 are the kept columns
+                int k = j + (int)rng_below(&rng, (uint64_t)(p.M - j));
+                int t = perm[j];
+                perm[j] = perm[k], perm[k] = t;
+            }
+            uint16_t *col = m->columns + (rb * m->C + cb) * 4;
+            for (int j = 0; j < 4; j++) col[j] = (uint16_t)chan[cb * p.M + perm[j]];
+            for (int j = 1; j < 4; j++)  // ascending
+                for (int k = j; k > 0 && col[k - 1] > col[k]; k--) {
+                    uint16_t t = col[k];
+                    col[k] = col[k - 1], col[k - 1] = t;
+                }
+        }
+    free(chan);
+    static const uint8_t codes[6] = {0x4, 0x8, 0x9, 0xC, 0xD, 0xE};  // (0,1) (0,2) (1,2) (0,3) (1,3) (2,3)
+    for (int64_t row = 0; row < out; row++)
+        for (int64_t cb = 0; cb < m->C; cb++) {
+            m->idx[row * m->C + cb] = codes[rng_below(&rng, 6)];
+            for (int k = 0; k < 2; k++) m->values[row * 2 * m->C + 2 * cb + k] = f32_to_bf16(rng_normal(&rng));
+        }
+    if (flags & VNM_RANDOM_PERMUTE_ROWS) {
+        m->row_perm = xmalloc((size_t)out * sizeof(int32_t));
+        shuffled_identity(m->row_perm, out, &rng);
+    }
+    vnm_pack_meta(m);
+}
