@@ -98,7 +98,7 @@ Tensor *tensor_new(Arena *a, DType dt, int ndim, const int64_t *shape, const cha
     t->dtype = dt;
     t->device = a->device;
     t->data = data;
-    tensor_zero(t);
+    if (!a->no_zero) tensor_zero(t);
     return t;
 }
 
@@ -122,6 +122,7 @@ Tensor *tensor_ensure_grad(Tensor *t, Arena *a) {
         char nm[TENSOR_NAME_LEN + 8];
         snprintf(nm, sizeof nm, "%s.grad", t->name);
         t->grad = tensor_new(a, gdt, t->ndim, t->shape, nm);
+        if (a->no_zero) tensor_zero(t->grad);  // kernels accumulate into gradients
     }
     return t->grad;
 }

@@ -22,6 +22,7 @@ typedef struct Arena {
     size_t capacity, used, high_water;
     struct HeaderChunk *header_chunks;  // host memory for the headers of this arena's tensors
     int headers_used;
+    bool no_zero;  // tensor_new leaves storage unset (kernels overwrite outputs); grads still zeroed
 } Arena;
 
 typedef struct Tensor {
@@ -47,7 +48,8 @@ void arena_reset(Arena *a);                      // forget all allocations (keep
 // ---- tensors ----
 size_t dtype_size(DType dt);
 const char *dtype_name(DType dt);
-// Allocates the tensor header and its storage from `a`. Storage is zeroed.
+// Allocates the tensor header and its storage from `a`. Storage is zeroed unless a->no_zero
+// (set on a GPU activation arena: every CUDA kernel writes its outputs fully).
 Tensor *tensor_new(Arena *a, DType dt, int ndim, const int64_t *shape, const char *name);
 Tensor *tensor_new2(Arena *a, DType dt, int64_t d0, int64_t d1, const char *name);
 Tensor *tensor_new1(Arena *a, DType dt, int64_t d0, const char *name);

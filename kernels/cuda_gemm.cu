@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kernels/cuda_common.cuh"
+#include "kernels/ops_cuda.h"
 
 #define CUBLAS_CHECK(call)                                                                   \
     do {                                                                                     \
@@ -177,6 +178,24 @@ void *cuda_scratch(int slot, size_t bytes) {
         g_scratch_size[slot] = sz;
     }
     return g_scratch[slot];
+}
+
+extern "C" size_t ops_cuda_scratch_bytes(void) {
+    size_t s = g_workspace ? WORKSPACE_BYTES : 0;
+    for (int i = 0; i < SCRATCH_SLOTS; i++) s += g_scratch_size[i];
+    return s;
+}
+
+extern "C" size_t ops_cuda_device_used_bytes(void) {
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    return total_b - free_b;
+}
+
+extern "C" size_t ops_cuda_device_free_bytes(void) {
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    return free_b;
 }
 
 // ---- node helpers ----

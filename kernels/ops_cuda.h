@@ -11,12 +11,18 @@
 // are repeatable on the same GPU (no atomics in reductions).
 #pragma once
 #include <stdbool.h>
+#include <stddef.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 void ops_cuda_register(void);
+// Bytes the backend holds outside the arenas: scratch buffers and the cuBLASLt workspace.
+size_t ops_cuda_scratch_bytes(void);
+// Bytes in use on GPU 0 (cudaMemGetInfo: total - free; includes the CUDA context).
+size_t ops_cuda_device_used_bytes(void);
+size_t ops_cuda_device_free_bytes(void);
 
 #ifdef __cplusplus
 }

@@ -3,7 +3,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "train/bench_train.h"
 #include "train/commands.h"
+
+static int cmd_bench(int argc, char **argv) {
+    if (argc >= 1 && !strcmp(argv[0], "train")) return bench_train_main(argc, argv);
+    fprintf(stderr, "usage: vnmtune bench train [options]   (vnmtune bench train --help)\n");
+    return 2;
+}
 
 typedef struct Command {
     const char *name;
@@ -14,6 +21,7 @@ typedef struct Command {
 static const Command COMMANDS[] = {
     {"train", cmd_train, "train a model from a YAML job (no job: the embedded Fashion-MNIST DeiT)"},
     {"eval", cmd_eval, "evaluate a job's checkpoint on its test set"},
+    {"bench", cmd_bench, "bench train: DeiT LoRA training speed on the GPU vs PyTorch + PEFT"},
 };
 
 static void usage(FILE *f) {
