@@ -122,12 +122,15 @@ Tensor *tensor_ensure_grad(Tensor *t, Arena *a) {
         char nm[TENSOR_NAME_LEN + 8];
         snprintf(nm, sizeof nm, "%s.grad", t->name);
         t->grad = tensor_new(a, gdt, t->ndim, t->shape, nm);
-        if (a->no_zero) tensor_zero(t->grad);  // kernels accumulate into gradients
+        // kernels accumulate into gradients: zero them, or (GPU) mark them for overwrite
+        if (a->no_zero && a->device == DEV_CPU) tensor_zero(t->grad);
+        else if (a->no_zero) t->grad->unwritten = true;
     }
     return t->grad;
 }
 
 void tensor_zero(Tensor *t) {
+    t->unwritten = false;
     size_t bytes = (size_t)t->numel * dtype_size(t->dtype);
     if (t->device == DEV_CPU) memset(t->data, 0, bytes);
     else device_memset0(t->data, bytes);

@@ -22,7 +22,7 @@ typedef struct Arena {
     size_t capacity, used, high_water;
     struct HeaderChunk *header_chunks;  // host memory for the headers of this arena's tensors
     int headers_used;
-    bool no_zero;  // tensor_new leaves storage unset (kernels overwrite outputs); grads still zeroed
+    bool no_zero;  // tensor_new leaves storage unset (kernels overwrite outputs); see tensor_ensure_grad
 } Arena;
 
 typedef struct Tensor {
@@ -36,6 +36,8 @@ typedef struct Tensor {
     struct Tensor *grad;   // gradient buffer (same shape, f32 on CPU); NULL until needed
     bool requires_grad;    // true for trainable parameters and for activations that depend on them
     bool grad_f32;         // CUDA: the gradient is f32 (trainable parameters), else it has t->dtype
+    bool unwritten;        // storage never written, logically zero (GPU gradients from a no_zero
+                           // arena: the first CUDA backward kernel overwrites instead of adding)
 } Tensor;
 
 // ---- arenas ----
@@ -57,6 +59,8 @@ Tensor *tensor_new1(Arena *a, DType dt, int64_t d0, const char *name);
 Tensor *tensor_like(Arena *a, const Tensor *like, const char *name);
 // Make sure t->grad exists (allocated from `a`, zeroed). Its dtype: f32 on CPU; on CUDA f32 when
 // t->grad_f32 is set (trainable parameters: params_add sets it), else t->dtype (bf16 activations).
+// From a no_zero arena on the GPU the gradient is not zeroed but marked `unwritten` (the CUDA
+// kernels overwrite it on their first write); on the CPU it is always zeroed.
 Tensor *tensor_ensure_grad(Tensor *t, Arena *a);
 void tensor_zero(Tensor *t);
 bool tensor_same_shape(const Tensor *a, const Tensor *b);

@@ -1,15 +1,25 @@
-// OP_ATTENTION, first version: per-head strided-batched cuBLASLt GEMMs around a row softmax.
-// qkv (B, T, 3C) as (B, T, 3, H, D); head h of batch b reads Q, K, V with row stride 3C, so each
-// head is one GEMM batched over b (no transposes).
-//   S = scale·Q·Kᵀ (f32 scratch) -> P = softmax(S) (bf16, saved[0], (B, H, T, T)) -> O = P·V.
-// Backward: dV = Pᵀ·dO; dP = dO·Vᵀ (f32 scratch); dS = P ⊙ (dP − rowsum(P ⊙ dP))·scale (bf16
-// scratch); dQ = dS·K; dK = dSᵀ·Q (all accumulated into dqkv).
+// OP_ATTENTION on qkv (B, T, 3C) viewed as (B, T, 3, H, D): head h of batch b reads Q, K, V with
+// row stride 3C, so nothing is transposed.
+//
+// Fused path (D = 64 or 128 and the whole key sequence fits in shared memory, e.g. ViT T = 197):
+//   forward, one CTA per (b, h, 64 queries): K, V and the Q tile in shared memory; S = Q·Kᵀ with
+//   tensor cores (WMMA bf16, f32 accumulate) into shared memory; row softmax in f32; P (bf16) is
+//   saved to global memory (saved[0], (B, H, T, Tp) with Tp = T rounded up to 16, pad columns 0)
+//   and multiplied with V in the same CTA. No S round trip through global memory.
+//   backward, dQ kernel per (b, h, 64 queries): dP = dO·Vᵀ in shared memory, dS = P ⊙ (dP −
+//   rowsum(P ⊙ dP))·scale written to a scratch (B, H, T, Tp) and used in place for dQ = dS·K;
+//   then dK = dSᵀ·Q and dV = Pᵀ·dO as per-head batched cuBLASLt GEMMs.
+// General path (long sequences): per-head batched GEMMs, S in an f32 scratch, a row softmax
+// kernel, P saved as (B, H, T, T); backward dP through an f32 scratch.
 #include <math.h>
+#include <mma.h>
 
 #include "kernels/cuda_common.cuh"
 
+using namespace nvcuda;
+
 struct AttnDims {
-    int64_t B, T, C, H, D;
+    int64_t B, T, C, H, D, Tp;
     bool causal;
 };
 
@@ -26,8 +36,222 @@ static AttnDims attn_dims(TapeNode *n) {
     if (qkv->ndim != 3 || d.H <= 0 || d.C * 3 != qkv->shape[2] || d.C % d.H)
         fatal("CUDA attention '%s': qkv shape does not split into 3 × %lld heads", n->out[0]->name, (long long)d.H);
     d.D = d.C / d.H;
+    d.Tp = (d.T + 15) / 16 * 16;
     return d;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fused kernels
+#define QT 64          // queries per CTA
+#define MAXCOL 16      // key columns per lane in the softmax (Tp <= 512)
+
+static size_t fused_smem(const AttnDims &d) { return (size_t)(2 * d.Tp * d.D + QT * d.D) * 2 + (size_t)QT * d.Tp * 4; }
+
+static bool fused_ok(const AttnDims &d) {
+    return (d.D == 64 || d.D == 128) && d.Tp <= 32 * MAXCOL && fused_smem(d) <= 227 * 1024 && d.C % 8 == 0;
+}
+
+// rows [0, rows) of a (rows × D) tile from global (row stride ld elements) into shared memory,
+// zero rows up to `pad_rows`; 16-byte accesses.
+template <int D>
+__device__ __forceinline__ void load_tile(bf16 *dst, const bf16 *src, int64_t ld, int rows, int pad_rows) {
+    constexpr int CH = D / 8;  // 16-byte chunks per row
+    for (int i = threadIdx.x; i < pad_rows * CH; i += blockDim.x) {
+        int r = i / CH, c = (i % CH) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r < rows) v = *(const uint4 *)(src + (int64_t)r * ld + c);
+        *(uint4 *)(dst + r * D + c) = v;
+    }
+}
+
+// Warp w: S[16w.., :] (f32, ld Tp) = A (its 16 rows of a QT×D tile) · Bᵀ (B: Tp×D row-major).
+template <int D>
+__device__ __forceinline__ void warp_abt(const bf16 *sA, const bf16 *sB, float *sS, int Tp) {
+    int w = threadIdx.x >> 5;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a[D / 16];
+#pragma unroll
+    for (int k = 0; k < D / 16; k++) wmma::load_matrix_sync(a[k], sA + 16 * w * D + 16 * k, D);
+    for (int nt = 0; nt < Tp / 16; nt++) {
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
+        wmma::fill_fragment(c, 0.0f);
+#pragma unroll
+        for (int k = 0; k < D / 16; k++) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b;
+            wmma::load_matrix_sync(b, sB + 16 * nt * D + 16 * k, D);
+            wmma::mma_sync(c, a[k], b, c);
+        }
+        wmma::store_matrix_sync(sS + 16 * w * Tp + 16 * nt, c, Tp, wmma::mem_row_major);
+    }
+}
+
+// Warp w: its 16 rows of (bf16 rows stored in place over sS, ld 2·Tp) · V (Tp×D row-major) -> f32
+// back into sS (ld Tp) at columns [0, D).
+template <int D> __device__ __forceinline__ void warp_pv(float *sS, const bf16 *sV, int Tp) {
+    int w = threadIdx.x >> 5;
+    const bf16 *P = (const bf16 *)(sS + 16 * w * Tp);
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[D / 16];
+#pragma unroll
+    for (int j = 0; j < D / 16; j++) wmma::fill_fragment(acc[j], 0.0f);
+    for (int k = 0; k < Tp / 16; k++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+        wmma::load_matrix_sync(a, P + 16 * k, 2 * Tp);
+#pragma unroll
+        for (int j = 0; j < D / 16; j++) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> b;
+            wmma::load_matrix_sync(b, sV + 16 * k * D + 16 * j, D);
+            wmma::mma_sync(acc[j], a, b, acc[j]);
+        }
+    }
+    __syncwarp();  // every lane's P reads are done before the f32 results overwrite them
+#pragma unroll
+    for (int j = 0; j < D / 16; j++) wmma::store_matrix_sync(sS + 16 * w * Tp + 16 * j, acc[j], Tp, wmma::mem_row_major);
+    __syncwarp();
+}
+
+// Writes warp w's 16 rows × D (f32 in sS, ld Tp) to global rows q0 + 16w + r < T, as G (add: +=).
+template <int D, typename G>
+__device__ __forceinline__ void warp_store_rows(const float *sS, int Tp, G *dst, int64_t ld, int q0, int T, bool add) {
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int i = lane; i < 16 * D; i += 32) {
+        int r = i / D, c = i % D, q = q0 + 16 * w + r;
+        if (q < T) acc(dst, (int64_t)q * ld + c, sS[(16 * w + r) * Tp + c], add);
+    }
+}
+
+template <int D>
+__global__ void __launch_bounds__(128) attn_fwd_kernel(const bf16 *qkv, bf16 *out, bf16 *P, int T, int Tp, int H,
+                                                        int64_t C, float scale, bool causal) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    bf16 *sK = (bf16 *)smem, *sV = sK + Tp * D, *sQ = sV + Tp * D;
+    float *sS = (float *)(sQ + QT * D);
+    int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QT;
+    const bf16 *base = qkv + (int64_t)b * T * 3 * C + h * D;
+    load_tile<D>(sQ, base + (int64_t)q0 * 3 * C, 3 * C, min(QT, T - q0), QT);
+    load_tile<D>(sK, base + C, 3 * C, T, Tp);
+    load_tile<D>(sV, base + 2 * C, 3 * C, T, Tp);
+    __syncthreads();
+    warp_abt<D>(sQ, sK, sS, Tp);
+    __syncwarp();
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int r = 16 * w; r < 16 * w + 16; r++) {
+        int q = q0 + r, limit = causal ? min(q + 1, T) : T;
+        float v[MAXCOL], m = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < MAXCOL; j++) {
+            int c = lane + 32 * j;
+            v[j] = c < limit ? sS[r * Tp + c] * scale : -INFINITY;
+            m = fmaxf(m, v[j]);
+        }
+        m = warp_max(m);
+        float s = 0.0f;
+#pragma unroll
+        for (int j = 0; j < MAXCOL; j++) {
+            int c = lane + 32 * j;
+            v[j] = c < limit ? __expf(v[j] - m) : 0.0f;
+            s += v[j];
+        }
+        float inv = 1.0f / warp_sum(s);
+        __syncwarp();  // the row is read before P overwrites it in place
+        bf16 *prow = (bf16 *)(sS + r * Tp);
+        bf16 *grow = P + ((int64_t)bh * T + q) * Tp;
+#pragma unroll
+        for (int j = 0; j < MAXCOL; j++) {
+            int c = lane + 32 * j;
+            if (c < Tp) {
+                bf16 p = __float2bfloat16(v[j] * inv);
+                prow[c] = p;
+                if (q < T) grow[c] = p;
+            }
+        }
+    }
+    __syncwarp();
+    warp_pv<D>(sS, sV, Tp);
+    warp_store_rows<D, bf16>(sS, Tp, out + (int64_t)b * T * C + h * D, C, q0, T, false);
+}
+
+// dQ kernel: dP = dO·Vᵀ, dS = P ⊙ (dP − Σ P·dP)·scale (saved to dS_out), dQ (+)= dS·K.
+template <int D, typename G>
+__global__ void __launch_bounds__(128) attn_bwd_dq_kernel(const bf16 *qkv, const bf16 *dout, const bf16 *P, bf16 *dS_out,
+                                                           G *dqkv, int T, int Tp, int H, int64_t C, float scale, bool add) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    bf16 *sK = (bf16 *)smem, *sV = sK + Tp * D, *sO = sV + Tp * D;
+    float *sS = (float *)(sO + QT * D);
+    int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QT;
+    const bf16 *base = qkv + (int64_t)b * T * 3 * C + h * D;
+    load_tile<D>(sO, dout + ((int64_t)b * T + q0) * C + h * D, C, min(QT, T - q0), QT);
+    load_tile<D>(sK, base + C, 3 * C, T, Tp);
+    load_tile<D>(sV, base + 2 * C, 3 * C, T, Tp);
+    __syncthreads();
+    warp_abt<D>(sO, sV, sS, Tp);  // dP
+    __syncwarp();
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int r = 16 * w; r < 16 * w + 16; r++) {
+        int q = q0 + r;
+        const bf16 *prow = P + ((int64_t)bh * T + q) * Tp;
+        float p[MAXCOL], dp[MAXCOL], dot = 0.0f;
+#pragma unroll
+        for (int j = 0; j < MAXCOL; j++) {
+            int c = lane + 32 * j;
+            p[j] = q < T && c < Tp ? to_f(prow[c]) : 0.0f;
+            dp[j] = c < Tp ? sS[r * Tp + c] : 0.0f;
+            dot += p[j] * dp[j];
+        }
+        dot = warp_sum(dot);
+        __syncwarp();
+        bf16 *srow = (bf16 *)(sS + r * Tp);
+        bf16 *grow = dS_out + ((int64_t)bh * T + q) * Tp;
+#pragma unroll
+        for (int j = 0; j < MAXCOL; j++) {
+            int c = lane + 32 * j;
+            if (c < Tp) {
+                bf16 ds = __float2bfloat16(p[j] * (dp[j] - dot) * scale);
+                srow[c] = ds;
+                if (q < T) grow[c] = ds;
+            }
+        }
+    }
+    __syncwarp();
+    warp_pv<D>(sS, sK, Tp);  // dS·K
+    warp_store_rows<D, G>(sS, Tp, dqkv + (int64_t)b * T * 3 * C + h * D, 3 * C, q0, T, add);
+}
+
+template <int D> static void set_smem(const void *kernel, size_t bytes) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
+static void fused_fwd(const AttnDims &d, const bf16 *qkv, bf16 *out, bf16 *P) {
+    dim3 grid(cdiv(d.T, QT), (unsigned)(d.B * d.H));
+    size_t smem = fused_smem(d);
+    float scale = 1.0f / sqrtf((float)d.D);
+    if (d.D == 64) {
+        set_smem<64>((const void *)attn_fwd_kernel<64>, smem);
+        attn_fwd_kernel<64><<<grid, 128, smem, cuda_stream()>>>(qkv, out, P, (int)d.T, (int)d.Tp, (int)d.H, d.C, scale, d.causal);
+    } else {
+        set_smem<128>((const void *)attn_fwd_kernel<128>, smem);
+        attn_fwd_kernel<128><<<grid, 128, smem, cuda_stream()>>>(qkv, out, P, (int)d.T, (int)d.Tp, (int)d.H, d.C, scale, d.causal);
+    }
+    CUDA_LAUNCH_CHECK();
+}
+
+template <typename G>
+static void fused_bwd_dq(const AttnDims &d, const bf16 *qkv, const bf16 *dout, const bf16 *P, bf16 *dS, G *dqkv, bool add) {
+    dim3 grid(cdiv(d.T, QT), (unsigned)(d.B * d.H));
+    size_t smem = fused_smem(d);
+    float scale = 1.0f / sqrtf((float)d.D);
+    if (d.D == 64) {
+        set_smem<64>((const void *)attn_bwd_dq_kernel<64, G>, smem);
+        attn_bwd_dq_kernel<64, G><<<grid, 128, smem, cuda_stream()>>>(qkv, dout, P, dS, dqkv, (int)d.T, (int)d.Tp, (int)d.H,
+                                                                      d.C, scale, add);
+    } else {
+        set_smem<128>((const void *)attn_bwd_dq_kernel<128, G>, smem);
+        attn_bwd_dq_kernel<128, G><<<grid, 128, smem, cuda_stream()>>>(qkv, dout, P, dS, dqkv, (int)d.T, (int)d.Tp, (int)d.H,
+                                                                       d.C, scale, add);
+    }
+    CUDA_LAUNCH_CHECK();
+}
+
+// ---------------------------------------------------------------------------------------------
+// General path
 
 // One warp per row of S (B·H·T rows of length T): P = softmax(S) with the causal mask.
 __global__ void softmax_rows_kernel(const float *S, bf16 *P, int64_t rows, int T, bool causal) {
@@ -76,15 +300,10 @@ static void head_gemm(bool ta, bool tb, int64_t m, int64_t nn, int64_t k, const 
     gemm(&g);
 }
 
-void cuda_attention_fwd(TapeNode *n) {
-    AttnDims d = attn_dims(n);
-    const bf16 *qkv = cbf(n->in[0]);
-    bf16 *out = mbf(n->out[0]);
+static void general_fwd(const AttnDims &d, const bf16 *qkv, bf16 *out, bf16 *P) {
     int64_t T = d.T, C3 = 3 * d.C, HTT = d.H * T * T;
     float scale = 1.0f / sqrtf((float)d.D);
     float *S = (float *)cuda_scratch(SCRATCH_B, (size_t)(d.B * HTT) * sizeof(float));
-    int64_t pshape[4] = {d.B, d.H, T, T};
-    bf16 *P = (bf16 *)cuda_keep(n, 0, SCRATCH_A, DT_BF16, 4, pshape, "probs");
     for (int64_t h = 0; h < d.H; h++)
         head_gemm(false, true, T, T, d.D, qkv + h * d.D, C3, T * C3, qkv + d.C + h * d.D, C3, T * C3, S + h * T * T, T,
                   HTT, CUDA_R_32F, scale, 0.0f, (int)d.B);
@@ -92,8 +311,17 @@ void cuda_attention_fwd(TapeNode *n) {
     softmax_rows_kernel<<<cdiv(rows, 8), 256, 0, cuda_stream()>>>(S, P, rows, (int)T, d.causal);
     CUDA_LAUNCH_CHECK();
     for (int64_t h = 0; h < d.H; h++)
-        head_gemm(false, false, T, d.D, T, P + h * T * T, T, HTT, qkv + 2 * d.C + h * d.D, C3, T * C3, out + h * d.D,
-                  d.C, T * d.C, CUDA_R_16BF, 1.0f, 0.0f, (int)d.B);
+        head_gemm(false, false, T, d.D, T, P + h * T * T, T, HTT, qkv + 2 * d.C + h * d.D, C3, T * C3, out + h * d.D, d.C,
+                  T * d.C, CUDA_R_16BF, 1.0f, 0.0f, (int)d.B);
+}
+
+void cuda_attention_fwd(TapeNode *n) {
+    AttnDims d = attn_dims(n);
+    bool fused = fused_ok(d);
+    int64_t pshape[4] = {d.B, d.H, d.T, fused ? d.Tp : d.T};
+    bf16 *P = (bf16 *)cuda_keep(n, 0, SCRATCH_A, DT_BF16, 4, pshape, "probs");
+    if (fused) fused_fwd(d, cbf(n->in[0]), mbf(n->out[0]), P);
+    else general_fwd(d, cbf(n->in[0]), mbf(n->out[0]), P);
 }
 
 void cuda_attention_bwd(TapeNode *n) {
@@ -102,32 +330,36 @@ void cuda_attention_bwd(TapeNode *n) {
     if (!gq) return;
     cuda_expect(n->out[0]->grad, DT_BF16, "attention", "output gradient");
     const bf16 *qkv = cbf(n->in[0]), *dO = cbf(n->out[0]->grad), *P = cbf(n->saved[0]);
+    bool fused = fused_ok(d);  // the forward's choice: same dims
+    int64_t ldp = fused ? d.Tp : d.T;
     char *dqkv = (char *)gq->data;
     size_t gsz = dtype_size(gq->dtype);
     cudaDataType_t gt = cuda_type(gq->dtype);
-    int64_t T = d.T, C = d.C, C3 = 3 * C, HTT = d.H * T * T;
+    int64_t T = d.T, C = d.C, C3 = 3 * C, HTP = d.H * T * ldp;
     float scale = 1.0f / sqrtf((float)d.D);
-    float *dP = (float *)cuda_scratch(SCRATCH_B, (size_t)(d.B * HTT) * sizeof(float));
-    bf16 *dS = (bf16 *)cuda_scratch(SCRATCH_A, (size_t)(d.B * HTT) * sizeof(bf16));
+    bool add = grad_accumulate(gq);  // dQ, dK, dV of all heads tile dqkv: one flag for all
+    float beta = add ? 1.0f : 0.0f;
+    bf16 *dS = (bf16 *)cuda_scratch(SCRATCH_A, (size_t)(d.B * HTP) * sizeof(bf16));
     int B = (int)d.B;
-    for (int64_t h = 0; h < d.H; h++) {
-        const bf16 *Ph = P + h * T * T, *dOh = dO + h * d.D;
-        // dV = Pᵀ·dO
-        head_gemm(true, false, T, d.D, T, Ph, T, HTT, dOh, C, T * C, dqkv + (2 * C + h * d.D) * gsz, C3, T * C3, gt, 1.0f,
-                  1.0f, B);
-        // dP = dO·Vᵀ
-        head_gemm(false, true, T, T, d.D, dOh, C, T * C, qkv + 2 * C + h * d.D, C3, T * C3, dP + h * T * T, T, HTT,
-                  CUDA_R_32F, 1.0f, 0.0f, B);
+    if (fused) {
+        DISPATCH_GRAD(gq->dtype, G, { fused_bwd_dq<G>(d, qkv, dO, P, dS, (G *)gq->data, add); });
+    } else {
+        float *dP = (float *)cuda_scratch(SCRATCH_B, (size_t)(d.B * HTP) * sizeof(float));
+        for (int64_t h = 0; h < d.H; h++)  // dP = dO·Vᵀ
+            head_gemm(false, true, T, T, d.D, dO + h * d.D, C, T * C, qkv + 2 * C + h * d.D, C3, T * C3, dP + h * T * T, T,
+                      HTP, CUDA_R_32F, 1.0f, 0.0f, B);
+        int64_t rows = d.B * d.H * T;
+        softmax_bwd_rows_kernel<<<cdiv(rows, 8), 256, 0, cuda_stream()>>>(P, dP, dS, rows, (int)T, scale);
+        CUDA_LAUNCH_CHECK();
+        for (int64_t h = 0; h < d.H; h++)  // dQ = dS·K
+            head_gemm(false, false, T, d.D, T, dS + h * T * T, T, HTP, qkv + C + h * d.D, C3, T * C3,
+                      dqkv + (h * d.D) * gsz, C3, T * C3, gt, 1.0f, beta, B);
     }
-    int64_t rows = d.B * d.H * T;
-    softmax_bwd_rows_kernel<<<cdiv(rows, 8), 256, 0, cuda_stream()>>>(P, dP, dS, rows, (int)T, scale);
-    CUDA_LAUNCH_CHECK();
     for (int64_t h = 0; h < d.H; h++) {
-        const bf16 *dSh = dS + h * T * T;
-        // dQ = dS·K, dK = dSᵀ·Q
-        head_gemm(false, false, T, d.D, T, dSh, T, HTT, qkv + C + h * d.D, C3, T * C3, dqkv + (h * d.D) * gsz, C3, T * C3,
-                  gt, 1.0f, 1.0f, B);
-        head_gemm(true, false, T, d.D, T, dSh, T, HTT, qkv + h * d.D, C3, T * C3, dqkv + (C + h * d.D) * gsz, C3, T * C3,
-                  gt, 1.0f, 1.0f, B);
+        // dV = Pᵀ·dO, dK = dSᵀ·Q
+        head_gemm(true, false, T, d.D, T, P + h * T * ldp, ldp, HTP, dO + h * d.D, C, T * C,
+                  dqkv + (2 * C + h * d.D) * gsz, C3, T * C3, gt, 1.0f, beta, B);
+        head_gemm(true, false, T, d.D, T, dS + h * T * ldp, ldp, HTP, qkv + h * d.D, C3, T * C3,
+                  dqkv + (C + h * d.D) * gsz, C3, T * C3, gt, 1.0f, beta, B);
     }
 }

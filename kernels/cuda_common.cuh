@@ -31,6 +31,11 @@ void cuda_check(cudaError_t e, const char *what, const char *file, int line);
 
 cudaStream_t cuda_stream(void);
 
+// Profiler hooks (ops_cuda.cu): an id from begin (−1 when off) to pass to end.
+extern bool g_cuda_profiling;
+int cuda_prof_begin(int op, int dir);
+void cuda_prof_end(int id);
+
 // Temporary device buffers that live for one kernel call (grown on demand, never shrunk).
 // Slots let one call hold several at once. Contents are undefined.
 enum { SCRATCH_A, SCRATCH_B, SCRATCH_C, SCRATCH_REDUCE, SCRATCH_SLOTS };
@@ -44,6 +49,19 @@ static inline int64_t rows_of(const Tensor *t) { return t->numel / t->shape[t->n
 static inline int64_t last_dim(const Tensor *t) { return t->shape[t->ndim - 1]; }
 // The gradient a backward kernel must add into: NULL when the input needs none.
 static inline Tensor *grad_of(const Tensor *t) { return t && t->requires_grad ? t->grad : NULL; }
+// Gradients from a no_zero (GPU activation) arena start unwritten (Tensor.unwritten, logically zero,
+// storage garbage). grad_accumulate() tells a backward kernel whether to add into g (true) or to
+// overwrite it (false: the first writer), and clears the flag: after the call the kernel MUST write
+// every element of g. Kernels that write only part of g call grad_prepare_partial() first (zeroes
+// an unwritten g) and then accumulate.
+static inline bool grad_accumulate(Tensor *g) {
+    if (!g->unwritten) return true;
+    g->unwritten = false;
+    return false;
+}
+static inline void grad_prepare_partial(Tensor *g) {
+    if (g->unwritten) tensor_zero(g);
+}
 // Allocates a node's saved tensor from the tape's activation arena.
 Tensor *cuda_saved(TapeNode *node, DType dt, int ndim, const int64_t *shape, const char *suffix);
 // True when the node will be kept for backward (its saved[] tensors are needed later).
@@ -60,8 +78,11 @@ __device__ __forceinline__ float to_f(float v) { return v; }
 template <typename T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
 template <> __device__ __forceinline__ bf16 from_f<bf16>(float v) { return __float2bfloat16(v); }
-// g[i] += v in the gradient's own type (one fp32 add, then rounded once for bf16).
-template <typename G> __device__ __forceinline__ void acc(G *g, int64_t i, float v) { g[i] = from_f<G>(to_f(g[i]) + v); }
+// g[i] += v in the gradient's own type (one fp32 add, then rounded once for bf16); add = false
+// overwrites (the gradient's first writer, see grad_accumulate).
+template <typename G> __device__ __forceinline__ void acc(G *g, int64_t i, float v, bool add = true) {
+    g[i] = from_f<G>(add ? to_f(g[i]) + v : v);
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -115,7 +136,17 @@ template <bool VEC> __device__ __forceinline__ void store8(bf16 *p, const float 
 }
 
 // g[i..i+8) += v in the gradient's type (VEC: 16-byte accesses; needs 16-byte aligned g + i).
-template <bool VEC> __device__ __forceinline__ void acc8(float *g, const float v[8]) {
+template <bool VEC> __device__ __forceinline__ void acc8(float *g, const float v[8], bool add = true) {
+    if (!add) {
+        if (VEC) {
+            ((float4 *)g)[0] = make_float4(v[0], v[1], v[2], v[3]);
+            ((float4 *)g)[1] = make_float4(v[4], v[5], v[6], v[7]);
+        } else {
+#pragma unroll
+            for (int k = 0; k < 8; k++) g[k] = v[k];
+        }
+        return;
+    }
     if (VEC) {
         float4 *q = (float4 *)g;
         float4 a = q[0], b = q[1];
@@ -127,7 +158,11 @@ template <bool VEC> __device__ __forceinline__ void acc8(float *g, const float v
         for (int k = 0; k < 8; k++) g[k] += v[k];
     }
 }
-template <bool VEC> __device__ __forceinline__ void acc8(bf16 *g, const float v[8]) {
+template <bool VEC> __device__ __forceinline__ void acc8(bf16 *g, const float v[8], bool add = true) {
+    if (!add) {
+        store8<VEC>(g, v);
+        return;
+    }
     float t[8];
     load8<VEC>(g, t);
 #pragma unroll

@@ -53,7 +53,8 @@ template <typename F, bool VEC> __global__ void map_fwd_kernel(const bf16 *a, co
 }
 
 template <typename F, typename GA, typename GB, bool VEC>
-__global__ void map_bwd_kernel(const bf16 *a, const bf16 *b, const bf16 *dy, GA *ga, GB *gb, int64_t n) {
+__global__ void map_bwd_kernel(const bf16 *a, const bf16 *b, const bf16 *dy, GA *ga, GB *gb, int64_t n, bool add_a,
+                               bool add_b) {
     for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8; i < n; i += (int64_t)gridDim.x * blockDim.x * 8) {
         if (i + 8 <= n) {
             float va[8], vb[8] = {0, 0, 0, 0, 0, 0, 0, 0}, d[8], t[8];
@@ -63,18 +64,18 @@ __global__ void map_bwd_kernel(const bf16 *a, const bf16 *b, const bf16 *dy, GA 
             if (ga) {
 #pragma unroll
                 for (int k = 0; k < 8; k++) t[k] = F::da(va[k], vb[k]) * d[k];
-                acc8<VEC>(ga + i, t);
+                acc8<VEC>(ga + i, t, add_a);
             }
             if (gb) {
 #pragma unroll
                 for (int k = 0; k < 8; k++) t[k] = F::db(va[k], vb[k]) * d[k];
-                acc8<VEC>(gb + i, t);
+                acc8<VEC>(gb + i, t, add_b);
             }
         } else {
             for (int64_t j = i; j < n; j++) {
                 float va = to_f(a[j]), vb = b ? to_f(b[j]) : 0.0f, d = to_f(dy[j]);
-                if (ga) acc(ga, j, F::da(va, vb) * d);
-                if (gb) acc(gb, j, F::db(va, vb) * d);
+                if (ga) acc(ga, j, F::da(va, vb) * d, add_a);
+                if (gb) acc(gb, j, F::db(va, vb) * d, add_b);
             }
         }
     }
@@ -104,11 +105,13 @@ template <typename F> static void map_bwd(TapeNode *n, const char *op, bool two)
     bool vec = aligned16(a->data) && (!b || aligned16(b->data)) && aligned16(dy) && (!ga || aligned16(ga->data)) &&
                (!gb || aligned16(gb->data));
     unsigned grid = grid8(a->numel);
+    // add(a, a): ga == gb; the first flag read may overwrite, the second then adds (same thread, in order)
+    bool add_a = ga ? grad_accumulate(ga) : true, add_b = gb ? grad_accumulate(gb) : true;
     DISPATCH_GRAD(ga ? ga->dtype : DT_BF16, GA, DISPATCH_GRAD(gb ? gb->dtype : DT_BF16, GB, {
         GA *pa = ga ? (GA *)ga->data : NULL;
         GB *pb = gb ? (GB *)gb->data : NULL;
-        if (vec) map_bwd_kernel<F, GA, GB, true><<<grid, 256, 0, cuda_stream()>>>(cbf(a), bp, dy, pa, pb, a->numel);
-        else map_bwd_kernel<F, GA, GB, false><<<grid, 256, 0, cuda_stream()>>>(cbf(a), bp, dy, pa, pb, a->numel);
+        if (vec) map_bwd_kernel<F, GA, GB, true><<<grid, 256, 0, cuda_stream()>>>(cbf(a), bp, dy, pa, pb, a->numel, add_a, add_b);
+        else map_bwd_kernel<F, GA, GB, false><<<grid, 256, 0, cuda_stream()>>>(cbf(a), bp, dy, pa, pb, a->numel, add_a, add_b);
     }));
     CUDA_LAUNCH_CHECK();
 }
@@ -124,7 +127,7 @@ void cuda_swiglu_bwd(TapeNode *n) { map_bwd<SwigluF>(n, "swiglu", true); }
 // x viewed as (B, T, H, D); pair (i, i + D/2) at position t rotates by t·theta^(−2i/D).
 // dir = +1 forward, −1 backward (the transpose rotation).
 template <typename OT>
-__global__ void rope_kernel(const bf16 *x, OT *y, int64_t B, int T, int H, int D, float theta, float dir, bool accumulate) {
+__global__ void rope_kernel(const bf16 *x, OT *y, int64_t B, int T, int H, int D, float theta, float dir, bool grad, bool add) {
     int half = D / 2;
     int64_t total = B * T * H * (int64_t)half;
     for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (int64_t)gridDim.x * blockDim.x) {
@@ -138,9 +141,9 @@ __global__ void rope_kernel(const bf16 *x, OT *y, int64_t B, int T, int H, int D
         int64_t base = head * D;
         float x1 = to_f(x[base + i]), x2 = to_f(x[base + i + half]);
         float y1 = x1 * c - x2 * s, y2 = x2 * c + x1 * s;
-        if (accumulate) {
-            acc(y, base + i, y1);
-            acc(y, base + i + half, y2);
+        if (grad) {
+            acc(y, base + i, y1, add);
+            acc(y, base + i + half, y2, add);
         } else {
             y[base + i] = from_f<OT>(y1);
             y[base + i + half] = from_f<OT>(y2);
@@ -172,7 +175,7 @@ void cuda_rope_fwd(TapeNode *n) {
     cuda_expect(n->out[0], DT_BF16, "rope", "output");
     int64_t total = B * T * H * (D / 2);
     rope_kernel<bf16><<<cdiv(total, 256) > 65536 ? 65536 : cdiv(total, 256), 256, 0, cuda_stream()>>>(
-        cbf(n->in[0]), mbf(n->out[0]), B, T, H, D, n->f[0], 1.0f, false);
+        cbf(n->in[0]), mbf(n->out[0]), B, T, H, D, n->f[0], 1.0f, false, false);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -185,9 +188,10 @@ void cuda_rope_bwd(TapeNode *n) {
     cuda_expect(n->out[0]->grad, DT_BF16, "rope", "output gradient");
     int64_t total = B * T * H * (D / 2);
     unsigned grid = cdiv(total, 256) > 65536 ? 65536 : cdiv(total, 256);
+    bool add = grad_accumulate(gx);
     DISPATCH_GRAD(gx->dtype, G, {
         rope_kernel<G><<<grid, 256, 0, cuda_stream()>>>(cbf(n->out[0]->grad), (G *)gx->data, B, T, H, D, n->f[0], -1.0f,
-                                                         true);
+                                                         true, add);
     });
     CUDA_LAUNCH_CHECK();
 }
@@ -203,11 +207,11 @@ __global__ void cls_pos_kernel(const bf16 *x, const bf16 *cls, const bf16 *pos, 
 }
 
 // dx[b, n] += dy[b, n + 1]
-template <typename G> __global__ void cls_pos_dx_kernel(const bf16 *dy, G *gx, int64_t B, int64_t N, int64_t D) {
+template <typename G> __global__ void cls_pos_dx_kernel(const bf16 *dy, G *gx, int64_t B, int64_t N, int64_t D, bool add) {
     int64_t total = B * N * D;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         int64_t d = i % D, t = (i / D) % N, b = i / (D * N);
-        acc(gx, i, to_f(dy[(b * (N + 1) + t + 1) * D + d]));
+        acc(gx, i, to_f(dy[(b * (N + 1) + t + 1) * D + d]), add);
     }
 }
 
@@ -234,8 +238,9 @@ void cuda_cls_pos_bwd(TapeNode *n) {
     const bf16 *dy = cbf(n->out[0]->grad);
     Tensor *gx = grad_of(x), *gc = grad_of(n->in[1]), *gp = grad_of(n->in[2]);
     if (gx) {
+        bool add = grad_accumulate(gx);
         DISPATCH_GRAD(gx->dtype, G, {
-            cls_pos_dx_kernel<G><<<grid1(B * N * D), 256, 0, cuda_stream()>>>(dy, (G *)gx->data, B, N, D);
+            cls_pos_dx_kernel<G><<<grid1(B * N * D), 256, 0, cuda_stream()>>>(dy, (G *)gx->data, B, N, D, add);
         });
         CUDA_LAUNCH_CHECK();
     }
@@ -293,6 +298,7 @@ static void token_bwd(TapeNode *n, bool mean) {
     if (!gx) return;
     cuda_expect(n->out[0]->grad, DT_BF16, mean ? "mean_tokens" : "select_token", "output gradient");
     int64_t B = x->shape[0], T = x->shape[1], D = x->shape[2];
+    grad_prepare_partial(gx);
     DISPATCH_GRAD(gx->dtype, G, {
         token_spread_kernel<G><<<grid1(B * (t1 - t0) * D), 256, 0, cuda_stream()>>>(
             cbf(n->out[0]->grad), (G *)gx->data, B, T, D, t0, t1, 1.0f / (float)(t1 - t0));
@@ -353,6 +359,7 @@ void cuda_embedding_bwd(TapeNode *n) {
     if (!gt) return;
     cuda_expect(n->out[0]->grad, DT_BF16, "embedding", "output gradient");
     int64_t D = table->shape[1], V = table->shape[0];
+    grad_prepare_partial(gt);
     DISPATCH_GRAD(gt->dtype, G, {
         embedding_bwd_kernel<G><<<cdiv(D, 128), 128, 0, cuda_stream()>>>((const int32_t *)ids->data, cbf(n->out[0]->grad),
                                                                           (G *)gt->data, ids->numel, D, V);

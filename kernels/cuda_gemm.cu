@@ -158,8 +158,10 @@ void gemm(const Gemm *g) {
     GemmPlan *p = plan_get(&k);
     if (g->bias)
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias, sizeof g->bias));
+    int prof = g_cuda_profiling ? cuda_prof_begin(OP_COUNT, 0) : -1;
     CUBLAS_CHECK(cublasLtMatmul(g_lt, p->desc, &g->alpha, g->b, p->la, g->a, p->lb, &g->beta, g->c, p->lc, g->c, p->lc,
                                 &p->algo, g_workspace, WORKSPACE_BYTES, cuda_stream()));
+    cuda_prof_end(prof);
 }
 
 // ---- scratch ----
@@ -223,29 +225,31 @@ void *cuda_keep(TapeNode *n, int slot, int scratch_slot, DType dt, int ndim, con
 }
 
 template <typename G>
-__global__ void colsum_finish_kernel(const float *partial, int chunks, int64_t cols, G *g, float scale) {
+__global__ void colsum_finish_kernel(const float *partial, int chunks, int64_t cols, G *g, float scale, bool add) {
     int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= cols) return;
     float s = 0.0f;
     for (int k = 0; k < chunks; k++) s += partial[(int64_t)k * cols + c];
-    acc(g, c, scale * s);
+    acc(g, c, scale * s, add);
 }
 
 void colsum_finish(const float *partial, int chunks, int64_t cols, Tensor *grad, float scale) {
+    bool add = grad_accumulate(grad);
     DISPATCH_GRAD(grad->dtype, G, {
-        colsum_finish_kernel<G><<<cdiv(cols, 256), 256, 0, cuda_stream()>>>(partial, chunks, cols, (G *)grad->data, scale);
+        colsum_finish_kernel<G><<<cdiv(cols, 256), 256, 0, cuda_stream()>>>(partial, chunks, cols, (G *)grad->data, scale, add);
     });
     CUDA_LAUNCH_CHECK();
 }
 
-template <typename G> __global__ void acc_into_kernel(G *g, const bf16 *x, int64_t n, float scale) {
+template <typename G> __global__ void acc_into_kernel(G *g, const bf16 *x, int64_t n, float scale, bool add) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        acc(g, i, scale * to_f(x[i]));
+        acc(g, i, scale * to_f(x[i]), add);
 }
 
 void cuda_acc_into(Tensor *g, const bf16 *x, int64_t n, float scale) {
     unsigned blocks = cdiv(n, 256);
     if (blocks > 65536) blocks = 65536;
-    DISPATCH_GRAD(g->dtype, G, { acc_into_kernel<G><<<blocks, 256, 0, cuda_stream()>>>((G *)g->data, x, n, scale); });
+    bool add = grad_accumulate(g);
+    DISPATCH_GRAD(g->dtype, G, { acc_into_kernel<G><<<blocks, 256, 0, cuda_stream()>>>((G *)g->data, x, n, scale, add); });
     CUDA_LAUNCH_CHECK();
 }

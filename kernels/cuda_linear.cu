@@ -22,7 +22,7 @@ static Gemm gemm_into(Tensor *grad) {
     g.c = grad ? grad->data : NULL;
     g.c_type = grad ? cuda_type(grad->dtype) : CUDA_R_16BF;
     g.alpha = 1.0f;
-    g.beta = 1.0f;
+    g.beta = grad && !grad_accumulate(grad) ? 0.0f : 1.0f;
     return g;
 }
 
@@ -275,7 +275,7 @@ static void lora_bwd(TapeNode *n, const bf16 *dy, int64_t M, int64_t N, int64_t 
         input_grad(gx, dy, weff, M, N, K);
         return;
     }
-    input_grad(gx, dy, cbf(w), M, N, K);
+    input_grad(gx, dy, cbf(w), M, N, K);  // writes all of gx: the dropout term below adds
     float *t = (float *)cuda_scratch(SCRATCH_B, (size_t)(M * K) * sizeof(float));
     Gemm g = gemm_into(NULL);  // t = dh·A (M×K)
     g.m = M, g.n = K, g.k = r;
@@ -329,7 +329,7 @@ __global__ void im2col_kernel(const IT *img, bf16 *cols, int64_t B, int C, int H
 }
 
 template <typename G>
-__global__ void col2im_acc_kernel(G *gimg, const float *cols, int64_t B, int C, int H, int W, int p) {
+__global__ void col2im_acc_kernel(G *gimg, const float *cols, int64_t B, int C, int H, int W, int p, bool add) {
     int gw = W / p, np = (H / p) * gw, cpp = C * p * p;
     int64_t total = B * np * (int64_t)cpp;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
@@ -339,7 +339,7 @@ __global__ void col2im_acc_kernel(G *gimg, const float *cols, int64_t B, int C, 
         int64_t b = row / np;
         int c = col / (p * p), ky = (col / p) % p, kx = col % p;
         int yy = (patch / gw) * p + ky, xx = (patch % gw) * p + kx;
-        acc(gimg, ((b * C + c) * H + yy) * W + xx, cols[i]);
+        acc(gimg, ((b * C + c) * H + yy) * W + xx, cols[i], add);
     }
 }
 
@@ -397,9 +397,10 @@ void cuda_patch_embed_bwd(TapeNode *n) {
         g.c = t, g.ldc = d.cpp, g.c_type = CUDA_R_32F;
         g.beta = 0.0f;
         gemm(&g);
+        bool add = grad_accumulate(gimg);  // patches tile the image: every element is written
         DISPATCH_GRAD(gimg->dtype, G, {
             col2im_acc_kernel<G><<<grid_for(d.rows * d.cpp), 256, 0, cuda_stream()>>>((G *)gimg->data, t, d.B, d.C, d.H,
-                                                                                        d.W, d.p);
+                                                                                        d.W, d.p, add);
         });
         CUDA_LAUNCH_CHECK();
     }

@@ -61,15 +61,14 @@ __global__ void ce_mean_kernel(const float *row_loss, const int32_t *labels, int
 
 template <typename G, typename LT>
 __global__ void ce_bwd_kernel(const float *probs, const int32_t *labels, const LT *dloss, const float *n_valid, G *gz,
-                              int64_t B, int64_t K, float eps) {
+                              int64_t B, int64_t K, float eps, bool add) {
     int64_t total = B * K;
     float scale = n_valid[0] > 0.0f ? to_f(dloss[0]) / n_valid[0] : 0.0f;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         int64_t b = i / K, k = i % K;
         int32_t y = labels[b];
-        if (y < 0) continue;
-        float g = probs[i] - eps / (float)K - (k == y ? 1.0f - eps : 0.0f);
-        acc(gz, i, g * scale);
+        float g = y < 0 ? 0.0f : probs[i] - eps / (float)K - (k == y ? 1.0f - eps : 0.0f);
+        acc(gz, i, g * scale, add);
     }
 }
 
@@ -102,13 +101,14 @@ void cuda_cross_entropy_bwd(TapeNode *n) {
     unsigned grid = cdiv(B * K, 256) > 16384 ? 16384 : cdiv(B * K, 256);
     const float *probs = (const float *)n->saved[0]->data, *nv = (const float *)n->saved[1]->data;
     const int32_t *lab = (const int32_t *)labels->data;
+    bool add = grad_accumulate(gz);
     DISPATCH_GRAD(gz->dtype, G, {
         if (loss->grad->dtype == DT_F32)
             ce_bwd_kernel<G, float><<<grid, 256, 0, cuda_stream()>>>(probs, lab, (const float *)loss->grad->data, nv,
-                                                                     (G *)gz->data, B, K, n->f[0]);
+                                                                     (G *)gz->data, B, K, n->f[0], add);
         else
             ce_bwd_kernel<G, bf16><<<grid, 256, 0, cuda_stream()>>>(probs, lab, cbf(loss->grad), nv, (G *)gz->data, B, K,
-                                                                    n->f[0]);
+                                                                    n->f[0], add);
     });
     CUDA_LAUNCH_CHECK();
 }

@@ -49,7 +49,7 @@ __global__ void norm_fwd_kernel(const bf16 *x, const bf16 *gamma, const bf16 *be
 // dx += rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·γ, x̂ = (x − mean)·rstd (RMS: no mean terms).
 template <bool RMS, bool VEC, typename G>
 __global__ void norm_bwd_kernel(const bf16 *x, const bf16 *gamma, const bf16 *dy, const float *mean_in,
-                                const float *rstd_in, G *dx, int64_t rows, int C) {
+                                const float *rstd_in, G *dx, int64_t rows, int C, bool add) {
     int lane = threadIdx.x & 31;
     int64_t row = (int64_t)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
     if (row >= rows) return;
@@ -76,7 +76,7 @@ __global__ void norm_bwd_kernel(const bf16 *x, const bf16 *gamma, const bf16 *dy
 #pragma unroll
         for (int k = 0; k < 8; k++) {
             float xh = (v[k] - mean) * rstd;
-            acc(dx, row * C + c + k, rstd * (d[k] * g[k] - mg - xh * mgx));
+            acc(dx, row * C + c + k, rstd * (d[k] * g[k] - mg - xh * mgx), add);
         }
     }
 }
@@ -121,9 +121,10 @@ template <bool RMS> static void norm_bwd(TapeNode *n) {
     Tensor *gx = grad_of(x), *gg = grad_of(gamma), *gb = grad_of(beta);
     if (gx) {
         dim3 grid(cdiv(rows, ROWS_PER_BLOCK));
+        bool add = grad_accumulate(gx);
         DISPATCH_GRAD(gx->dtype, G, {
             norm_bwd_kernel<RMS, true, G><<<grid, 32 * ROWS_PER_BLOCK, 0, cuda_stream()>>>(cbf(x), gamma ? cbf(gamma) : NULL, dy, mean, rstd,
-                                                                                           (G *)gx->data, rows, (int)C);
+                                                                                           (G *)gx->data, rows, (int)C, add);
         });
         CUDA_LAUNCH_CHECK();
     }

@@ -12,12 +12,17 @@
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 void ops_cuda_register(void);
+// Profiling: with `on`, every CUDA op call (and every GEMM) is timed with CUDA events; the report
+// prints the GPU time per op and direction, divided by `steps`, and resets the counters.
+void ops_cuda_profile(bool on);
+void ops_cuda_profile_report(FILE *f, int steps, double step_ms);
 // Bytes the backend holds outside the arenas: scratch buffers and the cuBLASLt workspace.
 size_t ops_cuda_scratch_bytes(void);
 // Bytes in use on GPU 0 (cudaMemGetInfo: total - free; includes the CUDA context).

@@ -30,7 +30,7 @@ int bench_train_main(int argc, char **argv) {
 
 typedef struct BenchOpts {
     const char *models;
-    int batch, steps, warmup, rank;
+    int batch, steps, warmup, rank, profile;
     float alpha;
     bool torch;
     const char *torch_modes, *python, *script, *json;
@@ -129,12 +129,18 @@ static void run_ours(const char *name, const BenchOpts *o, BenchResult *res) {
     tape_init(&tape, &act);
     tape.seed = 7;
 
-    double t0 = 0;
+    double t0 = 0, secs = 0;
     Tensor *loss = NULL;
-    for (int s = 0; s < o->warmup + o->steps; s++) {
+    int total = o->warmup + o->steps + o->profile;
+    for (int s = 0; s < total; s++) {
         if (s == o->warmup) {
             device_synchronize();
             t0 = now_seconds();
+        }
+        if (s == o->warmup + o->steps) {
+            device_synchronize();
+            secs = now_seconds() - t0;
+            ops_cuda_profile(true);
         }
         tape_reset(&tape);
         Tensor *logits = deit_forward(&m, &tape, img);
@@ -143,7 +149,13 @@ static void run_ours(const char *name, const BenchOpts *o, BenchResult *res) {
         adamw_cuda_step(opt, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.05f, 1.0f, s + 1, NULL);
     }
     device_synchronize();
-    double secs = now_seconds() - t0;
+    if (o->profile) {
+        printf("%s: ", name);
+        ops_cuda_profile_report(stdout, o->profile, 1e3 * secs / o->steps);
+        ops_cuda_profile(false);
+    } else {
+        secs = now_seconds() - t0;
+    }
     float lv = 0;
     tensor_get_f32(loss, &lv, 1);
     snprintf(res->model, sizeof res->model, "%s", name);
@@ -239,7 +251,7 @@ static void print_result(const BenchResult *r, FILE *json) {
 static int usage(void) {
     fprintf(stderr, "usage: vnmtune bench train [--model deit_small|deit_base|both] [--batch N] [--steps N] [--warmup N]\n"
                     "       [--rank R] [--alpha A] [--no-torch] [--torch-modes eager,compile] [--python PATH]\n"
-                    "       [--torch-script PATH] [--json FILE]\n");
+                    "       [--torch-script PATH] [--json FILE] [--profile STEPS]\n");
     return 2;
 }
 
@@ -264,6 +276,7 @@ int bench_train_main(int argc, char **argv) {
         else if (strcmp(a, "--python") == 0) o.python = v;
         else if (strcmp(a, "--torch-script") == 0) o.script = v;
         else if (strcmp(a, "--json") == 0) o.json = v;
+        else if (strcmp(a, "--profile") == 0) o.profile = atoi(v);
         else return usage();
         i++;
     }

@@ -10,7 +10,8 @@
 //   vnmtune bench train [--model deit_small|deit_base|both] [--batch 256] [--steps 20]
 //                       [--warmup 5] [--rank 16] [--alpha 32] [--no-torch]
 //                       [--torch-modes eager,compile] [--python /opt/torch/.venv/bin/python]
-//                       [--torch-script PATH] [--json FILE]
+//                       [--torch-script PATH] [--json FILE] [--profile STEPS]
+// --profile STEPS: after the timed steps, STEPS more with CUDA events around every op (per-op table).
 #pragma once
 
 int bench_train_main(int argc, char **argv);

@@ -320,9 +320,17 @@ Test(ops_cuda, attention_causal) {
     NEED_GPU();
     attention_case("attention causal", 2, 21, 2, 32, true);
 }
-Test(ops_cuda, attention_deit_small_shape) {
+Test(ops_cuda, attention_deit_small_shape) {  // fused kernels, D = 64
     NEED_GPU();
     attention_case("attention T=197 H=6 D=64", 2, 197, 6, 64, false);
+}
+Test(ops_cuda, attention_fused_d128_causal) {
+    NEED_GPU();
+    attention_case("attention T=77 H=2 D=128 causal", 2, 77, 2, 128, true);
+}
+Test(ops_cuda, attention_long_general_path) {  // T too long for the fused kernels
+    NEED_GPU();
+    attention_case("attention T=600 H=2 D=64", 1, 600, 2, 64, false);
 }
 
 // ---- elementwise ----
@@ -483,6 +491,15 @@ Test(ops_cuda, block_chain) {
     NEED_GPU();
     Case c = block_case();
     compare("block chain -> loss", &c, build_block, 2e-2, 3e-2);
+}
+
+// With a no_zero activation arena: outputs are not zeroed and activation gradients start
+// `unwritten` (each first writer overwrites): must give the same numbers.
+Test(ops_cuda, block_chain_no_zero_arena) {
+    NEED_GPU();
+    a_gact.no_zero = true;
+    Case c = block_case();
+    compare("block chain, no_zero arena", &c, build_block, 2e-2, 3e-2);
 }
 
 // Same inputs twice on the GPU: bit-identical loss and gradients (no atomics anywhere).
