@@ -41,32 +41,49 @@ static AttnDims attn_dims(TapeNode *n) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fused kernels
-#define QT 64          // queries per CTA
-#define MAXCOL 16      // key columns per lane in the softmax (Tp <= 512)
+// Fused kernels. A CTA of NW warps takes QT = 16·NW queries; warp w owns query rows [16w, 16w+16).
+// Shared memory (padded rows, so the 8 rows of each ldmatrix phase hit distinct banks):
+//   sK, sV: Tp × LDK bf16 (LDK = D + 8); sQ: QT × D bf16; sS: QT × LDS f32 (LDS = max(Tp, D) + 4),
+//   reused in place for P (bf16, row stride 2·LDS) and for the f32 result tile.
+#define MAXCOL 16  // key columns per lane in the softmax (Tp <= 512)
 
-static size_t fused_smem(const AttnDims &d) { return (size_t)(2 * d.Tp * d.D + QT * d.D) * 2 + (size_t)QT * d.Tp * 4; }
+static int attn_warps(int64_t D) { return D == 64 ? 8 : 4; }
+static int64_t attn_lds(const AttnDims &d) { return (d.Tp > d.D ? d.Tp : d.D) + 4; }
+static size_t fused_smem(const AttnDims &d) {
+    int64_t qt = 16 * attn_warps(d.D);
+    return (size_t)(2 * d.Tp * (d.D + 8) + qt * d.D) * 2 + (size_t)(qt * attn_lds(d)) * 4;
+}
 
 static bool fused_ok(const AttnDims &d) {
     return (d.D == 64 || d.D == 128) && d.Tp <= 32 * MAXCOL && fused_smem(d) <= 227 * 1024 && d.C % 8 == 0;
 }
 
-// rows [0, rows) of a (rows × D) tile from global (row stride ld elements) into shared memory,
-// zero rows up to `pad_rows`; 16-byte accesses.
+// rows [0, rows) of a (rows × D) tile from global (row stride ld) into shared memory (row stride
+// lds), zero rows up to pad_rows; 16-byte accesses, 4 loads in flight per thread.
 template <int D>
-__device__ __forceinline__ void load_tile(bf16 *dst, const bf16 *src, int64_t ld, int rows, int pad_rows) {
+__device__ __forceinline__ void load_tile(bf16 *__restrict__ dst, int lds, const bf16 *__restrict__ src, int64_t ld,
+                                          int rows, int pad_rows) {
     constexpr int CH = D / 8;  // 16-byte chunks per row
-    for (int i = threadIdx.x; i < pad_rows * CH; i += blockDim.x) {
-        int r = i / CH, c = (i % CH) * 8;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r < rows) v = *(const uint4 *)(src + (int64_t)r * ld + c);
-        *(uint4 *)(dst + r * D + c) = v;
+    int total = pad_rows * CH;
+    for (int i0 = threadIdx.x; i0 < total; i0 += 4 * blockDim.x) {
+        uint4 v[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int i = i0 + u * blockDim.x, r = i / CH, c = (i % CH) * 8;
+            v[u] = make_uint4(0, 0, 0, 0);
+            if (i < total && r < rows) v[u] = *(const uint4 *)(src + (int64_t)r * ld + c);
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int i = i0 + u * blockDim.x, r = i / CH, c = (i % CH) * 8;
+            if (i < total) *(uint4 *)(dst + r * lds + c) = v[u];
+        }
     }
 }
 
-// Warp w: S[16w.., :] (f32, ld Tp) = A (its 16 rows of a QT×D tile) · Bᵀ (B: Tp×D row-major).
+// Warp w: sS[16w.., 0..Tp) (f32, ld lds) = A (its 16 rows of a QT×D tile, ld D) · Bᵀ (Tp×D, ld D+8).
 template <int D>
-__device__ __forceinline__ void warp_abt(const bf16 *sA, const bf16 *sB, float *sS, int Tp) {
+__device__ __forceinline__ void warp_abt(const bf16 *sA, const bf16 *sB, float *sS, int Tp, int lds) {
     int w = threadIdx.x >> 5;
     wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a[D / 16];
 #pragma unroll
@@ -77,60 +94,62 @@ __device__ __forceinline__ void warp_abt(const bf16 *sA, const bf16 *sB, float *
 #pragma unroll
         for (int k = 0; k < D / 16; k++) {
             wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b;
-            wmma::load_matrix_sync(b, sB + 16 * nt * D + 16 * k, D);
+            wmma::load_matrix_sync(b, sB + 16 * nt * (D + 8) + 16 * k, D + 8);
             wmma::mma_sync(c, a[k], b, c);
         }
-        wmma::store_matrix_sync(sS + 16 * w * Tp + 16 * nt, c, Tp, wmma::mem_row_major);
+        wmma::store_matrix_sync(sS + 16 * w * lds + 16 * nt, c, lds, wmma::mem_row_major);
     }
 }
 
-// Warp w: its 16 rows of (bf16 rows stored in place over sS, ld 2·Tp) · V (Tp×D row-major) -> f32
-// back into sS (ld Tp) at columns [0, D).
-template <int D> __device__ __forceinline__ void warp_pv(float *sS, const bf16 *sV, int Tp) {
+// Warp w: its 16 rows of the bf16 matrix stored in place over sS (row stride 2·lds) · V (Tp×D,
+// ld D+8) -> f32 back into sS (ld lds) at columns [0, D).
+template <int D> __device__ __forceinline__ void warp_pv(float *sS, const bf16 *sV, int Tp, int lds) {
     int w = threadIdx.x >> 5;
-    const bf16 *P = (const bf16 *)(sS + 16 * w * Tp);
+    const bf16 *P = (const bf16 *)(sS + 16 * w * lds);
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[D / 16];
 #pragma unroll
     for (int j = 0; j < D / 16; j++) wmma::fill_fragment(acc[j], 0.0f);
     for (int k = 0; k < Tp / 16; k++) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
-        wmma::load_matrix_sync(a, P + 16 * k, 2 * Tp);
+        wmma::load_matrix_sync(a, P + 16 * k, 2 * lds);
 #pragma unroll
         for (int j = 0; j < D / 16; j++) {
             wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> b;
-            wmma::load_matrix_sync(b, sV + 16 * k * D + 16 * j, D);
+            wmma::load_matrix_sync(b, sV + 16 * k * (D + 8) + 16 * j, D + 8);
             wmma::mma_sync(acc[j], a, b, acc[j]);
         }
     }
     __syncwarp();  // every lane's P reads are done before the f32 results overwrite them
 #pragma unroll
-    for (int j = 0; j < D / 16; j++) wmma::store_matrix_sync(sS + 16 * w * Tp + 16 * j, acc[j], Tp, wmma::mem_row_major);
+    for (int j = 0; j < D / 16; j++) wmma::store_matrix_sync(sS + 16 * w * lds + 16 * j, acc[j], lds, wmma::mem_row_major);
     __syncwarp();
 }
 
-// Writes warp w's 16 rows × D (f32 in sS, ld Tp) to global rows q0 + 16w + r < T, as G (add: +=).
+// Writes warp w's 16 rows × D (f32 in sS, ld lds) to global rows q0 + 16w + r < T, as G (add: +=).
 template <int D, typename G>
-__device__ __forceinline__ void warp_store_rows(const float *sS, int Tp, G *dst, int64_t ld, int q0, int T, bool add) {
+__device__ __forceinline__ void warp_store_rows(const float *sS, int lds, G *dst, int64_t ld, int q0, int T, bool add) {
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     for (int i = lane; i < 16 * D; i += 32) {
         int r = i / D, c = i % D, q = q0 + 16 * w + r;
-        if (q < T) acc(dst, (int64_t)q * ld + c, sS[(16 * w + r) * Tp + c], add);
+        if (q < T) acc(dst, (int64_t)q * ld + c, sS[(16 * w + r) * lds + c], add);
     }
 }
 
-template <int D>
-__global__ void __launch_bounds__(128) attn_fwd_kernel(const bf16 *qkv, bf16 *out, bf16 *P, int T, int Tp, int H,
-                                                        int64_t C, float scale, bool causal) {
+template <int D, int NW>
+__global__ void __launch_bounds__(32 * NW, 1) attn_fwd_kernel(const bf16 *__restrict__ qkv, bf16 *__restrict__ out,
+                                                               bf16 *__restrict__ P, int T, int Tp, int lds, int H, int64_t C,
+                                                               float scale, bool causal) {
+    constexpr int QT = 16 * NW;
     extern __shared__ __align__(128) unsigned char smem[];
-    bf16 *sK = (bf16 *)smem, *sV = sK + Tp * D, *sQ = sV + Tp * D;
+    bf16 *sK = (bf16 *)smem, *sV = sK + Tp * (D + 8), *sQ = sV + Tp * (D + 8);
     float *sS = (float *)(sQ + QT * D);
     int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QT;
     const bf16 *base = qkv + (int64_t)b * T * 3 * C + h * D;
-    load_tile<D>(sQ, base + (int64_t)q0 * 3 * C, 3 * C, min(QT, T - q0), QT);
-    load_tile<D>(sK, base + C, 3 * C, T, Tp);
-    load_tile<D>(sV, base + 2 * C, 3 * C, T, Tp);
+    load_tile<D>(sQ, D, base + (int64_t)q0 * 3 * C, 3 * C, min(QT, T - q0), QT);
+    load_tile<D>(sK, D + 8, base + C, 3 * C, T, Tp);
+    load_tile<D>(sV, D + 8, base + 2 * C, 3 * C, T, Tp);
     __syncthreads();
-    warp_abt<D>(sQ, sK, sS, Tp);
+    warp_abt<D>(sQ, sK, sS, Tp, lds);
     __syncwarp();
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     for (int r = 16 * w; r < 16 * w + 16; r++) {
@@ -139,7 +158,7 @@ __global__ void __launch_bounds__(128) attn_fwd_kernel(const bf16 *qkv, bf16 *ou
 #pragma unroll
         for (int j = 0; j < MAXCOL; j++) {
             int c = lane + 32 * j;
-            v[j] = c < limit ? sS[r * Tp + c] * scale : -INFINITY;
+            v[j] = c < limit ? sS[r * lds + c] * scale : -INFINITY;
             m = fmaxf(m, v[j]);
         }
         m = warp_max(m);
@@ -152,7 +171,7 @@ __global__ void __launch_bounds__(128) attn_fwd_kernel(const bf16 *qkv, bf16 *ou
         }
         float inv = 1.0f / warp_sum(s);
         __syncwarp();  // the row is read before P overwrites it in place
-        bf16 *prow = (bf16 *)(sS + r * Tp);
+        bf16 *prow = (bf16 *)(sS + r * lds);
         bf16 *grow = P + ((int64_t)bh * T + q) * Tp;
 #pragma unroll
         for (int j = 0; j < MAXCOL; j++) {
@@ -165,24 +184,27 @@ __global__ void __launch_bounds__(128) attn_fwd_kernel(const bf16 *qkv, bf16 *ou
         }
     }
     __syncwarp();
-    warp_pv<D>(sS, sV, Tp);
-    warp_store_rows<D, bf16>(sS, Tp, out + (int64_t)b * T * C + h * D, C, q0, T, false);
+    warp_pv<D>(sS, sV, Tp, lds);
+    warp_store_rows<D, bf16>(sS, lds, out + (int64_t)b * T * C + h * D, C, q0, T, false);
 }
 
 // dQ kernel: dP = dO·Vᵀ, dS = P ⊙ (dP − Σ P·dP)·scale (saved to dS_out), dQ (+)= dS·K.
-template <int D, typename G>
-__global__ void __launch_bounds__(128) attn_bwd_dq_kernel(const bf16 *qkv, const bf16 *dout, const bf16 *P, bf16 *dS_out,
-                                                           G *dqkv, int T, int Tp, int H, int64_t C, float scale, bool add) {
+template <int D, int NW, typename G>
+__global__ void __launch_bounds__(32 * NW, 1)
+    attn_bwd_dq_kernel(const bf16 *__restrict__ qkv, const bf16 *__restrict__ dout, const bf16 *__restrict__ P,
+                       bf16 *__restrict__ dS_out, G *__restrict__ dqkv, int T, int Tp, int lds, int H, int64_t C,
+                       float scale, bool add) {
+    constexpr int QT = 16 * NW;
     extern __shared__ __align__(128) unsigned char smem[];
-    bf16 *sK = (bf16 *)smem, *sV = sK + Tp * D, *sO = sV + Tp * D;
+    bf16 *sK = (bf16 *)smem, *sV = sK + Tp * (D + 8), *sO = sV + Tp * (D + 8);
     float *sS = (float *)(sO + QT * D);
     int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QT;
     const bf16 *base = qkv + (int64_t)b * T * 3 * C + h * D;
-    load_tile<D>(sO, dout + ((int64_t)b * T + q0) * C + h * D, C, min(QT, T - q0), QT);
-    load_tile<D>(sK, base + C, 3 * C, T, Tp);
-    load_tile<D>(sV, base + 2 * C, 3 * C, T, Tp);
+    load_tile<D>(sO, D, dout + ((int64_t)b * T + q0) * C + h * D, C, min(QT, T - q0), QT);
+    load_tile<D>(sK, D + 8, base + C, 3 * C, T, Tp);
+    load_tile<D>(sV, D + 8, base + 2 * C, 3 * C, T, Tp);
     __syncthreads();
-    warp_abt<D>(sO, sV, sS, Tp);  // dP
+    warp_abt<D>(sO, sV, sS, Tp, lds);  // dP
     __syncwarp();
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     for (int r = 16 * w; r < 16 * w + 16; r++) {
@@ -193,12 +215,12 @@ __global__ void __launch_bounds__(128) attn_bwd_dq_kernel(const bf16 *qkv, const
         for (int j = 0; j < MAXCOL; j++) {
             int c = lane + 32 * j;
             p[j] = q < T && c < Tp ? to_f(prow[c]) : 0.0f;
-            dp[j] = c < Tp ? sS[r * Tp + c] : 0.0f;
+            dp[j] = c < Tp ? sS[r * lds + c] : 0.0f;
             dot += p[j] * dp[j];
         }
         dot = warp_sum(dot);
         __syncwarp();
-        bf16 *srow = (bf16 *)(sS + r * Tp);
+        bf16 *srow = (bf16 *)(sS + r * lds);
         bf16 *grow = dS_out + ((int64_t)bh * T + q) * Tp;
 #pragma unroll
         for (int j = 0; j < MAXCOL; j++) {
@@ -211,43 +233,53 @@ __global__ void __launch_bounds__(128) attn_bwd_dq_kernel(const bf16 *qkv, const
         }
     }
     __syncwarp();
-    warp_pv<D>(sS, sK, Tp);  // dS·K
-    warp_store_rows<D, G>(sS, Tp, dqkv + (int64_t)b * T * 3 * C + h * D, 3 * C, q0, T, add);
+    warp_pv<D>(sS, sK, Tp, lds);  // dS·K
+    warp_store_rows<D, G>(sS, lds, dqkv + (int64_t)b * T * 3 * C + h * D, 3 * C, q0, T, add);
 }
 
-template <int D> static void set_smem(const void *kernel, size_t bytes) {
+// Raises a kernel's dynamic shared memory limit once per (kernel, size).
+static void set_smem(const void *kernel, size_t bytes) {
+    static const void *done_k[16];
+    static size_t done_b[16];
+    for (int i = 0; i < 16; i++)
+        if (done_k[i] == kernel && done_b[i] >= bytes) return;
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    for (int i = 0; i < 16; i++)
+        if (!done_k[i] || done_k[i] == kernel) {
+            done_k[i] = kernel;
+            done_b[i] = bytes;
+            return;
+        }
+}
+
+template <int D, int NW> static void fused_fwd_t(const AttnDims &d, const bf16 *qkv, bf16 *out, bf16 *P) {
+    dim3 grid(cdiv(d.T, 16 * NW), (unsigned)(d.B * d.H));
+    size_t smem = fused_smem(d);
+    set_smem((const void *)attn_fwd_kernel<D, NW>, smem);
+    attn_fwd_kernel<D, NW><<<grid, 32 * NW, smem, cuda_stream()>>>(qkv, out, P, (int)d.T, (int)d.Tp, (int)attn_lds(d),
+                                                                     (int)d.H, d.C, 1.0f / sqrtf((float)d.D), d.causal);
+    CUDA_LAUNCH_CHECK();
 }
 
 static void fused_fwd(const AttnDims &d, const bf16 *qkv, bf16 *out, bf16 *P) {
-    dim3 grid(cdiv(d.T, QT), (unsigned)(d.B * d.H));
+    if (d.D == 64) fused_fwd_t<64, 8>(d, qkv, out, P);
+    else fused_fwd_t<128, 4>(d, qkv, out, P);
+}
+
+template <int D, int NW, typename G>
+static void fused_bwd_dq_t(const AttnDims &d, const bf16 *qkv, const bf16 *dout, const bf16 *P, bf16 *dS, G *dqkv, bool add) {
+    dim3 grid(cdiv(d.T, 16 * NW), (unsigned)(d.B * d.H));
     size_t smem = fused_smem(d);
-    float scale = 1.0f / sqrtf((float)d.D);
-    if (d.D == 64) {
-        set_smem<64>((const void *)attn_fwd_kernel<64>, smem);
-        attn_fwd_kernel<64><<<grid, 128, smem, cuda_stream()>>>(qkv, out, P, (int)d.T, (int)d.Tp, (int)d.H, d.C, scale, d.causal);
-    } else {
-        set_smem<128>((const void *)attn_fwd_kernel<128>, smem);
-        attn_fwd_kernel<128><<<grid, 128, smem, cuda_stream()>>>(qkv, out, P, (int)d.T, (int)d.Tp, (int)d.H, d.C, scale, d.causal);
-    }
+    set_smem((const void *)attn_bwd_dq_kernel<D, NW, G>, smem);
+    attn_bwd_dq_kernel<D, NW, G><<<grid, 32 * NW, smem, cuda_stream()>>>(
+        qkv, dout, P, dS, dqkv, (int)d.T, (int)d.Tp, (int)attn_lds(d), (int)d.H, d.C, 1.0f / sqrtf((float)d.D), add);
     CUDA_LAUNCH_CHECK();
 }
 
 template <typename G>
 static void fused_bwd_dq(const AttnDims &d, const bf16 *qkv, const bf16 *dout, const bf16 *P, bf16 *dS, G *dqkv, bool add) {
-    dim3 grid(cdiv(d.T, QT), (unsigned)(d.B * d.H));
-    size_t smem = fused_smem(d);
-    float scale = 1.0f / sqrtf((float)d.D);
-    if (d.D == 64) {
-        set_smem<64>((const void *)attn_bwd_dq_kernel<64, G>, smem);
-        attn_bwd_dq_kernel<64, G><<<grid, 128, smem, cuda_stream()>>>(qkv, dout, P, dS, dqkv, (int)d.T, (int)d.Tp, (int)d.H,
-                                                                      d.C, scale, add);
-    } else {
-        set_smem<128>((const void *)attn_bwd_dq_kernel<128, G>, smem);
-        attn_bwd_dq_kernel<128, G><<<grid, 128, smem, cuda_stream()>>>(qkv, dout, P, dS, dqkv, (int)d.T, (int)d.Tp, (int)d.H,
-                                                                       d.C, scale, add);
-    }
-    CUDA_LAUNCH_CHECK();
+    if (d.D == 64) fused_bwd_dq_t<64, 8, G>(d, qkv, dout, P, dS, dqkv, add);
+    else fused_bwd_dq_t<128, 4, G>(d, qkv, dout, P, dS, dqkv, add);
 }
 
 // ---------------------------------------------------------------------------------------------

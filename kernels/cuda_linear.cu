@@ -64,6 +64,26 @@ template <typename MT> __global__ void apply_mask_kernel(bf16 *g, const MT *mask
         g[i] = __float2bfloat16(to_f(g[i]) * mask_val(mask, i));
 }
 
+// out (rows × (ka + kb)) = [a | scale·b] row by row; ka, kb multiples of 8 (16-byte copies).
+__global__ void concat_cols_kernel(const bf16 *a, int64_t ka, const bf16 *b, int64_t kb, float scale, bf16 *out,
+                                   int64_t rows) {
+    int64_t cw = (ka + kb) / 8, total = rows * cw;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = i / cw, c = (i % cw) * 8;
+        uint4 v;
+        if (c < ka) {
+            v = *(const uint4 *)(a + r * ka + c);
+        } else {
+            float t[8];
+            load8<true>(b + r * kb + (c - ka), t);
+#pragma unroll
+            for (int k = 0; k < 8; k++) t[k] *= scale;
+            store8<true>((bf16 *)&v, t);
+        }
+        *(uint4 *)(out + r * (ka + kb) + c) = v;
+    }
+}
+
 static unsigned grid_for(int64_t n) {
     int64_t b = (n + 255) / 256;
     return (unsigned)(b > 8192 ? 8192 : b);
@@ -84,6 +104,11 @@ static unsigned grid_for(int64_t n) {
             fatal("CUDA linear: mask '%s' has dtype %s", (mask)->name, dtype_name((mask)->dtype)); \
         }                                                                                          \
     } while (0)
+
+static void concat_cols(const bf16 *a, int64_t ka, const bf16 *b, int64_t kb, float scale, bf16 *out, int64_t rows) {
+    concat_cols_kernel<<<grid_for(rows * (ka + kb) / 8), 256, 0, cuda_stream()>>>(a, ka, b, kb, scale, out, rows);
+    CUDA_LAUNCH_CHECK();
+}
 
 // out (N×K bf16) = (w + s·B·A) [⊙ mask]; `d` is an f32 scratch of N×K.
 static void merge_weight(const Tensor *w, const Tensor *A, const Tensor *B, const Tensor *mask, float s, bf16 *out) {
@@ -169,6 +194,16 @@ void cuda_linear_fwd(TapeNode *n) {
     int64_t hs[2] = {M, r};
     bf16 *h = (bf16 *)cuda_keep(n, 0, SCRATCH_A, DT_BF16, 2, hs, "lora_h");
     linear_plain(xd, cbf(A), NULL, h, M, r, K);
+    if (N > K && K % 8 == 0 && r % 8 == 0) {
+        // y = [x | h] · [W | s·B]ᵀ + b: one GEMM over K + r. Copying x (M×K) costs less than the
+        // read-modify-write of y (M×N) that a second GEMM would do, when N > K (qkv, fc1).
+        bf16 *xh = (bf16 *)cuda_scratch(SCRATCH_B, (size_t)(M * (K + r)) * sizeof(bf16));
+        bf16 *wb = (bf16 *)cuda_scratch(SCRATCH_C, (size_t)(N * (K + r)) * sizeof(bf16));
+        concat_cols(cbf(x), K, h, r, 1.0f, xh, M);
+        concat_cols(cbf(w), K, cbf(B), r, s, wb, N);
+        linear_plain(xh, wb, b, mbf(y), M, N, K + r);
+        return;
+    }
     linear_plain(cbf(x), cbf(w), b, mbf(y), M, N, K);
     Gemm g = gemm_into(y);  // y += s·h·Bᵀ
     g.tb = true;

@@ -73,11 +73,10 @@ __global__ void norm_bwd_kernel(const bf16 *x, const bf16 *gamma, const bf16 *dy
         load8<VEC>(xr + c, v);
         if (gamma) load8<VEC>(gamma + c, g);
         load8<VEC>(dyr + c, d);
+        float t[8];
 #pragma unroll
-        for (int k = 0; k < 8; k++) {
-            float xh = (v[k] - mean) * rstd;
-            acc(dx, row * C + c + k, rstd * (d[k] * g[k] - mg - xh * mgx), add);
-        }
+        for (int k = 0; k < 8; k++) t[k] = rstd * (d[k] * g[k] - mg - (v[k] - mean) * rstd * mgx);
+        acc8<VEC>(dx + row * C + c, t, add);
     }
 }
 

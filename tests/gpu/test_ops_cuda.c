@@ -224,6 +224,21 @@ Test(ops_cuda, lora_dense) {
     compare("lora dense", &c, build_linear, 1e-2, 2e-2);
 }
 
+Test(ops_cuda, lora_dense_concat_path) {  // N > K: one GEMM over [x | h]
+    NEED_GPU();
+    Case c = linear_case(2, 9, 48, 144, 16, true, G_NONE);
+    c.p[0] = 2.0f;
+    compare("lora dense, N > K", &c, build_linear, 1e-2, 2e-2);
+}
+
+Test(ops_cuda, lora_dense_concat_dropout) {
+    NEED_GPU();
+    Case c = linear_case(1, 20, 32, 64, 8, false, G_NONE);
+    c.p[0] = 0.7f;
+    c.p[1] = 0.2f;
+    compare("lora dense, N > K, dropout 0.2", &c, build_linear, 1e-2, 2e-2);
+}
+
 Test(ops_cuda, lora_dense_dropout) {
     NEED_GPU();
     Case c = linear_case(2, 9, 48, 32, 8, false, G_NONE);
