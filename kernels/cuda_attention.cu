@@ -2,7 +2,7 @@
 // row stride 3C, so nothing is transposed.
 //
 // Fused path (D = 64 or 128 and the whole key sequence fits in shared memory, e.g. ViT T = 197):
-//   forward, one CTA per (b, h, 64 queries): K, V and the Q tile in shared memory; S = Q·Kᵀ with
+//   forward, one CTA per (b, h, 64 queries): K (then V) and the Q tile in shared memory; S = Q·Kᵀ with
 //   tensor cores (WMMA bf16, f32 accumulate) into shared memory; row softmax in f32; P (bf16) is
 //   saved to global memory (saved[0], (B, H, T, Tp) with Tp = T rounded up to 16, pad columns 0)
 //   and multiplied with V in the same CTA. No S round trip through global memory.
@@ -41,21 +41,23 @@ static AttnDims attn_dims(TapeNode *n) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fused kernels. A CTA of NW warps takes QT = 16·NW queries; warp w owns query rows [16w, 16w+16).
-// Shared memory (padded rows, so the 8 rows of each ldmatrix phase hit distinct banks):
-//   sK, sV: Tp × LDK bf16 (LDK = D + 8); sQ: QT × D bf16; sS: QT × LDS f32 (LDS = max(Tp, D) + 4),
-//   reused in place for P (bf16, row stride 2·LDS) and for the f32 result tile.
-#define MAXCOL 16  // key columns per lane in the softmax (Tp <= 512)
+// Fused kernels. A CTA of 4 warps takes QT = 64 queries of one (b, h); warp w owns query rows
+// [16w, 16w+16) and skips all work when they are past T. Shared memory (rows padded so that the
+// 8 rows of each ldmatrix phase hit distinct banks):
+//   sKV: Tp × (D+8) bf16, first K (or V), then reloaded with V (or K) for the second product, so
+//   two CTAs fit on an SM for D = 64 and one CTA's loads overlap the other's math;
+//   sQ: QT × D bf16; sS: QT × LDS f32 (LDS = max(Tp, D) + 4), reused in place for the bf16
+//   probabilities (row stride 2·LDS) and for the f32 result tile.
+#define QT 64
+#define NWARP 4
 
-static int attn_warps(int64_t D) { return D == 64 ? 8 : 4; }
 static int64_t attn_lds(const AttnDims &d) { return (d.Tp > d.D ? d.Tp : d.D) + 4; }
 static size_t fused_smem(const AttnDims &d) {
-    int64_t qt = 16 * attn_warps(d.D);
-    return (size_t)(2 * d.Tp * (d.D + 8) + qt * d.D) * 2 + (size_t)(qt * attn_lds(d)) * 4;
+    return (size_t)(d.Tp * (d.D + 8) + QT * d.D) * 2 + (size_t)(QT * attn_lds(d)) * 4;
 }
 
 static bool fused_ok(const AttnDims &d) {
-    return (d.D == 64 || d.D == 128) && d.Tp <= 32 * MAXCOL && fused_smem(d) <= 227 * 1024 && d.C % 8 == 0;
+    return (d.D == 64 || d.D == 128) && d.Tp <= 512 && fused_smem(d) <= 227 * 1024 && d.C % 8 == 0;
 }
 
 // rows [0, rows) of a (rows × D) tile from global (row stride ld) into shared memory (row stride
@@ -125,126 +127,181 @@ template <int D> __device__ __forceinline__ void warp_pv(float *sS, const bf16 *
     __syncwarp();
 }
 
-// Writes warp w's 16 rows × D (f32 in sS, ld lds) to global rows q0 + 16w + r < T, as G (add: +=).
+// Warp w's 16 rows × D (f32 in sS, ld lds) to global rows q0 + 16w + r < T as G (add: +=), 8 per access.
 template <int D, typename G>
 __device__ __forceinline__ void warp_store_rows(const float *sS, int lds, G *dst, int64_t ld, int q0, int T, bool add) {
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int i = lane; i < 16 * D; i += 32) {
-        int r = i / D, c = i % D, q = q0 + 16 * w + r;
-        if (q < T) acc(dst, (int64_t)q * ld + c, sS[(16 * w + r) * lds + c], add);
+    for (int i = lane; i < 16 * D / 8; i += 32) {
+        int r = i / (D / 8), c = (i % (D / 8)) * 8, q = q0 + 16 * w + r;
+        if (q < T) acc8<true>(dst + (int64_t)q * ld + c, sS + (16 * w + r) * lds + c, add);
     }
 }
 
-template <int D, int NW>
-__global__ void __launch_bounds__(32 * NW, 1) attn_fwd_kernel(const bf16 *__restrict__ qkv, bf16 *__restrict__ out,
-                                                               bf16 *__restrict__ P, int T, int Tp, int lds, int H, int64_t C,
-                                                               float scale, bool causal) {
-    constexpr int QT = 16 * NW;
-    extern __shared__ __align__(128) unsigned char smem[];
-    bf16 *sK = (bf16 *)smem, *sV = sK + Tp * (D + 8), *sQ = sV + Tp * (D + 8);
-    float *sS = (float *)(sQ + QT * D);
-    int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QT;
-    const bf16 *base = qkv + (int64_t)b * T * 3 * C + h * D;
-    load_tile<D>(sQ, D, base + (int64_t)q0 * 3 * C, 3 * C, min(QT, T - q0), QT);
-    load_tile<D>(sK, D + 8, base + C, 3 * C, T, Tp);
-    load_tile<D>(sV, D + 8, base + 2 * C, 3 * C, T, Tp);
-    __syncthreads();
-    warp_abt<D>(sQ, sK, sS, Tp, lds);
-    __syncwarp();
+// Warp w's 16 bf16 rows (in place over sS, row stride 2·lds) to global rows (row stride Tp), 16 bytes per access.
+__device__ __forceinline__ void warp_copy_prob_rows(const float *sS, int lds, bf16 *dst, int q0, int T, int Tp) {
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, cw = Tp / 8;
+    for (int i = lane; i < 16 * cw; i += 32) {
+        int r = i / cw, c = (i % cw) * 8, q = q0 + 16 * w + r;
+        if (q < T) *(uint4 *)(dst + (int64_t)q * Tp + c) = *(const uint4 *)((const bf16 *)(sS + (16 * w + r) * lds) + c);
+    }
+}
+
+// The softmax rows of warp w, two rows at a time (independent shuffles overlap). NC columns per
+// lane (Tp <= 32·NC). In place: row r of sS (f32) becomes bf16 probabilities.
+template <int NC>
+__device__ __forceinline__ void warp_softmax_rows(float *sS, int lds, int q0, int T, int Tp, float scale, bool causal) {
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int r = 16 * w; r < 16 * w + 16; r++) {
-        int q = q0 + r, limit = causal ? min(q + 1, T) : T;
-        float v[MAXCOL], m = -INFINITY;
+    for (int r = 16 * w; r < 16 * w + 16; r += 2) {
+        float v[2][NC], m[2], s[2];
 #pragma unroll
-        for (int j = 0; j < MAXCOL; j++) {
-            int c = lane + 32 * j;
-            v[j] = c < limit ? sS[r * lds + c] * scale : -INFINITY;
-            m = fmaxf(m, v[j]);
+        for (int u = 0; u < 2; u++) {
+            int q = q0 + r + u, limit = causal ? min(q + 1, T) : T;
+            m[u] = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < NC; j++) {
+                int c = lane + 32 * j;
+                v[u][j] = c < limit ? sS[(r + u) * lds + c] * scale : -INFINITY;
+                m[u] = fmaxf(m[u], v[u][j]);
+            }
         }
-        m = warp_max(m);
-        float s = 0.0f;
 #pragma unroll
-        for (int j = 0; j < MAXCOL; j++) {
-            int c = lane + 32 * j;
-            v[j] = c < limit ? __expf(v[j] - m) : 0.0f;
-            s += v[j];
+        for (int o = 16; o > 0; o >>= 1) {
+            m[0] = fmaxf(m[0], __shfl_xor_sync(0xffffffffu, m[0], o));
+            m[1] = fmaxf(m[1], __shfl_xor_sync(0xffffffffu, m[1], o));
         }
-        float inv = 1.0f / warp_sum(s);
-        __syncwarp();  // the row is read before P overwrites it in place
-        bf16 *prow = (bf16 *)(sS + r * lds);
-        bf16 *grow = P + ((int64_t)bh * T + q) * Tp;
 #pragma unroll
-        for (int j = 0; j < MAXCOL; j++) {
-            int c = lane + 32 * j;
-            if (c < Tp) {
-                bf16 p = __float2bfloat16(v[j] * inv);
-                prow[c] = p;
-                if (q < T) grow[c] = p;
+        for (int u = 0; u < 2; u++) {
+            s[u] = 0.0f;
+#pragma unroll
+            for (int j = 0; j < NC; j++) {
+                v[u][j] = v[u][j] == -INFINITY ? 0.0f : __expf(v[u][j] - m[u]);
+                s[u] += v[u][j];
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            s[0] += __shfl_xor_sync(0xffffffffu, s[0], o);
+            s[1] += __shfl_xor_sync(0xffffffffu, s[1], o);
+        }
+        __syncwarp();  // the rows are read before the probabilities overwrite them in place
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            float inv = 1.0f / s[u];
+            bf16 *prow = (bf16 *)(sS + (r + u) * lds);
+#pragma unroll
+            for (int j = 0; j < NC; j++) {
+                int c = lane + 32 * j;
+                if (c < Tp) prow[c] = __float2bfloat16(v[u][j] * inv);
             }
         }
     }
     __syncwarp();
-    warp_pv<D>(sS, sV, Tp, lds);
-    warp_store_rows<D, bf16>(sS, lds, out + (int64_t)b * T * C + h * D, C, q0, T, false);
+}
+
+// dS = P ⊙ (dP − Σ P·dP)·scale for warp w's rows: dP (f32) in sS, P from global (row stride Tp);
+// dS (bf16) in place over sS.
+template <int NC>
+__device__ __forceinline__ void warp_softmax_bwd_rows(float *sS, int lds, const bf16 *P, int q0, int T, int Tp, float scale) {
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int r = 16 * w; r < 16 * w + 16; r += 2) {
+        float p[2][NC], dp[2][NC], dot[2];
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            int q = q0 + r + u;
+            dot[u] = 0.0f;
+#pragma unroll
+            for (int j = 0; j < NC; j++) {
+                int c = lane + 32 * j;
+                p[u][j] = q < T && c < Tp ? to_f(P[(int64_t)q * Tp + c]) : 0.0f;
+                dp[u][j] = c < Tp ? sS[(r + u) * lds + c] : 0.0f;
+                dot[u] += p[u][j] * dp[u][j];
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            dot[0] += __shfl_xor_sync(0xffffffffu, dot[0], o);
+            dot[1] += __shfl_xor_sync(0xffffffffu, dot[1], o);
+        }
+        __syncwarp();
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            bf16 *srow = (bf16 *)(sS + (r + u) * lds);
+#pragma unroll
+            for (int j = 0; j < NC; j++) {
+                int c = lane + 32 * j;
+                if (c < Tp) srow[c] = __float2bfloat16(p[u][j] * (dp[u][j] - dot[u]) * scale);
+            }
+        }
+    }
+    __syncwarp();
+}
+
+template <int D, int NC>
+__global__ void __launch_bounds__(32 * NWARP) attn_fwd_kernel(const bf16 *__restrict__ qkv, bf16 *__restrict__ out,
+                                                               bf16 *__restrict__ P, int T, int Tp, int lds, int H, int64_t C,
+                                                               float scale, bool causal) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    bf16 *sKV = (bf16 *)smem, *sQ = sKV + Tp * (D + 8);
+    float *sS = (float *)(sQ + QT * D);
+    int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QT;
+    bool active = q0 + 16 * (threadIdx.x >> 5) < T;  // this warp has query rows
+    const bf16 *base = qkv + (int64_t)b * T * 3 * C + h * D;
+    load_tile<D>(sQ, D, base + (int64_t)q0 * 3 * C, 3 * C, min(QT, T - q0), QT);
+    load_tile<D>(sKV, D + 8, base + C, 3 * C, T, Tp);
+    __syncthreads();
+    if (active) {
+        warp_abt<D>(sQ, sKV, sS, Tp, lds);
+        __syncwarp();
+        warp_softmax_rows<NC>(sS, lds, q0, T, Tp, scale, causal);
+        warp_copy_prob_rows(sS, lds, P + (int64_t)bh * T * Tp, q0, T, Tp);
+    }
+    __syncthreads();  // K is no longer read: V takes its place
+    load_tile<D>(sKV, D + 8, base + 2 * C, 3 * C, T, Tp);
+    __syncthreads();
+    if (active) {
+        warp_pv<D>(sS, sKV, Tp, lds);
+        warp_store_rows<D, bf16>(sS, lds, out + (int64_t)b * T * C + h * D, C, q0, T, false);
+    }
 }
 
 // dQ kernel: dP = dO·Vᵀ, dS = P ⊙ (dP − Σ P·dP)·scale (saved to dS_out), dQ (+)= dS·K.
-template <int D, int NW, typename G>
-__global__ void __launch_bounds__(32 * NW, 1)
+template <int D, int NC, typename G>
+__global__ void __launch_bounds__(32 * NWARP)
     attn_bwd_dq_kernel(const bf16 *__restrict__ qkv, const bf16 *__restrict__ dout, const bf16 *__restrict__ P,
                        bf16 *__restrict__ dS_out, G *__restrict__ dqkv, int T, int Tp, int lds, int H, int64_t C,
                        float scale, bool add) {
-    constexpr int QT = 16 * NW;
     extern __shared__ __align__(128) unsigned char smem[];
-    bf16 *sK = (bf16 *)smem, *sV = sK + Tp * (D + 8), *sO = sV + Tp * (D + 8);
+    bf16 *sKV = (bf16 *)smem, *sO = sKV + Tp * (D + 8);
     float *sS = (float *)(sO + QT * D);
     int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QT;
+    bool active = q0 + 16 * (threadIdx.x >> 5) < T;
     const bf16 *base = qkv + (int64_t)b * T * 3 * C + h * D;
     load_tile<D>(sO, D, dout + ((int64_t)b * T + q0) * C + h * D, C, min(QT, T - q0), QT);
-    load_tile<D>(sK, D + 8, base + C, 3 * C, T, Tp);
-    load_tile<D>(sV, D + 8, base + 2 * C, 3 * C, T, Tp);
+    load_tile<D>(sKV, D + 8, base + 2 * C, 3 * C, T, Tp);  // V
     __syncthreads();
-    warp_abt<D>(sO, sV, sS, Tp, lds);  // dP
-    __syncwarp();
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int r = 16 * w; r < 16 * w + 16; r++) {
-        int q = q0 + r;
-        const bf16 *prow = P + ((int64_t)bh * T + q) * Tp;
-        float p[MAXCOL], dp[MAXCOL], dot = 0.0f;
-#pragma unroll
-        for (int j = 0; j < MAXCOL; j++) {
-            int c = lane + 32 * j;
-            p[j] = q < T && c < Tp ? to_f(prow[c]) : 0.0f;
-            dp[j] = c < Tp ? sS[r * lds + c] : 0.0f;
-            dot += p[j] * dp[j];
-        }
-        dot = warp_sum(dot);
+    if (active) {
+        warp_abt<D>(sO, sKV, sS, Tp, lds);  // dP
         __syncwarp();
-        bf16 *srow = (bf16 *)(sS + r * lds);
-        bf16 *grow = dS_out + ((int64_t)bh * T + q) * Tp;
-#pragma unroll
-        for (int j = 0; j < MAXCOL; j++) {
-            int c = lane + 32 * j;
-            if (c < Tp) {
-                bf16 ds = __float2bfloat16(p[j] * (dp[j] - dot) * scale);
-                srow[c] = ds;
-                if (q < T) grow[c] = ds;
-            }
-        }
+        warp_softmax_bwd_rows<NC>(sS, lds, P + (int64_t)bh * T * Tp, q0, T, Tp, scale);
+        warp_copy_prob_rows(sS, lds, dS_out + (int64_t)bh * T * Tp, q0, T, Tp);
     }
-    __syncwarp();
-    warp_pv<D>(sS, sK, Tp, lds);  // dS·K
-    warp_store_rows<D, G>(sS, lds, dqkv + (int64_t)b * T * 3 * C + h * D, 3 * C, q0, T, add);
+    __syncthreads();
+    load_tile<D>(sKV, D + 8, base + C, 3 * C, T, Tp);  // K
+    __syncthreads();
+    if (active) {
+        warp_pv<D>(sS, sKV, Tp, lds);  // dS·K
+        warp_store_rows<D, G>(sS, lds, dqkv + (int64_t)b * T * 3 * C + h * D, 3 * C, q0, T, add);
+    }
 }
 
 // Raises a kernel's dynamic shared memory limit once per (kernel, size).
 static void set_smem(const void *kernel, size_t bytes) {
-    static const void *done_k[16];
-    static size_t done_b[16];
-    for (int i = 0; i < 16; i++)
+    static const void *done_k[32];
+    static size_t done_b[32];
+    for (int i = 0; i < 32; i++)
         if (done_k[i] == kernel && done_b[i] >= bytes) return;
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    for (int i = 0; i < 16; i++)
+    for (int i = 0; i < 32; i++)
         if (!done_k[i] || done_k[i] == kernel) {
             done_k[i] = kernel;
             done_b[i] = bytes;
@@ -252,34 +309,36 @@ static void set_smem(const void *kernel, size_t bytes) {
         }
 }
 
-template <int D, int NW> static void fused_fwd_t(const AttnDims &d, const bf16 *qkv, bf16 *out, bf16 *P) {
-    dim3 grid(cdiv(d.T, 16 * NW), (unsigned)(d.B * d.H));
+template <int D, int NC> static void fused_fwd_t(const AttnDims &d, const bf16 *qkv, bf16 *out, bf16 *P) {
+    dim3 grid(cdiv(d.T, QT), (unsigned)(d.B * d.H));
     size_t smem = fused_smem(d);
-    set_smem((const void *)attn_fwd_kernel<D, NW>, smem);
-    attn_fwd_kernel<D, NW><<<grid, 32 * NW, smem, cuda_stream()>>>(qkv, out, P, (int)d.T, (int)d.Tp, (int)attn_lds(d),
-                                                                     (int)d.H, d.C, 1.0f / sqrtf((float)d.D), d.causal);
+    set_smem((const void *)attn_fwd_kernel<D, NC>, smem);
+    attn_fwd_kernel<D, NC><<<grid, 32 * NWARP, smem, cuda_stream()>>>(qkv, out, P, (int)d.T, (int)d.Tp, (int)attn_lds(d),
+                                                                        (int)d.H, d.C, 1.0f / sqrtf((float)d.D), d.causal);
     CUDA_LAUNCH_CHECK();
 }
 
 static void fused_fwd(const AttnDims &d, const bf16 *qkv, bf16 *out, bf16 *P) {
-    if (d.D == 64) fused_fwd_t<64, 8>(d, qkv, out, P);
-    else fused_fwd_t<128, 4>(d, qkv, out, P);
+    bool narrow = d.Tp <= 256;
+    if (d.D == 64) narrow ? fused_fwd_t<64, 8>(d, qkv, out, P) : fused_fwd_t<64, 16>(d, qkv, out, P);
+    else narrow ? fused_fwd_t<128, 8>(d, qkv, out, P) : fused_fwd_t<128, 16>(d, qkv, out, P);
 }
 
-template <int D, int NW, typename G>
+template <int D, int NC, typename G>
 static void fused_bwd_dq_t(const AttnDims &d, const bf16 *qkv, const bf16 *dout, const bf16 *P, bf16 *dS, G *dqkv, bool add) {
-    dim3 grid(cdiv(d.T, 16 * NW), (unsigned)(d.B * d.H));
+    dim3 grid(cdiv(d.T, QT), (unsigned)(d.B * d.H));
     size_t smem = fused_smem(d);
-    set_smem((const void *)attn_bwd_dq_kernel<D, NW, G>, smem);
-    attn_bwd_dq_kernel<D, NW, G><<<grid, 32 * NW, smem, cuda_stream()>>>(
+    set_smem((const void *)attn_bwd_dq_kernel<D, NC, G>, smem);
+    attn_bwd_dq_kernel<D, NC, G><<<grid, 32 * NWARP, smem, cuda_stream()>>>(
         qkv, dout, P, dS, dqkv, (int)d.T, (int)d.Tp, (int)attn_lds(d), (int)d.H, d.C, 1.0f / sqrtf((float)d.D), add);
     CUDA_LAUNCH_CHECK();
 }
 
 template <typename G>
 static void fused_bwd_dq(const AttnDims &d, const bf16 *qkv, const bf16 *dout, const bf16 *P, bf16 *dS, G *dqkv, bool add) {
-    if (d.D == 64) fused_bwd_dq_t<64, 8, G>(d, qkv, dout, P, dS, dqkv, add);
-    else fused_bwd_dq_t<128, 4, G>(d, qkv, dout, P, dS, dqkv, add);
+    bool narrow = d.Tp <= 256;
+    if (d.D == 64) narrow ? fused_bwd_dq_t<64, 8, G>(d, qkv, dout, P, dS, dqkv, add) : fused_bwd_dq_t<64, 16, G>(d, qkv, dout, P, dS, dqkv, add);
+    else narrow ? fused_bwd_dq_t<128, 8, G>(d, qkv, dout, P, dS, dqkv, add) : fused_bwd_dq_t<128, 16, G>(d, qkv, dout, P, dS, dqkv, add);
 }
 
 // ---------------------------------------------------------------------------------------------
