@@ -98,7 +98,7 @@ Tensor *tensor_new(Arena *a, DType dt, int ndim, const int64_t *shape, const cha
     t->dtype = dt;
     t->device = a->device;
     t->data = data;
-    tensor_zero(t);
+    if (!a->no_zero) tensor_zero(t);
     return t;
 }
 
@@ -116,16 +116,21 @@ Tensor *tensor_like(Arena *a, const Tensor *like, const char *name) {
 
 Tensor *tensor_ensure_grad(Tensor *t, Arena *a) {
     if (!t->grad) {
-        // gradients are f32 on CPU; on CUDA they follow the tensor (bf16 activations, f32 params)
-        DType gdt = t->device == DEV_CPU ? DT_F32 : t->dtype;
+        // gradients are f32 on CPU; on CUDA f32 for tensors flagged grad_f32 (trainable params),
+        // else the tensor's dtype (bf16 activations)
+        DType gdt = t->device == DEV_CPU || t->grad_f32 ? DT_F32 : t->dtype;
         char nm[TENSOR_NAME_LEN + 8];
         snprintf(nm, sizeof nm, "%s.grad", t->name);
         t->grad = tensor_new(a, gdt, t->ndim, t->shape, nm);
+        // kernels accumulate into gradients: zero them, or (GPU) mark them for overwrite
+        if (a->no_zero && a->device == DEV_CPU) tensor_zero(t->grad);
+        else if (a->no_zero) t->grad->unwritten = true;
     }
     return t->grad;
 }
 
 void tensor_zero(Tensor *t) {
+    t->unwritten = false;
     size_t bytes = (size_t)t->numel * dtype_size(t->dtype);
     if (t->device == DEV_CPU) memset(t->data, 0, bytes);
     else device_memset0(t->data, bytes);

@@ -22,6 +22,7 @@ typedef struct Arena {
     size_t capacity, used, high_water;
     struct HeaderChunk *header_chunks;  // host memory for the headers of this arena's tensors
     int headers_used;
+    bool no_zero;  // tensor_new leaves storage unset (kernels overwrite outputs); see tensor_ensure_grad
 } Arena;
 
 typedef struct Tensor {
@@ -34,6 +35,9 @@ typedef struct Tensor {
     void *data;
     struct Tensor *grad;   // gradient buffer (same shape, f32 on CPU); NULL until needed
     bool requires_grad;    // true for trainable parameters and for activations that depend on them
+    bool grad_f32;         // CUDA: the gradient is f32 (trainable parameters), else it has t->dtype
+    bool unwritten;        // storage never written, logically zero (GPU gradients from a no_zero
+                           // arena: the first CUDA backward kernel overwrites instead of adding)
 } Tensor;
 
 // ---- arenas ----
@@ -46,13 +50,17 @@ void arena_reset(Arena *a);                      // forget all allocations (keep
 // ---- tensors ----
 size_t dtype_size(DType dt);
 const char *dtype_name(DType dt);
-// Allocates the tensor header and its storage from `a`. Storage is zeroed.
+// Allocates the tensor header and its storage from `a`. Storage is zeroed unless a->no_zero
+// (set on a GPU activation arena: every CUDA kernel writes its outputs fully).
 Tensor *tensor_new(Arena *a, DType dt, int ndim, const int64_t *shape, const char *name);
 Tensor *tensor_new2(Arena *a, DType dt, int64_t d0, int64_t d1, const char *name);
 Tensor *tensor_new1(Arena *a, DType dt, int64_t d0, const char *name);
 // A tensor with the same shape/dtype/device as `like`.
 Tensor *tensor_like(Arena *a, const Tensor *like, const char *name);
-// Make sure t->grad exists (allocated from `a`, zeroed, f32 on CPU / same dtype policy on CUDA).
+// Make sure t->grad exists (allocated from `a`, zeroed). Its dtype: f32 on CPU; on CUDA f32 when
+// t->grad_f32 is set (trainable parameters: params_add sets it), else t->dtype (bf16 activations).
+// From a no_zero arena on the GPU the gradient is not zeroed but marked `unwritten` (the CUDA
+// kernels overwrite it on their first write); on the CPU it is always zeroed.
 Tensor *tensor_ensure_grad(Tensor *t, Arena *a);
 void tensor_zero(Tensor *t);
 bool tensor_same_shape(const Tensor *a, const Tensor *b);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "data/convert.h"
+#include "train/bench_train.h"
 #include "train/commands.h"
 #include "train/pipeline.h"
 #include "train/select_vm.h"
@@ -12,6 +13,12 @@
 static int cmd_convert(int argc, char **argv) { return data_convert_main(argc + 1, argv - 1); }
 static int cmd_inspect(int argc, char **argv) { return vnm_inspect_main(argc + 1, argv - 1); }
 static int cmd_select_vm(int argc, char **argv) { return select_vm_main(argc + 1, argv - 1); }
+
+static int cmd_bench(int argc, char **argv) {
+    if (argc >= 1 && !strcmp(argv[0], "train")) return bench_train_main(argc, argv);
+    fprintf(stderr, "usage: vnmtune bench train [options]   (vnmtune bench train --help)\n");
+    return 2;
+}
 
 typedef struct Command {
     const char *name;
@@ -27,6 +34,7 @@ static const Command COMMANDS[] = {
     {"inspect", cmd_inspect, "list the layers of a V:N:M export: pattern, shape, density, sizes"},
     {"select-vm", cmd_select_vm, "choose V and M for a speed-up target from measured kernel speed-ups"},
     {"convert", cmd_convert, "convert a dataset to the HDF5 image-set format (convert fashion_mnist DIR OUT_DIR)"},
+    {"bench", cmd_bench, "bench train: DeiT LoRA training speed on the GPU vs PyTorch + PEFT"},
 };
 
 static void usage(FILE *f) {

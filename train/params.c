@@ -12,6 +12,7 @@ void params_add(ParamList *pl, Tensor *value, ParamKind kind, bool trainable, bo
         pl->items = xrealloc(pl->items, (size_t)pl->cap * sizeof *pl->items);
     }
     value->requires_grad = trainable;
+    value->grad_f32 = trainable;  // f32 gradients on CUDA too (tensor_ensure_grad)
     pl->items[pl->n++] = (Param){.value = value, .kind = kind, .trainable = trainable, .decay = decay};
 }
 

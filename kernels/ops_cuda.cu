@@ -1,0 +1,104 @@
+// Registers the CUDA kernels of every op (see ops_cuda.h), and the optional per-op profiler.
+#include <stdio.h>
+
+#include "kernels/cuda_common.cuh"
+#include "kernels/ops_cuda.h"
+
+extern "C" {
+#include "autograd/device.h"
+}
+
+static KernelFn g_fwd[OP_COUNT], g_bwd[OP_COUNT];
+
+extern "C" void ops_cuda_register(void) {
+    static bool done = false;
+    if (done) return;
+    if (!device_cuda_available()) fatal("ops_cuda_register: no CUDA GPU is visible");
+#define REG(op, name) g_fwd[op] = cuda_##name##_fwd, g_bwd[op] = cuda_##name##_bwd
+    REG(OP_LINEAR, linear);
+    REG(OP_LAYERNORM, layernorm);
+    REG(OP_ATTENTION, attention);
+    REG(OP_GELU, gelu);
+    REG(OP_ADD, add);
+    REG(OP_PATCH_EMBED, patch_embed);
+    REG(OP_CLS_POS, cls_pos);
+    REG(OP_SELECT_TOKEN, select_token);
+    REG(OP_MEAN_TOKENS, mean_tokens);
+    REG(OP_CROSS_ENTROPY, cross_entropy);
+    REG(OP_RMSNORM, rmsnorm);
+    REG(OP_ROPE, rope);
+    REG(OP_SWIGLU, swiglu);
+    REG(OP_EMBEDDING, embedding);
+#undef REG
+    for (int op = 0; op < OP_COUNT; op++) op_register((OpId)op, DEV_CUDA, g_fwd[op], g_bwd[op]);
+    done = true;
+}
+
+// ---- profiler: CUDA events around every kernel call (and every GEMM), summed per op ----
+#define PROF_MAX 65536
+#define PROF_GEMM OP_COUNT  // pseudo-op: time inside gemm()
+typedef struct ProfEntry {
+    int op, dir;  // dir 0 forward, 1 backward
+    cudaEvent_t start, stop;
+} ProfEntry;
+static ProfEntry *g_prof;
+static int g_prof_n;
+bool g_cuda_profiling;
+
+int cuda_prof_begin(int op, int dir) {
+    if (!g_cuda_profiling || g_prof_n >= PROF_MAX) return -1;
+    ProfEntry *e = &g_prof[g_prof_n];
+    if (!e->start) {
+        CUDA_CHECK(cudaEventCreate(&e->start));
+        CUDA_CHECK(cudaEventCreate(&e->stop));
+    }
+    e->op = op, e->dir = dir;
+    CUDA_CHECK(cudaEventRecord(e->start, cuda_stream()));
+    return g_prof_n++;
+}
+void cuda_prof_end(int id) {
+    if (id >= 0) CUDA_CHECK(cudaEventRecord(g_prof[id].stop, cuda_stream()));
+}
+
+static void prof_fwd(TapeNode *n) {
+    int id = cuda_prof_begin(n->op, 0);
+    g_fwd[n->op](n);
+    cuda_prof_end(id);
+}
+static void prof_bwd(TapeNode *n) {
+    int id = cuda_prof_begin(n->op, 1);
+    g_bwd[n->op](n);
+    cuda_prof_end(id);
+}
+
+extern "C" void ops_cuda_profile(bool on) {
+    ops_cuda_register();
+    if (on && !g_prof) g_prof = (ProfEntry *)xcalloc(PROF_MAX, sizeof(ProfEntry));
+    g_prof_n = 0;
+    g_cuda_profiling = on;
+    for (int op = 0; op < OP_COUNT; op++)
+        op_register((OpId)op, DEV_CUDA, on ? prof_fwd : g_fwd[op], on ? prof_bwd : g_bwd[op]);
+}
+
+extern "C" void ops_cuda_profile_report(FILE *f, int steps, double step_ms) {
+    CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+    double ms[OP_COUNT + 1][2] = {{0}};
+    int calls[OP_COUNT + 1][2] = {{0}};
+    for (int i = 0; i < g_prof_n; i++) {
+        float t = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&t, g_prof[i].start, g_prof[i].stop));
+        ms[g_prof[i].op][g_prof[i].dir] += t;
+        calls[g_prof[i].op][g_prof[i].dir]++;
+    }
+    double total = 0;
+    fprintf(f, "per-op GPU time per step (%d steps profiled; step %.2f ms):\n", steps, step_ms);
+    for (int op = 0; op <= OP_COUNT; op++)
+        for (int d = 0; d < 2; d++) {
+            if (!calls[op][d]) continue;
+            const char *name = op == PROF_GEMM ? "(gemm inside ops)" : g_ops[op].name ? g_ops[op].name : "?";
+            fprintf(f, "  %-20s %-3s %8.3f ms  %5d calls\n", name, d ? "bwd" : "fwd", ms[op][d] / steps, calls[op][d] / steps);
+            if (op != PROF_GEMM) total += ms[op][d] / steps;
+        }
+    fprintf(f, "  ops total %.3f ms; outside ops (grad zeroing, optimizer, gaps) %.3f ms\n", total, step_ms - total);
+    g_prof_n = 0;
+}
