@@ -1,7 +1,10 @@
 // vnmtune: the command-line front end. Each command is a function taking (argc, argv) after the
 // command name; `vnmtune <command> --help` prints its help.
+#include <execinfo.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "data/convert.h"
 #include "train/bench_train.h"
@@ -44,7 +47,21 @@ static void usage(FILE *f) {
         fprintf(f, "  %-11s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
 }
 
+// A crash prints where it happened (function names: the executable exports its symbols).
+static void on_crash(int sig) {
+    void *frames[64];
+    int n = backtrace(frames, 64);
+    fprintf(stderr, "vnmtune: fatal signal %d; backtrace:\n", sig);
+    backtrace_symbols_fd(frames, n, STDERR_FILENO);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);  // progress lines reach logs as they happen
+    signal(SIGSEGV, on_crash);
+    signal(SIGBUS, on_crash);
+    signal(SIGFPE, on_crash);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return argc < 2 ? 2 : 0;

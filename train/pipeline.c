@@ -19,7 +19,7 @@ static int compress_layer(const Schedule *s, int i, VnmMatrix *m, Err *err) {
     int64_t out = l->out, in = l->in;
     float *W = xmalloc((size_t)(out * in) * sizeof *W);
     tensor_get_f32(l->w, W, out * in);
-    const uint8_t *mask = l->mask->data;
+    const uint8_t *mask = s->host_mask[i];
     int rc;
     if (s->perm_in[i]) {
         const int32_t *pi = s->perm_in[i]->data, *po = s->perm_out[i]->data;

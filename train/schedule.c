@@ -60,6 +60,9 @@ int schedule_init(Schedule *s, const Config *c, Linear **linears, int n, int64_t
     s->perm_in = xcalloc((size_t)s->n_layers, sizeof *s->perm_in);
     s->perm_out = xcalloc((size_t)s->n_layers, sizeof *s->perm_out);
     s->permute_budget_s = 1.0;
+    size_t perm_bytes = 0;  // host-side index maps (used on the CPU whatever the model's device)
+    for (int i = 0; i < s->n_layers; i++) perm_bytes += (size_t)(s->layers[i]->in + s->layers[i]->out) * 4 + 256;
+    if (s->permute) arena_init(&s->host_arena, "permutations", DEV_CPU, perm_bytes);
     for (int i = 0; i < s->n_layers; i++) {
         Linear *l = s->layers[i];
         if (layer_pattern(&s->spec, l, &s->layer_pattern[i], err)) return err_set(err, "%s: sparsity.pattern: %s", c->source, err->msg);
@@ -71,9 +74,9 @@ int schedule_init(Schedule *s, const Config *c, Linear **linears, int n, int64_t
         mask_to_tensor(l->mask, s->host_mask[i]);
         if (s->permute && s->spec.kind == MASK_VNM) {
             snprintf(nm, sizeof nm, "%s.perm_in", l->name);
-            s->perm_in[i] = tensor_new1(arena, DT_I32, l->in, nm);
+            s->perm_in[i] = tensor_new1(&s->host_arena, DT_I32, l->in, nm);
             snprintf(nm, sizeof nm, "%s.perm_out", l->name);
-            s->perm_out[i] = tensor_new1(arena, DT_I32, l->out, nm);
+            s->perm_out[i] = tensor_new1(&s->host_arena, DT_I32, l->out, nm);
         }
     }
     if (!strcmp(s->cfg.mode, "three_stage")) {
@@ -89,6 +92,7 @@ void schedule_free(Schedule *s) {
         free(s->act_norm[i]), free(s->host_mask[i]);
         s->layers[i]->mask = NULL;
     }
+    arena_free(&s->host_arena);
     free(s->layers), free(s->layer_pattern), free(s->act_norm), free(s->host_mask), free(s->perm_in), free(s->perm_out);
     memset(s, 0, sizeof *s);
 }

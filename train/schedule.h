@@ -34,6 +34,7 @@ typedef struct Schedule {
     double mask_seconds;         // time spent computing masks
     Tensor **perm_in, **perm_out;  // per layer, with sparsity.permute: the channel / row permutation
                                    // (DT_I32, perm[new position] = original index), NULL otherwise
+    Arena host_arena;              // the permutations live here (host memory)
     bool perms_valid;              // searched (at the first mask computation) or loaded
     double permute_budget_s;       // time budget of one layer's permutation search
     double permute_gain;           // Σ over layers of kept-score gain (kept_perm / kept_identity − 1)
