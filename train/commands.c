@@ -9,14 +9,17 @@
 
 static bool is_override(const char *a) { return strchr(a, '=') != NULL; }
 
-int job_from_args(int argc, char **argv, const char *default_job, Config *c, bool *help) {
+int job_from_args(int argc, char **argv, const char *default_job, const char *usage, Config *c) {
     Err err = {0};
     config_defaults(c);
-    *help = false;
     const char *file = NULL;
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) *help = true;
-        else if (!is_override(argv[i]) && argv[i][0] != '-') {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("%s\n\nWithout a job file the embedded configs/%s.yaml is used. Keys (type, default):\n", usage, default_job);
+            config_print_keys(stdout);
+            return 1;
+        }
+        if (!is_override(argv[i]) && argv[i][0] != '-') {
             if (file) {
                 fprintf(stderr, "vnmtune: error: two job files given ('%s' and '%s')\n", file, argv[i]);
                 return -1;
@@ -24,7 +27,6 @@ int job_from_args(int argc, char **argv, const char *default_job, Config *c, boo
             file = argv[i];
         }
     }
-    if (*help) return 0;
     int rc;
     if (file) {
         rc = config_load_file(c, file, &err);
@@ -45,13 +47,6 @@ int job_from_args(int argc, char **argv, const char *default_job, Config *c, boo
     return 0;
 }
 
-static void print_job_help(const char *cmd, const char *what) {
-    printf("usage: vnmtune %s [job.yaml] [section.key=value ...]\n\n%s\n\n"
-           "Without a job file the embedded configs/deit_fmnist.yaml is used. Keys (type, default):\n",
-           cmd, what);
-    config_print_keys(stdout);
-}
-
 static void print_resolved(const Config *c) {
     printf("# resolved job (%s)\n", c->source);
     config_write_yaml(c, stdout);
@@ -60,18 +55,16 @@ static void print_resolved(const Config *c) {
 
 int cmd_train(int argc, char **argv) {
     Config c;
-    bool help;
-    if (job_from_args(argc, argv, "deit_fmnist", &c, &help)) return 1;
-    if (help) {
-        print_job_help("train", "Trains the job's model: progress every train.log_every steps, metrics as JSONL,\n"
-                                "the resolved config and checkpoints in train.out_dir, test accuracy at the end.\n"
-                                "checkpoint.resume=FILE continues a run exactly.");
-        return 0;
-    }
+    int rc = job_from_args(argc, argv, "deit_fmnist",
+                           "usage: vnmtune train [job.yaml] [section.key=value ...]\n\n"
+                           "Trains the job's model: progress every train.log_every steps, metrics as JSONL, the resolved\n"
+                           "config, checkpoints and model.safetensors in train.out_dir, test accuracy at the end.\n"
+                           "checkpoint.resume=FILE continues a run exactly.", &c);
+    if (rc) return rc < 0;
     print_resolved(&c);
     Trainer tr;
     Err err = {0};
-    int rc = trainer_setup(&tr, &c, &err);
+    rc = trainer_setup(&tr, &c, &err);
     if (rc == 0) {
         printf("model: %lld parameters, %lld trainable | %lld steps (%lld per epoch)\n",
                (long long)params_count(&tr.model.params, false), (long long)params_count(&tr.model.params, true),
@@ -93,14 +86,11 @@ static const char *model_arg(int argc, char **argv) {
 
 int cmd_eval(int argc, char **argv) {
     Config c;
-    bool help;
-    if (job_from_args(argc, argv, "deit_fmnist", &c, &help)) return 1;
-    if (help) {
-        printf("usage: vnmtune eval [job.yaml] [--model=FILE] [section.key=value ...]\n\n"
-               "Evaluates the job's model on its test set. FILE is a checkpoint or a V:N:M export (vnmtune export);\n"
-               "without --model: checkpoint.resume, or <train.out_dir>/checkpoint.h5.\n");
-        return 0;
-    }
+    int rc = job_from_args(argc, argv, "deit_fmnist",
+                           "usage: vnmtune eval [job.yaml] [--model=FILE] [section.key=value ...]\n\n"
+                           "Evaluates the job's model on its test set. FILE is a checkpoint or a V:N:M export (vnmtune\n"
+                           "export); without --model: checkpoint.resume, or <train.out_dir>/checkpoint.h5.", &c);
+    if (rc) return rc < 0;
     const char *model = model_arg(argc, argv);
     bool is_export = model && vnm_export_is_export(model);
     if (is_export) {  // an export holds merged dense + V:N:M weights: no LoRA, no masks to build
@@ -115,7 +105,7 @@ int cmd_eval(int argc, char **argv) {
     }
     Trainer tr;
     Err err = {0};
-    int rc = trainer_setup(&tr, &c, &err);
+    rc = trainer_setup(&tr, &c, &err);
     if (rc == 0 && is_export) rc = model_load_export(&tr.model, model, &err);
     if (rc == 0) {
         float loss, acc = trainer_evaluate(&tr, &loss);

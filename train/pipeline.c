@@ -141,20 +141,17 @@ static int export_path(const Config *c, char *buf, size_t n) {
 
 int cmd_export(int argc, char **argv) {
     Config c;
-    bool help;
-    if (job_from_args(argc, argv, "deit_fmnist_vnm", &c, &help)) return 1;
-    if (help) {
-        printf("usage: vnmtune export [job.yaml] [section.key=value ...]\n\n"
-               "Loads the job's checkpoint (checkpoint.resume, or <train.out_dir>/checkpoint.h5), merges LoRA into the\n"
-               "weights under the V:N:M masks, compresses the sparse layers and writes export.path (default\n"
-               "<train.out_dir>/export.h5). `vnmtune inspect FILE` lists what was written.\n");
-        return 0;
-    }
+    int rc = job_from_args(argc, argv, "deit_fmnist_vnm",
+                           "usage: vnmtune export [job.yaml] [section.key=value ...]\n\n"
+                           "Loads the job's checkpoint (checkpoint.resume, or <train.out_dir>/checkpoint.h5), merges LoRA\n"
+                           "into the weights under the V:N:M masks, compresses the sparse layers and writes export.path\n"
+                           "(default <train.out_dir>/export.h5). `vnmtune inspect FILE` lists what was written.", &c);
+    if (rc) return rc < 0;
     if (!c.checkpoint.resume[0]) snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%.200s/checkpoint.h5", c.train.out_dir);
     char path[CFG_STR + 16];
     Trainer tr;
     Err err = {0};
-    int rc = export_path(&c, path, sizeof path) ? err_set(&err, "export path too long") : trainer_setup(&tr, &c, &err);
+    rc = export_path(&c, path, sizeof path) ? err_set(&err, "export path too long") : trainer_setup(&tr, &c, &err);
     if (rc == 0) rc = export_trainer_model(&tr, path, &err);
     if (rc == 0) {
         float acc = trainer_evaluate(&tr, NULL);
@@ -273,16 +270,14 @@ static void print_baselines(FILE *o, float acc[N_BASE_PATTERNS][N_BASE_SCORES], 
 
 int cmd_pipeline(int argc, char **argv) {
     Config job;
-    bool help;
-    if (job_from_args(argc, argv, "deit_fmnist_vnm", &job, &help)) return 1;
-    if (help) {
-        printf("usage: vnmtune pipeline [job.yaml] [section.key=value ...]\n\n"
-               "The V:N:M pipeline: the dense model (model.init; trained with the embedded deit_fmnist job if the\n"
-               "file does not exist), then one-shot pruning, fixed-mask LoRA and three-stage LoRA to sparsity.pattern,\n"
-               "each without and with channel permutation; each is merged, exported (V:N:M HDF5), re-loaded from the\n"
-               "export and evaluated. Prints the accuracy table (also <train.out_dir>/results.md).\n");
-        return 0;
-    }
+    int rc = job_from_args(argc, argv, "deit_fmnist_vnm",
+                           "usage: vnmtune pipeline [job.yaml] [section.key=value ...]\n\n"
+                           "The V:N:M pipeline: the dense model (model.init; trained with the embedded deit_fmnist job if\n"
+                           "the file does not exist), one-shot baselines (magnitude / wanda / ria), then one-shot pruning,\n"
+                           "fixed-mask LoRA and three-stage LoRA to sparsity.pattern, each without and with channel\n"
+                           "permutation; each is merged, exported (V:N:M HDF5), re-loaded from the export and evaluated.\n"
+                           "Prints the accuracy tables (also <train.out_dir>/results.md).", &job);
+    if (rc) return rc < 0;
     Err err = {0};
     double t0 = now_seconds();
     if (ensure_dense(&job, &err)) {
