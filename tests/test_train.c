@@ -12,6 +12,7 @@
 #include "train/pipeline.h"
 #include "train/trainer.h"
 #include "train/vnm_export.h"
+#include "train/vnm_linear.h"
 
 static char dir[64];
 
@@ -127,8 +128,9 @@ Test(train, loss_goes_down, .init = make_dataset) {
     trainer_free(&tr);
 }
 
-// Export after three-stage training (with permutation): the file reloaded into the model gives the
-// logits of the merged, masked model up to bf16 rounding of the kept values, and the same accuracy.
+// Export after three-stage training (with permutation): the file reloaded into the model (sparse
+// layers computed by the V:N:M SpMM of the compressed weights) gives the logits of the merged,
+// masked model up to bf16 rounding of the kept values, and the same accuracy.
 Test(train, export_round_trip_matches_masked_model, .init = make_dataset) {
     Config c = tiny_job("three_stage");
     c.sparsity.permute = true;
@@ -146,11 +148,13 @@ Test(train, export_round_trip_matches_masked_model, .init = make_dataset) {
     int64_t n = a->numel;
     float *before = malloc((size_t)n * sizeof *before);
     memcpy(before, a->data, (size_t)n * sizeof *before);
-    cr_assert_eq(model_load_export(&tr.model, path, &err), 0, "%s", err.msg);
+    cr_assert_eq(model_load_export(&tr.model, path, true, &err), 0, "%s", err.msg);
     tape_reset(&tr.tape);
     Tensor *b = deit_forward(&tr.model, &tr.tape, tr.x);
     for (int64_t i = 0; i < n; i++) cr_expect(fabsf(before[i] - tensor_f32(b)[i]) < 2e-2f * (1 + fabsf(before[i])), "logit %lld", (long long)i);
     cr_expect_float_eq(trainer_evaluate(&tr, NULL), acc_merged, 1e-6);
+    for (int i = 0; i < tr.sched.n_layers; i++)  // the sparse layers ran the V:N:M SpMM
+        cr_expect(tr.sched.layers[i]->vnm && !strcmp(tr.sched.layers[i]->vnm->kernel, "cpu"), "%s", tr.sched.layers[i]->name);
     VnmExport e;
     cr_assert_eq(vnm_export_read(path, &e, &err), 0, "%s", err.msg);
     cr_expect_eq(e.n_layers, 4);  // qkv, proj, fc1, fc2 of the one block

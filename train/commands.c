@@ -106,7 +106,7 @@ int cmd_eval(int argc, char **argv) {
     Trainer tr;
     Err err = {0};
     rc = trainer_setup(&tr, &c, &err);
-    if (rc == 0 && is_export) rc = model_load_export(&tr.model, model, &err);
+    if (rc == 0 && is_export) rc = model_load_export(&tr.model, model, true, &err);
     if (rc == 0) {
         float loss, acc = trainer_evaluate(&tr, &loss);
         printf("%s: test loss %.4f | test accuracy %.2f%%\n", model ? model : c.checkpoint.resume, loss, 100 * acc);

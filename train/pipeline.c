@@ -8,6 +8,7 @@
 #include "train/lora.h"
 #include "train/model_io.h"
 #include "train/vnm_export.h"
+#include "train/vnm_linear.h"
 #include "train/vnm_permute.h"
 
 // ---- export ----
@@ -105,7 +106,7 @@ static const VnmDense *find_dense(const VnmExport *e, const char *name) {
     return NULL;
 }
 
-int model_load_export(Deit *m, const char *path, Err *err) {
+int model_load_export(Deit *m, const char *path, bool sparse, Err *err) {
     VnmExport e;
     if (vnm_export_read(path, &e, err)) return -1;
     int rc = 0;
@@ -116,6 +117,11 @@ int model_load_export(Deit *m, const char *path, Err *err) {
             if (!strcmp(m->linears[i]->name, e.layer_names[k])) l = m->linears[i];
         if (!l) rc = err_set(err, "%s: V:N:M layer '%s' is not a linear layer of this model", path, e.layer_names[k]);
         else rc = load_sparse_weight(l, &e.layers[k], path, err);
+        if (rc == 0 && sparse) {  // keep the compressed matrix: forward runs the SpMM
+            linear_free_sparse(l);
+            l->vnm = xcalloc(1, sizeof *l->vnm);
+            rc = vnm_layer_init(l->vnm, &e.layers[k], l->w->device, l->name, err);
+        }
         for (int p = 0; p < m->params.n && l; p++) is_sparse[p] |= m->params.items[p].value == l->w;
     }
     for (int p = 0; p < m->params.n && rc == 0; p++) {
@@ -225,7 +231,7 @@ static int run_variant(const Config *job, Variant *v, Err *err) {
         v->flip_rate = tr.sched.last_flip_rate;
         v->permute_gain = tr.sched.n_layers ? tr.sched.permute_gain / tr.sched.n_layers : 0;
         // the exported file, loaded into a fresh copy of the model, must score the same
-        rc = model_load_export(&tr.model, c.export.path, err);
+        rc = model_load_export(&tr.model, c.export.path, true, err);  // through the V:N:M SpMM
         if (rc == 0) v->export_accuracy = trainer_evaluate(&tr, NULL);
     }
     trainer_free(&tr);
