@@ -1,0 +1,421 @@
+// V:N:M SpMM on Hopper: wgmma.mma_async.sp (sm_90a). See vnm_spmm.h for the choice of kernel and
+// vnm_spmm.cu for the device layout of the A fragments and metadata.
+//
+// CTA = 2 warpgroups (256 threads) = 256 rows × 128 tokens; warpgroup w owns rows 128w..128w+127
+// as two m64 row groups, each with 64 fp32 accumulators per thread (m64n128). The reduction runs
+// in stages of 64 logical k (16 column blocks, 2 wgmma k-steps). Per stage B, the gathered x
+// (128 tokens × 64 logical k, bf16, K-major, 128-byte swizzle: 16 KB), is built in shared memory
+// once per gather group (1, 2 or 4 tiles: rows sharing kept columns share a tile):
+//   TMA filler    : B = x itself (plain 2:4), bulk tensor copies, 4-stage mbarrier ring;
+//   window filler : all threads load 16-byte windows of x one stage ahead into registers and
+//                   write the selected channels (4 byte permutes per block) while the tensor
+//                   cores work on the current stage (2 buffers);
+//   generic filler: per-element loads (permuted inputs, M > 8).
+// A (compressed weights) and metadata go from global memory straight into registers (one
+// 16-byte load per thread per m64 row group and k-step), prefetched one stage ahead.
+// Epilogue: accumulators -> shared memory (fp32) -> bias/GELU/residual -> 16-byte stores
+// (scalar stores through row_perm when the matrix has one).
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/vnm_spmm.h"
+#include "kernels/vnm_spmm_common.cuh"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define VNM_SM90A 1
+#endif
+
+namespace vnm90 {
+
+constexpr int BM = 256, BN = 128;
+constexpr int TILE_BYTES = BN * 128;     // one B tile: 128 tokens × 64 bf16
+constexpr int EPI_PITCH = BM + 4;        // floats per token row of the epilogue staging
+constexpr int EPI_BYTES = BN * EPI_PITCH * 4;
+
+template <int FILL>
+struct Cfg {
+    static constexpr int NST = FILL == VNM_FILL_TMA ? 4 : 2;     // B buffers
+    static constexpr int MAXT = FILL == VNM_FILL_TMA ? 1 : 4;    // B tiles per buffer
+    static constexpr int PIPE_BYTES = NST * MAXT * TILE_BYTES;
+    static constexpr int SMEM = (PIPE_BYTES + 128 > EPI_BYTES ? PIPE_BYTES + 128 : EPI_BYTES) + 1024;
+};
+
+// wgmma.mma_async.sp m64n128k32 bf16 -> f32, A from registers, D += A·B (generated: 64 accumulators).
+template <int SEL>
+__device__ __forceinline__ void wgmma_sp_m64n128k32(float (&d)[64], uint4 a, uint64_t desc_b, uint32_t meta) {
+#ifdef VNM_SM90A
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %71, 0;\n"
+        "wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "{%64, %65, %66, %67}, %68, %69, %70, p, 1, 1, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(desc_b), "r"(meta), "n"(SEL), "r"(1));
+#endif
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+#ifdef VNM_SM90A
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#ifdef VNM_SM90A
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_wait_all() {
+#ifdef VNM_SM90A
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void fence_operand(float &r) { asm volatile("" : "+f"(r)::"memory"); }
+__device__ __forceinline__ void fence_proxy_async() {
+#ifdef VNM_SM90A
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+// K-major B tile, 128-byte swizzle: 8-row core groups 1024 bytes apart (SBO), LBO unused (1).
+__device__ __forceinline__ uint64_t b_desc(uint32_t smem_addr) {
+    return (uint64_t)((smem_addr & 0x3FFFF) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
+}
+
+// Byte offset of (token t, logical k = 4j .. 4j+3) in a swizzled B tile.
+__device__ __forceinline__ uint32_t swz(int t, int j) {
+    return (uint32_t)(t * 128 + ((((j >> 1) ^ (t & 7)) << 4) | ((j & 1) << 3)));
+}
+
+__device__ __forceinline__ void st_shared_v2(uint32_t addr, uint2 v) {
+    asm volatile("st.shared.v2.u32 [%0], {%1, %2};" ::"r"(addr), "r"(v.x), "r"(v.y) : "memory");
+}
+
+__device__ __forceinline__ uint4 ldg_nc_v4(const void *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+__device__ __forceinline__ uint32_t ldg_nc_u32(const void *p) {
+    uint32_t v;
+    asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(v) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+#ifdef VNM_SM90A
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t phase) {
+#ifdef VNM_SM90A
+    asm volatile(
+        "{\n.reg .pred P;\nWAIT_%=:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 P, [%0], %1;\n"
+        "@!P bra WAIT_%=;\n}\n" ::"r"(bar),
+        "r"(phase)
+        : "memory");
+#endif
+}
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map, uint32_t bar, int c0, int c1,
+                                            uint32_t bytes) {
+#ifdef VNM_SM90A
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
+            dst),
+        "l"(map), "r"(c0), "r"(c1), "r"(bar)
+        : "memory");
+#endif
+}
+
+template <int FILL>
+__global__ void __launch_bounds__(256, 1)
+    vnm_wgmma_sp_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e, const __grid_constant__ CUtensorMap tmap) {
+#ifdef VNM_SM90A
+    using CF = Cfg<FILL>;
+    extern __shared__ uint8_t smem_raw[];
+    uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    const uint32_t smem_base = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t bar_base = smem_base + CF::PIPE_BYTES;  // NST mbarriers (TMA filler)
+
+    const int tid = threadIdx.x, wg = tid >> 7, wl = (tid >> 5) & 3, lane = tid & 31;
+    const int64_t row0 = (int64_t)blockIdx.x * BM, t0 = (int64_t)blockIdx.y * BN;
+    const int nstages = (int)(d.KT / 2);
+    const int ntiles = FILL == VNM_FILL_TMA ? 1 : d.group_rows % 256 == 0 ? 1 : d.group_rows % 128 == 0 ? 2 : 4;
+    const int64_t KB = d.KT * 8;
+
+    // ---- B fillers ----
+    const int j = tid & 15, tq = tid >> 4;  // gather: block j of the stage, tokens tq + 16*i
+    uint4 win[8];
+    uint2 selv[4];
+    auto group_of = [&](int k) { return (row0 + (int64_t)k * (BM / ntiles)) / d.group_rows; };
+    auto load_window = [&](int s) {
+        const int64_t cb = (int64_t)s * 16 + j;
+        const int64_t e0 = (d.M * cb) & ~1LL;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int64_t t = t0 + tq + 16 * i;
+            uint4 w = make_uint4(0, 0, 0, 0);
+            if (t < e.n && cb < d.C) {
+                const uint16_t *p = x + t * d.in + e0;
+                if (d.M == 8) {
+                    w = ldg_nc_v4(p);
+                } else {
+                    w.x = ldg_nc_u32(p);
+                    if (e0 + 2 < d.in) w.y = ldg_nc_u32(p + 2);
+                    if (e0 + 4 < d.in) w.z = ldg_nc_u32(p + 4);
+                    if (e0 + 6 < d.in) w.w = ldg_nc_u32(p + 6);
+                }
+            }
+            win[i] = w;
+        }
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            if (k < ntiles) selv[k] = *(const uint2 *)(d.sel + (group_of(k) * KB + cb) * 2);
+    };
+    auto store_window = [&](int buf) {
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            if (k >= ntiles) break;
+            const uint32_t tile = smem_base + (uint32_t)((buf * CF::MAXT + k) * TILE_BYTES);
+#pragma unroll
+            for (int i = 0; i < 8; i++) st_shared_v2(tile + swz(tq + 16 * i, j), vnm_select_window(win[i], selv[k]));
+        }
+    };
+    auto fill_generic = [&](int s, int buf) {
+        const int64_t cb = (int64_t)s * 16 + j;
+        for (int k = 0; k < ntiles; k++) {
+            const uint32_t tile = smem_base + (uint32_t)((buf * CF::MAXT + k) * TILE_BYTES);
+            const int64_t g = group_of(k);
+#pragma unroll 4
+            for (int i = 0; i < 8; i++) {
+                const int64_t t = t0 + tq + 16 * i;
+                uint2 v = (t < e.n && cb < d.C) ? vnm_gather_generic(d, x + t * d.in, g, cb) : make_uint2(0, 0);
+                st_shared_v2(tile + swz(tq + 16 * i, j), v);
+            }
+        }
+    };
+    auto issue_tma = [&](int s) {
+        const int buf = s % CF::NST;
+        tma_load_2d(smem_base + buf * TILE_BYTES, &tmap, bar_base + 8 * buf, 64 * s, (int)t0, TILE_BYTES);
+    };
+
+    // ---- A fragments: row groups 2wg, 2wg+1; k-steps 2s, 2s+1 ----
+    uint4 A[2][2], An[2][2];
+    uint32_t Mt[2][2], Mn[2][2];
+    auto load_a = [&](int s, uint4 (&a)[2][2], uint32_t (&m)[2][2]) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int64_t q = row0 / 16 + 4 * (2 * wg + r) + wl;
+#pragma unroll
+            for (int kk = 0; kk < 2; kk++) {
+                const int64_t idx = (q * d.KT + 2 * s + kk) * 32 + lane;
+                a[r][kk] = __ldg(d.vals + idx);
+                m[r][kk] = __ldg(d.meta + idx);
+            }
+        }
+    };
+
+    float acc[2][64];
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+#pragma unroll
+        for (int i = 0; i < 64; i++) acc[r][i] = 0.0f;
+
+    // ---- prologue ----
+    if (FILL == VNM_FILL_TMA) {
+        if (tid == 0) {
+            for (int b = 0; b < CF::NST; b++) mbar_init(bar_base + 8 * b, 1);
+            asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        }
+        __syncthreads();
+        if (tid == 0)
+            for (int s = 0; s < CF::NST - 1 && s < nstages; s++) issue_tma(s);
+    } else if (FILL == VNM_FILL_WINDOW) {
+        load_window(0);
+        store_window(0);
+        if (nstages > 1) load_window(1);
+    } else {
+        fill_generic(0, 0);
+    }
+    load_a(0, A, Mt);
+    fence_proxy_async();
+    __syncthreads();
+
+    // ---- main loop ----
+    for (int s = 0; s < nstages; s++) {
+        const int buf = s % CF::NST;
+        if (FILL == VNM_FILL_TMA) mbar_wait(bar_base + 8 * buf, (uint32_t)((s / CF::NST) & 1));
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 2; kk++)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int tile = (2 * wg + r) * ntiles / 4;
+                const uint32_t addr = smem_base + (uint32_t)((buf * CF::MAXT + tile) * TILE_BYTES + kk * 64);
+                wgmma_sp_m64n128k32<0>(acc[r], A[r][kk], b_desc(addr), Mt[r][kk]);
+            }
+        wgmma_commit();
+        if (FILL == VNM_FILL_TMA) {
+            if (tid == 0 && s + CF::NST - 1 < nstages) issue_tma(s + CF::NST - 1);
+        } else if (FILL == VNM_FILL_WINDOW) {
+            if (s + 1 < nstages) store_window((s + 1) % 2);
+            if (s + 2 < nstages) load_window(s + 2);
+        } else {
+            if (s + 1 < nstages) fill_generic(s + 1, (s + 1) % 2);
+        }
+        if (s + 1 < nstages) load_a(s + 1, An, Mn);
+        wgmma_wait_all();
+        if (FILL != VNM_FILL_TMA) fence_proxy_async();
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int kk = 0; kk < 2; kk++) A[r][kk] = An[r][kk], Mt[r][kk] = Mn[r][kk];
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+#pragma unroll
+        for (int i = 0; i < 64; i++) fence_operand(acc[r][i]);
+
+    // ---- epilogue ----
+    const int g = lane >> 2, tig = lane & 3;
+    if (e.perm) {
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int i = 0; i < 64; i++) {
+                const int64_t row = row0 + 64 * (2 * wg + r) + 16 * wl + g + ((i & 2) ? 8 : 0);
+                const int64_t t = t0 + 8 * (i >> 2) + 2 * tig + (i & 1);
+                vnm_epi_store(e, acc[r][i], row, t);
+            }
+        return;
+    }
+    float *stg = (float *)smem;
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+#pragma unroll
+        for (int i = 0; i < 64; i++) {
+            const int row = 64 * (2 * wg + r) + 16 * wl + g + ((i & 2) ? 8 : 0);
+            const int t = 8 * (i >> 2) + 2 * tig + (i & 1);
+            stg[t * EPI_PITCH + row] = acc[r][i];
+        }
+    __syncthreads();
+    for (int c = tid; c < BN * (BM / 8); c += 256) {
+        const int tl = c / (BM / 8), rc = c % (BM / 8);
+        const int64_t t = t0 + tl, row = row0 + 8 * rc;
+        if (t >= e.n || row >= e.out) continue;
+        const float4 *src = (const float4 *)(stg + tl * EPI_PITCH + 8 * rc);
+        float4 a0 = src[0], a1 = src[1];
+        float v[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+        if (e.bias) {
+            uint4 b = *(const uint4 *)(e.bias + row);
+            const __nv_bfloat16 *bb = (const __nv_bfloat16 *)&b;
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[k] += __bfloat162float(bb[k]);
+        }
+        if (e.act == VNM_ACT_GELU)
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[k] = vnm_gelu(v[k]);
+        if (e.residual) {
+            uint4 rs = *(const uint4 *)(e.residual + t * e.out + row);
+            const __nv_bfloat16 *rr = (const __nv_bfloat16 *)&rs;
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[k] += __bfloat162float(rr[k]);
+        }
+        uint4 o;
+        __nv_bfloat16 *ob = (__nv_bfloat16 *)&o;
+#pragma unroll
+        for (int k = 0; k < 8; k++) ob[k] = __float2bfloat16(v[k]);
+        *(uint4 *)(e.y + t * e.out + row) = o;
+    }
+#endif
+}
+
+// ---- host side ----
+typedef CUresult (*EncodeTiledFn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                                  const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
+                                  CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+struct TmapCache {
+    const void *x;
+    int64_t n;
+    CUtensorMap map;
+};
+
+int encode_x_map(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, CUtensorMap *map) {
+    static EncodeTiledFn encode = NULL;
+    if (!encode) {
+        cudaDriverEntryPointQueryResult q;
+        void *fn = NULL;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+            q != cudaDriverEntryPointSuccess)
+            return -1;
+        encode = (EncodeTiledFn)fn;
+    }
+    cuuint64_t dims[2] = {(cuuint64_t)d->in, (cuuint64_t)n};
+    cuuint64_t strides[1] = {(cuuint64_t)d->in * 2};
+    cuuint32_t box[2] = {64, BN}, estr[2] = {1, 1};
+    CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)x, dims, strides, box, estr,
+                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    return r == CUDA_SUCCESS ? 0 : -1;
+}
+
+template <int FILL>
+int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const VnmEpi &e, const CUtensorMap &map,
+           cudaStream_t stream) {
+    static bool attr_set = false;
+    if (!attr_set) {
+        if (cudaFuncSetAttribute(vnm_wgmma_sp_kernel<FILL>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg<FILL>::SMEM) !=
+            cudaSuccess)
+            return -1;
+        attr_set = true;
+    }
+    dim3 grid((unsigned)(d->out_pad / BM), (unsigned)((e.n + BN - 1) / BN));
+    vnm_wgmma_sp_kernel<FILL><<<grid, 256, Cfg<FILL>::SMEM, stream>>>(dev, x, e, map);
+    return 0;
+}
+
+}  // namespace vnm90
+using namespace vnm90;
+
+int vnm_wgmma_sp_available(void) {
+    static int avail = -1;
+    if (avail < 0) {
+        cudaFuncAttributes a;
+        avail = cudaFuncGetAttributes(&a, vnm_wgmma_sp_kernel<VNM_FILL_WINDOW>) == cudaSuccess && a.binaryVersion >= 90;
+        cudaGetLastError();
+    }
+    return avail;
+}
+
+int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const VnmEpi &e,
+                        cudaStream_t stream) {
+    CUtensorMap map;
+    memset(&map, 0, sizeof map);
+    if (d->fill == VNM_FILL_TMA) {
+        VnmDeviceMatrix *dm = (VnmDeviceMatrix *)d;  // the cache is logically const
+        TmapCache *c = (TmapCache *)dm->tmap_cache;
+        if (!c) dm->tmap_cache = c = (TmapCache *)calloc(1, sizeof(TmapCache));
+        if (c->x != x || c->n != e.n) {
+            if (encode_x_map(d, x, e.n, &c->map)) return -1;
+            c->x = x, c->n = e.n;
+        }
+        map = c->map;
+        return launch<VNM_FILL_TMA>(d, dev, x, e, map, stream);
+    }
+    if (d->fill == VNM_FILL_WINDOW) return launch<VNM_FILL_WINDOW>(d, dev, x, e, map, stream);
+    return launch<VNM_FILL_GENERIC>(d, dev, x, e, map, stream);
+}
