@@ -35,6 +35,7 @@ namespace {
 struct Opts {
     int reps = 20, flush = 1, quick = 0, check = 1;
     const char *table = "spmm_table.txt";
+    const char *ncu = NULL;  // --ncu PATTERN: only 3 launches of ours at 4096x4096, n = 2048 (for profilers)
 };
 
 struct Shape {
@@ -404,8 +405,9 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--no-table")) o.table = NULL;
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) o.reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--table") && i + 1 < argc) o.table = argv[++i];
+        else if (!strcmp(argv[i], "--ncu") && i + 1 < argc) o.ncu = argv[++i];
         else {
-            fprintf(stderr, "usage: bench spmm [--quick] [--reps N] [--no-flush] [--no-check] [--table FILE | --no-table]\n");
+            fprintf(stderr, "usage: bench spmm [--quick] [--reps N] [--no-flush] [--no-check] [--table FILE | --no-table] [--ncu PATTERN]\n");
             return 2;
         }
     }
@@ -429,6 +431,18 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
     printf("# bench spmm: %s\n# median of %d runs after 3 warm-ups, L2 %s before each run; ratios = dense time / time\n",
            device, o.reps, o.flush ? "flushed (128 MB write)" : "warm");
     Buffers b;
+    if (o.ncu) {
+        VnmPattern p;
+        Err err;
+        if (vnm_pattern_parse(o.ncu, &p, &err)) fatal("bench_spmm: %s", err.msg);
+        buffers_init(&b, 2048, 4096 + 32, 4096);
+        Ours s;
+        ours_make(&s, p, 4096, 4096, 5);
+        for (int i = 0; i < 3; i++) vnm_spmm_cuda(&s.d, b.x, 2048, NULL, NULL, VNM_ACT_NONE, b.y, 0, &err);
+        CK(cudaDeviceSynchronize());
+        printf("ncu run: %s %s\n", o.ncu, vnm_spmm_kernel_name(&s.d, 2048, VNM_KERNEL_AUTO));
+        return 0;
+    }
     buffers_init(&b, 12608, 11008 + 32, 11008);
     main_table(o, b);
     if (o.table) vm_table(o, b, o.table, device);

@@ -81,6 +81,9 @@ __device__ __forceinline__ void wgmma_wait_all() {
 #endif
 }
 __device__ __forceinline__ void fence_operand(float &r) { asm volatile("" : "+f"(r)::"memory"); }
+__device__ __forceinline__ void keep_operand(uint4 &a, uint32_t &m) {
+    asm volatile("" : "+r"(a.x), "+r"(a.y), "+r"(a.z), "+r"(a.w), "+r"(m)::"memory");
+}
 __device__ __forceinline__ void fence_proxy_async() {
 #ifdef VNM_SM90A
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -277,6 +280,12 @@ __global__ void __launch_bounds__(256, 1)
         }
         if (s + 1 < nstages) load_a(s + 1, An, Mn);
         wgmma_wait_all();
+        // The tensor cores read A and the metadata from registers until the wait: keep them live
+        // (unmodified) up to here so that nothing else is allocated into them meanwhile.
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int kk = 0; kk < 2; kk++) keep_operand(A[r][kk], Mt[r][kk]);
         if (FILL != VNM_FILL_TMA) fence_proxy_async();
         __syncthreads();
 #pragma unroll

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Device-side build + checks + benchmark for the V:N:M SpMM kernels (one `run` call).
-#   bash experiments/kernels/device_run.sh [probe] [test] [sass] [bench ARGS...]
+#   bash experiments/kernels/device_run.sh [probe] [test] [sass] [ncu] [bench ARGS...]
+# Everything after `bench` goes to the benchmark.
 # Run from the worktree copy root; DEPS = folder of .deb files (Criterion etc.); logs go to $OUT.
 set -uo pipefail
 DEPS=${DEPS:-../../.deps}
@@ -33,19 +34,32 @@ else
 fi
 ls -la $B/bench_spmm $TEST 2>&1 | tee -a "$OUT/build.log"
 
-for step in "$@"; do
+BENCH_ARGS=()
+STEPS=()
+while (($#)); do
+  if [[ $1 == bench ]]; then shift; BENCH_ARGS=("$@"); STEPS+=(bench); break; fi
+  STEPS+=("$1"); shift
+done
+for step in "${STEPS[@]}"; do
   case "$step" in
     probe)
       nvcc -gencode=arch=compute_90a,code=sm_90a -o $B/probe_sp experiments/kernels/probe_sp.cu && $B/probe_sp 2>&1 | tee "$OUT/probe.txt" ;;
     test)
-      timeout 300 $TEST --jobs 1 --verbose 2>&1 | tee "$OUT/test.txt" | grep -E "bad [1-9]|FAIL|Synthesis|Tested|error|\[----\]" | head -60 ;;
+      timeout 300 $TEST --jobs 1 --verbose 2>&1 > "$OUT/test.txt"
+      grep -E "bad [1-9]" "$OUT/test.txt" | head -20; grep -E "^(wgmma|mma)" "$OUT/test.txt" | awk '{print $1}' | sort | uniq -c
+      grep -E "Synthesis|FAIL" "$OUT/test.txt" ;;
     sass)
-      cuobjdump -sass $LIB 2>/dev/null | grep -oE "HGMMA[.A-Z0-9x]*[^;]*" | sed 's/ R[0-9]*.*//' | sort | uniq -c | tee "$OUT/sass.txt" | head
-      cuobjdump -res-usage $LIB 2>/dev/null | grep -A1 -E "vnm_(wgmma|mma)" | tee -a "$OUT/sass.txt" | head -20 ;;
+      cuobjdump -sass $LIB 2>/dev/null | grep -oE "HGMMA[.A-Z0-9x]*" | sort | uniq -c | tee "$OUT/sass.txt"
+      cuobjdump -res-usage $LIB 2>/dev/null | grep -A1 -E "vnm_(wgmma|mma)" | grep -oE "(Function.*|REG:[0-9]+|LOCAL:[0-9]+)" | tee -a "$OUT/sass.txt" ;;
+    ncu)
+      for pat in 2:4 64:2:8; do
+        (cd $B && timeout 200 ncu --kernel-name regex:vnm_wgmma --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+           --section MemoryWorkloadAnalysis --section WarpStateStats --section ComputeWorkloadAnalysis --section Occupancy \
+           ./bench_spmm --ncu $pat 2>&1) > "$OUT/ncu_${pat//:/_}.txt"
+        grep -E "ncu run|Duration|Throughput|Pipe|Issue Slots|Bank|Stall|Warp Cycles|Registers" "$OUT/ncu_${pat//:/_}.txt" | head -40
+      done ;;
+    bench)
+      (cd $B && timeout 420 ./bench_spmm "${BENCH_ARGS[@]}" 2>&1) | tee "$OUT/bench.txt"
+      cp $B/spmm_table.txt "$OUT/" 2>/dev/null || true ;;
   esac
 done
-if [[ " $* " == *" bench "* ]]; then
-  args="${*#*bench}"
-  (cd $B && timeout 420 ./bench_spmm $args 2>&1) | tee "$OUT/bench.txt"
-  cp $B/spmm_table.txt "$OUT/" 2>/dev/null || true
-fi
