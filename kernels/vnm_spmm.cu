@@ -33,8 +33,7 @@ int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint1
 // mma.sp.sync kernel: CTA = 4 warps = 64 rows × BN tokens; warp w owns rows 16w..16w+15.
 // Per k-step the CTA gathers B = the kept x channels of 8 column blocks into shared memory
 // (one tile per gather group; 4 per-warp tiles when groups are smaller than 64 rows), then each
-// warp issues BN/8 mma.sp m16n8k32. gridDim.z splits the k-steps (decode); partial sums then go
-// to the fp32 workspace with atomics and vnm_finalize applies the epilogue.
+// warp issues BN/8 mma.sp m16n8k32.
 // ---------------------------------------------------------------------------------------------
 #define B_PITCH 40  // halfwords per token row of a B tile: 32 + 8 padding (conflict-free ldmatrix)
 
@@ -56,15 +55,12 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t *r, const void *p) {
 }
 
 template <int BN>
-__global__ void __launch_bounds__(128) vnm_mma_sp_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e,
-                                                          int ks_per_split) {
+__global__ void __launch_bounds__(128) vnm_mma_sp_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e) {
     constexpr int UNITS = BN / 16;  // gather units (token, block) per thread per tile
     __shared__ __align__(16) uint16_t Bs[2][4][BN][B_PITCH];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int64_t row0 = (int64_t)blockIdx.x * 64, t0 = (int64_t)blockIdx.y * BN;
-    const int64_t ks0 = (int64_t)blockIdx.z * ks_per_split;
-    const int64_t ks1 = min(d.KT, ks0 + ks_per_split);
-    if (ks0 >= ks1) return;
+    const int64_t ks0 = 0, ks1 = d.KT;
     const int ntiles = (d.group_rows % 64 == 0) ? 1 : 4;
     const int j = tid & 7, tq = tid >> 3;  // gather: block j of the k-step, tokens tq + 16*i
 
@@ -131,24 +127,85 @@ __global__ void __launch_bounds__(128) vnm_mma_sp_kernel(VnmDev d, const uint16_
 #pragma unroll
         for (int c = 0; c < 4; c++) {
             int64_t rr = r + (c >= 2 ? 8 : 0), t = t0 + nt * 8 + 2 * tig + (c & 1);
-            if (e.ws) {
-                if (rr < e.out && t < e.n) atomicAdd(e.ws + t * e.out_pad + rr, acc[nt][c]);
-            } else {
-                vnm_epi_store(e, acc[nt][c], rr, t);
-            }
+            vnm_epi_store(e, acc[nt][c], rr, t);
         }
 }
 
-// Epilogue of the split-K path; leaves the workspace zero for the next call.
-__global__ void vnm_finalize_kernel(VnmEpi e) {
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= e.n * e.out) return;
-    int64_t t = i / e.out, r = i % e.out;
-    float v = e.ws[t * e.out_pad + r];
-    e.ws[t * e.out_pad + r] = 0.0f;
-    VnmEpi e2 = e;
-    e2.ws = NULL;
-    vnm_epi_store(e2, v, r, t);
+// ---------------------------------------------------------------------------------------------
+// Decode kernel (n <= 16): memory-bound, so each CTA (4 warps, 64 rows) takes a slice of at most
+// DECODE_KC k-steps (split-K), issues the loads of all its A fragments at once, gathers the B
+// tiles of all its k-steps into shared memory in one pass (independent loads, no per-step
+// latency chain), then runs the mma.sp. Partial sums go to the fp32 workspace with atomics; the
+// last CTA of each row tile (a counter per tile) applies the epilogue and clears the workspace.
+// ---------------------------------------------------------------------------------------------
+#define DECODE_KC 16
+
+__global__ void __launch_bounds__(128) vnm_decode_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e,
+                                                         int *counters) {
+    extern __shared__ __align__(16) uint16_t dsm[];  // [ntiles][kc][16 tokens][B_PITCH]
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int64_t row0 = (int64_t)blockIdx.x * 64;
+    const int64_t ks0 = (int64_t)blockIdx.y * DECODE_KC, ks1 = min(d.KT, ks0 + DECODE_KC);
+    const int kc = (int)(ks1 - ks0);
+    const int ntiles = (d.group_rows % 64 == 0) ? 1 : 4;
+    const int64_t q = row0 / 16 + warp;
+
+    uint4 a[DECODE_KC];
+    uint32_t m[DECODE_KC];
+#pragma unroll
+    for (int k = 0; k < DECODE_KC; k++)
+        if (k < kc) {
+            a[k] = __ldg(d.vals + (q * d.KT + ks0 + k) * 32 + lane);
+            m[k] = __ldg(d.meta + (q * d.KT + ks0 + k) * 32 + lane);
+        }
+    // Gather: unit = (tile, k-step, token, block j); 16 tokens x 8 blocks = 128 units per (tile, step).
+    const int units = ntiles * kc * 128;
+#pragma unroll 4
+    for (int u = tid; u < units; u += 128) {
+        const int j = u & 7, t = (u >> 3) & 15, kk = (u >> 7) % kc, tile = (u >> 7) / kc;
+        const int64_t cb = (ks0 + kk) * 8 + j, g = (row0 + (ntiles == 1 ? 0 : 16 * tile)) / d.group_rows;
+        uint2 v = (t < e.n && cb < d.C) ? vnm_gather_generic(d, x + t * d.in, g, cb) : make_uint2(0, 0);
+        *(uint2 *)&dsm[(((tile * kc + kk) * 16) + t) * B_PITCH + 4 * j] = v;
+    }
+    __syncthreads();
+
+    float acc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+    const int tile = ntiles == 1 ? 0 : warp;
+#pragma unroll
+    for (int k = 0; k < DECODE_KC; k++)
+        if (k < kc) {
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++) {
+                uint32_t b[4];
+                ldmatrix_x4(b, &dsm[(((tile * kc + k) * 16) + nt * 8 + (lane & 7)) * B_PITCH + (lane >> 3) * 8]);
+                mma_sp_16832(acc[nt], a[k], b, m[k]);
+            }
+        }
+    const int g = lane >> 2, tig = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const int64_t r = row0 + 16 * warp + g + (c >= 2 ? 8 : 0), t = nt * 8 + 2 * tig + (c & 1);
+            if (r < e.out && t < e.n) atomicAdd(e.ws + t * e.out_pad + r, acc[nt][c]);
+        }
+    // Last CTA of this row tile: epilogue.
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) last = atomicAdd(counters + blockIdx.x, 1) == (int)gridDim.y - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int i = tid; i < e.n * 64; i += 128) {
+        const int64_t t = i / 64, r = row0 + i % 64;
+        if (r >= e.out) continue;
+        float *w = e.ws + t * e.out_pad + r;
+        const float v = __ldcg(w);
+        *w = 0.0f;
+        vnm_epi_store(e, v, r, t);
+    }
+    if (tid == 0) counters[blockIdx.x] = 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -268,8 +325,10 @@ extern "C" int vnm_upload(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
         vnm_device_free(d);
         return -1;
     }
-    CUDA_TRY(cudaMalloc((void **)&d->ws, (size_t)(DECODE_MAX_N * d->out_pad) * sizeof(float)), "workspace");
-    CUDA_TRY(cudaMemset(d->ws, 0, (size_t)(DECODE_MAX_N * d->out_pad) * sizeof(float)), "workspace");
+    // Decode workspace: 16 × out_pad fp32 partial sums, then one split counter per 64-row tile.
+    size_t ws_bytes = (size_t)(DECODE_MAX_N * d->out_pad) * sizeof(float) + (size_t)(d->out_pad / 64) * sizeof(int);
+    CUDA_TRY(cudaMalloc((void **)&d->ws, ws_bytes), "workspace");
+    CUDA_TRY(cudaMemset(d->ws, 0, ws_bytes), "workspace");
     return 0;
 }
 
@@ -308,21 +367,24 @@ extern "C" const char *vnm_spmm_kernel_name(const VnmDeviceMatrix *d, int64_t n,
 
 static int launch_mma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEpi e,
                          cudaStream_t stream) {
-    int64_t row_tiles = d->out_pad / 64;
+    const int64_t row_tiles = d->out_pad / 64;
     if (e.n <= DECODE_MAX_N) {
-        // Split the reduction so that about 2 CTAs per SM stream the weights.
-        int64_t splits = (2 * d->num_sms + row_tiles - 1) / row_tiles;
-        if (splits > d->KT) splits = d->KT;
-        if (splits < 1) splits = 1;
-        int ks_per = (int)((d->KT + splits - 1) / splits);
-        splits = (d->KT + ks_per - 1) / ks_per;
+        const int ntiles = (d->group_rows % 64 == 0) ? 1 : 4;
+        const int64_t splits = (d->KT + DECODE_KC - 1) / DECODE_KC;
+        const int kc = (int)(d->KT < DECODE_KC ? d->KT : DECODE_KC);
+        const size_t smem = (size_t)ntiles * kc * 16 * B_PITCH * sizeof(uint16_t);
+        static bool attr = false;
+        if (!attr) {
+            cudaFuncSetAttribute(vnm_decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 4 * DECODE_KC * 16 * B_PITCH * (int)sizeof(uint16_t));
+            attr = true;
+        }
         e.ws = d->ws;
-        vnm_mma_sp_kernel<16><<<dim3((unsigned)row_tiles, 1, (unsigned)splits), 128, 0, stream>>>(dev, x, e, ks_per);
-        int64_t total = e.n * e.out;
-        vnm_finalize_kernel<<<(unsigned)((total + 255) / 256), 256, 0, stream>>>(e);
+        int *counters = (int *)(d->ws + DECODE_MAX_N * d->out_pad);
+        vnm_decode_kernel<<<dim3((unsigned)row_tiles, (unsigned)splits), 128, smem, stream>>>(dev, x, e, counters);
     } else {
         dim3 grid((unsigned)row_tiles, (unsigned)((e.n + 63) / 64), 1);
-        vnm_mma_sp_kernel<64><<<grid, 128, 0, stream>>>(dev, x, e, (int)d->KT);
+        vnm_mma_sp_kernel<64><<<grid, 128, 0, stream>>>(dev, x, e);
     }
     return 0;
 }

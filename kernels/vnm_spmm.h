@@ -9,10 +9,13 @@
 //
 // Kernels (chosen per call, see vnm_spmm_kernel_name):
 //   - "mma_sp":   warp-level mma.sp.sync m16n8k32 (sm_80 and later), any V multiple of 16.
-//                 Also the decode path (n <= 16): split-K over the reduction with an fp32
-//                 workspace, then a finalize pass applies the epilogue.
-//   - "wgmma_sp": sm_90a wgmma.mma_async.sp m64n128k32, 256×128 output tiles. B (the gathered
-//                 x columns) is built in shared memory by one of three fillers:
+//   - "mma_sp/decode" (n <= 16, any arch): split-K over the reduction, all B tiles of a CTA
+//                 gathered up front; fp32 workspace + the last CTA of each row tile applies the
+//                 epilogue. The workspace belongs to the matrix: concurrent n <= 16 calls on the
+//                 same VnmDeviceMatrix from different streams are not allowed.
+//   - "wgmma_sp": sm_90a wgmma.mma_async.sp m64n128k32, 256×128 output tiles, warp-specialized
+//                 (1 producer + 2 consumer warpgroups, mbarrier ring). B (the gathered x columns)
+//                 is built in shared memory by one of three fillers:
 //                   tma     when the kept columns are the plain input order (M = 4, unpermuted):
 //                           x tiles arrive by TMA, no gather;
 //                   window  when every block's kept columns lie in its own 8-channel window
@@ -58,7 +61,7 @@ typedef struct VnmDeviceMatrix {
     uint16_t *cols;       // (groups, KT*8, 4) kept input channels per gather group (pad: 0)
     uint32_t *sel;        // (groups, KT*8, 2) byte-permute selectors for the window filler
     int32_t *row_perm;    // (out) or NULL
-    float *ws;            // decode workspace (16 × out_pad fp32), kept zero between calls
+    float *ws;            // decode workspace (16 × out_pad fp32, then out_pad/64 int counters), kept zero
     void *tmap_cache;     // host-side cache of the x tensor map (TMA filler)
 } VnmDeviceMatrix;
 

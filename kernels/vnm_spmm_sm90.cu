@@ -37,10 +37,14 @@ constexpr int EPI_BYTES = BN * EPI_PITCH * 4;
 
 template <int FILL>
 struct Cfg {
-    static constexpr int NST = FILL == VNM_FILL_TMA ? 4 : 2;     // B buffers
-    static constexpr int MAXT = FILL == VNM_FILL_TMA ? 1 : 4;    // B tiles per buffer
+    static constexpr int NST = FILL == VNM_FILL_TMA ? 6 : 3;     // B ring stages
+    static constexpr int MAXT = FILL == VNM_FILL_TMA ? 1 : 4;    // B tiles per stage
     static constexpr int PIPE_BYTES = NST * MAXT * TILE_BYTES;
-    static constexpr int SMEM = (PIPE_BYTES + 128 > EPI_BYTES ? PIPE_BYTES + 128 : EPI_BYTES) + 1024;
+    static constexpr int BAR_OFFSET = PIPE_BYTES > EPI_BYTES ? PIPE_BYTES : EPI_BYTES;  // barriers after both uses
+    static constexpr int SMEM = BAR_OFFSET + 16 * NST + 1024;
+    // Register split (128 producer + 256 consumer threads <= 65536 registers).
+    static constexpr int PRODUCER_REGS = FILL == VNM_FILL_TMA ? 40 : 128;
+    static constexpr int CONSUMER_REGS = FILL == VNM_FILL_TMA ? 232 : 192;
 };
 
 // wgmma.mma_async.sp m64n128k32 bf16 -> f32, A from registers, D += A·B (generated: 64 accumulators).
@@ -142,85 +146,152 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map
 #endif
 }
 
+__device__ __forceinline__ void wgmma_wait_1() {
+#ifdef VNM_SM90A
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+#ifdef VNM_SM90A
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+#ifdef VNM_SM90A
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+#ifdef VNM_SM90A
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+__device__ __forceinline__ void consumer_bar() { asm volatile("bar.sync 1, 256;" ::: "memory"); }
+
+// Warp-specialized kernel: warpgroup 0 fills B (one thread issuing TMA, or 128 threads gathering),
+// warpgroups 1 and 2 issue the wgmmas (rows 128(w-1) .. +127 of the 256-row tile). A ring of NST
+// shared-memory stages with full/empty mbarriers connects them; the consumers keep one wgmma
+// group in flight (wait_group 1) and load the A fragments of the next stage meanwhile.
 template <int FILL>
-__global__ void __launch_bounds__(256, 1)
+__global__ void __launch_bounds__(384, 1)
     vnm_wgmma_sp_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e, const __grid_constant__ CUtensorMap tmap) {
 #ifdef VNM_SM90A
     using CF = Cfg<FILL>;
     extern __shared__ uint8_t smem_raw[];
     uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     const uint32_t smem_base = (uint32_t)__cvta_generic_to_shared(smem);
-    const uint32_t bar_base = smem_base + CF::PIPE_BYTES;  // NST mbarriers (TMA filler)
+    const uint32_t full_bar = smem_base + CF::BAR_OFFSET, empty_bar = full_bar + 8 * CF::NST;
 
-    const int tid = threadIdx.x, wg = tid >> 7, wl = (tid >> 5) & 3, lane = tid & 31;
+    const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31;
     const int64_t row0 = (int64_t)blockIdx.x * BM, t0 = (int64_t)blockIdx.y * BN;
     const int nstages = (int)(d.KT / 2);
     const int ntiles = FILL == VNM_FILL_TMA ? 1 : d.group_rows % 256 == 0 ? 1 : d.group_rows % 128 == 0 ? 2 : 4;
-    const int64_t KB = d.KT * 8;
 
-    // ---- B fillers ----
-    const int j = tid & 15, tq = tid >> 4;  // gather: block j of the stage, tokens tq + 16*i
-    uint4 win[8];
-    uint2 selv[4];
-    auto group_of = [&](int k) { return (row0 + (int64_t)k * (BM / ntiles)) / d.group_rows; };
-    auto load_window = [&](int s) {
-        const int64_t cb = (int64_t)s * 16 + j;
-        const int64_t e0 = (d.M * cb) & ~1LL;
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const int64_t t = t0 + tq + 16 * i;
-            uint4 w = make_uint4(0, 0, 0, 0);
-            if (t < e.n && cb < d.C) {
-                const uint16_t *p = x + t * d.in + e0;
-                if (d.M == 8) {
-                    w = ldg_nc_v4(p);
-                } else {
-                    w.x = ldg_nc_u32(p);
-                    if (e0 + 2 < d.in) w.y = ldg_nc_u32(p + 2);
-                    if (e0 + 4 < d.in) w.z = ldg_nc_u32(p + 4);
-                    if (e0 + 6 < d.in) w.w = ldg_nc_u32(p + 6);
+    if (tid == 0) {
+        for (int b = 0; b < CF::NST; b++) {
+            mbar_init(full_bar + 8 * b, FILL == VNM_FILL_TMA ? 1 : 128);
+            mbar_init(empty_bar + 8 * b, 8);  // one arrival per consumer warp
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        // ================= producer =================
+        setmaxnreg_dec<CF::PRODUCER_REGS>();
+        if (FILL == VNM_FILL_TMA) {
+            if (tid == 0)
+                for (int s = 0; s < nstages; s++) {
+                    const int slot = s % CF::NST;
+                    if (s >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((s / CF::NST - 1) & 1));
+                    tma_load_2d(smem_base + slot * TILE_BYTES, &tmap, full_bar + 8 * slot, 64 * s, (int)t0, TILE_BYTES);
                 }
-            }
-            win[i] = w;
+            return;
         }
-#pragma unroll
-        for (int k = 0; k < 4; k++)
-            if (k < ntiles) selv[k] = *(const uint2 *)(d.sel + (group_of(k) * KB + cb) * 2);
-    };
-    auto store_window = [&](int buf) {
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            if (k >= ntiles) break;
-            const uint32_t tile = smem_base + (uint32_t)((buf * CF::MAXT + k) * TILE_BYTES);
-#pragma unroll
-            for (int i = 0; i < 8; i++) st_shared_v2(tile + swz(tq + 16 * i, j), vnm_select_window(win[i], selv[k]));
-        }
-    };
-    auto fill_generic = [&](int s, int buf) {
-        const int64_t cb = (int64_t)s * 16 + j;
-        for (int k = 0; k < ntiles; k++) {
-            const uint32_t tile = smem_base + (uint32_t)((buf * CF::MAXT + k) * TILE_BYTES);
-            const int64_t g = group_of(k);
+        const int64_t KB = d.KT * 8;
+        const int j = tid & 15, tq = tid >> 4;  // block j of the stage, tokens tq + 16*i
+        auto group_of = [&](int k) { return (row0 + (int64_t)k * (BM / ntiles)) / d.group_rows; };
+        auto tile_addr = [&](int slot, int k) { return smem_base + (uint32_t)((slot * CF::MAXT + k) * TILE_BYTES); };
+        if (FILL == VNM_FILL_GENERIC) {
+            for (int s = 0; s < nstages; s++) {
+                const int slot = s % CF::NST;
+                if (s >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((s / CF::NST - 1) & 1));
+                const int64_t cb = (int64_t)s * 16 + j;
+                for (int k = 0; k < ntiles; k++) {
+                    const int64_t g = group_of(k);
 #pragma unroll 4
-            for (int i = 0; i < 8; i++) {
-                const int64_t t = t0 + tq + 16 * i;
-                uint2 v = (t < e.n && cb < d.C) ? vnm_gather_generic(d, x + t * d.in, g, cb) : make_uint2(0, 0);
-                st_shared_v2(tile + swz(tq + 16 * i, j), v);
+                    for (int i = 0; i < 8; i++) {
+                        const int64_t t = t0 + tq + 16 * i;
+                        uint2 v = (t < e.n && cb < d.C) ? vnm_gather_generic(d, x + t * d.in, g, cb) : make_uint2(0, 0);
+                        st_shared_v2(tile_addr(slot, k) + swz(tq + 16 * i, j), v);
+                    }
+                }
+                fence_proxy_async();
+                mbar_arrive(full_bar + 8 * slot);
             }
+            return;
         }
-    };
-    auto issue_tma = [&](int s) {
-        const int buf = s % CF::NST;
-        tma_load_2d(smem_base + buf * TILE_BYTES, &tmap, bar_base + 8 * buf, 64 * s, (int)t0, TILE_BYTES);
-    };
+        // Window filler, loads one stage ahead of the stores (two register sets, unrolled by 2).
+        uint4 win[2][8];
+        uint2 selv[2][4];
+        auto load = [&](int s, uint4 (&w)[8], uint2 (&sv)[4]) {
+            const int64_t cb = (int64_t)s * 16 + j;
+            const int64_t e0 = (d.M * cb) & ~1LL;
+            const bool ok = cb < d.C;
+            const uint16_t *p = x + (t0 + tq) * d.in + e0;
+#pragma unroll
+            for (int i = 0; i < 8; i++, p += 16 * d.in) {
+                uint4 v = make_uint4(0, 0, 0, 0);
+                if (ok && t0 + tq + 16 * i < e.n) {
+                    if (d.M == 8) {
+                        v = ldg_nc_v4(p);
+                    } else {
+                        v.x = ldg_nc_u32(p);
+                        if (e0 + 2 < d.in) v.y = ldg_nc_u32(p + 2);
+                        if (e0 + 4 < d.in) v.z = ldg_nc_u32(p + 4);
+                        if (e0 + 6 < d.in) v.w = ldg_nc_u32(p + 6);
+                    }
+                }
+                w[i] = v;
+            }
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                if (k < ntiles) sv[k] = ok ? *(const uint2 *)(d.sel + (group_of(k) * KB + cb) * 2) : make_uint2(0, 0);
+        };
+        auto store = [&](int s, const uint4 (&w)[8], const uint2 (&sv)[4]) {
+            const int slot = s % CF::NST;
+            if (s >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((s / CF::NST - 1) & 1));
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                if (k >= ntiles) break;
+#pragma unroll
+                for (int i = 0; i < 8; i++) st_shared_v2(tile_addr(slot, k) + swz(tq + 16 * i, j), vnm_select_window(w[i], sv[k]));
+            }
+            fence_proxy_async();
+            mbar_arrive(full_bar + 8 * slot);
+        };
+        load(0, win[0], selv[0]);
+        for (int s = 0; s < nstages; s += 2) {
+            if (s + 1 < nstages) load(s + 1, win[1], selv[1]);
+            store(s, win[0], selv[0]);
+            if (s + 1 >= nstages) break;
+            if (s + 2 < nstages) load(s + 2, win[0], selv[0]);
+            store(s + 1, win[1], selv[1]);
+        }
+        return;
+    }
 
-    // ---- A fragments: row groups 2wg, 2wg+1; k-steps 2s, 2s+1 ----
-    uint4 A[2][2], An[2][2];
-    uint32_t Mt[2][2], Mn[2][2];
+    // ================= consumers =================
+    setmaxnreg_inc<CF::CONSUMER_REGS>();
+    const int cw = wg - 1, wl = (tid >> 5) & 3;
+    uint4 A[2][2][2];  // [register slot][row group][k-step]
+    uint32_t Mt[2][2][2];
     auto load_a = [&](int s, uint4 (&a)[2][2], uint32_t (&m)[2][2]) {
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            const int64_t q = row0 / 16 + 4 * (2 * wg + r) + wl;
+            const int64_t q = row0 / 16 + 4 * (2 * cw + r) + wl;
 #pragma unroll
             for (int kk = 0; kk < 2; kk++) {
                 const int64_t idx = (q * d.KT + 2 * s + kk) * 32 + lane;
@@ -229,99 +300,75 @@ __global__ void __launch_bounds__(256, 1)
             }
         }
     };
-
     float acc[2][64];
 #pragma unroll
     for (int r = 0; r < 2; r++)
 #pragma unroll
         for (int i = 0; i < 64; i++) acc[r][i] = 0.0f;
 
-    // ---- prologue ----
-    if (FILL == VNM_FILL_TMA) {
-        if (tid == 0) {
-            for (int b = 0; b < CF::NST; b++) mbar_init(bar_base + 8 * b, 1);
-            asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-        }
-        __syncthreads();
-        if (tid == 0)
-            for (int s = 0; s < CF::NST - 1 && s < nstages; s++) issue_tma(s);
-    } else if (FILL == VNM_FILL_WINDOW) {
-        load_window(0);
-        store_window(0);
-        if (nstages > 1) load_window(1);
-    } else {
-        fill_generic(0, 0);
-    }
-    load_a(0, A, Mt);
-    fence_proxy_async();
-    __syncthreads();
-
-    // ---- main loop ----
-    for (int s = 0; s < nstages; s++) {
-        const int buf = s % CF::NST;
-        if (FILL == VNM_FILL_TMA) mbar_wait(bar_base + 8 * buf, (uint32_t)((s / CF::NST) & 1));
+    auto mma_stage = [&](int s, const uint4 (&a)[2][2], const uint32_t (&m)[2][2]) {
+        const int slot = s % CF::NST;
+        mbar_wait(full_bar + 8 * slot, (uint32_t)((s / CF::NST) & 1));
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < 2; kk++)
 #pragma unroll
             for (int r = 0; r < 2; r++) {
-                const int tile = (2 * wg + r) * ntiles / 4;
-                const uint32_t addr = smem_base + (uint32_t)((buf * CF::MAXT + tile) * TILE_BYTES + kk * 64);
-                wgmma_sp_m64n128k32<0>(acc[r], A[r][kk], b_desc(addr), Mt[r][kk]);
+                const int tile = (2 * cw + r) * ntiles / 4;
+                const uint32_t addr = smem_base + (uint32_t)((slot * CF::MAXT + tile) * TILE_BYTES + kk * 64);
+                wgmma_sp_m64n128k32<0>(acc[r], a[r][kk], b_desc(addr), m[r][kk]);
             }
         wgmma_commit();
-        if (FILL == VNM_FILL_TMA) {
-            if (tid == 0 && s + CF::NST - 1 < nstages) issue_tma(s + CF::NST - 1);
-        } else if (FILL == VNM_FILL_WINDOW) {
-            if (s + 1 < nstages) store_window((s + 1) % 2);
-            if (s + 2 < nstages) load_window(s + 2);
-        } else {
-            if (s + 1 < nstages) fill_generic(s + 1, (s + 1) % 2);
-        }
-        if (s + 1 < nstages) load_a(s + 1, An, Mn);
-        wgmma_wait_all();
-        // The tensor cores read A and the metadata from registers until the wait: keep them live
-        // (unmodified) up to here so that nothing else is allocated into them meanwhile.
+    };
+    // After stage s is issued: wait for stage s-1, release its buffer, reuse its A registers.
+    auto retire_prev = [&](int s, uint4 (&a_prev)[2][2], uint32_t (&m_prev)[2][2]) {
+        wgmma_wait_1();
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
-            for (int kk = 0; kk < 2; kk++) keep_operand(A[r][kk], Mt[r][kk]);
-        if (FILL != VNM_FILL_TMA) fence_proxy_async();
-        __syncthreads();
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-#pragma unroll
-            for (int kk = 0; kk < 2; kk++) A[r][kk] = An[r][kk], Mt[r][kk] = Mn[r][kk];
+            for (int kk = 0; kk < 2; kk++) keep_operand(a_prev[r][kk], m_prev[r][kk]);
+        if (s >= 1 && lane == 0) mbar_arrive(empty_bar + 8 * ((s - 1) % CF::NST));
+        if (s + 1 < nstages) load_a(s + 1, a_prev, m_prev);
+    };
+    load_a(0, A[0], Mt[0]);
+    for (int s = 0; s < nstages; s += 2) {
+        mma_stage(s, A[0], Mt[0]);
+        retire_prev(s, A[1], Mt[1]);
+        if (s + 1 >= nstages) break;
+        mma_stage(s + 1, A[1], Mt[1]);
+        retire_prev(s + 1, A[0], Mt[0]);
     }
+    wgmma_wait_all();
 #pragma unroll
     for (int r = 0; r < 2; r++)
 #pragma unroll
         for (int i = 0; i < 64; i++) fence_operand(acc[r][i]);
 
-    // ---- epilogue ----
-    const int g = lane >> 2, tig = lane & 3;
+    // ---- epilogue (consumer threads only) ----
+    const int g = lane >> 2, tig = lane & 3, ct = tid - 128;
     if (e.perm) {
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
             for (int i = 0; i < 64; i++) {
-                const int64_t row = row0 + 64 * (2 * wg + r) + 16 * wl + g + ((i & 2) ? 8 : 0);
+                const int64_t row = row0 + 64 * (2 * cw + r) + 16 * wl + g + ((i & 2) ? 8 : 0);
                 const int64_t t = t0 + 8 * (i >> 2) + 2 * tig + (i & 1);
                 vnm_epi_store(e, acc[r][i], row, t);
             }
         return;
     }
+    consumer_bar();  // every consumer is done reading the B ring: reuse it for staging
     float *stg = (float *)smem;
 #pragma unroll
     for (int r = 0; r < 2; r++)
 #pragma unroll
         for (int i = 0; i < 64; i++) {
-            const int row = 64 * (2 * wg + r) + 16 * wl + g + ((i & 2) ? 8 : 0);
+            const int row = 64 * (2 * cw + r) + 16 * wl + g + ((i & 2) ? 8 : 0);
             const int t = 8 * (i >> 2) + 2 * tig + (i & 1);
             stg[t * EPI_PITCH + row] = acc[r][i];
         }
-    __syncthreads();
-    for (int c = tid; c < BN * (BM / 8); c += 256) {
+    consumer_bar();
+    for (int c = ct; c < BN * (BM / 8); c += 256) {
         const int tl = c / (BM / 8), rc = c % (BM / 8);
         const int64_t t = t0 + tl, row = row0 + 8 * rc;
         if (t >= e.n || row >= e.out) continue;
@@ -393,7 +440,7 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const
         attr_set = true;
     }
     dim3 grid((unsigned)(d->out_pad / BM), (unsigned)((e.n + BN - 1) / BN));
-    vnm_wgmma_sp_kernel<FILL><<<grid, 256, Cfg<FILL>::SMEM, stream>>>(dev, x, e, map);
+    vnm_wgmma_sp_kernel<FILL><<<grid, 384, Cfg<FILL>::SMEM, stream>>>(dev, x, e, map);
     return 0;
 }
 
