@@ -431,16 +431,21 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
     printf("# bench spmm: %s\n# median of %d runs after 3 warm-ups, L2 %s before each run; ratios = dense time / time\n",
            device, o.reps, o.flush ? "flushed (128 MB write)" : "warm");
     Buffers b;
-    if (o.ncu) {
+    if (o.ncu) {  // PATTERN[@N]
         VnmPattern p;
         Err err;
-        if (vnm_pattern_parse(o.ncu, &p, &err)) fatal("bench_spmm: %s", err.msg);
-        buffers_init(&b, 2048, 4096 + 32, 4096);
+        char pat[64];
+        snprintf(pat, sizeof pat, "%s", o.ncu);
+        char *at = strchr(pat, '@');
+        int64_t n = 2048;
+        if (at) *at = 0, n = atoll(at + 1);
+        if (vnm_pattern_parse(pat, &p, &err) || n < 1 || n > 8192) fatal("bench_spmm: --ncu %s", o.ncu);
+        buffers_init(&b, n, 4096 + 32, 4096);
         Ours s;
         ours_make(&s, p, 4096, 4096, 5);
-        for (int i = 0; i < 3; i++) vnm_spmm_cuda(&s.d, b.x, 2048, NULL, NULL, VNM_ACT_NONE, b.y, 0, &err);
+        for (int i = 0; i < 3; i++) vnm_spmm_cuda(&s.d, b.x, n, NULL, NULL, VNM_ACT_NONE, b.y, 0, &err);
         CK(cudaDeviceSynchronize());
-        printf("ncu run: %s %s\n", o.ncu, vnm_spmm_kernel_name(&s.d, 2048, VNM_KERNEL_AUTO));
+        printf("ncu run: %s n=%lld %s\n", pat, (long long)n, vnm_spmm_kernel_name(&s.d, n, VNM_KERNEL_AUTO));
         return 0;
     }
     buffers_init(&b, 12608, 11008 + 32, 11008);

@@ -158,14 +158,29 @@ __global__ void __launch_bounds__(128) vnm_decode_kernel(VnmDev d, const uint16_
             a[k] = __ldg(d.vals + (q * d.KT + ks0 + k) * 32 + lane);
             m[k] = __ldg(d.meta + (q * d.KT + ks0 + k) * 32 + lane);
         }
-    // Gather: unit = (tile, k-step, token, block j); 16 tokens x 8 blocks = 128 units per (tile, step).
-    const int units = ntiles * kc * 128;
-#pragma unroll 4
-    for (int u = tid; u < units; u += 128) {
-        const int j = u & 7, t = (u >> 3) & 15, kk = (u >> 7) % kc, tile = (u >> 7) / kc;
+    // Kept channels of this slice -> shared memory, then the gather with 16 units in flight per
+    // thread. unit = (tile, k-step, token, block j); 16 tokens × 8 blocks = 128 units per (tile, step).
+    __shared__ uint2 scols[4 * DECODE_KC * 8];
+    for (int i = tid; i < ntiles * kc * 8; i += 128) {
+        const int j = i & 7, kk = (i >> 3) % kc, tile = (i >> 3) / kc;
         const int64_t cb = (ks0 + kk) * 8 + j, g = (row0 + (ntiles == 1 ? 0 : 16 * tile)) / d.group_rows;
-        uint2 v = (t < e.n && cb < d.C) ? vnm_gather_generic(d, x + t * d.in, g, cb) : make_uint2(0, 0);
-        *(uint2 *)&dsm[(((tile * kc + kk) * 16) + t) * B_PITCH + 4 * j] = v;
+        scols[i] = __ldg((const uint2 *)(d.cols + (g * d.KT * 8 + cb) * 4));
+    }
+    __syncthreads();
+    const int units = ntiles * kc * 128;
+    for (int base = 0; base < units; base += 128 * 16) {
+        uint2 v[16];
+#pragma unroll
+        for (int k = 0; k < 16; k++) {
+            const int u = base + tid + 128 * k, j = u & 7, t = (u >> 3) & 15, tk = u >> 7;
+            const bool ok = u < units && t < e.n && (ks0 + tk % kc) * 8 + j < d.C;
+            v[k] = ok ? vnm_gather_cols(x + t * d.in, scols[tk * 8 + j]) : make_uint2(0, 0);
+        }
+#pragma unroll
+        for (int k = 0; k < 16; k++) {
+            const int u = base + tid + 128 * k;
+            if (u < units) *(uint2 *)&dsm[((u >> 7) * 16 + ((u >> 3) & 15)) * B_PITCH + 4 * (u & 7)] = v[k];
+        }
     }
     __syncthreads();
 

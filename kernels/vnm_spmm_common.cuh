@@ -53,19 +53,17 @@ __device__ __forceinline__ void vnm_epi_store(const VnmEpi &e, float acc, int64_
 
 __device__ __forceinline__ uint32_t vnm_pack2(uint16_t lo, uint16_t hi) { return (uint32_t)lo | ((uint32_t)hi << 16); }
 
-__device__ __forceinline__ uint16_t vnm_ldg_u16(const uint16_t *p) {
-    uint16_t v;
-    asm volatile("ld.global.nc.u16 %0, [%1];" : "=h"(v) : "l"(p));
-    return v;
-}
+__device__ __forceinline__ uint16_t vnm_ldg_u16(const uint16_t *p) { return __ldg((const unsigned short *)p); }
 
 // The 4 kept channels of x row `xrow` for column block cb of gather group g, as 2 words
 // (logical k order). Generic filler: 4 element loads.
-__device__ __forceinline__ uint2 vnm_gather_generic(const VnmDev &d, const uint16_t *xrow, int64_t g, int64_t cb) {
-    uint2 c = *(const uint2 *)(d.cols + (g * d.KT * 8 + cb) * 4);
+__device__ __forceinline__ uint2 vnm_gather_cols(const uint16_t *xrow, uint2 c) {
     uint16_t v0 = vnm_ldg_u16(xrow + (c.x & 0xffff)), v1 = vnm_ldg_u16(xrow + (c.x >> 16));
     uint16_t v2 = vnm_ldg_u16(xrow + (c.y & 0xffff)), v3 = vnm_ldg_u16(xrow + (c.y >> 16));
     return make_uint2(vnm_pack2(v0, v1), vnm_pack2(v2, v3));
+}
+__device__ __forceinline__ uint2 vnm_gather_generic(const VnmDev &d, const uint16_t *xrow, int64_t g, int64_t cb) {
+    return vnm_gather_cols(xrow, __ldg((const uint2 *)(d.cols + (g * d.KT * 8 + cb) * 4)));
 }
 
 __device__ __forceinline__ uint32_t vnm_prmt(uint32_t a, uint32_t b, uint32_t s) {

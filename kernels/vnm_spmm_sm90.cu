@@ -42,9 +42,11 @@ struct Cfg {
     static constexpr int PIPE_BYTES = NST * MAXT * TILE_BYTES;
     static constexpr int BAR_OFFSET = PIPE_BYTES > EPI_BYTES ? PIPE_BYTES : EPI_BYTES;  // barriers after both uses
     static constexpr int SMEM = BAR_OFFSET + 16 * NST + 1024;
-    // Register split (128 producer + 256 consumer threads <= 65536 registers).
-    static constexpr int PRODUCER_REGS = FILL == VNM_FILL_TMA ? 40 : 128;
+    // Register split: the CTA is launched with 384 × 168 = 64512 registers (launch bounds 384, 1);
+    // 128 × PRODUCER_REGS + 256 × CONSUMER_REGS must stay within that, or setmaxnreg.inc waits forever.
+    static constexpr int PRODUCER_REGS = FILL == VNM_FILL_TMA ? 40 : 120;
     static constexpr int CONSUMER_REGS = FILL == VNM_FILL_TMA ? 232 : 192;
+    static_assert(128 * PRODUCER_REGS + 256 * CONSUMER_REGS <= 384 * 168, "register split");
 };
 
 // wgmma.mma_async.sp m64n128k32 bf16 -> f32, A from registers, D += A·B (generated: 64 accumulators).
@@ -124,16 +126,25 @@ __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
 #endif
 }
+// Waits for the phase with the given parity; traps after ~2^31 polls (seconds) so that a
+// pipeline bug shows as a launch error instead of a hang.
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t phase) {
 #ifdef VNM_SM90A
     asm volatile(
-        "{\n.reg .pred P;\nWAIT_%=:\n"
+        "{\n.reg .pred P, Q;\n.reg .u32 n;\nmov.u32 n, 0;\n"
+        "WAIT_%=:\n"
         "mbarrier.try_wait.parity.shared::cta.b64 P, [%0], %1;\n"
-        "@!P bra WAIT_%=;\n}\n" ::"r"(bar),
+        "@P bra DONE_%=;\n"
+        "add.u32 n, n, 1;\n"
+        "setp.eq.u32 Q, n, 0x7fffffff;\n"
+        "@Q trap;\n"
+        "bra WAIT_%=;\n"
+        "DONE_%=:\n}\n" ::"r"(bar),
         "r"(phase)
         : "memory");
 #endif
 }
+
 __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map, uint32_t bar, int c0, int c1,
                                             uint32_t bytes) {
 #ifdef VNM_SM90A

@@ -45,21 +45,23 @@ for step in "${STEPS[@]}"; do
     probe)
       nvcc -gencode=arch=compute_90a,code=sm_90a -o $B/probe_sp experiments/kernels/probe_sp.cu && $B/probe_sp 2>&1 | tee "$OUT/probe.txt" ;;
     test)
-      timeout 300 $TEST --jobs 1 --verbose 2>&1 > "$OUT/test.txt"
+      timeout 150 $TEST --jobs 1 --verbose 2>&1 > "$OUT/test.txt"
       grep -E "bad [1-9]" "$OUT/test.txt" | head -20; grep -E "^(wgmma|mma)" "$OUT/test.txt" | awk '{print $1}' | sort | uniq -c
       grep -E "Synthesis|FAIL" "$OUT/test.txt" ;;
     sass)
       cuobjdump -sass $LIB 2>/dev/null | grep -oE "HGMMA[.A-Z0-9x]*" | sort | uniq -c | tee "$OUT/sass.txt"
       cuobjdump -res-usage $LIB 2>/dev/null | grep -A1 -E "vnm_(wgmma|mma)" | grep -oE "(Function.*|REG:[0-9]+|LOCAL:[0-9]+)" | tee -a "$OUT/sass.txt" ;;
-    ncu)
-      for pat in 2:4 64:2:8; do
-        (cd $B && timeout 200 ncu --kernel-name regex:vnm_wgmma --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+    ncu)  # NCU_RUNS="pattern@n:kernel-regex ..."
+      for r in ${NCU_RUNS:-2:4@2048:vnm_wgmma 64:2:8@2048:vnm_wgmma 64:2:8@16:vnm_decode}; do
+        pat=${r%:*}; kre=${r##*:}; f="$OUT/ncu_$(echo $pat | tr ':@' '__').txt"
+        (cd $B && timeout 90 ncu --kernel-name regex:$kre --launch-skip 2 --launch-count 1 --section SpeedOfLight \
            --section MemoryWorkloadAnalysis --section WarpStateStats --section ComputeWorkloadAnalysis --section Occupancy \
-           ./bench_spmm --ncu $pat 2>&1) > "$OUT/ncu_${pat//:/_}.txt"
-        grep -E "ncu run|Duration|Throughput|Pipe|Issue Slots|Bank|Stall|Warp Cycles|Registers" "$OUT/ncu_${pat//:/_}.txt" | head -40
+           --section SchedulerStats \
+           ./bench_spmm --ncu $pat 2>&1) > "$f"
+        grep -E "ncu run|Duration|Throughput|Issue Slots|Warp Cycles Per Issued|ERROR" "$f" | head -14
       done ;;
     bench)
-      (cd $B && timeout 420 ./bench_spmm "${BENCH_ARGS[@]}" 2>&1) | tee "$OUT/bench.txt"
+      (cd $B && timeout ${BENCH_TIMEOUT:-300} ./bench_spmm "${BENCH_ARGS[@]}" 2>&1) | tee "$OUT/bench.txt"
       cp $B/spmm_table.txt "$OUT/" 2>/dev/null || true ;;
   esac
 done
