@@ -126,7 +126,7 @@ __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
 #endif
 }
-// Waits for the phase with the given parity; traps after ~2^31 polls (seconds) so that a
+// Waits for the phase with the given parity; traps after 2^26 polls (about a second) so that a
 // pipeline bug shows as a launch error instead of a hang.
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t phase) {
 #ifdef VNM_SM90A
@@ -136,7 +136,7 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t phase) {
         "mbarrier.try_wait.parity.shared::cta.b64 P, [%0], %1;\n"
         "@P bra DONE_%=;\n"
         "add.u32 n, n, 1;\n"
-        "setp.eq.u32 Q, n, 0x7fffffff;\n"
+        "setp.eq.u32 Q, n, 0x4000000;\n"
         "@Q trap;\n"
         "bra WAIT_%=;\n"
         "DONE_%=:\n}\n" ::"r"(bar),
