@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(128) vnm_mma_sp_kernel(VnmDev d, const uint16_
 // latency chain), then runs the mma.sp. Partial sums go to the fp32 workspace with atomics; the
 // last CTA of each row tile (a counter per tile) applies the epilogue and clears the workspace.
 // ---------------------------------------------------------------------------------------------
-#define DECODE_KC 16
+#define DECODE_KC 4
 
 __global__ void __launch_bounds__(128) vnm_decode_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e,
                                                          int *counters) {
@@ -168,16 +168,16 @@ __global__ void __launch_bounds__(128) vnm_decode_kernel(VnmDev d, const uint16_
     }
     __syncthreads();
     const int units = ntiles * kc * 128;
-    for (int base = 0; base < units; base += 128 * 16) {
-        uint2 v[16];
+    for (int base = 0; base < units; base += 128 * 4) {
+        uint2 v[4];
 #pragma unroll
-        for (int k = 0; k < 16; k++) {
+        for (int k = 0; k < 4; k++) {
             const int u = base + tid + 128 * k, j = u & 7, t = (u >> 3) & 15, tk = u >> 7;
             const bool ok = u < units && t < e.n && (ks0 + tk % kc) * 8 + j < d.C;
             v[k] = ok ? vnm_gather_cols(x + t * d.in, scols[tk * 8 + j]) : make_uint2(0, 0);
         }
 #pragma unroll
-        for (int k = 0; k < 16; k++) {
+        for (int k = 0; k < 4; k++) {
             const int u = base + tid + 128 * k;
             if (u < units) *(uint2 *)&dsm[((u >> 7) * 16 + ((u >> 3) & 15)) * B_PITCH + 4 * (u & 7)] = v[k];
         }

@@ -1,18 +1,19 @@
 // V:N:M SpMM on Hopper: wgmma.mma_async.sp (sm_90a). See vnm_spmm.h for the choice of kernel and
 // vnm_spmm.cu for the device layout of the A fragments and metadata.
 //
-// CTA = 2 warpgroups (256 threads) = 256 rows × 128 tokens; warpgroup w owns rows 128w..128w+127
-// as two m64 row groups, each with 64 fp32 accumulators per thread (m64n128). The reduction runs
-// in stages of 64 logical k (16 column blocks, 2 wgmma k-steps). Per stage B, the gathered x
-// (128 tokens × 64 logical k, bf16, K-major, 128-byte swizzle: 16 KB), is built in shared memory
-// once per gather group (1, 2 or 4 tiles: rows sharing kept columns share a tile):
-//   TMA filler    : B = x itself (plain 2:4), bulk tensor copies, 4-stage mbarrier ring;
-//   window filler : all threads load 16-byte windows of x one stage ahead into registers and
-//                   write the selected channels (4 byte permutes per block) while the tensor
-//                   cores work on the current stage (2 buffers);
+// CTA = 3 warpgroups (384 threads), output tile 256 rows × 128 tokens. Warpgroup 0 produces B,
+// warpgroups 1 and 2 consume: each owns 128 rows as two m64 row groups with 64 fp32 accumulators
+// per thread (m64n128). The reduction runs in stages of 64 logical k (16 column blocks, 2 wgmma
+// k-steps). Per stage B, the gathered x (128 tokens × 64 logical k, bf16, K-major, 128-byte
+// swizzle: 16 KB), is built in shared memory once per gather group (1, 2 or 4 tiles: rows that
+// share kept columns share a tile), in a ring of NST stages with full/empty mbarriers:
+//   TMA filler    : B = x itself (plain 2:4); one thread issues bulk tensor copies;
+//   window filler : 128 threads load 16-byte windows of x one stage ahead into registers and write
+//                   the selected channels (4 byte permutes per block and tile);
 //   generic filler: per-element loads (permuted inputs, M > 8).
-// A (compressed weights) and metadata go from global memory straight into registers (one
-// 16-byte load per thread per m64 row group and k-step), prefetched one stage ahead.
+// The consumers load A (compressed weights) and the metadata from global memory straight into
+// registers (one 16-byte load per thread per m64 row group and k-step) one stage ahead, keep one
+// wgmma group in flight and release a stage once its wgmmas completed.
 // Epilogue: accumulators -> shared memory (fp32) -> bias/GELU/residual -> 16-byte stores
 // (scalar stores through row_perm when the matrix has one).
 #include <cuda.h>
@@ -35,17 +36,20 @@ constexpr int TILE_BYTES = BN * 128;     // one B tile: 128 tokens × 64 bf16
 constexpr int EPI_PITCH = BM + 4;        // floats per token row of the epilogue staging
 constexpr int EPI_BYTES = BN * EPI_PITCH * 4;
 
-template <int FILL>
+template <int FILL, bool REGSPLIT>
 struct Cfg {
     static constexpr int NST = FILL == VNM_FILL_TMA ? 6 : 3;     // B ring stages
     static constexpr int MAXT = FILL == VNM_FILL_TMA ? 1 : 4;    // B tiles per stage
     static constexpr int PIPE_BYTES = NST * MAXT * TILE_BYTES;
     static constexpr int BAR_OFFSET = PIPE_BYTES > EPI_BYTES ? PIPE_BYTES : EPI_BYTES;  // barriers after both uses
     static constexpr int SMEM = BAR_OFFSET + 16 * NST + 1024;
-    // Register split: the CTA is launched with 384 × 168 = 64512 registers (launch bounds 384, 1);
-    // 128 × PRODUCER_REGS + 256 × CONSUMER_REGS must stay within that, or setmaxnreg.inc waits forever.
-    static constexpr int PRODUCER_REGS = FILL == VNM_FILL_TMA ? 40 : 120;
-    static constexpr int CONSUMER_REGS = FILL == VNM_FILL_TMA ? 232 : 192;
+    // Register split: the CTA is launched with 384 × 168 = 64512 registers (launch bounds 384, 1) and
+    // 128 × PRODUCER_REGS + 256 × CONSUMER_REGS must fit in that, or setmaxnreg.inc waits forever.
+    // With more registers the consumers keep the A fragments NSLOT - 1 stages ahead.
+    static constexpr bool SETMAXNREG = REGSPLIT;
+    static constexpr int PRODUCER_REGS = FILL == VNM_FILL_TMA ? 40 : 104;
+    static constexpr int CONSUMER_REGS = FILL == VNM_FILL_TMA ? 232 : 200;
+    static constexpr int NSLOT = FILL == VNM_FILL_TMA && REGSPLIT ? 3 : 2;
     static_assert(128 * PRODUCER_REGS + 256 * CONSUMER_REGS <= 384 * 168, "register split");
 };
 
@@ -185,11 +189,11 @@ __device__ __forceinline__ void consumer_bar() { asm volatile("bar.sync 1, 256;"
 // warpgroups 1 and 2 issue the wgmmas (rows 128(w-1) .. +127 of the 256-row tile). A ring of NST
 // shared-memory stages with full/empty mbarriers connects them; the consumers keep one wgmma
 // group in flight (wait_group 1) and load the A fragments of the next stage meanwhile.
-template <int FILL>
+template <int FILL, bool REGSPLIT>
 __global__ void __launch_bounds__(384, 1)
     vnm_wgmma_sp_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e, const __grid_constant__ CUtensorMap tmap) {
 #ifdef VNM_SM90A
-    using CF = Cfg<FILL>;
+    using CF = Cfg<FILL, REGSPLIT>;
     extern __shared__ uint8_t smem_raw[];
     uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     const uint32_t smem_base = (uint32_t)__cvta_generic_to_shared(smem);
@@ -211,7 +215,7 @@ __global__ void __launch_bounds__(384, 1)
 
     if (wg == 0) {
         // ================= producer =================
-        setmaxnreg_dec<CF::PRODUCER_REGS>();
+        if (CF::SETMAXNREG) setmaxnreg_dec<CF::PRODUCER_REGS>();
         if (FILL == VNM_FILL_TMA) {
             if (tid == 0)
                 for (int s = 0; s < nstages; s++) {
@@ -295,10 +299,11 @@ __global__ void __launch_bounds__(384, 1)
     }
 
     // ================= consumers =================
-    setmaxnreg_inc<CF::CONSUMER_REGS>();
+    if (CF::SETMAXNREG) setmaxnreg_inc<CF::CONSUMER_REGS>();
     const int cw = wg - 1, wl = (tid >> 5) & 3;
-    uint4 A[2][2][2];  // [register slot][row group][k-step]
-    uint32_t Mt[2][2][2];
+    constexpr int NSLOT = CF::NSLOT;
+    uint4 A[NSLOT][2][2];  // [register slot][row group][k-step]
+    uint32_t Mt[NSLOT][2][2];
     auto load_a = [&](int s, uint4 (&a)[2][2], uint32_t (&m)[2][2]) {
 #pragma unroll
         for (int r = 0; r < 2; r++) {
@@ -320,6 +325,7 @@ __global__ void __launch_bounds__(384, 1)
     auto mma_stage = [&](int s, const uint4 (&a)[2][2], const uint32_t (&m)[2][2]) {
         const int slot = s % CF::NST;
         mbar_wait(full_bar + 8 * slot, (uint32_t)((s / CF::NST) & 1));
+        if (FILL != VNM_FILL_TMA) fence_proxy_async();  // acquired generic-proxy writes -> our async-proxy reads
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < 2; kk++)
@@ -331,7 +337,8 @@ __global__ void __launch_bounds__(384, 1)
             }
         wgmma_commit();
     };
-    // After stage s is issued: wait for stage s-1, release its buffer, reuse its A registers.
+    // After stage s is issued: wait for stage s-1, release its buffer and reuse its A registers
+    // for stage s + NSLOT - 1.
     auto retire_prev = [&](int s, uint4 (&a_prev)[2][2], uint32_t (&m_prev)[2][2]) {
         wgmma_wait_1();
 #pragma unroll
@@ -339,15 +346,19 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
             for (int kk = 0; kk < 2; kk++) keep_operand(a_prev[r][kk], m_prev[r][kk]);
         if (s >= 1 && lane == 0) mbar_arrive(empty_bar + 8 * ((s - 1) % CF::NST));
-        if (s + 1 < nstages) load_a(s + 1, a_prev, m_prev);
+        if (s + NSLOT - 1 < nstages) load_a(s + NSLOT - 1, a_prev, m_prev);
     };
-    load_a(0, A[0], Mt[0]);
-    for (int s = 0; s < nstages; s += 2) {
-        mma_stage(s, A[0], Mt[0]);
-        retire_prev(s, A[1], Mt[1]);
-        if (s + 1 >= nstages) break;
-        mma_stage(s + 1, A[1], Mt[1]);
-        retire_prev(s + 1, A[0], Mt[0]);
+#pragma unroll
+    for (int u = 0; u < NSLOT - 1; u++)
+        if (u < nstages) load_a(u, A[u], Mt[u]);
+    for (int s = 0; s < nstages; s += NSLOT) {
+#pragma unroll
+        for (int u = 0; u < NSLOT; u++) {
+            if (s + u < nstages) {
+                mma_stage(s + u, A[u], Mt[u]);
+                retire_prev(s + u, A[(u + NSLOT - 1) % NSLOT], Mt[(u + NSLOT - 1) % NSLOT]);
+            }
+        }
     }
     wgmma_wait_all();
 #pragma unroll
@@ -440,19 +451,31 @@ int encode_x_map(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, CUtenso
     return r == CUDA_SUCCESS ? 0 : -1;
 }
 
-template <int FILL>
+template <int FILL, bool REGSPLIT>
 int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const VnmEpi &e, const CUtensorMap &map,
            cudaStream_t stream) {
+    using CF = Cfg<FILL, REGSPLIT>;
     static bool attr_set = false;
     if (!attr_set) {
-        if (cudaFuncSetAttribute(vnm_wgmma_sp_kernel<FILL>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg<FILL>::SMEM) !=
-            cudaSuccess)
+        if (cudaFuncSetAttribute(vnm_wgmma_sp_kernel<FILL, REGSPLIT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 CF::SMEM) != cudaSuccess)
             return -1;
         attr_set = true;
     }
     dim3 grid((unsigned)(d->out_pad / BM), (unsigned)((e.n + BN - 1) / BN));
-    vnm_wgmma_sp_kernel<FILL><<<grid, 384, Cfg<FILL>::SMEM, stream>>>(dev, x, e, map);
+    vnm_wgmma_sp_kernel<FILL, REGSPLIT><<<grid, 384, CF::SMEM, stream>>>(dev, x, e, map);
     return 0;
+}
+
+// The gather fillers run with or without the producer/consumer register split
+// (VNM_WGMMA_NOREGSPLIT=1 in the environment turns it off; a debugging switch).
+bool gather_regsplit(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *s = getenv("VNM_WGMMA_NOREGSPLIT");
+        v = !(s && s[0] == '1');
+    }
+    return v;
 }
 
 }  // namespace vnm90
@@ -462,7 +485,7 @@ int vnm_wgmma_sp_available(void) {
     static int avail = -1;
     if (avail < 0) {
         cudaFuncAttributes a;
-        avail = cudaFuncGetAttributes(&a, vnm_wgmma_sp_kernel<VNM_FILL_WINDOW>) == cudaSuccess && a.binaryVersion >= 90;
+        avail = cudaFuncGetAttributes(&a, vnm_wgmma_sp_kernel<VNM_FILL_WINDOW, true>) == cudaSuccess && a.binaryVersion >= 90;
         cudaGetLastError();
     }
     return avail;
@@ -481,8 +504,12 @@ int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint1
             c->x = x, c->n = e.n;
         }
         map = c->map;
-        return launch<VNM_FILL_TMA>(d, dev, x, e, map, stream);
+        return launch<VNM_FILL_TMA, true>(d, dev, x, e, map, stream);
     }
-    if (d->fill == VNM_FILL_WINDOW) return launch<VNM_FILL_WINDOW>(d, dev, x, e, map, stream);
-    return launch<VNM_FILL_GENERIC>(d, dev, x, e, map, stream);
+    bool rs = gather_regsplit();
+    if (d->fill == VNM_FILL_WINDOW)
+        return rs ? launch<VNM_FILL_WINDOW, true>(d, dev, x, e, map, stream)
+                  : launch<VNM_FILL_WINDOW, false>(d, dev, x, e, map, stream);
+    return rs ? launch<VNM_FILL_GENERIC, true>(d, dev, x, e, map, stream)
+              : launch<VNM_FILL_GENERIC, false>(d, dev, x, e, map, stream);
 }
