@@ -4,12 +4,13 @@
 // ---- device layout (vnm_upload) ----
 // Rows are padded to out_pad (multiple of 256) and the logical reduction to KT k-steps of 32
 // (8 column blocks each, KT even); padding has zero values and metadata code 0b0100.
-//   vals[(q*KT + s)*32 + lane] (uint4) : the A fragment of lane (g = lane/4, tig = lane%4) for the
+//   vals[vnm_frag_index(q, s, KT, lane)] (uint4) : the A fragment of lane (g = lane/4, tig = lane%4) for the
 //       16-row group q and k-step s: words {row g, row g+8} × {block 8s+tig, block 8s+4+tig}, each
 //       word the 2 kept bf16 of one row in one block:  .x = (g, tig) .y = (g+8, tig)
 //       .z = (g, 4+tig) .w = (g+8, 4+tig). This is the mma.sp m16n8k32 A fragment; the wgmma.sp
-//       register-A fragment of each warp of a warpgroup has the same layout.
-//   meta[(q*KT + s)*32 + lane] (u32) : the host meta word 2*g + (tig & 1) (vnm_format.c), so lanes
+//       register-A fragment of each warp of a warpgroup has the same layout. vnm_frag_index
+//       (vnm_spmm_common.cuh) orders them so that one wgmma stage of a CTA is contiguous.
+//   meta[vnm_frag_index(q, s, KT, lane)] (u32) : the host meta word 2*g + (tig & 1) (vnm_format.c), so lanes
 //       0/1 and 2/3 of each quad hold the same word and either sparsity selector works.
 //   cols[(g*KT*8 + cb)*4 + k] : kept input channels of block cb for gather group g (rows
 //       g*group_rows ...), 0 for padding blocks.
@@ -86,8 +87,8 @@ __global__ void __launch_bounds__(128) vnm_mma_sp_kernel(VnmDev d, const uint16_
     };
     const int64_t q = row0 / 16 + warp;
     auto load_a = [&](int64_t ks, uint4 &a, uint32_t &m) {
-        a = __ldg(d.vals + (q * d.KT + ks) * 32 + lane);
-        m = __ldg(d.meta + (q * d.KT + ks) * 32 + lane);
+        a = __ldg(d.vals + vnm_frag_index(q, ks, d.KT, lane));
+        m = __ldg(d.meta + vnm_frag_index(q, ks, d.KT, lane));
     };
 
     float acc[BN / 8][4];
@@ -155,8 +156,8 @@ __global__ void __launch_bounds__(128) vnm_decode_kernel(VnmDev d, const uint16_
 #pragma unroll
     for (int k = 0; k < DECODE_KC; k++)
         if (k < kc) {
-            a[k] = __ldg(d.vals + (q * d.KT + ks0 + k) * 32 + lane);
-            m[k] = __ldg(d.meta + (q * d.KT + ks0 + k) * 32 + lane);
+            a[k] = __ldg(d.vals + vnm_frag_index(q, ks0 + k, d.KT, lane));
+            m[k] = __ldg(d.meta + vnm_frag_index(q, ks0 + k, d.KT, lane));
         }
     // Kept channels of this slice -> shared memory, then the gather with 16 units in flight per
     // thread. unit = (tile, k-step, token, block j); 16 tokens × 8 blocks = 128 units per (tile, step).
@@ -300,12 +301,12 @@ extern "C" int vnm_upload(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
         for (int64_t s = 0; s < d->KT; s++)
             for (int lane = 0; lane < 32; lane++) {
                 int g = lane >> 2, tig = lane & 3;
-                uint32_t *w = vals + ((q * d->KT + s) * 32 + lane) * 4;
+                uint32_t *w = vals + vnm_frag_index(q, s, d->KT, lane) * 4;
                 for (int k = 0; k < 4; k++) {
                     int64_t row = 16 * q + g + ((k & 1) ? 8 : 0), cb = 8 * s + tig + ((k & 2) ? 4 : 0);
                     w[k] = (row < m->out && cb < C) ? v32[row * C + cb] : 0;
                 }
-                meta[(q * d->KT + s) * 32 + lane] =
+                meta[vnm_frag_index(q, s, d->KT, lane)] =
                     (s < kt_host && 16 * q < m->out) ? m->meta[(q * kt_host + s) * 16 + 2 * g + (tig & 1)] : 0x44444444u;
             }
     // Gather tables.

@@ -24,6 +24,15 @@ struct VnmEpi {
     int act;
 };
 
+// Index (in uint4 A fragments or u32 metadata words) of lane `lane` of 16-row group q, k-step ks.
+// Order: [256-row tile][stage of 2 k-steps][m64 row group][k-step in stage][warp][lane], so that
+// one wgmma stage of one CTA (256 rows × 2 k-steps) is one contiguous block (16 KB of A, 4 KB of
+// metadata) that a single bulk copy can move. Needs KT even and rows padded to 256.
+__host__ __device__ __forceinline__ int64_t vnm_frag_index(int64_t q, int64_t ks, int64_t KT, int lane) {
+    const int64_t rt = q >> 4, rg = (q >> 2) & 3, w = q & 3, st = ks >> 1, kk = ks & 1;
+    return ((((rt * (KT >> 1) + st) * 4 + rg) * 2 + kk) * 4 + w) * 32 + lane;
+}
+
 static inline VnmDev vnm_dev_of(const VnmDeviceMatrix *d) {
     VnmDev v;
     v.vals = (const uint4 *)d->vals;

@@ -36,21 +36,23 @@ constexpr int TILE_BYTES = BN * 128;     // one B tile: 128 tokens × 64 bf16
 constexpr int EPI_PITCH = BM + 4;        // floats per token row of the epilogue staging
 constexpr int EPI_BYTES = BN * EPI_PITCH * 4;
 
+constexpr int A_BYTES = 16384, META_BYTES = 4096;  // one stage of one CTA (vnm_frag_index order)
+
 template <int FILL, bool REGSPLIT>
 struct Cfg {
-    static constexpr int NST = FILL == VNM_FILL_TMA ? 6 : 3;     // B ring stages
     static constexpr int MAXT = FILL == VNM_FILL_TMA ? 1 : 4;    // B tiles per stage
-    static constexpr int PIPE_BYTES = NST * MAXT * TILE_BYTES;
+    static constexpr int SLOT_BYTES = MAXT * TILE_BYTES + A_BYTES + META_BYTES;  // B tiles, A, metadata
+    static constexpr int NST = FILL == VNM_FILL_TMA ? 5 : 2;     // ring stages
+    static constexpr int PIPE_BYTES = NST * SLOT_BYTES;
     static constexpr int BAR_OFFSET = PIPE_BYTES > EPI_BYTES ? PIPE_BYTES : EPI_BYTES;  // barriers after both uses
     static constexpr int SMEM = BAR_OFFSET + 16 * NST + 1024;
     // Register split: the CTA is launched with 384 × 168 = 64512 registers (launch bounds 384, 1) and
     // 128 × PRODUCER_REGS + 256 × CONSUMER_REGS must fit in that, or setmaxnreg.inc waits forever.
-    // With more registers the consumers keep the A fragments NSLOT - 1 stages ahead.
     static constexpr bool SETMAXNREG = REGSPLIT;
-    static constexpr int PRODUCER_REGS = FILL == VNM_FILL_TMA ? 40 : 104;
-    static constexpr int CONSUMER_REGS = FILL == VNM_FILL_TMA ? 232 : 200;
-    static constexpr int NSLOT = FILL == VNM_FILL_TMA && REGSPLIT ? 3 : 2;
+    static constexpr int PRODUCER_REGS = FILL == VNM_FILL_TMA ? 40 : FILL == VNM_FILL_WINDOW ? 120 : 104;
+    static constexpr int CONSUMER_REGS = FILL == VNM_FILL_TMA ? 232 : FILL == VNM_FILL_WINDOW ? 192 : 200;
     static_assert(128 * PRODUCER_REGS + 256 * CONSUMER_REGS <= 384 * 168, "register split");
+    static_assert(SLOT_BYTES % 1024 == 0, "B tiles must stay 1024-byte aligned");
 };
 
 // wgmma.mma_async.sp m64n128k32 bf16 -> f32, A from registers, D += A·B (generated: 64 accumulators).
@@ -171,6 +173,28 @@ __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
 #endif
 }
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+#ifdef VNM_SM90A
+    asm volatile("mbarrier.expect_tx.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+#endif
+}
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_t bytes, uint32_t bar) {
+#ifdef VNM_SM90A
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+                 "l"(src), "r"(bytes), "r"(bar)
+                 : "memory");
+#endif
+}
+__device__ __forceinline__ uint4 lds_v4(uint32_t addr) {
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+    return v;
+}
+__device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
+    uint32_t v;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(addr));
+    return v;
+}
 template <int N>
 __device__ __forceinline__ void setmaxnreg_inc() {
 #ifdef VNM_SM90A
@@ -185,10 +209,10 @@ __device__ __forceinline__ void setmaxnreg_dec() {
 }
 __device__ __forceinline__ void consumer_bar() { asm volatile("bar.sync 1, 256;" ::: "memory"); }
 
-// Warp-specialized kernel: warpgroup 0 fills B (one thread issuing TMA, or 128 threads gathering),
-// warpgroups 1 and 2 issue the wgmmas (rows 128(w-1) .. +127 of the 256-row tile). A ring of NST
-// shared-memory stages with full/empty mbarriers connects them; the consumers keep one wgmma
-// group in flight (wait_group 1) and load the A fragments of the next stage meanwhile.
+// Warp-specialized kernel: warpgroup 0 fills the ring (bulk copies of the stage's A fragments and
+// metadata, plus B by TMA or by 128 gathering threads), warpgroups 1 and 2 issue the wgmmas (rows
+// 128(w-1) .. +127 of the 256-row tile), reading A and the metadata from shared memory into
+// registers right before. full/empty mbarriers per stage; one wgmma group stays in flight.
 template <int FILL, bool REGSPLIT>
 __global__ void __launch_bounds__(384, 1)
     vnm_wgmma_sp_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e, const __grid_constant__ CUtensorMap tmap) {
@@ -203,6 +227,10 @@ __global__ void __launch_bounds__(384, 1)
     const int64_t row0 = (int64_t)blockIdx.x * BM, t0 = (int64_t)blockIdx.y * BN;
     const int nstages = (int)(d.KT / 2);
     const int ntiles = FILL == VNM_FILL_TMA ? 1 : d.group_rows % 256 == 0 ? 1 : d.group_rows % 128 == 0 ? 2 : 4;
+    auto slot_addr = [&](int slot) { return smem_base + (uint32_t)(slot * CF::SLOT_BYTES); };
+    auto tile_addr = [&](int slot, int k) { return slot_addr(slot) + (uint32_t)(k * TILE_BYTES); };
+    auto a_addr = [&](int slot) { return slot_addr(slot) + (uint32_t)(CF::MAXT * TILE_BYTES); };
+    auto m_addr = [&](int slot) { return a_addr(slot) + (uint32_t)A_BYTES; };
 
     if (tid == 0) {
         for (int b = 0; b < CF::NST; b++) {
@@ -216,50 +244,77 @@ __global__ void __launch_bounds__(384, 1)
     if (wg == 0) {
         // ================= producer =================
         if (CF::SETMAXNREG) setmaxnreg_dec<CF::PRODUCER_REGS>();
+        // The stage's A fragments and metadata: one contiguous block each (vnm_frag_index).
+        auto copy_a = [&](int s, int slot, uint32_t extra_tx) {
+            const int64_t base = vnm_frag_index(row0 / 16, 2 * (int64_t)s, d.KT, 0);
+            if (FILL == VNM_FILL_TMA)
+                asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(full_bar + 8 * slot),
+                             "r"(A_BYTES + META_BYTES + extra_tx)
+                             : "memory");
+            else
+                mbar_expect_tx(full_bar + 8 * slot, A_BYTES + META_BYTES);
+            bulk_load(a_addr(slot), d.vals + base, A_BYTES, full_bar + 8 * slot);
+            bulk_load(m_addr(slot), d.meta + base, META_BYTES, full_bar + 8 * slot);
+        };
         if (FILL == VNM_FILL_TMA) {
             if (tid == 0)
                 for (int s = 0; s < nstages; s++) {
                     const int slot = s % CF::NST;
                     if (s >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((s / CF::NST - 1) & 1));
-                    tma_load_2d(smem_base + slot * TILE_BYTES, &tmap, full_bar + 8 * slot, 64 * s, (int)t0, TILE_BYTES);
+                    copy_a(s, slot, TILE_BYTES);
+                    asm volatile(
+                        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
+                            tile_addr(slot, 0)),
+                        "l"(&tmap), "r"(64 * s), "r"((int)t0), "r"(full_bar + 8 * slot)
+                        : "memory");
                 }
             return;
         }
         const int64_t KB = d.KT * 8;
-        const int j = tid & 15, tq = tid >> 4;  // block j of the stage, tokens tq + 16*i
+        const int j = tid & 15, tq = tid >> 4;  // block j of the stage; tokens tq + 8*i, i < 16
         auto group_of = [&](int k) { return (row0 + (int64_t)k * (BM / ntiles)) / d.group_rows; };
-        auto tile_addr = [&](int slot, int k) { return smem_base + (uint32_t)((slot * CF::MAXT + k) * TILE_BYTES); };
+        auto begin_stage = [&](int s, int slot) {
+            if (s >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((s / CF::NST - 1) & 1));
+            if (tid == 0) copy_a(s, slot, 0);
+        };
+        auto end_stage = [&](int slot) {
+            fence_proxy_async();
+            mbar_arrive(full_bar + 8 * slot);
+        };
         if (FILL == VNM_FILL_GENERIC) {
             for (int s = 0; s < nstages; s++) {
                 const int slot = s % CF::NST;
-                if (s >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((s / CF::NST - 1) & 1));
+                begin_stage(s, slot);
                 const int64_t cb = (int64_t)s * 16 + j;
                 for (int k = 0; k < ntiles; k++) {
                     const int64_t g = group_of(k);
 #pragma unroll 4
-                    for (int i = 0; i < 8; i++) {
-                        const int64_t t = t0 + tq + 16 * i;
+                    for (int i = 0; i < 16; i++) {
+                        const int64_t t = t0 + tq + 8 * i;
                         uint2 v = (t < e.n && cb < d.C) ? vnm_gather_generic(d, x + t * d.in, g, cb) : make_uint2(0, 0);
-                        st_shared_v2(tile_addr(slot, k) + swz(tq + 16 * i, j), v);
+                        st_shared_v2(tile_addr(slot, k) + swz(tq + 8 * i, j), v);
                     }
                 }
-                fence_proxy_async();
-                mbar_arrive(full_bar + 8 * slot);
+                end_stage(slot);
             }
             return;
         }
-        // Window filler, loads one stage ahead of the stores (two register sets, unrolled by 2).
-        uint4 win[2][8];
-        uint2 selv[2][4];
-        auto load = [&](int s, uint4 (&w)[8], uint2 (&sv)[4]) {
+        // Window filler: quarter-stages of 4 tokens per thread, loads one quarter ahead of the
+        // stores (two register sets, unrolled by 2); the selectors of a stage are loaded with its
+        // first quarter and taken over when its stores begin.
+        uint4 win[2][4];
+        uint2 sv_next[4], sv_cur[4];
+        auto load_q = [&](int h, uint4 (&w)[4]) {
+            const int s = h >> 2, quarter = h & 3;
             const int64_t cb = (int64_t)s * 16 + j;
             const int64_t e0 = (d.M * cb) & ~1LL;
             const bool ok = cb < d.C;
-            const uint16_t *p = x + (t0 + tq) * d.in + e0;
+            const int64_t tb = t0 + tq + 32 * quarter;
+            const uint16_t *p = x + tb * d.in + e0;
 #pragma unroll
-            for (int i = 0; i < 8; i++, p += 16 * d.in) {
+            for (int i = 0; i < 4; i++, p += 8 * d.in) {
                 uint4 v = make_uint4(0, 0, 0, 0);
-                if (ok && t0 + tq + 16 * i < e.n) {
+                if (ok && tb + 8 * i < e.n) {
                     if (d.M == 8) {
                         v = ldg_nc_v4(p);
                     } else {
@@ -271,29 +326,34 @@ __global__ void __launch_bounds__(384, 1)
                 }
                 w[i] = v;
             }
+            if (quarter == 0)
 #pragma unroll
-            for (int k = 0; k < 4; k++)
-                if (k < ntiles) sv[k] = ok ? *(const uint2 *)(d.sel + (group_of(k) * KB + cb) * 2) : make_uint2(0, 0);
+                for (int k = 0; k < 4; k++)
+                    if (k < ntiles) sv_next[k] = ok ? *(const uint2 *)(d.sel + (group_of(k) * KB + cb) * 2) : make_uint2(0, 0);
         };
-        auto store = [&](int s, const uint4 (&w)[8], const uint2 (&sv)[4]) {
-            const int slot = s % CF::NST;
-            if (s >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((s / CF::NST - 1) & 1));
+        auto store_q = [&](int h, const uint4 (&w)[4]) {
+            const int s = h >> 2, quarter = h & 3, slot = s % CF::NST;
+            if (quarter == 0) {
+                begin_stage(s, slot);
+#pragma unroll
+                for (int k = 0; k < 4; k++) sv_cur[k] = sv_next[k];
+            }
 #pragma unroll
             for (int k = 0; k < 4; k++) {
                 if (k >= ntiles) break;
 #pragma unroll
-                for (int i = 0; i < 8; i++) st_shared_v2(tile_addr(slot, k) + swz(tq + 16 * i, j), vnm_select_window(w[i], sv[k]));
+                for (int i = 0; i < 4; i++)
+                    st_shared_v2(tile_addr(slot, k) + swz(tq + 32 * quarter + 8 * i, j), vnm_select_window(w[i], sv_cur[k]));
             }
-            fence_proxy_async();
-            mbar_arrive(full_bar + 8 * slot);
+            if (quarter == 3) end_stage(slot);
         };
-        load(0, win[0], selv[0]);
-        for (int s = 0; s < nstages; s += 2) {
-            if (s + 1 < nstages) load(s + 1, win[1], selv[1]);
-            store(s, win[0], selv[0]);
-            if (s + 1 >= nstages) break;
-            if (s + 2 < nstages) load(s + 2, win[0], selv[0]);
-            store(s + 1, win[1], selv[1]);
+        const int nq = 4 * nstages;
+        load_q(0, win[0]);
+        for (int h = 0; h < nq; h += 2) {
+            load_q(h + 1, win[1]);
+            store_q(h, win[0]);
+            if (h + 2 < nq) load_q(h + 2, win[0]);
+            store_q(h + 1, win[1]);
         }
         return;
     }
@@ -301,44 +361,37 @@ __global__ void __launch_bounds__(384, 1)
     // ================= consumers =================
     if (CF::SETMAXNREG) setmaxnreg_inc<CF::CONSUMER_REGS>();
     const int cw = wg - 1, wl = (tid >> 5) & 3;
-    constexpr int NSLOT = CF::NSLOT;
-    uint4 A[NSLOT][2][2];  // [register slot][row group][k-step]
-    uint32_t Mt[NSLOT][2][2];
-    auto load_a = [&](int s, uint4 (&a)[2][2], uint32_t (&m)[2][2]) {
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int64_t q = row0 / 16 + 4 * (2 * cw + r) + wl;
-#pragma unroll
-            for (int kk = 0; kk < 2; kk++) {
-                const int64_t idx = (q * d.KT + 2 * s + kk) * 32 + lane;
-                a[r][kk] = __ldg(d.vals + idx);
-                m[r][kk] = __ldg(d.meta + idx);
-            }
-        }
-    };
+    uint4 A[2][2][2];  // [register slot][row group][k-step]
+    uint32_t Mt[2][2][2];
     float acc[2][64];
 #pragma unroll
     for (int r = 0; r < 2; r++)
 #pragma unroll
         for (int i = 0; i < 64; i++) acc[r][i] = 0.0f;
 
-    auto mma_stage = [&](int s, const uint4 (&a)[2][2], const uint32_t (&m)[2][2]) {
+    auto mma_stage = [&](int s, uint4 (&a)[2][2], uint32_t (&m)[2][2]) {
         const int slot = s % CF::NST;
         mbar_wait(full_bar + 8 * slot, (uint32_t)((s / CF::NST) & 1));
         if (FILL != VNM_FILL_TMA) fence_proxy_async();  // acquired generic-proxy writes -> our async-proxy reads
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int kk = 0; kk < 2; kk++) {
+                const uint32_t idx = (uint32_t)((((2 * cw + r) * 2 + kk) * 4 + wl) * 32 + lane);
+                a[r][kk] = lds_v4(a_addr(slot) + 16 * idx);
+                m[r][kk] = lds_u32(m_addr(slot) + 4 * idx);
+            }
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < 2; kk++)
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 const int tile = (2 * cw + r) * ntiles / 4;
-                const uint32_t addr = smem_base + (uint32_t)((slot * CF::MAXT + tile) * TILE_BYTES + kk * 64);
-                wgmma_sp_m64n128k32<0>(acc[r], a[r][kk], b_desc(addr), m[r][kk]);
+                wgmma_sp_m64n128k32<0>(acc[r], a[r][kk], b_desc(tile_addr(slot, tile) + kk * 64), m[r][kk]);
             }
         wgmma_commit();
     };
-    // After stage s is issued: wait for stage s-1, release its buffer and reuse its A registers
-    // for stage s + NSLOT - 1.
+    // After stage s is issued: wait for stage s-1 and release its slot (its A registers too).
     auto retire_prev = [&](int s, uint4 (&a_prev)[2][2], uint32_t (&m_prev)[2][2]) {
         wgmma_wait_1();
 #pragma unroll
@@ -346,19 +399,13 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
             for (int kk = 0; kk < 2; kk++) keep_operand(a_prev[r][kk], m_prev[r][kk]);
         if (s >= 1 && lane == 0) mbar_arrive(empty_bar + 8 * ((s - 1) % CF::NST));
-        if (s + NSLOT - 1 < nstages) load_a(s + NSLOT - 1, a_prev, m_prev);
     };
-#pragma unroll
-    for (int u = 0; u < NSLOT - 1; u++)
-        if (u < nstages) load_a(u, A[u], Mt[u]);
-    for (int s = 0; s < nstages; s += NSLOT) {
-#pragma unroll
-        for (int u = 0; u < NSLOT; u++) {
-            if (s + u < nstages) {
-                mma_stage(s + u, A[u], Mt[u]);
-                retire_prev(s + u, A[(u + NSLOT - 1) % NSLOT], Mt[(u + NSLOT - 1) % NSLOT]);
-            }
-        }
+    for (int s = 0; s < nstages; s += 2) {
+        mma_stage(s, A[0], Mt[0]);
+        retire_prev(s, A[1], Mt[1]);
+        if (s + 1 >= nstages) break;
+        mma_stage(s + 1, A[1], Mt[1]);
+        retire_prev(s + 1, A[0], Mt[0]);
     }
     wgmma_wait_all();
 #pragma unroll
