@@ -1,9 +1,8 @@
 // OP_VNM_LINEAR on the GPU: y = x · W_vnmᵀ + b through vnm_spmm_cuda (kernels/vnm_spmm.h).
-#include "kernels/vnm_linear_cuda.h"
-
 #include <stdlib.h>
 
-#include "kernels/cuda_common.cuh"
+#include "kernels/cuda_common.cuh"  // first: makes autograd/util.h C++-friendly
+#include "kernels/vnm_linear_cuda.h"
 #include "kernels/vnm_spmm.h"
 extern "C" {
 #include "train/vnm_linear.h"
