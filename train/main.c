@@ -7,7 +7,11 @@
 #include <unistd.h>
 
 #include "data/convert.h"
+#include "train/bench_infer.h"
 #include "train/bench_train.h"
+#ifdef VNMTUNE_HAVE_CUDA
+int bench_spmm_main(int argc, char **argv);  // kernels/bench_spmm.cu
+#endif
 #include "train/commands.h"
 #include "train/pipeline.h"
 #include "train/select_vm.h"
@@ -19,7 +23,14 @@ static int cmd_select_vm(int argc, char **argv) { return select_vm_main(argc + 1
 
 static int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && !strcmp(argv[0], "train")) return bench_train_main(argc, argv);
-    fprintf(stderr, "usage: vnmtune bench train [options]   (vnmtune bench train --help)\n");
+    if (argc >= 1 && !strcmp(argv[0], "infer")) return bench_infer_main(argc, argv);
+#ifdef VNMTUNE_HAVE_CUDA
+    if (argc >= 1 && !strcmp(argv[0], "spmm")) return bench_spmm_main(argc, argv);
+#endif
+    fprintf(stderr, "usage: vnmtune bench train|spmm|infer [options]   (vnmtune bench <what> --help)\n"
+                    "  train  DeiT LoRA training img/s vs PyTorch + PEFT (eager, torch.compile)\n"
+                    "  spmm   V:N:M SpMM vs cuBLASLt dense and cuSPARSELt 2:4; writes the select-vm table\n"
+                    "  infer  DeiT forward img/s, dense vs V:N:M sparse layers\n");
     return 2;
 }
 
@@ -37,7 +48,7 @@ static const Command COMMANDS[] = {
     {"inspect", cmd_inspect, "list the layers of a V:N:M export: pattern, shape, density, sizes"},
     {"select-vm", cmd_select_vm, "choose V and M for a speed-up target from measured kernel speed-ups"},
     {"convert", cmd_convert, "convert a dataset to the HDF5 image-set format (convert fashion_mnist DIR OUT_DIR)"},
-    {"bench", cmd_bench, "bench train: DeiT LoRA training speed on the GPU vs PyTorch + PEFT"},
+    {"bench", cmd_bench, "GPU benchmarks: train (vs PyTorch + PEFT), spmm (vs cuBLASLt, cuSPARSELt), infer"},
 };
 
 static void usage(FILE *f) {
