@@ -8,7 +8,8 @@
 // bias (out) and residual (n, out) are optional (NULL), both in final (permuted) order.
 //
 // Kernels (chosen per call, see vnm_spmm_kernel_name):
-//   - "mma_sp":   warp-level mma.sp.sync m16n8k32 (sm_80 and later), any V multiple of 16.
+//   - "mma_sp":   warp-level mma.sp.sync m16n8k32 (sm_80 and later), any V multiple of 16; on
+//                 sm_90 only for V = 16/32 with M > 4 (slow there: see experiments/kernels/NOTES.md).
 //   - "mma_sp/decode" (n <= 16, any arch): split-K over the reduction, all B tiles of a CTA
 //                 gathered up front; fp32 workspace + the last CTA of each row tile applies the
 //                 epilogue. The workspace belongs to the matrix: concurrent n <= 16 calls on the
@@ -21,8 +22,10 @@
 //                   window  when every block's kept columns lie in its own 8-channel window
 //                           (M <= 8, unpermuted): 16-byte loads + byte permutes;
 //                   generic otherwise (permuted inputs, M > 8): per-element loads.
-//                 Needs V % 64 == 0 or the same columns for all row blocks (e.g. 2:4).
+//                 Needs V % 64 == 0 or the same columns for all row blocks (e.g. 2:4), n > 16,
+//                 and a build with sm_90a code (checked at run time).
 // The device layout of values/meta (per-thread fragment order) is documented in vnm_spmm.cu.
+// Measured speeds (H100) and the V × M table for select-vm: experiments/kernels/.
 #pragma once
 #include <stdint.h>
 

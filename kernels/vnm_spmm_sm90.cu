@@ -38,7 +38,7 @@ constexpr int EPI_BYTES = BN * EPI_PITCH * 4;
 
 constexpr int A_BYTES = 16384, META_BYTES = 4096;  // one stage of one CTA (vnm_frag_index order)
 
-template <int FILL, bool REGSPLIT>
+template <int FILL>
 struct Cfg {
     static constexpr int MAXT = FILL == VNM_FILL_TMA ? 1 : 4;    // B tiles per stage
     static constexpr int SLOT_BYTES = MAXT * TILE_BYTES + A_BYTES + META_BYTES;  // B tiles, A, metadata
@@ -48,7 +48,6 @@ struct Cfg {
     static constexpr int SMEM = BAR_OFFSET + 16 * NST + 1024;
     // Register split: the CTA is launched with 384 × 168 = 64512 registers (launch bounds 384, 1) and
     // 128 × PRODUCER_REGS + 256 × CONSUMER_REGS must fit in that, or setmaxnreg.inc waits forever.
-    static constexpr bool SETMAXNREG = REGSPLIT;
     static constexpr int PRODUCER_REGS = FILL == VNM_FILL_TMA ? 40 : FILL == VNM_FILL_WINDOW ? 120 : 104;
     static constexpr int CONSUMER_REGS = FILL == VNM_FILL_TMA ? 232 : FILL == VNM_FILL_WINDOW ? 192 : 200;
     static_assert(128 * PRODUCER_REGS + 256 * CONSUMER_REGS <= 384 * 168, "register split");
@@ -213,11 +212,11 @@ __device__ __forceinline__ void consumer_bar() { asm volatile("bar.sync 1, 256;"
 // metadata, plus B by TMA or by 128 gathering threads), warpgroups 1 and 2 issue the wgmmas (rows
 // 128(w-1) .. +127 of the 256-row tile), reading A and the metadata from shared memory into
 // registers right before. full/empty mbarriers per stage; one wgmma group stays in flight.
-template <int FILL, bool REGSPLIT>
+template <int FILL>
 __global__ void __launch_bounds__(384, 1)
     vnm_wgmma_sp_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e, const __grid_constant__ CUtensorMap tmap) {
 #ifdef VNM_SM90A
-    using CF = Cfg<FILL, REGSPLIT>;
+    using CF = Cfg<FILL>;
     extern __shared__ uint8_t smem_raw[];
     uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     const uint32_t smem_base = (uint32_t)__cvta_generic_to_shared(smem);
@@ -243,7 +242,7 @@ __global__ void __launch_bounds__(384, 1)
 
     if (wg == 0) {
         // ================= producer =================
-        if (CF::SETMAXNREG) setmaxnreg_dec<CF::PRODUCER_REGS>();
+        setmaxnreg_dec<CF::PRODUCER_REGS>();
         // The stage's A fragments and metadata: one contiguous block each (vnm_frag_index).
         auto copy_a = [&](int s, int slot, uint32_t extra_tx) {
             const int64_t base = vnm_frag_index(row0 / 16, 2 * (int64_t)s, d.KT, 0);
@@ -331,9 +330,19 @@ __global__ void __launch_bounds__(384, 1)
                 for (int k = 0; k < 4; k++)
                     if (k < ntiles) sv_next[k] = ok ? *(const uint2 *)(d.sel + (group_of(k) * KB + cb) * 2) : make_uint2(0, 0);
         };
+        // L1 prefetch of the x rows of stage s (thread = token): the quarter loads then hit L1.
+        auto prefetch_stage = [&](int s) {
+            const int64_t t = t0 + tid;
+            if (s >= nstages || t >= e.n) return;
+            const int64_t c0 = (int64_t)d.M * 16 * s, c1 = min(c0 + (int64_t)d.M * 16, d.in);
+            const char *row = (const char *)(x + t * d.in);
+            for (uintptr_t a = ((uintptr_t)(row + 2 * c0)) & ~(uintptr_t)127; a < (uintptr_t)(row + 2 * c1); a += 128)
+                asm volatile("prefetch.global.L1 [%0];" ::"l"(a));
+        };
         auto store_q = [&](int h, const uint4 (&w)[4]) {
             const int s = h >> 2, quarter = h & 3, slot = s % CF::NST;
             if (quarter == 0) {
+                prefetch_stage(s + 1);
                 begin_stage(s, slot);
 #pragma unroll
                 for (int k = 0; k < 4; k++) sv_cur[k] = sv_next[k];
@@ -348,6 +357,7 @@ __global__ void __launch_bounds__(384, 1)
             if (quarter == 3) end_stage(slot);
         };
         const int nq = 4 * nstages;
+        prefetch_stage(0);
         load_q(0, win[0]);
         for (int h = 0; h < nq; h += 2) {
             load_q(h + 1, win[1]);
@@ -359,7 +369,7 @@ __global__ void __launch_bounds__(384, 1)
     }
 
     // ================= consumers =================
-    if (CF::SETMAXNREG) setmaxnreg_inc<CF::CONSUMER_REGS>();
+    setmaxnreg_inc<CF::CONSUMER_REGS>();
     const int cw = wg - 1, wl = (tid >> 5) & 3;
     uint4 A[2][2][2];  // [register slot][row group][k-step]
     uint32_t Mt[2][2][2];
@@ -498,31 +508,19 @@ int encode_x_map(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, CUtenso
     return r == CUDA_SUCCESS ? 0 : -1;
 }
 
-template <int FILL, bool REGSPLIT>
+template <int FILL>
 int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const VnmEpi &e, const CUtensorMap &map,
            cudaStream_t stream) {
-    using CF = Cfg<FILL, REGSPLIT>;
     static bool attr_set = false;
     if (!attr_set) {
-        if (cudaFuncSetAttribute(vnm_wgmma_sp_kernel<FILL, REGSPLIT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 CF::SMEM) != cudaSuccess)
+        if (cudaFuncSetAttribute(vnm_wgmma_sp_kernel<FILL>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg<FILL>::SMEM) !=
+            cudaSuccess)
             return -1;
         attr_set = true;
     }
     dim3 grid((unsigned)(d->out_pad / BM), (unsigned)((e.n + BN - 1) / BN));
-    vnm_wgmma_sp_kernel<FILL, REGSPLIT><<<grid, 384, CF::SMEM, stream>>>(dev, x, e, map);
+    vnm_wgmma_sp_kernel<FILL><<<grid, 384, Cfg<FILL>::SMEM, stream>>>(dev, x, e, map);
     return 0;
-}
-
-// The gather fillers run with or without the producer/consumer register split
-// (VNM_WGMMA_NOREGSPLIT=1 in the environment turns it off; a debugging switch).
-bool gather_regsplit(void) {
-    static int v = -1;
-    if (v < 0) {
-        const char *s = getenv("VNM_WGMMA_NOREGSPLIT");
-        v = !(s && s[0] == '1');
-    }
-    return v;
 }
 
 }  // namespace vnm90
@@ -532,7 +530,7 @@ int vnm_wgmma_sp_available(void) {
     static int avail = -1;
     if (avail < 0) {
         cudaFuncAttributes a;
-        avail = cudaFuncGetAttributes(&a, vnm_wgmma_sp_kernel<VNM_FILL_WINDOW, true>) == cudaSuccess && a.binaryVersion >= 90;
+        avail = cudaFuncGetAttributes(&a, vnm_wgmma_sp_kernel<VNM_FILL_WINDOW>) == cudaSuccess && a.binaryVersion >= 90;
         cudaGetLastError();
     }
     return avail;
@@ -551,12 +549,8 @@ int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint1
             c->x = x, c->n = e.n;
         }
         map = c->map;
-        return launch<VNM_FILL_TMA, true>(d, dev, x, e, map, stream);
+        return launch<VNM_FILL_TMA>(d, dev, x, e, map, stream);
     }
-    bool rs = gather_regsplit();
-    if (d->fill == VNM_FILL_WINDOW)
-        return rs ? launch<VNM_FILL_WINDOW, true>(d, dev, x, e, map, stream)
-                  : launch<VNM_FILL_WINDOW, false>(d, dev, x, e, map, stream);
-    return rs ? launch<VNM_FILL_GENERIC, true>(d, dev, x, e, map, stream)
-              : launch<VNM_FILL_GENERIC, false>(d, dev, x, e, map, stream);
+    if (d->fill == VNM_FILL_WINDOW) return launch<VNM_FILL_WINDOW>(d, dev, x, e, map, stream);
+    return launch<VNM_FILL_GENERIC>(d, dev, x, e, map, stream);
 }

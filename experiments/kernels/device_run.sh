@@ -44,12 +44,14 @@ for step in "${STEPS[@]}"; do
   case "$step" in
     probe)
       nvcc -gencode=arch=compute_90a,code=sm_90a -o $B/probe_sp experiments/kernels/probe_sp.cu && $B/probe_sp 2>&1 | tee "$OUT/probe.txt" ;;
-    test|test_noregsplit)
-      [[ $step == test_noregsplit ]] && export VNM_WGMMA_NOREGSPLIT=1
+    test)
       timeout 150 $TEST --jobs 1 --verbose > "$OUT/$step.txt" 2>&1
       echo "== $step (rc $?)"; grep -E "bad [1-9]" "$OUT/$step.txt" | head -8
       grep -E "^(wgmma|mma)" "$OUT/$step.txt" | awk '{print $1}' | sort | uniq -c
-      grep -E "Synthesis" "$OUT/$step.txt"; unset VNM_WGMMA_NOREGSPLIT ;;
+      grep -E "Synthesis" "$OUT/$step.txt" ;;
+    sass)
+      cuobjdump -sass $LIB 2>/dev/null | grep -oE "HGMMA[.A-Z0-9x]*" | sort | uniq -c | tee "$OUT/sass.txt"
+      cuobjdump -res-usage $LIB 2>/dev/null | grep -A1 -E "vnm_(wgmma|mma|decode)" | grep -oE "(Function.*|REG:[0-9]+|LOCAL:[0-9]+)" | tee -a "$OUT/sass.txt" ;;
     ncu)  # NCU_RUNS="pattern@n:kernel-regex ..."
       for r in ${NCU_RUNS:-2:4@2048:vnm_wgmma 64:2:8@2048:vnm_wgmma 64:2:8@16:vnm_decode}; do
         pat=${r%:*}; kre=${r##*:}; f="$OUT/ncu_$(echo $pat | tr ':@' '__').txt"
