@@ -7,7 +7,7 @@
 #include "train/trainer.h"
 #include "train/vnm_export.h"
 
-static bool is_override(const char *a) { return strchr(a, '=') != NULL; }
+static bool is_override(const char *a) { return a[0] != '-' && strchr(a, '=') != NULL; }
 
 int job_from_args(int argc, char **argv, const char *default_job, const char *usage, Config *c) {
     Err err = {0};
@@ -18,6 +18,10 @@ int job_from_args(int argc, char **argv, const char *default_job, const char *us
             printf("%s\n\nWithout a job file the embedded configs/%s.yaml is used. Keys (type, default):\n", usage, default_job);
             config_print_keys(stdout);
             return 1;
+        }
+        if (argv[i][0] == '-' && strncmp(argv[i], "--model=", 8)) {
+            fprintf(stderr, "vnmtune: error: unknown option '%s' (see --help)\n", argv[i]);
+            return -1;
         }
         if (!is_override(argv[i]) && argv[i][0] != '-') {
             if (file) {
