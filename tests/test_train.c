@@ -9,6 +9,7 @@
 
 #include "autograd/rng.h"
 #include "data/imageset.h"
+#include "train/checkpoint.h"
 #include "train/pipeline.h"
 #include "train/trainer.h"
 #include "train/vnm_export.h"
@@ -161,4 +162,28 @@ Test(train, export_round_trip_matches_masked_model, .init = make_dataset) {
     vnm_export_free(&e);
     free(before);
     trainer_free(&tr);
+}
+
+// Bad input: a checkpoint whose mask for a sparse layer has the wrong shape is refused with the
+// file, the dataset and both shapes named; nothing is half-loaded into a running job.
+Test(train, mask_of_wrong_shape_is_refused, .init = make_dataset) {
+    Config c = tiny_job("three_stage");
+    Trainer tr;
+    Err err = {0};
+    cr_assert_eq(trainer_setup(&tr, &c, &err), 0, "%s", err.msg);
+    Arena a;
+    arena_init(&a, "bad", DEV_CPU, 1 << 16);
+    Tensor *bad = tensor_new2(&a, DT_U8, 3, 3, "bad");
+    CkptMask masks[4];
+    for (int i = 0; i < tr.sched.n_layers; i++) masks[i] = (CkptMask){tr.sched.layers[i]->name, i ? tr.sched.layers[i]->mask : bad};
+    CkptContent cc = {.params = &tr.model.params, .masks = masks, .n_masks = tr.sched.n_layers};
+    char path[128];
+    snprintf(path, sizeof path, "%s/badmask.h5", dir);
+    cr_assert_eq(ckpt_save(path, &cc, &err), 0, "%s", err.msg);
+    trainer_free(&tr);
+    snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%s", path);
+    cr_assert_eq(trainer_setup(&tr, &c, &err), -1);
+    cr_expect(strstr(err.msg, "badmask.h5") && strstr(err.msg, "/mask/blocks.0.attn.qkv") && strstr(err.msg, "[3, 3]"), "%s", err.msg);
+    trainer_free(&tr);
+    arena_free(&a);
 }
