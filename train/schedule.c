@@ -98,14 +98,17 @@ void schedule_free(Schedule *s) {
 }
 
 // W + s·B A on the host (fp32), the weight whose mask stages 2-3 search.
+static float *host_f32(const Tensor *t) {
+    float *h = xmalloc((size_t)t->numel * sizeof *h);
+    tensor_get_f32(t, h, t->numel);
+    return h;
+}
+
 static float *effective_weight(const Linear *l) {
-    float *W = xmalloc((size_t)l->w->numel * sizeof *W);
-    tensor_get_f32(l->w, W, l->w->numel);
+    float *W = host_f32(l->w);
     if (!l->lora_A) return W;
     int64_t r = l->lora_A->shape[0];
-    float *A = xmalloc((size_t)l->lora_A->numel * sizeof *A), *B = xmalloc((size_t)l->lora_B->numel * sizeof *B);
-    tensor_get_f32(l->lora_A, A, l->lora_A->numel);
-    tensor_get_f32(l->lora_B, B, l->lora_B->numel);
+    float *A = host_f32(l->lora_A), *B = host_f32(l->lora_B);
     cpu_gemm(false, false, (int)l->out, (int)l->in, (int)r, l->lora_scale, B, (int)r, A, (int)l->in, 1.0f, W, (int)l->in);
     free(A), free(B);
     return W;
@@ -179,6 +182,8 @@ void schedule_before_step(Schedule *s, int64_t step) {
     if (update) schedule_update_masks(s);
 }
 
+// The regulariser's gradient is formed on the host (one layer at a time) and added to the LoRA
+// gradients wherever they live (CPU, or f32 on the GPU).
 void schedule_after_backward(Schedule *s) {
     if (!s->sparse || s->stage != 2 || s->cfg.reg_lambda <= 0) return;
     for (int i = 0; i < s->n_layers; i++) {
@@ -191,9 +196,13 @@ void schedule_after_backward(Schedule *s) {
             if (m[k]) P[k] = 0.0f;
         int r = (int)l->lora_A->shape[0], out = (int)l->out, in = (int)l->in;
         float c = s->cfg.reg_lambda * l->lora_scale;
-        cpu_gemm(false, true, out, r, in, c, P, in, tensor_f32(l->lora_A), in, 1.0f, tensor_f32(l->lora_B->grad), r);
-        cpu_gemm(true, false, r, in, out, c, tensor_f32(l->lora_B), r, P, in, 1.0f, tensor_f32(l->lora_A->grad), in);
-        free(P);
+        float *A = host_f32(l->lora_A), *B = host_f32(l->lora_B);
+        float *dA = host_f32(l->lora_A->grad), *dB = host_f32(l->lora_B->grad);
+        cpu_gemm(false, true, out, r, in, c, P, in, A, in, 1.0f, dB, r);
+        cpu_gemm(true, false, r, in, out, c, B, r, P, in, 1.0f, dA, in);
+        tensor_set_f32(l->lora_A->grad, dA, l->lora_A->numel);
+        tensor_set_f32(l->lora_B->grad, dB, l->lora_B->numel);
+        free(P), free(A), free(B), free(dA), free(dB);
     }
 }
 

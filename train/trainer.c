@@ -96,8 +96,6 @@ static int resolve_device(Config *c, Device *dev, Err *err) {
     if (*dev == DEV_CPU) return 0;
 #ifdef VNMTUNE_HAVE_CUDA
     if (!gpu) return err_set(err, "%s: train.device: cuda, but no GPU is visible (use train.device=cpu)", c->source);
-    if (c->schedule.reg_lambda > 0 && c->sparsity.enabled)
-        return err_set(err, "%s: schedule.reg_lambda: the regulariser runs on the CPU only (set it to 0 on cuda)", c->source);
     ops_cuda_register();
     return 0;
 #else
