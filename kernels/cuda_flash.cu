@@ -12,6 +12,7 @@
 //   A (16×16): a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..)
 //   B (16×8):  b0 (k 2t..2t+1, n g) b1 (k 2t+8.., n g);  C (16×8): c0,c1 (g, 2t..) c2,c3 (g+8, 2t..)
 #include <math.h>
+#include <stdlib.h>
 
 #include "kernels/cuda_common.cuh"
 #include "kernels/cuda_flash.cuh"
@@ -348,7 +349,12 @@ static size_t fwd_smem(int64_t Tp) { return (size_t)(2 * Tp + FQ) * FLD * 2; }
 static size_t dq_smem(int64_t Tp) { return (size_t)(2 * Tp + 2 * FQ) * FLD * 2; }
 static size_t dkv_smem(int64_t Tp) { return (size_t)(2 * Tp + 2 * FQ) * FLD * 2 + (size_t)Tp * 8; }
 
-bool flash_ok(int64_t T, int64_t D, int64_t C) { return D == FD && T <= FMAXT && C % 8 == 0 && dkv_smem(pad16(T)) <= 227 * 1024; }
+// VNM_NO_FLASH=1 in the environment turns this path off (the WMMA / GEMM paths take over).
+bool flash_ok(int64_t T, int64_t D, int64_t C) {
+    static int off = -1;
+    if (off < 0) off = getenv("VNM_NO_FLASH") != NULL;
+    return !off && D == FD && T <= FMAXT && C % 8 == 0 && dkv_smem(pad16(T)) <= 227 * 1024;
+}
 
 static void raise_smem(const void *k, size_t bytes) {
     CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
