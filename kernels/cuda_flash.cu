@@ -322,9 +322,13 @@ __global__ void __launch_bounds__(128, 2) flash_dkv_kernel(const bf16 *__restric
             for (int e = 0; e < 4; e++) {
                 int q = c0 + 8 * j + 2 * t + (e & 1), key = r0 + g + 8 * (e >> 1);
                 bool ok = j < nj && q < T && (!causal || key <= q);
-                float p = ok ? __expf(st[j][e] * scale - sL[q]) : 0.0f;
+                float p = 0.0f, ds = 0.0f;  // q may be past the smem rows when !ok: read only if ok
+                if (ok) {
+                    p = __expf(st[j][e] * scale - sL[q]);
+                    ds = p * (dpt[j][e] - sD[q]) * scale;
+                }
                 pt[j][e] = p;
-                st[j][e] = p * (dpt[j][e] - sD[q]) * scale;  // dSᵀ
+                st[j][e] = ds;  // dSᵀ
             }
 #pragma unroll
         for (int kk = 0; kk < 2; kk++) {
