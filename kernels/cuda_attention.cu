@@ -1,8 +1,8 @@
 // OP_ATTENTION on qkv (B, T, 3C) viewed as (B, T, 3, H, D): head h of batch b reads Q, K, V with
 // row stride 3C, so nothing is transposed.
 //
-// Flash path (D = 64, T <= 256: ViT/DeiT): register-resident mma.sync kernels in cuda_flash.cu;
-// saved[0] = row log-sum-exp (B, H, T), P is never stored.
+// Flash path (opt-in with VNM_FLASH=1; D = 64, T <= 256: ViT/DeiT): register-resident mma.sync
+// kernels in cuda_flash.cu; saved[0] = row log-sum-exp (B, H, T), P is never stored.
 //
 // WMMA fused path (other D = 64 or 128 cases where the whole key sequence fits in shared memory, e.g. ViT T = 197):
 //   forward, one CTA per (b, h, 64 queries): K (then V) and the Q tile in shared memory; S = Q·Kᵀ with
