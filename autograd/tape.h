@@ -33,6 +33,7 @@ typedef enum {
     OP_ROPE,
     OP_SWIGLU,
     OP_EMBEDDING,
+    OP_VNM_LINEAR,  // inference-only V:N:M sparse linear (train/vnm_linear.h registers its kernels)
     OP_COUNT
 } OpId;
 

@@ -8,25 +8,9 @@
 
 #include "train/checkpoint.h"
 #include "train/h5io.h"
+#include "scratch_dir.h"
 
-static char dir[256];
-static char *path_in(const char *name) {
-    static char buf[4][400];
-    static int k;
-    char *p = buf[k++ % 4];
-    snprintf(p, 400, "%s/%s", dir, name);
-    return p;
-}
-static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/vnm_ckpt_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-static void teardown(void) {
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    cr_assert_eq(system(cmd), 0);
-}
-TestSuite(checkpoint, .init = setup, .fini = teardown);
+TestSuite(checkpoint, .init = scratch_make, .fini = scratch_remove);
 
 // A tiny model: frozen bf16 base weight with LoRA, a trainable dense weight and bias, 2 masks.
 typedef struct Model {
@@ -111,7 +95,7 @@ Test(checkpoint, round_trip_bit_exact) {
     Model a, b;
     model_init(&a, 1, 5, false);
     model_init(&b, 2, 5, false);  // different contents, same shapes
-    char *p = path_in("ckpt.h5");
+    char *p = scratch_path("ckpt.h5");
     Err err;
     CkptContent ca = content(&a, CONFIG), cb = content(&b, NULL);
     cr_assert_eq(ckpt_save(p, &ca, &err), 0, "%s", err.msg);
@@ -146,7 +130,7 @@ Test(checkpoint, optional_groups) {
     model_init(&b, 2, 5, false);
     float m0 = b.m[0][0];
     uint8_t k0 = ((uint8_t *)b.masks[0].mask->data)[0];
-    char *p = path_in("ckpt.h5");
+    char *p = scratch_path("ckpt.h5");
     Err err;
     // No optimizer state, no masks, no config.
     CkptContent ca = {.params = &a.params, .state = a.state, .n_state = 5};
@@ -173,7 +157,7 @@ Test(checkpoint, skip_frozen) {
     Model a, b;
     model_init(&a, 1, 5, false);
     model_init(&b, 2, 5, false);
-    char *p = path_in("ckpt.h5");
+    char *p = scratch_path("ckpt.h5");
     Err err;
     CkptContent ca = content(&a, NULL), cb = content(&b, NULL);
     ca.skip_frozen = true;
@@ -203,7 +187,7 @@ Test(checkpoint, mismatches) {
     model_init(&a, 1, 5, false);
     model_init(&other_shape, 2, 7, false);
     model_init(&bigger, 3, 5, true);
-    char *p = path_in("ckpt.h5");
+    char *p = scratch_path("ckpt.h5");
     Err err;
     CkptContent ca = content(&a, NULL);
     cr_assert_eq(ckpt_save(p, &ca, &err), 0, "%s", err.msg);
@@ -233,7 +217,7 @@ Test(checkpoint, mismatches) {
 Test(checkpoint, corrupt_files) {
     Model a;
     model_init(&a, 1, 5, false);
-    char *p = path_in("ckpt.h5");
+    char *p = scratch_path("ckpt.h5");
     Err err;
     CkptContent ca = content(&a, CONFIG);
     cr_assert_eq(ckpt_save(p, &ca, &err), 0, "%s", err.msg);
@@ -242,12 +226,12 @@ Test(checkpoint, corrupt_files) {
     size_t n = fread(buf, 1, sizeof buf, fp);
     fclose(fp);
     cr_assert_lt(n, sizeof buf);
-    char *cut = path_in("cut.h5");
+    char *cut = scratch_path("cut.h5");
     fp = fopen(cut, "wb");
     fwrite(buf, 1, n * 2 / 3, fp);
     fclose(fp);
     expect_load_error(cut, &a, "truncated");
-    char *garbage = path_in("garbage.h5");
+    char *garbage = scratch_path("garbage.h5");
     fp = fopen(garbage, "wb");
     fputs("garbage garbage garbage", fp);
     fclose(fp);
@@ -255,7 +239,7 @@ Test(checkpoint, corrupt_files) {
     cr_assert_null(ckpt_read_config(garbage, &err));
     // A valid HDF5 file that is not a checkpoint.
     H5File f;
-    char *plain = path_in("plain.h5");
+    char *plain = scratch_path("plain.h5");
     cr_assert_eq(h5_create(&f, plain, &err), 0, "%s", err.msg);
     cr_assert_eq(h5_write_u64(&f, "/x", 1, (uint64_t[]){1}, &err), 0, "%s", err.msg);
     cr_assert_eq(h5_close_commit(&f, &err), 0, "%s", err.msg);
@@ -267,7 +251,7 @@ Test(checkpoint, failed_save_keeps_previous) {
     Model a, b;
     model_init(&a, 1, 5, false);
     model_init(&b, 2, 5, false);
-    char *p = path_in("ckpt.h5");
+    char *p = scratch_path("ckpt.h5");
     Err err;
     CkptContent ca = content(&a, CONFIG);
     cr_assert_eq(ckpt_save(p, &ca, &err), 0, "%s", err.msg);
@@ -279,9 +263,9 @@ Test(checkpoint, failed_save_keeps_previous) {
     CkptContent cc = content(&c, "other config");
     cr_assert_eq(ckpt_save(p, &cc, &err), -1);
     cr_assert(strstr(err.msg, "cannot create dataset '/mask/blocks.0.attn.qkv'"), "%s", err.msg);
-    cr_assert_eq(access(path_in("ckpt.h5.tmp"), F_OK), -1, "tmp file left behind");
+    cr_assert_eq(access(scratch_path("ckpt.h5.tmp"), F_OK), -1, "tmp file left behind");
     // A save into a directory that does not exist.
-    cr_assert_eq(ckpt_save(path_in("missing/dir/ckpt.h5"), &cc, &err), -1);
+    cr_assert_eq(ckpt_save(scratch_path("missing/scratch/ckpt.h5"), &cc, &err), -1);
     cr_assert(strstr(err.msg, "cannot create: No such file or directory"), "%s", err.msg);
     // The previous checkpoint is intact.
     CkptContent cb = content(&b, NULL);

@@ -85,7 +85,7 @@ Test(config, defaults) {
     cr_assert_float_eq(c.optim.eps, 1e-8f, 0);
     cr_assert_float_eq(c.optim.grad_clip, 1.f, 0);
     cr_assert_float_eq(c.optim.warmup, 0.05f, 0);
-    cr_assert_str_eq(c.train.device, "cpu");
+    cr_assert_str_eq(c.train.device, "auto");
     cr_assert_eq(c.train.batch_size, 128);
     cr_assert_eq(c.train.epochs, 1);
     cr_assert_eq(c.train.steps, 0);
@@ -239,7 +239,7 @@ Test(config, override_errors) {
                           "override 'train.batch_size=abc': train.batch_size: expected an integer, got 'abc'");
     expect_override_error("train.batch_sise=4", "unknown key (did you mean 'train.batch_size'?)");
     expect_override_error("train.batch_size=0", "train.batch_size: 0 is out of range [1, 1000000]");
-    expect_override_error("train.device=tpu", "train.device: 'tpu' is not one of cpu|cuda");
+    expect_override_error("train.device=tpu", "train.device: 'tpu' is not one of auto|cpu|cuda");
     expect_override_error("lora.targets=a,,b", "lora.targets: empty list item");
     expect_override_error("lora.enabled=maybe", "lora.enabled: expected true or false, got 'maybe'");
     expect_override_error("train.seed=-1", "train.seed: expected a non-negative integer, got '-1'");
@@ -259,7 +259,7 @@ Test(config, yaml_errors_name_file_and_line) {
     expect_error("optim:\n  beta1: 1.0\n", "job.yaml:2: optim.beta1: 1.0 is out of range");
     expect_error("model:\n  depth: 3000000000\n", "job.yaml:2: model.depth: 3000000000 does not fit in an int");
     expect_error("model:\n  depth:\n", "job.yaml:2: model.depth: expected an integer, got ''");
-    expect_error("train:\n  device: gpu\n", "job.yaml:2: train.device: 'gpu' is not one of cpu|cuda");
+    expect_error("train:\n  device: gpu\n", "job.yaml:2: train.device: 'gpu' is not one of auto|cpu|cuda");
     expect_error("schedule:\n  mode: magic\n",
                  "job.yaml:2: schedule.mode: 'magic' is not one of dense|one_shot|fixed_mask_lora|three_stage");
     expect_error("data:\n  augment: sure\n", "job.yaml:2: data.augment: expected true or false, got 'sure'");

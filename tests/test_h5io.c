@@ -6,26 +6,9 @@
 #include <unistd.h>
 
 #include "train/h5io.h"
+#include "scratch_dir.h"
 
-// A fresh scratch directory per test; files are named inside it.
-static char dir[256];
-static char *path_in(const char *name) {
-    static char buf[4][400];
-    static int k;
-    char *p = buf[k++ % 4];
-    snprintf(p, 400, "%s/%s", dir, name);
-    return p;
-}
-static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/vnm_h5io_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-static void teardown(void) {
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    cr_assert_eq(system(cmd), 0);
-}
-TestSuite(h5io, .init = setup, .fini = teardown);
+TestSuite(h5io, .init = scratch_make, .fini = scratch_remove);
 
 static void write_bytes(const char *path, const void *data, size_t n) {
     FILE *fp = fopen(path, "wb");
@@ -69,10 +52,10 @@ static void write_sample(const char *path) {
 }
 
 Test(h5io, round_trip_all_dtypes) {
-    char *p = path_in("a.h5");
+    char *p = scratch_path("a.h5");
     write_sample(p);
     cr_assert_neq(access(p, F_OK), -1);
-    cr_assert_eq(access(path_in("a.h5.tmp"), F_OK), -1, "tmp file left behind");
+    cr_assert_eq(access(scratch_path("a.h5.tmp"), F_OK), -1, "tmp file left behind");
 
     H5File f;
     Err err;
@@ -117,7 +100,7 @@ Test(h5io, tensors) {
     for (int i = 0; i < 20; i++) tensor_f32(t)[i] = (float)i * 0.5f;
     H5File f;
     Err err;
-    char *p = path_in("t.h5");
+    char *p = scratch_path("t.h5");
     cr_assert_eq(h5_create(&f, p, &err), 0, "%s", err.msg);
     cr_assert_eq(h5_write_tensor(&f, "/model/w", t, &err), 0, "%s", err.msg);
     cr_assert_eq(h5_close_commit(&f, &err), 0, "%s", err.msg);
@@ -140,7 +123,7 @@ Test(h5io, tensors) {
 Test(h5io, attributes) {
     H5File f;
     Err err;
-    char *p = path_in("attr.h5");
+    char *p = scratch_path("attr.h5");
     // A big attribute (> 64 KiB, like a long config) must work too.
     size_t big_n = 100000;
     char *big = malloc(big_n + 1);
@@ -182,7 +165,7 @@ Test(h5io, attributes) {
 Test(h5io, list) {
     H5File f;
     Err err;
-    char *p = path_in("list.h5");
+    char *p = scratch_path("list.h5");
     float x = 1;
     cr_assert_eq(h5_create(&f, p, &err), 0, "%s", err.msg);
     const char *names[] = {"/g/zeta", "/g/alpha", "/g/sub/inner", "/g/mid"};
@@ -211,7 +194,7 @@ Test(h5io, list) {
 }
 
 Test(h5io, missing_dataset_and_wrong_shape) {
-    char *p = path_in("a.h5");
+    char *p = scratch_path("a.h5");
     write_sample(p);
     H5File f;
     Err err;
@@ -235,25 +218,25 @@ Test(h5io, missing_dataset_and_wrong_shape) {
 Test(h5io, not_hdf5_missing_and_truncated_files) {
     H5File f;
     Err err;
-    cr_assert_eq(h5_open_read(&f, path_in("absent.h5"), &err), -1);
+    cr_assert_eq(h5_open_read(&f, scratch_path("absent.h5"), &err), -1);
     cr_assert(strstr(err.msg, "absent.h5: cannot open: No such file"), "%s", err.msg);
 
-    char *garbage = path_in("garbage.h5");
+    char *garbage = scratch_path("garbage.h5");
     write_bytes(garbage, "this is not an HDF5 file, just text\n", 36);
     cr_assert_eq(h5_open_read(&f, garbage, &err), -1);
     cr_assert(strstr(err.msg, "garbage.h5: not an HDF5 file"), "%s", err.msg);
 
-    char *empty = path_in("empty.h5");
+    char *empty = scratch_path("empty.h5");
     write_bytes(empty, "", 0);
     cr_assert_eq(h5_open_read(&f, empty, &err), -1);
     cr_assert(strstr(err.msg, "not an HDF5 file"), "%s", err.msg);
 
     // A good file cut in half: opening or reading must fail with a message, never crash.
-    char *good = path_in("good.h5");
+    char *good = scratch_path("good.h5");
     write_sample(good);
     size_t n;
     char *bytes = read_all(good, &n);
-    char *cut = path_in("cut.h5");
+    char *cut = scratch_path("cut.h5");
     write_bytes(cut, bytes, n / 2);
     free(bytes);
     int rc = h5_open_read(&f, cut, &err);
@@ -270,7 +253,7 @@ Test(h5io, not_hdf5_missing_and_truncated_files) {
 }
 
 Test(h5io, failed_write_keeps_previous_file) {
-    char *p = path_in("keep.h5");
+    char *p = scratch_path("keep.h5");
     write_sample(p);
     size_t n0;
     char *before = read_all(p, &n0);
@@ -284,7 +267,7 @@ Test(h5io, failed_write_keeps_previous_file) {
     cr_assert_eq(h5_write(&f, "/model/a.weight", DT_F32, 1, (int64_t[]){1}, &x, &err), -1);
     cr_assert(strstr(err.msg, "cannot create dataset '/model/a.weight'"), "%s", err.msg);
     h5_abort(&f);
-    cr_assert_eq(access(path_in("keep.h5.tmp"), F_OK), -1, "tmp file left behind");
+    cr_assert_eq(access(scratch_path("keep.h5.tmp"), F_OK), -1, "tmp file left behind");
 
     size_t n1;
     char *after = read_all(p, &n1);
@@ -294,7 +277,7 @@ Test(h5io, failed_write_keeps_previous_file) {
     free(after);
 
     // A writer into a directory that does not exist fails at create time.
-    cr_assert_eq(h5_create(&f, path_in("no/such/dir/x.h5"), &err), -1);
+    cr_assert_eq(h5_create(&f, scratch_path("no/such/scratch/x.h5"), &err), -1);
     cr_assert(strstr(err.msg, "x.h5.tmp: cannot create: No such file or directory"), "%s", err.msg);
 
     // Read-only helpers refuse to write.

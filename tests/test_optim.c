@@ -22,7 +22,7 @@ Test(optim, adamw_matches_torch_formula) {
     Tensor *w = param(&pl, "w", 0.5f, 0.2f, true), *b = param(&pl, "b", -1.0f, -0.3f, false);
     OptimConfig c = {.lr = 0.1f, .weight_decay = 0.05f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
     AdamW o;
-    adamw_init(&o, &pl);
+    adamw_init(&o, &pl, DEV_CPU);
     adamw_step(&o, &c, c.lr);
     // step 1: m̂ = g, v̂ = g², update = lr·g/(|g|+eps) = ±lr; decay only on w
     cr_expect_float_eq(tensor_f32(w)[0], 0.5f * (1 - 0.1f * 0.05f) - 0.1f, 1e-6);
@@ -45,7 +45,7 @@ Test(optim, clip_grad_norm) {
     ParamList pl = {0};
     Tensor *a = param(&pl, "a", 0, 3.0f, true), *b = param(&pl, "b", 0, 4.0f, true);
     AdamW o;
-    adamw_init(&o, &pl);
+    adamw_init(&o, &pl, DEV_CPU);
     cr_expect_float_eq(adamw_clip_grad_norm(&o, 1.0f), 5.0f, 1e-6);
     cr_expect_float_eq(tensor_f32(a->grad)[0], 0.6f, 1e-5);
     cr_expect_float_eq(tensor_f32(b->grad)[0], 0.8f, 1e-5);

@@ -8,29 +8,13 @@
 #include <unistd.h>
 
 #include "train/safetensors.h"
+#include "scratch_dir.h"
 
-static char dir[256];
-static char *path_in(const char *name) {
-    static char buf[4][400];
-    static int k;
-    char *p = buf[k++ % 4];
-    snprintf(p, 400, "%s/%s", dir, name);
-    return p;
-}
-static void setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/vnm_st_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-static void teardown(void) {
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    cr_assert_eq(system(cmd), 0);
-}
-TestSuite(safetensors, .init = setup, .fini = teardown);
+TestSuite(safetensors, .init = scratch_make, .fini = scratch_remove);
 
 // A file made by hand: 8-byte length, the header text as given, then `data_len` bytes of data.
 static char *raw_file(const char *name, uint64_t declared_len, const char *header, size_t data_len) {
-    char *p = path_in(name);
+    char *p = scratch_path(name);
     FILE *fp = fopen(p, "wb");
     cr_assert_not_null(fp);
     fwrite(&declared_len, 8, 1, fp);
@@ -67,10 +51,10 @@ Test(safetensors, round_trip) {
         {.name = "empty", .dtype = SFT_F32, .ndim = 2, .shape = (int64_t[]){0, 5}, .f32 = w},
     };
     StMeta meta[] = {{"format", "pt"}, {"source", "vnmtune test"}};
-    char *p = path_in("m.safetensors");
+    char *p = scratch_path("m.safetensors");
     Err err;
     cr_assert_eq(st_write(p, e, 6, meta, 2, &err), 0, "%s", err.msg);
-    cr_assert_eq(access(path_in("m.safetensors.tmp"), F_OK), -1);
+    cr_assert_eq(access(scratch_path("m.safetensors.tmp"), F_OK), -1);
 
     StFile f;
     cr_assert_eq(st_open(&f, p, &err), 0, "%s", err.msg);
@@ -122,7 +106,7 @@ Test(safetensors, missing_tensor_wrong_shape_unsupported_dtype) {
         {.name = "head.weight", .dtype = SFT_F32, .ndim = 2, .shape = (int64_t[]){3, 4}, .f32 = w},
         {.name = "pos", .dtype = SFT_I64, .ndim = 1, .shape = (int64_t[]){2}, .data = i64},
     };
-    char *p = path_in("m.safetensors");
+    char *p = scratch_path("m.safetensors");
     Err err;
     cr_assert_eq(st_write(p, e, 2, NULL, 0, &err), 0, "%s", err.msg);
     StFile f;
@@ -150,10 +134,10 @@ Test(safetensors, missing_tensor_wrong_shape_unsupported_dtype) {
 Test(safetensors, bad_files) {
     StFile f;
     Err err;
-    cr_assert_eq(st_open(&f, path_in("absent.safetensors"), &err), -1);
+    cr_assert_eq(st_open(&f, scratch_path("absent.safetensors"), &err), -1);
     cr_assert(strstr(err.msg, "cannot open: No such file"), "%s", err.msg);
     expect_open_error(hand_file("nohead", "", 0), "malformed JSON header (0 bytes)");  // only the length
-    char *tiny = path_in("tiny");
+    char *tiny = scratch_path("tiny");
     FILE *fp = fopen(tiny, "wb");
     fputs("abc", fp);
     fclose(fp);
@@ -186,14 +170,14 @@ Test(safetensors, truncated_written_file) {
         {.name = "a", .dtype = SFT_F32, .ndim = 2, .shape = (int64_t[]){8, 4}, .f32 = w},
         {.name = "b", .dtype = SFT_F32, .ndim = 1, .shape = (int64_t[]){32}, .f32 = w + 32},
     };
-    char *p = path_in("m.safetensors");
+    char *p = scratch_path("m.safetensors");
     Err err;
     cr_assert_eq(st_write(p, e, 2, NULL, 0, &err), 0, "%s", err.msg);
     FILE *fp = fopen(p, "rb");
     char buf[1024];
     size_t n = fread(buf, 1, sizeof buf, fp);
     fclose(fp);
-    char *cut = path_in("cut.safetensors");
+    char *cut = scratch_path("cut.safetensors");
     fp = fopen(cut, "wb");
     fwrite(buf, 1, n - 10, fp);
     fclose(fp);
@@ -208,10 +192,10 @@ Test(safetensors, failed_write_keeps_old_file) {
     float w[4] = {1, 2, 3, 4};
     StWriteEntry e = {.name = "a", .dtype = SFT_F32, .ndim = 1, .shape = (int64_t[]){4}, .f32 = w};
     Err err;
-    cr_assert_eq(st_write(path_in("no/such/dir/m.safetensors"), &e, 1, NULL, 0, &err), -1);
+    cr_assert_eq(st_write(scratch_path("no/such/scratch/m.safetensors"), &e, 1, NULL, 0, &err), -1);
     cr_assert(strstr(err.msg, "m.safetensors.tmp: cannot create: No such file or directory"), "%s", err.msg);
     // Writing over an existing file replaces it atomically.
-    char *p = path_in("m.safetensors");
+    char *p = scratch_path("m.safetensors");
     cr_assert_eq(st_write(p, &e, 1, NULL, 0, &err), 0, "%s", err.msg);
     w[0] = 9;
     cr_assert_eq(st_write(p, &e, 1, NULL, 0, &err), 0, "%s", err.msg);

@@ -94,7 +94,8 @@ static int write_all(H5File *f, const CkptContent *c, Err *err) {
         if (h5_write_tensor(f, dset, p->value, err) < 0) return -1;
     }
     for (int i = 0; i < c->n_masks; i++) {
-        if (c->masks[i].mask->dtype != DT_U8) fatal("checkpoint: mask '%s' is not u8", c->masks[i].layer);
+        if (c->masks[i].mask->dtype != DT_U8 && c->masks[i].mask->dtype != DT_I32)
+            fatal("checkpoint: mask '%s' is neither u8 nor i32", c->masks[i].layer);
         snprintf(dset, sizeof dset, "/mask/%s", c->masks[i].layer);
         if (h5_write_tensor(f, dset, c->masks[i].mask, err) < 0) return -1;
     }

@@ -17,7 +17,7 @@
 
 typedef struct CkptMask {
     const char *layer;   // e.g. "blocks.0.attn.qkv"
-    Tensor *mask;        // DT_U8, CPU or CUDA
+    Tensor *mask;        // DT_U8 (or DT_I32 for index maps such as permutations), CPU or CUDA
 } CkptMask;
 
 typedef struct CkptState {

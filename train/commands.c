@@ -3,18 +3,27 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "train/pipeline.h"
 #include "train/trainer.h"
+#include "train/vnm_export.h"
 
-static bool is_override(const char *a) { return strchr(a, '=') != NULL; }
+static bool is_override(const char *a) { return a[0] != '-' && strchr(a, '=') != NULL; }
 
-int job_from_args(int argc, char **argv, const char *default_job, Config *c, bool *help) {
+int job_from_args(int argc, char **argv, const char *default_job, const char *usage, Config *c) {
     Err err = {0};
     config_defaults(c);
-    *help = false;
     const char *file = NULL;
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) *help = true;
-        else if (!is_override(argv[i]) && argv[i][0] != '-') {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("%s\n\nWithout a job file the embedded configs/%s.yaml is used. Keys (type, default):\n", usage, default_job);
+            config_print_keys(stdout);
+            return 1;
+        }
+        if (argv[i][0] == '-' && strncmp(argv[i], "--model=", 8)) {
+            fprintf(stderr, "vnmtune: error: unknown option '%s' (see --help)\n", argv[i]);
+            return -1;
+        }
+        if (!is_override(argv[i]) && argv[i][0] != '-') {
             if (file) {
                 fprintf(stderr, "vnmtune: error: two job files given ('%s' and '%s')\n", file, argv[i]);
                 return -1;
@@ -22,7 +31,6 @@ int job_from_args(int argc, char **argv, const char *default_job, Config *c, boo
             file = argv[i];
         }
     }
-    if (*help) return 0;
     int rc;
     if (file) {
         rc = config_load_file(c, file, &err);
@@ -43,13 +51,6 @@ int job_from_args(int argc, char **argv, const char *default_job, Config *c, boo
     return 0;
 }
 
-static void print_job_help(const char *cmd, const char *what) {
-    printf("usage: vnmtune %s [job.yaml] [section.key=value ...]\n\n%s\n\n"
-           "Without a job file the embedded configs/deit_fmnist.yaml is used. Keys (type, default):\n",
-           cmd, what);
-    config_print_keys(stdout);
-}
-
 static void print_resolved(const Config *c) {
     printf("# resolved job (%s)\n", c->source);
     config_write_yaml(c, stdout);
@@ -58,18 +59,16 @@ static void print_resolved(const Config *c) {
 
 int cmd_train(int argc, char **argv) {
     Config c;
-    bool help;
-    if (job_from_args(argc, argv, "deit_fmnist", &c, &help)) return 1;
-    if (help) {
-        print_job_help("train", "Trains the job's model: progress every train.log_every steps, metrics as JSONL,\n"
-                                "the resolved config and checkpoints in train.out_dir, test accuracy at the end.\n"
-                                "checkpoint.resume=FILE continues a run exactly.");
-        return 0;
-    }
+    int rc = job_from_args(argc, argv, "deit_fmnist",
+                           "usage: vnmtune train [job.yaml] [section.key=value ...]\n\n"
+                           "Trains the job's model: progress every train.log_every steps, metrics as JSONL, the resolved\n"
+                           "config, checkpoints and model.safetensors in train.out_dir, test accuracy at the end.\n"
+                           "checkpoint.resume=FILE continues a run exactly.", &c);
+    if (rc) return rc < 0;
     print_resolved(&c);
     Trainer tr;
     Err err = {0};
-    int rc = trainer_setup(&tr, &c, &err);
+    rc = trainer_setup(&tr, &c, &err);
     if (rc == 0) {
         printf("model: %lld parameters, %lld trainable | %lld steps (%lld per epoch)\n",
                (long long)params_count(&tr.model.params, false), (long long)params_count(&tr.model.params, true),
@@ -83,26 +82,38 @@ int cmd_train(int argc, char **argv) {
     return rc ? 1 : 0;
 }
 
+static const char *model_arg(int argc, char **argv) {
+    for (int i = 0; i < argc; i++)
+        if (!strncmp(argv[i], "--model=", 8)) return argv[i] + 8;
+    return NULL;
+}
+
 int cmd_eval(int argc, char **argv) {
     Config c;
-    bool help;
-    if (job_from_args(argc, argv, "deit_fmnist", &c, &help)) return 1;
-    if (help) {
-        print_job_help("eval", "Evaluates the job's model on its test set: the checkpoint named by checkpoint.resume,\n"
-                               "or <train.out_dir>/checkpoint.h5.");
-        return 0;
-    }
-    if (!c.checkpoint.resume[0] &&
-        snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%s/checkpoint.h5", c.train.out_dir) >= (int)sizeof c.checkpoint.resume) {
+    int rc = job_from_args(argc, argv, "deit_fmnist",
+                           "usage: vnmtune eval [job.yaml] [--model=FILE] [section.key=value ...]\n\n"
+                           "Evaluates the job's model on its test set. FILE is a checkpoint or a V:N:M export (vnmtune\n"
+                           "export); without --model: checkpoint.resume, or <train.out_dir>/checkpoint.h5.", &c);
+    if (rc) return rc < 0;
+    const char *model = model_arg(argc, argv);
+    bool is_export = model && vnm_export_is_export(model);
+    if (is_export) {  // an export holds merged dense + V:N:M weights: no LoRA, no masks to build
+        c.lora.enabled = c.sparsity.enabled = false;
+        c.checkpoint.resume[0] = 0;
+    } else if (model) {
+        snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%s", model);
+    } else if (!c.checkpoint.resume[0] &&
+               snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%s/checkpoint.h5", c.train.out_dir) >= (int)sizeof c.checkpoint.resume) {
         fprintf(stderr, "vnmtune: error: train.out_dir is too long\n");
         return 1;
     }
     Trainer tr;
     Err err = {0};
-    int rc = trainer_setup(&tr, &c, &err);
+    rc = trainer_setup(&tr, &c, &err);
+    if (rc == 0 && is_export) rc = model_load_export(&tr.model, model, true, &err);
     if (rc == 0) {
         float loss, acc = trainer_evaluate(&tr, &loss);
-        printf("%s: step %lld | test loss %.4f | test accuracy %.2f%%\n", c.checkpoint.resume, (long long)tr.step, loss, 100 * acc);
+        printf("%s: test loss %.4f | test accuracy %.2f%%\n", model ? model : c.checkpoint.resume, loss, 100 * acc);
     } else {
         fprintf(stderr, "vnmtune: error: %s\n", err.msg);
     }

@@ -85,7 +85,7 @@ static const Key KEYS[] = {
     FLT(optim, warmup, 0, 1e12, "0.05", "warmup: < 1 a fraction of the steps, >= 1 a step count"),
     FLT(optim, label_smoothing, 0, 0.999, "0", "label smoothing of the cross-entropy"),
 
-    ENUM(train, device, "cpu|cuda", "cpu", "where to train"),
+    ENUM(train, device, "auto|cpu|cuda", "auto", "where to train (auto: cuda when a GPU is visible, else cpu)"),
     INT(train, batch_size, 1, 1000000, "128", "samples per optimizer step (per process)"),
     INT(train, epochs, 1, 1000000, "1", "epochs (used when train.steps = 0)"),
     I64(train, steps, 0, 1e15, "0", "optimizer steps (0 = derive from epochs)"),

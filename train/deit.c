@@ -114,6 +114,7 @@ void deit_init(Deit *m, const ModelConfig *cfg, Arena *arena, uint64_t seed) {
 }
 
 void deit_free(Deit *m) {
+    for (int i = 0; i < m->n_linears; i++) linear_free_sparse(m->linears[i]);
     free(m->blocks);
     free(m->linears);
     params_free(&m->params);

@@ -417,6 +417,7 @@ static char *read_str_attr(H5File *f, hid_t a, const char *obj, const char *name
     } else if (H5Tis_variable_str(type) > 0) {
         hid_t mem = H5Tcopy(H5T_C_S1);
         H5Tset_size(mem, H5T_VARIABLE);
+        H5Tset_cset(mem, H5Tget_cset(type));  // h5py writes UTF-8; HDF5 won't convert between charsets
         char *s = NULL;
         if (H5Aread(a, mem, &s) >= 0 && s) {
             out = xstrdup(s);
@@ -429,6 +430,7 @@ static char *read_str_attr(H5File *f, hid_t a, const char *obj, const char *name
         size_t size = H5Tget_size(type);
         hid_t mem = H5Tcopy(H5T_C_S1);
         H5Tset_size(mem, size);
+        H5Tset_cset(mem, H5Tget_cset(type));
         H5Tset_strpad(mem, H5T_STR_NULLPAD);
         out = xcalloc(size + 1, 1);
         if (H5Aread(a, mem, out) < 0) {

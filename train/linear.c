@@ -1,18 +1,22 @@
 #include "linear.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "autograd/util.h"
+#include "train/vnm_linear.h"
 
 static void collect_act_sq(const Linear *l, const Tensor *x) {
-    if (x->device != DEV_CPU || x->dtype != DT_F32) fatal("calibration of '%s' needs fp32 CPU activations", l->name);
-    const float *p = tensor_f32(x);
+    float *p = x->device == DEV_CPU && x->dtype == DT_F32 ? tensor_f32(x) : xmalloc((size_t)x->numel * sizeof(float));
+    if (p != x->data) tensor_get_f32(x, p, x->numel);  // GPU / bf16 activations: a host copy
     for (int64_t r = 0; r < x->numel / l->in; r++)
         for (int64_t j = 0; j < l->in; j++) l->act_sq[j] += (double)p[r * l->in + j] * p[r * l->in + j];
+    if (p != x->data) free(p);
 }
 
 Tensor *linear_forward(Tape *t, Linear *l, Tensor *x) {
     if (l->act_sq) collect_act_sq(l, x);
+    if (l->vnm) return op_vnm_linear(t, x, l->vnm, l->b, l->name);
     LoraRef lora = {.A = l->lora_A, .B = l->lora_B, .mask = l->mask, .scale = l->lora_scale,
                     .dropout = l->lora_dropout};
     // Without LoRA a mask is already applied to w itself (prune_apply), so the plain GEMM runs.
@@ -24,4 +28,11 @@ bool linear_name_matches(const Linear *l, const char *pattern) {
     if (strchr(pattern, '.')) return strstr(l->name, pattern) != NULL;
     const char *last = strrchr(l->name, '.');
     return strcmp(last ? last + 1 : l->name, pattern) == 0;
+}
+
+void linear_free_sparse(Linear *l) {
+    if (!l->vnm) return;
+    vnm_layer_free(l->vnm);
+    free(l->vnm);
+    l->vnm = NULL;
 }

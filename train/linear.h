@@ -16,9 +16,12 @@ typedef struct Linear {
     float lora_dropout;
     Tensor *mask;         // (out, in) DT_U8 0/1, or NULL (dense). Without LoRA, w is kept masked.
     double *act_sq;       // when set (calibration), forward adds Σ x_j² over tokens per input channel
+    struct VnmLayer *vnm; // when set (a loaded V:N:M export, inference only), forward runs the SpMM of
+                          // the compressed weight instead of w (owned; freed by linear_free_sparse)
 } Linear;
 
 Tensor *linear_forward(Tape *t, Linear *l, Tensor *x);
 // True when `pattern` names this layer: it matches the last dotted component ("qkv", "fc1"), or
 // any substring of the name when it contains a dot ("attn.proj"), or "all".
 bool linear_name_matches(const Linear *l, const char *pattern);
+void linear_free_sparse(Linear *l);

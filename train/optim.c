@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void adamw_init(AdamW *o, ParamList *pl) {
+void adamw_init(AdamW *o, ParamList *pl, Device dev) {
     memset(o, 0, sizeof *o);
     for (int i = 0; i < pl->n; i++) o->n += pl->items[i].trainable;
     o->params = xcalloc((size_t)o->n, sizeof *o->params);
@@ -13,7 +13,7 @@ void adamw_init(AdamW *o, ParamList *pl) {
     for (int i = 0, k = 0; i < pl->n; i++) {
         if (!pl->items[i].trainable) continue;
         Param *p = &pl->items[i];
-        if (p->value->device != DEV_CPU || p->value->dtype != DT_F32)
+        if (dev == DEV_CPU && (p->value->device != DEV_CPU || p->value->dtype != DT_F32))
             fatal("adamw: parameter '%s' is not an fp32 CPU tensor", p->value->name);
         o->params[k] = p;
         o->m[k] = xcalloc((size_t)p->value->numel, sizeof(float));

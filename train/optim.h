@@ -12,7 +12,9 @@ typedef struct AdamW {
     int64_t step;    // number of updates done
 } AdamW;
 
-void adamw_init(AdamW *o, ParamList *pl);
+// dev DEV_CUDA: only the moments' host arrays (checkpoint staging) are made; the GPU step is
+// kernels/adamw.h.
+void adamw_init(AdamW *o, ParamList *pl, Device dev);
 void adamw_free(AdamW *o);
 // Zero the gradients of the trainable params (allocating them from `grads` on first use).
 void adamw_zero_grad(AdamW *o, Arena *grads);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "autograd/cpu_gemm.h"
+#include "autograd/device.h"
 #include "train/lora.h"
 #include "train/vnm_permute.h"
 
@@ -17,6 +18,19 @@ static bool is_target(const Linear *l, const SparsityConfig *sc) {
 }
 
 static int64_t steps_of(float v, int64_t total) { return v < 1.0f ? (int64_t)llroundf(v * (float)total) : (int64_t)v; }
+
+static void mask_to_tensor(Tensor *t, const uint8_t *host) {
+    if (t->device == DEV_CPU) memcpy(t->data, host, (size_t)t->numel);
+    else device_copy_h2d(t->data, host, (size_t)t->numel);
+}
+
+void schedule_masks_loaded(Schedule *s) {
+    for (int i = 0; i < s->n_layers; i++) {
+        Tensor *t = s->layers[i]->mask;
+        if (t->device == DEV_CPU) memcpy(s->host_mask[i], t->data, (size_t)t->numel);
+        else device_copy_d2h(s->host_mask[i], t->data, (size_t)t->numel);
+    }
+}
 
 static int layer_pattern(const MaskSpec *spec, const Linear *l, VnmPattern *p, Err *err) {
     *p = spec->vnm;
@@ -42,16 +56,28 @@ int schedule_init(Schedule *s, const Config *c, Linear **linears, int n, int64_t
     if (!s->n_layers) return err_set(err, "%s: sparsity.targets match no layer", c->source);
     s->layer_pattern = xcalloc((size_t)s->n_layers, sizeof *s->layer_pattern);
     s->act_norm = xcalloc((size_t)s->n_layers, sizeof *s->act_norm);
+    s->host_mask = xcalloc((size_t)s->n_layers, sizeof *s->host_mask);
     s->perm_in = xcalloc((size_t)s->n_layers, sizeof *s->perm_in);
     s->perm_out = xcalloc((size_t)s->n_layers, sizeof *s->perm_out);
     s->permute_budget_s = 1.0;
+    size_t perm_bytes = 0;  // host-side index maps (used on the CPU whatever the model's device)
+    for (int i = 0; i < s->n_layers; i++) perm_bytes += (size_t)(s->layers[i]->in + s->layers[i]->out) * 4 + 256;
+    if (s->permute) arena_init(&s->host_arena, "permutations", DEV_CPU, perm_bytes);
     for (int i = 0; i < s->n_layers; i++) {
         Linear *l = s->layers[i];
         if (layer_pattern(&s->spec, l, &s->layer_pattern[i], err)) return err_set(err, "%s: sparsity.pattern: %s", c->source, err->msg);
         char nm[TENSOR_NAME_LEN];
         snprintf(nm, sizeof nm, "%s.mask", l->name);
-        l->mask = tensor_new2(arena, DT_U8, l->out, l->in, nm);
-        memset(l->mask->data, 1, (size_t)l->mask->numel);  // dense until the first mask is computed
+        l->mask = tensor_new2(arena, DT_U8, l->out, l->in, nm);  // on the model's device
+        s->host_mask[i] = xmalloc((size_t)l->mask->numel);
+        memset(s->host_mask[i], 1, (size_t)l->mask->numel);     // dense until the first mask is computed
+        mask_to_tensor(l->mask, s->host_mask[i]);
+        if (s->permute && s->spec.kind == MASK_VNM) {
+            snprintf(nm, sizeof nm, "%s.perm_in", l->name);
+            s->perm_in[i] = tensor_new1(&s->host_arena, DT_I32, l->in, nm);
+            snprintf(nm, sizeof nm, "%s.perm_out", l->name);
+            s->perm_out[i] = tensor_new1(&s->host_arena, DT_I32, l->out, nm);
+        }
     }
     if (!strcmp(s->cfg.mode, "three_stage")) {
         s->stage1_end = steps_of(s->cfg.stage1, total);
@@ -63,10 +89,11 @@ int schedule_init(Schedule *s, const Config *c, Linear **linears, int n, int64_t
 
 void schedule_free(Schedule *s) {
     for (int i = 0; i < s->n_layers; i++) {
-        free(s->act_norm[i]), free(s->perm_in[i]), free(s->perm_out[i]);
+        free(s->act_norm[i]), free(s->host_mask[i]);
         s->layers[i]->mask = NULL;
     }
-    free(s->layers), free(s->layer_pattern), free(s->act_norm), free(s->perm_in), free(s->perm_out);
+    arena_free(&s->host_arena);
+    free(s->layers), free(s->layer_pattern), free(s->act_norm), free(s->host_mask), free(s->perm_in), free(s->perm_out);
     memset(s, 0, sizeof *s);
 }
 
@@ -89,23 +116,22 @@ static float *effective_weight(const Linear *l) {
 static int permuted_mask(Schedule *s, int i, const float *scores, uint8_t *mask, Err *err) {
     Linear *l = s->layers[i];
     VnmPattern p = s->layer_pattern[i];
-    if (!s->perm_in[i]) {
-        s->perm_in[i] = xmalloc((size_t)l->in * sizeof(int32_t));
-        s->perm_out[i] = xmalloc((size_t)l->out * sizeof(int32_t));
+    int32_t *perm_in = s->perm_in[i]->data, *perm_out = s->perm_out[i]->data;
+    if (!s->perms_valid) {
         VnmPermuteOptions opt = vnm_permute_defaults();
         opt.time_budget_s = s->permute_budget_s;
         VnmPermuteStats st;
-        if (vnm_permute_search(scores, l->out, l->in, p, &opt, l->name, s->perm_in[i], s->perm_out[i], &st, err)) return -1;
+        if (vnm_permute_search(scores, l->out, l->in, p, &opt, l->name, perm_in, perm_out, &st, err)) return -1;
         s->permute_gain += st.kept_final / (st.kept_identity > 0 ? st.kept_identity : 1) - 1;
     }
     int64_t n = l->out * l->in;
     float *ps = xmalloc((size_t)n * sizeof *ps);
     uint8_t *pm = xmalloc((size_t)n);
-    vnm_permute_apply(scores, l->out, l->in, s->perm_in[i], s->perm_out[i], ps);
+    vnm_permute_apply(scores, l->out, l->in, perm_in, perm_out, ps);
     MaskSpec spec = s->spec;
     spec.vnm = p;
     int rc = mask_compute(ps, l->out, l->in, &spec, l->name, pm, err);
-    if (rc == 0) vnm_unpermute_mask(pm, l->out, l->in, s->perm_in[i], s->perm_out[i], mask);
+    if (rc == 0) vnm_unpermute_mask(pm, l->out, l->in, perm_in, perm_out, mask);
     free(ps), free(pm);
     return rc;
 }
@@ -122,8 +148,9 @@ static double layer_update_mask(Schedule *s, int i) {
     int rc = s->permute && spec.kind == MASK_VNM ? permuted_mask(s, i, scores, mask, &err)
                                                   : mask_compute(scores, l->out, l->in, &spec, l->name, mask, &err);
     if (rc) fatal("mask of '%s': %s", l->name, err.msg);
-    double flips = s->masks_valid ? mask_flip_rate(l->mask->data, mask, n) : 0.0;
-    memcpy(l->mask->data, mask, (size_t)n);
+    double flips = s->masks_valid ? mask_flip_rate(s->host_mask[i], mask, n) : 0.0;
+    memcpy(s->host_mask[i], mask, (size_t)n);
+    mask_to_tensor(l->mask, mask);
     if (!l->lora_A) linear_apply_mask(l);  // no LoRA to train through the mask: prune W itself
     free(W), free(scores), free(mask);
     return flips;
@@ -133,6 +160,7 @@ float schedule_update_masks(Schedule *s) {
     double t0 = now_seconds(), flips = 0;
     for (int i = 0; i < s->n_layers; i++) flips += layer_update_mask(s, i);
     s->masks_valid = true;
+    if (s->permute) s->perms_valid = true;
     s->mask_updates++;
     s->last_flip_rate = (float)(flips / s->n_layers);
     s->mask_seconds += now_seconds() - t0;
@@ -158,7 +186,7 @@ void schedule_after_backward(Schedule *s) {
         if (!l->lora_A || !l->lora_A->grad) continue;
         // P = (W + s·BA) ⊙ (1 − mask);  dB += λ·s·P Aᵀ;  dA += λ·s·Bᵀ P
         float *P = effective_weight(l);
-        const uint8_t *m = l->mask->data;
+        const uint8_t *m = s->host_mask[i];
         for (int64_t k = 0; k < l->out * l->in; k++)
             if (m[k]) P[k] = 0.0f;
         int r = (int)l->lora_A->shape[0], out = (int)l->out, in = (int)l->in;

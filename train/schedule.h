@@ -26,12 +26,16 @@ typedef struct Schedule {
     int stage;                   // 1, 2 or 3 for the current step
     Linear **layers;             // the sparse target layers
     int n_layers;
+    uint8_t **host_mask;         // per layer, the current mask in host memory (l->mask is its copy on
+                                 // the model's device)
     float **act_norm;            // per layer, ‖x_j‖₂ over calibration tokens (wanda, ria) or NULL
     int64_t mask_updates;
     float last_flip_rate;        // fraction of mask entries that changed at the last update
     double mask_seconds;         // time spent computing masks
-    int32_t **perm_in, **perm_out; // per layer, with sparsity.permute: the channel / row permutation
-                                   // (perm[new position] = original index), NULL until searched
+    Tensor **perm_in, **perm_out;  // per layer, with sparsity.permute: the channel / row permutation
+                                   // (DT_I32, perm[new position] = original index), NULL otherwise
+    Arena host_arena;              // the permutations live here (host memory)
+    bool perms_valid;              // searched (at the first mask computation) or loaded
     double permute_budget_s;       // time budget of one layer's permutation search
     double permute_gain;           // Σ over layers of kept-score gain (kept_perm / kept_identity − 1)
     bool masks_valid;            // layers carry a current mask (computed or loaded from a checkpoint)
@@ -53,3 +57,5 @@ float schedule_update_masks(Schedule *s);
 void schedule_begin_calibration(Schedule *s);
 void schedule_end_calibration(Schedule *s);
 bool schedule_needs_calibration(const Schedule *s);
+// After masks were loaded into the layers' mask tensors (checkpoint): refresh the host copies.
+void schedule_masks_loaded(Schedule *s);

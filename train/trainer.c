@@ -6,7 +6,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "autograd/device.h"
 #include "data/fmnist.h"
+#ifdef VNMTUNE_HAVE_CUDA
+#include "kernels/adamw.h"
+#include "kernels/ops_cuda.h"
+#endif
 #include "train/checkpoint.h"
 #include "train/lora.h"
 #include "train/model_io.h"
@@ -59,7 +64,7 @@ static int load_data(Trainer *tr, Err *err) {
     return 0;
 }
 
-static void batch_tensors(Trainer *tr, int b);
+static int next_batch(Trainer *tr, Loader *L, int b, bool wrap);
 
 // Activation norms for wanda / ria: forward passes (no augmentation, no recording) over
 // sparsity.calib_batches training batches while the sparse layers collect Σx² per input channel.
@@ -74,8 +79,7 @@ static void calibrate(Trainer *tr) {
     schedule_begin_calibration(&tr->sched);
     tr->tape.record = tr->tape.training = false;
     for (int b = 0; b < c->sparsity.calib_batches; b++) {
-        batch_tensors(tr, c->train.batch_size);
-        loader_next_wrap(&cal, tensor_f32(tr->x), (int32_t *)tr->y->data);
+        next_batch(tr, &cal, c->train.batch_size, true);
         tape_reset(&tr->tape);
         deit_forward(&tr->model, &tr->tape, tr->x);
     }
@@ -84,28 +88,101 @@ static void calibrate(Trainer *tr) {
     loader_free(&cal);
 }
 
-static size_t activation_budget(const Config *c) {
-    int b = c->train.batch_size > c->eval.batch_size ? c->train.batch_size : c->eval.batch_size;
-    return deit_activation_bytes(&c->model, b, c->train.device[0] == 'c' && c->train.device[1] == 'u' ? DT_BF16 : DT_F32);
+// train.device: auto -> cuda when this build has CUDA and a GPU is visible, else cpu.
+static int resolve_device(Config *c, Device *dev, Err *err) {
+    bool gpu = device_cuda_available();
+    if (!strcmp(c->train.device, "auto")) snprintf(c->train.device, sizeof c->train.device, "%s", gpu ? "cuda" : "cpu");
+    *dev = strcmp(c->train.device, "cuda") ? DEV_CPU : DEV_CUDA;
+    if (*dev == DEV_CPU) return 0;
+#ifdef VNMTUNE_HAVE_CUDA
+    if (!gpu) return err_set(err, "%s: train.device: cuda, but no GPU is visible (use train.device=cpu)", c->source);
+    if (c->schedule.reg_lambda > 0 && c->sparsity.enabled)
+        return err_set(err, "%s: schedule.reg_lambda: the regulariser runs on the CPU only (set it to 0 on cuda)", c->source);
+    ops_cuda_register();
+    return 0;
+#else
+    return err_set(err, "%s: train.device: cuda, but this vnmtune was built without CUDA (VNMTUNE_CUDA=OFF)", c->source);
+#endif
+}
+
+static void allocate_arenas(Trainer *tr) {
+    const Config *c = &tr->cfg;
+    DType dt = tr->dev == DEV_CPU ? DT_F32 : DT_BF16;
+    int bmax = c->train.batch_size > c->eval.batch_size ? c->train.batch_size : c->eval.batch_size;
+    size_t pbytes = deit_param_bytes(&c->model, DT_F32);  // f32: room for LoRA factors and masks too
+    arena_init(&tr->params, "params", tr->dev, pbytes * 2 + ((size_t)16 << 20));
+    arena_init(&tr->grads, "grads", tr->dev, pbytes * 2 + ((size_t)16 << 20));
+    arena_init(&tr->acts, "activations", tr->dev, deit_activation_bytes(&c->model, bmax, dt));
+    tr->acts.no_zero = tr->dev != DEV_CPU;  // GPU kernels write every output fully
+    size_t img = (size_t)c->model.in_chans * c->model.img_size * c->model.img_size;
+    arena_init(&tr->inputs, "inputs", tr->dev, (size_t)bmax * (img + 1) * 4 + 4096);
+    tr->host_x = xmalloc((size_t)bmax * img * sizeof(float));
+    tr->host_y = xmalloc((size_t)bmax * sizeof(int32_t));
+    tr->host_logits = xmalloc((size_t)bmax * (size_t)c->model.num_classes * sizeof(float));
+}
+
+// ---- the optimizer: AdamW on the CPU, the fused multi-tensor AdamW with fp32 masters on the GPU ----
+
+static void optimizer_init(Trainer *tr) {
+    adamw_init(&tr->opt, &tr->model.params, tr->dev);
+#ifdef VNMTUNE_HAVE_CUDA
+    if (tr->dev == DEV_CUDA) {
+        Tensor **values = xcalloc((size_t)tr->opt.n + 1, sizeof *values);
+        bool *decay = xcalloc((size_t)tr->opt.n + 1, sizeof *decay);
+        for (int i = 0; i < tr->opt.n; i++) {
+            values[i] = tr->opt.params[i]->value;
+            decay[i] = tr->opt.params[i]->decay;
+            tensor_ensure_grad(values[i], &tr->grads);
+        }
+        tr->opt_cuda = adamw_cuda_create(tr->opt.n, values, decay);
+        free(values), free(decay);
+    }
+#endif
+}
+
+static void optimizer_step(Trainer *tr, float lr) {
+    const OptimConfig *o = &tr->cfg.optim;
+#ifdef VNMTUNE_HAVE_CUDA
+    if (tr->opt_cuda) {
+        tr->opt.step++;
+        adamw_cuda_step(tr->opt_cuda, lr, o->beta1, o->beta2, o->eps, o->weight_decay, o->grad_clip, tr->opt.step, NULL);
+        return;
+    }
+#endif
+    adamw_clip_grad_norm(&tr->opt, o->grad_clip);
+    adamw_step(&tr->opt, o, lr);
+}
+
+static void optimizer_free(Trainer *tr) {
+#ifdef VNMTUNE_HAVE_CUDA
+    if (tr->opt_cuda) adamw_cuda_free(tr->opt_cuda);
+#endif
+    adamw_free(&tr->opt);
+}
+
+// GPU moments <-> the host arrays (tr->opt.m / v) that checkpoints read and write.
+static void optimizer_sync(Trainer *tr, bool to_host) {
+#ifdef VNMTUNE_HAVE_CUDA
+    for (int i = 0; tr->opt_cuda && i < tr->opt.n; i++) {
+        if (to_host) adamw_cuda_get_state(tr->opt_cuda, i, NULL, tr->opt.m[i], tr->opt.v[i]);
+        else adamw_cuda_set_state(tr->opt_cuda, i, NULL, tr->opt.m[i], tr->opt.v[i]);
+    }
+#else
+    (void)tr, (void)to_host;
+#endif
 }
 
 int trainer_setup(Trainer *tr, const Config *cfg, Err *err) {
     memset(tr, 0, sizeof *tr);
     tr->cfg = *cfg;
     const Config *c = &tr->cfg;
-    if (strcmp(c->train.device, "cpu") != 0)
-        return err_set(err, "%s: train.device: '%s' is not available in this build path yet (use cpu)", c->source, c->train.device);
+    if (resolve_device(&tr->cfg, &tr->dev, err)) return -1;
     if (strcmp(c->model.arch, "deit") != 0)
         return err_set(err, "%s: model.arch: '%s' is not supported by the trainer (deit)", c->source, c->model.arch);
     if (load_data(tr, err)) return -1;
     tr->total_steps = c->train.steps > 0 ? c->train.steps : (int64_t)c->train.epochs * tr->steps_per_epoch;
 
-    arena_init(&tr->params, "params", DEV_CPU, deit_param_bytes(&c->model, DT_F32) * 2 + ((size_t)16 << 20));
-    arena_init(&tr->grads, "grads", DEV_CPU, deit_param_bytes(&c->model, DT_F32) * 2 + ((size_t)16 << 20));
-    arena_init(&tr->acts, "activations", DEV_CPU, activation_budget(c));
-    size_t img = (size_t)c->model.in_chans * c->model.img_size * c->model.img_size;
-    int bmax = c->train.batch_size > c->eval.batch_size ? c->train.batch_size : c->eval.batch_size;
-    arena_init(&tr->inputs, "inputs", DEV_CPU, (size_t)bmax * (img + 1) * 4 + 4096);
+    allocate_arenas(tr);
     tape_init(&tr->tape, &tr->acts);
     tr->tape.seed = c->train.seed;
 
@@ -117,7 +194,7 @@ int trainer_setup(Trainer *tr, const Config *cfg, Err *err) {
     if (schedule_init(&tr->sched, c, tr->model.linears, tr->model.n_linears, tr->total_steps, &tr->params, err)) return -1;
     if (schedule_needs_calibration(&tr->sched)) calibrate(tr);
     if (tr->sched.sparse && tr->sched.stage1_end == 0) schedule_before_step(&tr->sched, 0);  // prune before training
-    adamw_init(&tr->opt, &tr->model.params);
+    optimizer_init(tr);
     tr->opt_ready = true;
 
     if (c->checkpoint.resume[0] && trainer_load(tr, c->checkpoint.resume, err)) return -1;
@@ -127,7 +204,8 @@ int trainer_setup(Trainer *tr, const Config *cfg, Err *err) {
 
 void trainer_free(Trainer *tr) {
     if (tr->metrics) fclose(tr->metrics);
-    if (tr->opt_ready) adamw_free(&tr->opt);
+    if (tr->opt_ready) optimizer_free(tr);
+    free(tr->host_x), free(tr->host_y), free(tr->host_logits);
     schedule_free(&tr->sched);
     deit_free(&tr->model);
     tape_free(&tr->tape);
@@ -139,12 +217,26 @@ void trainer_free(Trainer *tr) {
 
 // ---- one step ----
 
-static void batch_tensors(Trainer *tr, int b) {
+// The next batch from L into tr->x (images) and tr->y (labels) on the model's device, through the
+// host staging buffers (bf16 upload on the GPU). Rows past the batch's count get label -1 (ignored).
+static int next_batch(Trainer *tr, Loader *L, int b, bool wrap) {
     arena_reset(&tr->inputs);
     const ModelConfig *m = &tr->cfg.model;
     int64_t shape[4] = {b, m->in_chans, m->img_size, m->img_size};
-    tr->x = tensor_new(&tr->inputs, DT_F32, 4, shape, "images");
-    tr->y = tensor_new1(&tr->inputs, DT_I32, b, "labels");
+    int n = wrap ? loader_next_wrap(L, tr->host_x, tr->host_y) : loader_next(L, tr->host_x, tr->host_y);
+    for (int i = n > 0 ? n : 0; i < b; i++) tr->host_y[i] = -1;
+    if (tr->dev == DEV_CPU) {  // the CPU computes on the staging buffers directly
+        tr->x = tensor_new(&tr->inputs, DT_F32, 4, shape, "images");
+        tr->y = tensor_new1(&tr->inputs, DT_I32, b, "labels");
+        memcpy(tr->x->data, tr->host_x, (size_t)tr->x->numel * sizeof(float));
+        memcpy(tr->y->data, tr->host_y, (size_t)b * sizeof(int32_t));
+    } else {
+        tr->x = tensor_new(&tr->inputs, DT_BF16, 4, shape, "images");
+        tr->y = tensor_new1(&tr->inputs, DT_I32, b, "labels");
+        tensor_set_f32(tr->x, tr->host_x, tr->x->numel);
+        device_copy_h2d(tr->y->data, tr->host_y, (size_t)b * sizeof(int32_t));
+    }
+    return n;
 }
 
 static Tensor *forward_loss(Trainer *tr, float smoothing) {
@@ -155,20 +247,20 @@ static Tensor *forward_loss(Trainer *tr, float smoothing) {
 float trainer_step(Trainer *tr) {
     const Config *c = &tr->cfg;
     schedule_before_step(&tr->sched, tr->step);
-    batch_tensors(tr, c->train.batch_size);
-    loader_next_wrap(&tr->loader, tensor_f32(tr->x), (int32_t *)tr->y->data);
+    next_batch(tr, &tr->loader, c->train.batch_size, true);
     tape_reset(&tr->tape);
     tr->tape.record = tr->tape.training = true;
     tr->tape.counter = (uint64_t)tr->step << 24;  // dropout masks depend on the step only: exact resume
-    adamw_zero_grad(&tr->opt, &tr->grads);
+    if (tr->dev == DEV_CPU) adamw_zero_grad(&tr->opt, &tr->grads);  // (the GPU step zeroes them itself)
     Tensor *loss = forward_loss(tr, c->optim.label_smoothing);
     tape_backward(&tr->tape, loss);
     schedule_after_backward(&tr->sched);
     float lr = lr_schedule(&c->optim, tr->step, tr->total_steps);
-    adamw_clip_grad_norm(&tr->opt, c->optim.grad_clip);
-    adamw_step(&tr->opt, &c->optim, lr);
+    optimizer_step(tr, lr);
     tr->step++;
-    return tensor_f32(loss)[0];
+    float value;
+    tensor_get_f32(loss, &value, 1);
+    return value;
 }
 
 float trainer_evaluate(Trainer *tr, float *loss_out) {
@@ -183,22 +275,22 @@ float trainer_evaluate(Trainer *tr, float *loss_out) {
     tr->tape.record = tr->tape.training = false;
     int n;
     for (int64_t b = 0; b < loader_batches_per_epoch(&ev); b++) {
-        batch_tensors(tr, c->eval.batch_size);
-        n = loader_next(&ev, tensor_f32(tr->x), (int32_t *)tr->y->data);
+        n = next_batch(tr, &ev, c->eval.batch_size, false);  // a short last batch: padding rows ignored
         if (n <= 0) break;
-        // a short last batch: mark the padding rows as ignored
-        for (int i = n; i < c->eval.batch_size; i++) ((int32_t *)tr->y->data)[i] = -1;
         tape_reset(&tr->tape);
         Tensor *logits = deit_forward(&tr->model, &tr->tape, tr->x);
         Tensor *loss = op_cross_entropy(&tr->tape, logits, tr->y, 0.0f, "eval_loss");
-        loss_sum += (double)tensor_f32(loss)[0] * n;
-        const float *L = tensor_f32(logits);
+        float lv;
+        tensor_get_f32(loss, &lv, 1);
+        loss_sum += (double)lv * n;
+        float *L = tr->host_logits;
+        tensor_get_f32(logits, L, logits->numel);
         int64_t K = logits->shape[1];
         for (int i = 0; i < n; i++) {
             int64_t best = 0;
             for (int64_t k = 1; k < K; k++)
                 if (L[i * K + k] > L[i * K + best]) best = k;
-            correct += best == ((int32_t *)tr->y->data)[i];
+            correct += best == tr->host_y[i];
         }
         seen += n;
     }
@@ -288,16 +380,20 @@ int trainer_run(Trainer *tr, int64_t until, Err *err) {
         if (c->checkpoint.every > 0 && tr->step % c->checkpoint.every == 0 && !last && save_checkpoint(tr, err)) return -1;
     }
     if (end == tr->total_steps) log_eval(tr);
-    return save_checkpoint(tr, err);
+    if (save_checkpoint(tr, err)) return -1;
+    // the weights alone, with timm names, for other tools and as model.init of later jobs
+    char path[CFG_STR + 32];
+    snprintf(path, sizeof path, "%s/model.safetensors", c->train.out_dir);
+    return model_save_safetensors(&tr->model.params, path, false, err);
 }
 
 // ---- checkpoints: params, AdamW moments, masks, and the state that makes resume exact ----
 
-enum { ST_STEP, ST_OPT_STEP, ST_STAGE, ST_MASK_UPDATES, ST_MASKS_VALID, ST_LOADER0 };
+enum { ST_STEP, ST_OPT_STEP, ST_STAGE, ST_MASK_UPDATES, ST_MASKS_VALID, ST_PERMS_VALID, ST_LOADER0 };
 #define N_STATE (ST_LOADER0 + LOADER_STATE_WORDS)
 
 static void state_names(CkptState *st) {
-    static const char *names[] = {"step", "optimizer_step", "stage", "mask_updates", "masks_valid"};
+    static const char *names[] = {"step", "optimizer_step", "stage", "mask_updates", "masks_valid", "perms_valid"};
     static char loader_names[LOADER_STATE_WORDS][16];
     for (int i = 0; i < ST_LOADER0; i++) st[i].name = names[i];
     for (int i = 0; i < LOADER_STATE_WORDS; i++) {
@@ -306,9 +402,16 @@ static void state_names(CkptState *st) {
     }
 }
 
-static CkptMask *ckpt_masks(Trainer *tr) {
-    CkptMask *m = xcalloc((size_t)tr->sched.n_layers + 1, sizeof *m);
-    for (int i = 0; i < tr->sched.n_layers; i++) m[i] = (CkptMask){tr->sched.layers[i]->name, tr->sched.layers[i]->mask};
+// Masks, and the permutations (i32) when sparsity.permute is on, as named /mask entries.
+static CkptMask *ckpt_masks(Trainer *tr, int *n) {
+    const Schedule *s = &tr->sched;
+    CkptMask *m = xcalloc((size_t)3 * s->n_layers + 1, sizeof *m);
+    *n = 0;
+    for (int i = 0; i < s->n_layers; i++) {
+        m[(*n)++] = (CkptMask){s->layers[i]->name, s->layers[i]->mask};
+        if (s->perm_in[i]) m[(*n)++] = (CkptMask){s->perm_in[i]->name, s->perm_in[i]};
+        if (s->perm_out[i]) m[(*n)++] = (CkptMask){s->perm_out[i]->name, s->perm_out[i]};
+    }
     return m;
 }
 
@@ -322,11 +425,13 @@ int trainer_save(Trainer *tr, const char *path, Err *err) {
     st[ST_STAGE].value = (uint64_t)tr->sched.stage;
     st[ST_MASK_UPDATES].value = (uint64_t)tr->sched.mask_updates;
     st[ST_MASKS_VALID].value = tr->sched.masks_valid;
+    st[ST_PERMS_VALID].value = tr->sched.perms_valid;
     for (int i = 0; i < LOADER_STATE_WORDS; i++) st[ST_LOADER0 + i].value = loader[i];
+    optimizer_sync(tr, true);
     char *yaml = config_to_yaml(&tr->cfg);
     CkptContent c = {.params = &tr->model.params, .m = tr->opt.m, .v = tr->opt.v, .optim_device = DEV_CPU,
-                     .masks = ckpt_masks(tr), .n_masks = tr->sched.n_layers, .state = st, .n_state = N_STATE,
-                     .config = yaml};
+                     .state = st, .n_state = N_STATE, .config = yaml};
+    c.masks = ckpt_masks(tr, &c.n_masks);
     int rc = ckpt_save(path, &c, err);
     free(yaml), free(c.masks);
     return rc;
@@ -336,16 +441,20 @@ int trainer_load(Trainer *tr, const char *path, Err *err) {
     CkptState st[N_STATE];
     state_names(st);
     CkptContent c = {.params = &tr->model.params, .m = tr->opt.m, .v = tr->opt.v, .optim_device = DEV_CPU,
-                     .masks = ckpt_masks(tr), .n_masks = tr->sched.n_layers, .state = st, .n_state = N_STATE};
+                     .state = st, .n_state = N_STATE};
+    c.masks = ckpt_masks(tr, &c.n_masks);
     int rc = ckpt_load(path, &c, err);
     free(c.masks);
     free(c.config_loaded);
     if (rc) return -1;
+    optimizer_sync(tr, false);
     tr->step = (int64_t)st[ST_STEP].value;
     tr->opt.step = (int64_t)st[ST_OPT_STEP].value;
     tr->sched.stage = (int)st[ST_STAGE].value;
     tr->sched.mask_updates = (int64_t)st[ST_MASK_UPDATES].value;
     tr->sched.masks_valid = st[ST_MASKS_VALID].value != 0;
+    tr->sched.perms_valid = st[ST_PERMS_VALID].value != 0;
+    if (tr->sched.sparse) schedule_masks_loaded(&tr->sched);
     uint64_t loader[LOADER_STATE_WORDS];
     for (int i = 0; i < LOADER_STATE_WORDS; i++) loader[i] = st[ST_LOADER0 + i].value;
     if (loader_state_set(&tr->loader, loader, err)) return err_set(err, "%s: /state: %s", path, err->msg);

@@ -13,7 +13,8 @@
 #include "train/schedule.h"
 
 typedef struct Trainer {
-    Config cfg;
+    Config cfg;                    // the resolved job (train.device auto -> cpu | cuda)
+    Device dev;
     Deit model;
     Arena params, grads, acts, inputs;
     Tape tape;
@@ -21,7 +22,11 @@ typedef struct Trainer {
     bool opt_ready;
     ImageSet train_set, test_set;
     Loader loader;
-    Tensor *x, *y;                 // current batch (inputs arena)
+    Tensor *x, *y;                 // current batch (inputs arena, on dev)
+    float *host_x;                 // host staging of the batch (B, C, H, W) and its labels
+    int32_t *host_y;
+    float *host_logits;            // eval: logits copied back
+    struct AdamwCudaGroup *opt_cuda;  // dev == DEV_CUDA: fused AdamW (fp32 masters on the GPU)
     int64_t step, total_steps;     // optimizer steps done / planned
     int64_t steps_per_epoch;
     Schedule sched;

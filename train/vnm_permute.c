@@ -357,6 +357,27 @@ static void striped_perm(const float *scores, int64_t out, int64_t in, int M, in
     free(rank);
 }
 
+// Switches to the striped channel order when it keeps more than the current (identity) one.
+static void try_striped_start(Search *s) {
+    float *kept_id = s->kept;
+    uint8_t(*choice_id)[4] = s->choice;
+    s->kept = xmalloc((size_t)(s->R * s->C) * sizeof(float));
+    s->choice = xmalloc((size_t)(s->R * s->C) * sizeof *s->choice);
+    striped_perm(s->scores, s->out, s->in, s->M, s->perm_in);
+    build_T(s);
+    solve_all_T(s);
+    if (is_gain(total_kept(s) - s->st->kept_identity, s->st->kept_identity)) {
+        s->st->striped_start = true;
+        free(kept_id);
+        free(choice_id);
+        return;
+    }
+    for (int64_t k = 0; k < s->in; k++) s->perm_in[k] = (int32_t)k;  // back to the identity
+    free(s->kept);
+    free(s->choice);
+    s->kept = kept_id, s->choice = choice_id;
+}
+
 // ---- driver ----
 
 int vnm_permute_search(const float *scores, int64_t out, int64_t in, VnmPattern p,
@@ -390,28 +411,7 @@ int vnm_permute_search(const float *scores, int64_t out, int64_t in, VnmPattern 
     build_T(&s);
     solve_all_T(&s);
     s.st->kept_identity = total_kept(&s);
-    if (opt->try_striped_start) {
-        int32_t *striped = xmalloc((size_t)in * sizeof(int32_t));
-        striped_perm(scores, out, in, p.M, striped);
-        memcpy(perm_in, striped, (size_t)in * sizeof(int32_t));
-        float *kept_id = s.kept;
-        uint8_t(*choice_id)[4] = s.choice;
-        s.kept = xmalloc((size_t)(s.R * s.C) * sizeof(float));
-        s.choice = xmalloc((size_t)(s.R * s.C) * sizeof *s.choice);
-        build_T(&s);
-        solve_all_T(&s);
-        if (is_gain(total_kept(&s) - s.st->kept_identity, s.st->kept_identity)) {
-            s.st->striped_start = true;
-            free(kept_id);
-            free(choice_id);
-        } else {  // back to the identity
-            for (int64_t k = 0; k < in; k++) perm_in[k] = (int32_t)k;
-            free(s.kept);
-            free(s.choice);
-            s.kept = kept_id, s.choice = choice_id;
-        }
-        free(striped);
-    }
+    if (opt->try_striped_start) try_striped_start(&s);
     for (int round = 0; round < opt->max_rounds && now_seconds() < s.deadline; round++) {
         int64_t changes = column_phase(&s);
         if (opt->permute_rows && s.R > 1 && now_seconds() < s.deadline) changes += row_phase(&s);

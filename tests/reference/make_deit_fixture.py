@@ -21,7 +21,8 @@ CFG = dict(img_size=32, patch_size=8, in_chans=3, num_classes=10, embed_dim=48, 
 GRADS = ["patch_embed.proj.weight", "cls_token", "pos_embed", "blocks.0.norm1.weight",
          "blocks.0.attn.qkv.weight", "blocks.0.attn.proj.bias", "blocks.1.mlp.fc1.weight",
          "blocks.1.mlp.fc2.bias", "norm.bias", "head.weight"]
-LORA_TARGETS = ["qkv", "proj", "fc1", "fc2"]
+# the block linears only (a bare "proj" would also put PEFT LoRA on the patch_embed.proj conv)
+LORA_TARGETS = r".*blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))"
 
 
 def main(out_path):

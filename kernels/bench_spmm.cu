@@ -1,0 +1,456 @@
+// `vnmtune bench spmm`: V:N:M SpMM vs cuBLASLt dense bf16 and cuSPARSELt 2:4, same problem, same run.
+//
+//   bench_spmm [--quick] [--reps N] [--no-flush] [--table FILE | --no-table] [--no-check]
+//
+// Times are CUDA-event medians of --reps runs after 3 warm-ups; by default a 128 MB buffer is
+// written before every timed run so that L2 starts cold (--no-flush keeps it warm). Dense uses
+// the fastest of cuBLASLt's top heuristic algorithms; cuSPARSELt (loaded with dlopen, 'n/a' when
+// missing) uses its own algorithm search. Ours is vnm_spmm_cuda with no epilogue, random data.
+// When `in` is not a multiple of 2M the sparse problem uses in rounded up to one (x gets the
+// extra channels); the dense baseline keeps the true shape, so such speed-ups are slightly low.
+// The table file (for `vnmtune select-vm`) holds rows `out in n V M speedup`, speedup =
+// dense time / ours.
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/vnm_spmm.h"
+extern "C" {
+#include "autograd/rng.h"
+#include "autograd/tensor.h"
+}
+
+namespace {
+
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) fatal("bench_spmm: %s: %s (line %d)", #call, cudaGetErrorString(e_), __LINE__); \
+    } while (0)
+
+struct Opts {
+    int reps = 20, flush = 1, quick = 0, check = 1;
+    const char *table = "spmm_table.txt";
+    const char *ncu = NULL;  // --ncu PATTERN: only 3 launches of ours at 4096x4096, n = 2048 (for profilers)
+};
+
+struct Shape {
+    const char *model;
+    int64_t out, in;
+};
+
+void *flush_buf = NULL;
+const size_t FLUSH_BYTES = 128u << 20;
+cudaEvent_t ev0, ev1;
+
+// Median time in microseconds of fn(), run reps times after 3 warm-ups.
+template <typename F>
+double time_us(const Opts &o, F fn) {
+    for (int i = 0; i < 3; i++) fn();
+    CK(cudaDeviceSynchronize());
+    double ts[256];
+    int reps = o.reps < 256 ? o.reps : 256;
+    for (int r = 0; r < reps; r++) {
+        if (o.flush) CK(cudaMemsetAsync(flush_buf, r & 0xff, FLUSH_BYTES, 0));
+        CK(cudaEventRecord(ev0, 0));
+        fn();
+        CK(cudaEventRecord(ev1, 0));
+        CK(cudaEventSynchronize(ev1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, ev0, ev1));
+        ts[r] = ms * 1000.0;
+    }
+    for (int i = 1; i < reps; i++)  // insertion sort
+        for (int k = i; k > 0 && ts[k - 1] > ts[k]; k--) {
+            double t = ts[k];
+            ts[k] = ts[k - 1], ts[k - 1] = t;
+        }
+    return reps % 2 ? ts[reps / 2] : 0.5 * (ts[reps / 2 - 1] + ts[reps / 2]);
+}
+
+uint16_t *random_bf16_device(int64_t count, uint64_t seed) {
+    uint16_t *h = (uint16_t *)xmalloc((size_t)count * 2), *d;
+    uint64_t s = seed;
+    for (int64_t i = 0; i < count; i++) {
+        uint64_t z = splitmix64(&s);
+        h[i] = f32_to_bf16(((float)(z >> 40) * (1.0f / 16777216.0f)) * 2.0f - 1.0f);
+    }
+    CK(cudaMalloc((void **)&d, (size_t)count * 2));
+    CK(cudaMemcpy(d, h, (size_t)count * 2, cudaMemcpyHostToDevice));
+    free(h);
+    return d;
+}
+
+// ---- cuBLASLt dense: y (n, out) = x (n, in) · Wᵀ, i.e. column-major D (out, n) = Wᵀᵀ... (TN GEMM) ----
+struct Dense {
+    cublasLtHandle_t lt = NULL;
+    void *ws = NULL;
+    size_t ws_bytes = 64u << 20;
+};
+Dense dense;
+
+// Times the fastest of the top heuristic algorithms; W (out, in) row-major = column-major (in, out).
+double dense_time(const Opts &o, int64_t out, int64_t in, int64_t n, const uint16_t *W, const uint16_t *x, uint16_t *y) {
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasOperation_t tA = CUBLAS_OP_T, tB = CUBLAS_OP_N;
+    cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA);
+    cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tB, sizeof tB);
+    cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, in, out, in);
+    cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, in, n, in);
+    cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, out, n, out);
+    cublasLtMatmulPreference_t pref;
+    cublasLtMatmulPreferenceCreate(&pref);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &dense.ws_bytes,
+                                         sizeof dense.ws_bytes);
+    cublasLtMatmulHeuristicResult_t res[4];
+    int found = 0;
+    cublasLtMatmulAlgoGetHeuristic(dense.lt, op, la, lb, lc, lc, pref, 4, res, &found);
+    float alpha = 1.0f, beta = 0.0f;
+    double best = INFINITY;
+    for (int i = 0; i < found; i++) {
+        if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
+        auto run = [&] {
+            cublasLtMatmul(dense.lt, op, &alpha, W, la, x, lb, &beta, y, lc, y, lc, &res[i].algo, dense.ws, dense.ws_bytes, 0);
+        };
+        double t = time_us(o, run);
+        if (t < best) best = t;
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(la), cublasLtMatrixLayoutDestroy(lb), cublasLtMatrixLayoutDestroy(lc);
+    cublasLtMatmulDescDestroy(op);
+    return best;
+}
+
+// ---- cuSPARSELt 2:4 through dlopen: the few types and entry points used here ----
+struct SpLtOpaque {
+    alignas(16) unsigned char data[4096];  // the library's opaque structs are 1024 bytes
+};
+typedef int (*FnInit)(SpLtOpaque *);
+typedef int (*FnDestroy)(const SpLtOpaque *);
+typedef int (*FnGetVersion)(const SpLtOpaque *, int *);
+typedef int (*FnStructInit)(const SpLtOpaque *, SpLtOpaque *, int64_t, int64_t, int64_t, uint32_t, int, int, int);
+typedef int (*FnDenseInit)(const SpLtOpaque *, SpLtOpaque *, int64_t, int64_t, int64_t, uint32_t, int, int);
+typedef int (*FnMatmulInit)(const SpLtOpaque *, SpLtOpaque *, int, int, const SpLtOpaque *, const SpLtOpaque *,
+                            const SpLtOpaque *, const SpLtOpaque *, int);
+typedef int (*FnAlgInit)(const SpLtOpaque *, SpLtOpaque *, const SpLtOpaque *, int);
+typedef int (*FnPlanInit)(const SpLtOpaque *, SpLtOpaque *, const SpLtOpaque *, const SpLtOpaque *);
+typedef int (*FnGetWs)(const SpLtOpaque *, const SpLtOpaque *, size_t *);
+typedef int (*FnCompSize)(const SpLtOpaque *, const SpLtOpaque *, size_t *, size_t *);
+typedef int (*FnCompress)(const SpLtOpaque *, const SpLtOpaque *, const void *, void *, void *, cudaStream_t);
+typedef int (*FnPrune)(const SpLtOpaque *, const SpLtOpaque *, const void *, void *, int, cudaStream_t);
+typedef int (*FnMatmul)(const SpLtOpaque *, const SpLtOpaque *, const void *, const void *, const void *, const void *,
+                        const void *, void *, void *, cudaStream_t *, int32_t);
+typedef int (*FnObjDestroy)(const SpLtOpaque *);
+
+struct SpLt {
+    void *lib = NULL;
+    SpLtOpaque handle;
+    int version = 0;
+    FnInit init;
+    FnDestroy destroy;
+    FnGetVersion get_version;
+    FnStructInit struct_init;
+    FnDenseInit dense_init;
+    FnMatmulInit matmul_init;
+    FnAlgInit alg_init;
+    FnPlanInit plan_init;
+    FnGetWs get_ws;
+    FnCompSize comp_size;
+    FnCompress compress;
+    FnPrune prune;
+    FnMatmul matmul, search;
+    FnObjDestroy mat_destroy, plan_destroy, alg_destroy;
+};
+SpLt splt;
+enum { ORDER_COL = 1, ORDER_ROW = 2, OP_N = 0, CUDA_BF16 = 14, COMPUTE_32F_V07 = 2, COMPUTE_16F_OLD = 0 };
+
+bool splt_load(void) {
+    const char *names[] = {"libcusparseLt.so.0",
+                           "/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cusparselt/lib/libcusparseLt.so.0",
+                           "/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cu13/lib/libcusparseLt.so.0"};
+    for (size_t i = 0; i < ARRAY_LEN(names) && !splt.lib; i++) splt.lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (!splt.lib) return false;
+#define SYM(field, name) (*(void **)&splt.field = dlsym(splt.lib, name)) != NULL
+    bool ok = SYM(init, "cusparseLtInit") && SYM(destroy, "cusparseLtDestroy") &&
+              SYM(struct_init, "cusparseLtStructuredDescriptorInit") && SYM(dense_init, "cusparseLtDenseDescriptorInit") &&
+              SYM(matmul_init, "cusparseLtMatmulDescriptorInit") && SYM(alg_init, "cusparseLtMatmulAlgSelectionInit") &&
+              SYM(plan_init, "cusparseLtMatmulPlanInit") && SYM(get_ws, "cusparseLtMatmulGetWorkspace") &&
+              SYM(comp_size, "cusparseLtSpMMACompressedSize") && SYM(compress, "cusparseLtSpMMACompress") &&
+              SYM(prune, "cusparseLtSpMMAPrune") && SYM(matmul, "cusparseLtMatmul") && SYM(search, "cusparseLtMatmulSearch") &&
+              SYM(mat_destroy, "cusparseLtMatDescriptorDestroy") && SYM(plan_destroy, "cusparseLtMatmulPlanDestroy");
+    SYM(alg_destroy, "cusparseLtMatmulAlgSelectionDestroy");
+    SYM(get_version, "cusparseLtGetVersion");
+#undef SYM
+    if (!ok || splt.init(&splt.handle) != 0) {
+        splt.lib = NULL;
+        return false;
+    }
+    if (splt.get_version) splt.get_version(&splt.handle, &splt.version);
+    return true;
+}
+
+// cuSPARSELt 2:4 time for D (out, n) column-major = A (out, in, row-major, 2:4) · B (in, n, column-major):
+// the same memory layouts as y = x Wᵀ. Returns NAN when any step fails.
+double splt_time(const Opts &o, int64_t out, int64_t in, int64_t n, const uint16_t *W, const uint16_t *x, uint16_t *y) {
+    if (!splt.lib) return NAN;
+    SpLtOpaque ma, mb, mc, mm, alg, plan;
+    const SpLtOpaque *h = &splt.handle;
+    if (splt.struct_init(h, &ma, out, in, in, 16, CUDA_BF16, ORDER_ROW, 0) ||
+        splt.dense_init(h, &mb, in, n, in, 16, CUDA_BF16, ORDER_COL) ||
+        splt.dense_init(h, &mc, out, n, out, 16, CUDA_BF16, ORDER_COL))
+        return NAN;
+    // fp32 accumulation is CUSPARSE_COMPUTE_32F (= 2) since v0.7, CUSPARSE_COMPUTE_16F (= 0) before.
+    if (splt.matmul_init(h, &mm, OP_N, OP_N, &ma, &mb, &mc, &mc, COMPUTE_32F_V07) &&
+        splt.matmul_init(h, &mm, OP_N, OP_N, &ma, &mb, &mc, &mc, COMPUTE_16F_OLD))
+        return NAN;
+    if (splt.alg_init(h, &alg, &mm, 0) || splt.plan_init(h, &plan, &mm, &alg)) return NAN;
+    size_t ws_bytes = 0, csize = 0, cbuf = 0;
+    void *ws = NULL, *dA = NULL, *dC = NULL, *dCbuf = NULL;
+    double t = NAN;
+    float alpha = 1.0f, beta = 0.0f;
+    cudaStream_t stream = 0;
+    if (splt.get_ws(h, &plan, &ws_bytes) || splt.comp_size(h, &plan, &csize, &cbuf)) goto done;
+    CK(cudaMalloc(&ws, ws_bytes + 16));
+    CK(cudaMalloc(&dA, (size_t)(out * in) * 2));
+    CK(cudaMalloc(&dC, csize));
+    CK(cudaMalloc(&dCbuf, cbuf + 16));
+    if (splt.prune(h, &mm, W, dA, 0 /* TILE */, 0) || splt.compress(h, &plan, dA, dC, dCbuf, 0)) goto done;
+    if (splt.search(h, &plan, &alpha, dC, x, &beta, y, y, ws, &stream, 1)) goto done;
+    {
+        int bad = 0;
+        auto run = [&] { bad |= splt.matmul(h, &plan, &alpha, dC, x, &beta, y, y, ws, &stream, 1); };
+        t = time_us(o, run);
+        if (bad) t = NAN;
+    }
+done:
+    cudaFree(ws), cudaFree(dA), cudaFree(dC), cudaFree(dCbuf);
+    splt.plan_destroy(&plan);
+    if (splt.alg_destroy) splt.alg_destroy(&alg);
+    splt.mat_destroy(&ma), splt.mat_destroy(&mb), splt.mat_destroy(&mc);
+    return t;
+}
+
+// ---- ours ----
+int64_t sparse_in(int64_t in, int M) { return (in + 2 * M - 1) / (2 * M) * (2 * M); }
+
+struct Ours {
+    VnmMatrix m;
+    VnmDeviceMatrix d;
+};
+
+void ours_make(Ours *o, VnmPattern p, int64_t out, int64_t in, uint64_t seed) {
+    vnm_random(p, out, sparse_in(in, p.M), seed, 0, &o->m);
+    Err err;
+    if (vnm_upload(&o->m, &o->d, &err)) fatal("bench_spmm: %s", err.msg);
+}
+
+void ours_free(Ours *o) {
+    vnm_device_free(&o->d);
+    vnm_free(&o->m);
+}
+
+double ours_time(const Opts &o, const Ours *s, int64_t n, const uint16_t *x, uint16_t *y, int kernel) {
+    Err err;
+    if (vnm_spmm_cuda_ex(&s->d, x, n, NULL, NULL, VNM_ACT_NONE, y, 0, kernel, &err)) return NAN;
+    return time_us(o, [&] { vnm_spmm_cuda_ex(&s->d, x, n, NULL, NULL, VNM_ACT_NONE, y, 0, kernel, &err); });
+}
+
+// Relative error of ours vs cuBLAS on the decompressed matrix (true in only, i.e. M | in).
+double check_vs_dense(const Ours *s, int64_t n, const uint16_t *x, uint16_t *y, uint16_t *y_ref) {
+    int64_t out = s->m.out, in = s->m.in;
+    float *Wf = (float *)xmalloc((size_t)(out * in) * 4);
+    vnm_decompress(&s->m, Wf);
+    uint16_t *Wh = (uint16_t *)xmalloc((size_t)(out * in) * 2), *Wd;
+    for (int64_t i = 0; i < out * in; i++) Wh[i] = f32_to_bf16(Wf[i]);
+    CK(cudaMalloc((void **)&Wd, (size_t)(out * in) * 2));
+    CK(cudaMemcpy(Wd, Wh, (size_t)(out * in) * 2, cudaMemcpyHostToDevice));
+    free(Wf), free(Wh);
+    Opts once;
+    once.reps = 1, once.flush = 0;
+    dense_time(once, out, in, n, Wd, x, y_ref);
+    Err err;
+    vnm_spmm_cuda(&s->d, x, n, NULL, NULL, VNM_ACT_NONE, y, 0, &err);
+    CK(cudaDeviceSynchronize());
+    uint16_t *a = (uint16_t *)xmalloc((size_t)(n * out) * 2), *b = (uint16_t *)xmalloc((size_t)(n * out) * 2);
+    CK(cudaMemcpy(a, y, (size_t)(n * out) * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(b, y_ref, (size_t)(n * out) * 2, cudaMemcpyDeviceToHost));
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n * out; i++) {
+        double dv = (double)bf16_to_f32(a[i]) - bf16_to_f32(b[i]);
+        num += dv * dv, den += (double)bf16_to_f32(b[i]) * bf16_to_f32(b[i]);
+    }
+    free(a), free(b);
+    cudaFree(Wd);
+    return isfinite(num) ? sqrt(num / (den > 0 ? den : 1)) : INFINITY;
+}
+
+const Shape LLAMA[] = {{"llama2-7b", 4096, 4096}, {"llama2-7b", 11008, 4096}, {"llama2-7b", 4096, 11008}};
+const Shape DEIT_B[] = {{"deit-base", 2304, 768}, {"deit-base", 768, 768}, {"deit-base", 3072, 768}, {"deit-base", 768, 3072}};
+const Shape DEIT_S[] = {{"deit-small", 1152, 384}, {"deit-small", 384, 384}, {"deit-small", 1536, 384}, {"deit-small", 384, 1536}};
+const int64_t DEIT_N = 197 * 64;
+
+struct Buffers {
+    uint16_t *x, *y, *y_ref, *W;
+    int64_t x_count, y_count, w_count;
+};
+
+void buffers_init(Buffers *b, int64_t max_n, int64_t max_in, int64_t max_out) {
+    b->x_count = max_n * (max_in + 64), b->y_count = max_n * max_out, b->w_count = max_out * (max_in + 64);
+    b->x = random_bf16_device(b->x_count, 11);
+    b->W = random_bf16_device(b->w_count, 12);
+    CK(cudaMalloc((void **)&b->y, (size_t)b->y_count * 2));
+    CK(cudaMalloc((void **)&b->y_ref, (size_t)b->y_count * 2));
+}
+
+void main_table(const Opts &o, const Buffers &b) {
+    const char *patterns[] = {"2:4", "64:2:5", "64:2:8"};
+    printf("%-11s %-13s %5s %-7s %-17s %9s %9s %9s %9s %7s %7s %8s\n", "model", "out x in", "n", "pattern", "kernel",
+           "dense_us", "splt24_us", "ours_us", "mmasp_us", "ours/x", "splt/x", "check");
+    struct Group {
+        const Shape *s;
+        size_t count;
+        int64_t ns[4];
+        int nn;
+    } groups[] = {{LLAMA, 3, {16, 128, 2048, 8192}, 4}, {DEIT_B, 4, {DEIT_N}, 1}, {DEIT_S, 4, {DEIT_N}, 1}};
+    for (size_t gi = 0; gi < ARRAY_LEN(groups); gi++)
+        for (size_t si = 0; si < groups[gi].count; si++) {
+            const Shape sh = groups[gi].s[si];
+            if (o.quick && !(sh.out == 4096 && sh.in == 4096) && !(sh.out == 768 && sh.in == 3072)) continue;
+            Ours ours[3];
+            for (int pi = 0; pi < 3; pi++) {
+                VnmPattern p;
+                Err err;
+                vnm_pattern_parse(patterns[pi], &p, &err);
+                ours_make(&ours[pi], p, sh.out, sh.in, 1000 + pi);
+            }
+            for (int ni = 0; ni < groups[gi].nn; ni++) {
+                int64_t n = groups[gi].ns[ni];
+                if (o.quick && n != 2048 && n != 16 && n != DEIT_N) continue;
+                double td = dense_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
+                double ts = splt_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
+                for (int pi = 0; pi < 3; pi++) {
+                    double t = ours_time(o, &ours[pi], n, b.x, b.y, VNM_KERNEL_AUTO);
+                    double tm = ours_time(o, &ours[pi], n, b.x, b.y, VNM_KERNEL_MMA_SP);
+                    double err = NAN;
+                    if (o.check && ours[pi].m.in == sh.in && (n == 128 || n == DEIT_N)) err = check_vs_dense(&ours[pi], n, b.x, b.y, b.y_ref);
+                    char shape[32], splt_s[16], splt_r[16];
+                    snprintf(shape, sizeof shape, "%lldx%lld", (long long)sh.out, (long long)sh.in);
+                    snprintf(splt_s, sizeof splt_s, isnan(ts) ? "n/a" : "%.1f", ts);
+                    snprintf(splt_r, sizeof splt_r, isnan(ts) ? "n/a" : "%.2f", td / ts);
+                    printf("%-11s %-13s %5lld %-7s %-17s %9.1f %9s %9.1f %9.1f %7.2f %7s %8.1e\n", sh.model, shape, (long long)n,
+                           patterns[pi], vnm_spmm_kernel_name(&ours[pi].d, n, VNM_KERNEL_AUTO), td, splt_s, t, tm, td / t,
+                           splt_r, err);
+                    fflush(stdout);
+                }
+            }
+            for (int pi = 0; pi < 3; pi++) ours_free(&ours[pi]);
+        }
+}
+
+void vm_table(const Opts &o, const Buffers &b, const char *path, const char *device) {
+    FILE *f = fopen(path, "w");
+    if (!f) fatal("bench_spmm: cannot write %s", path);
+    fprintf(f, "# vnmtune spmm speed table (kernels/bench_spmm.cu)\n# device: %s\n", device);
+    fprintf(f, "# speedup = cuBLASLt dense bf16 time / V:N:M SpMM time (auto kernel), median of %d runs, L2 %s\n", o.reps,
+            o.flush ? "flushed" : "warm");
+    fprintf(f, "# in not a multiple of 2M: the sparse side ran with in rounded up (slightly pessimistic)\n");
+    fprintf(f, "# out in n V M speedup\n");
+    struct Item {
+        Shape s;
+        int64_t n;
+    } items[11];
+    size_t count = 0;
+    for (size_t i = 0; i < 3; i++) items[count++] = {LLAMA[i], 2048};
+    for (size_t i = 0; i < 4; i++) items[count++] = {DEIT_B[i], DEIT_N};
+    for (size_t i = 0; i < 4; i++) items[count++] = {DEIT_S[i], DEIT_N};
+    const int Vs[] = {16, 32, 64, 128};
+    for (size_t it = 0; it < count; it++) {
+        const Shape sh = items[it].s;
+        int64_t n = items[it].n;
+        if (o.quick && it != 0) continue;
+        double td = dense_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
+        printf("table %s %lldx%lld n=%lld dense %.1f us:", sh.model, (long long)sh.out, (long long)sh.in, (long long)n, td);
+        for (size_t vi = 0; vi < ARRAY_LEN(Vs); vi++)
+            for (int M = 4; M <= 16; M++) {
+                if (sh.out % Vs[vi]) continue;
+                Ours s;
+                ours_make(&s, (VnmPattern){Vs[vi], 2, M}, sh.out, sh.in, 77 + M);
+                double t = ours_time(o, &s, n, b.x, b.y, VNM_KERNEL_AUTO);
+                fprintf(f, "%lld %lld %lld %d %d %.3f\n", (long long)sh.out, (long long)sh.in, (long long)n, Vs[vi], M, td / t);
+                printf(" %d:2:%d=%.2f", Vs[vi], M, td / t);
+                ours_free(&s);
+            }
+        printf("\n");
+        fflush(f);
+        fflush(stdout);
+    }
+    fclose(f);
+    printf("wrote %s\n", path);
+}
+
+}  // namespace
+
+extern "C" int bench_spmm_main(int argc, char **argv) {
+    Opts o;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) o.quick = 1, o.reps = 10;
+        else if (!strcmp(argv[i], "--no-flush")) o.flush = 0;
+        else if (!strcmp(argv[i], "--no-check")) o.check = 0;
+        else if (!strcmp(argv[i], "--no-table")) o.table = NULL;
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) o.reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--table") && i + 1 < argc) o.table = argv[++i];
+        else if (!strcmp(argv[i], "--ncu") && i + 1 < argc) o.ncu = argv[++i];
+        else {
+            fprintf(stderr, "usage: bench spmm [--quick] [--reps N] [--no-flush] [--no-check] [--table FILE | --no-table] [--ncu PATTERN]\n");
+            return 2;
+        }
+    }
+    if (o.reps < 1) o.reps = 1;
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+        fprintf(stderr, "bench spmm: no CUDA device\n");
+        return 1;
+    }
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    CK(cudaMalloc(&flush_buf, FLUSH_BYTES));
+    CK(cudaEventCreate(&ev0));
+    CK(cudaEventCreate(&ev1));
+    if (cublasLtCreate(&dense.lt) != CUBLAS_STATUS_SUCCESS) fatal("bench_spmm: cublasLtCreate failed");
+    CK(cudaMalloc(&dense.ws, dense.ws_bytes));
+    bool have_splt = splt_load();
+    char device[256];
+    snprintf(device, sizeof device, "%s, %d SMs, cc %d.%d; cuSPARSELt %s (%d)", prop.name, prop.multiProcessorCount,
+             prop.major, prop.minor, have_splt ? "loaded" : "n/a", splt.version);
+    printf("# bench spmm: %s\n# median of %d runs after 3 warm-ups, L2 %s before each run; ratios = dense time / time\n",
+           device, o.reps, o.flush ? "flushed (128 MB write)" : "warm");
+    Buffers b;
+    if (o.ncu) {  // PATTERN[@N]
+        VnmPattern p;
+        Err err;
+        char pat[64];
+        snprintf(pat, sizeof pat, "%s", o.ncu);
+        char *at = strchr(pat, '@');
+        int64_t n = 2048;
+        if (at) *at = 0, n = atoll(at + 1);
+        if (vnm_pattern_parse(pat, &p, &err) || n < 1 || n > 8192) fatal("bench_spmm: --ncu %s", o.ncu);
+        buffers_init(&b, n, 4096 + 32, 4096);
+        Ours s;
+        ours_make(&s, p, 4096, 4096, 5);
+        for (int i = 0; i < 3; i++) vnm_spmm_cuda(&s.d, b.x, n, NULL, NULL, VNM_ACT_NONE, b.y, 0, &err);
+        CK(cudaDeviceSynchronize());
+        printf("ncu run: %s n=%lld %s\n", pat, (long long)n, vnm_spmm_kernel_name(&s.d, n, VNM_KERNEL_AUTO));
+        return 0;
+    }
+    buffers_init(&b, 12608, 11008 + 32, 11008);
+    main_table(o, b);
+    if (o.table) vm_table(o, b, o.table, device);
+    cudaFree(b.x), cudaFree(b.y), cudaFree(b.y_ref), cudaFree(b.W);
+    return 0;
+}

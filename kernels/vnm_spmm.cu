@@ -1,0 +1,436 @@
+// V:N:M SpMM: device upload, the mma.sp.sync kernel (sm_80+, also the decode path) and dispatch.
+// The wgmma.sp kernel (sm_90a) lives in vnm_spmm_sm90.cu.
+//
+// ---- device layout (vnm_upload) ----
+// Rows are padded to out_pad (multiple of 256) and the logical reduction to KT k-steps of 32
+// (8 column blocks each, KT even); padding has zero values and metadata code 0b0100.
+//   vals[vnm_frag_index(q, s, KT, lane)] (uint4) : the A fragment of lane (g = lane/4, tig = lane%4) for the
+//       16-row group q and k-step s: words {row g, row g+8} × {block 8s+tig, block 8s+4+tig}, each
+//       word the 2 kept bf16 of one row in one block:  .x = (g, tig) .y = (g+8, tig)
+//       .z = (g, 4+tig) .w = (g+8, 4+tig). This is the mma.sp m16n8k32 A fragment; the wgmma.sp
+//       register-A fragment of each warp of a warpgroup has the same layout. vnm_frag_index
+//       (vnm_spmm_common.cuh) orders them so that one wgmma stage of a CTA is contiguous.
+//   meta[vnm_frag_index(q, s, KT, lane)] (u32) : the host meta word 2*g + (tig & 1) (vnm_format.c), so lanes
+//       0/1 and 2/3 of each quad hold the same word and either sparsity selector works.
+//   cols[(g*KT*8 + cb)*4 + k] : kept input channels of block cb for gather group g (rows
+//       g*group_rows ...), 0 for padding blocks.
+//   sel[(g*KT*8 + cb)*2 + {0,1}] : window-filler byte-permute selectors (window_selectors below).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/vnm_spmm.h"
+#include "kernels/vnm_spmm_common.cuh"
+
+// From vnm_spmm_sm90.cu.
+int vnm_wgmma_sp_available(void);
+int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const VnmEpi &epi,
+                        cudaStream_t stream);
+
+#define DECODE_MAX_N 16
+
+// ---------------------------------------------------------------------------------------------
+// mma.sp.sync kernel: CTA = 4 warps = 64 rows × BN tokens; warp w owns rows 16w..16w+15.
+// Per k-step the CTA gathers B = the kept x channels of 8 column blocks into shared memory
+// (one tile per gather group; 4 per-warp tiles when groups are smaller than 64 rows), then each
+// warp issues BN/8 mma.sp m16n8k32.
+// ---------------------------------------------------------------------------------------------
+#define B_PITCH 40  // halfwords per token row of a B tile: 32 + 8 padding (conflict-free ldmatrix)
+
+__device__ __forceinline__ void mma_sp_16832(float *c, uint4 a, const uint32_t *b, uint32_t e) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0x0;"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e));
+#endif
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t *r, const void *p) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+template <int BN>
+__global__ void __launch_bounds__(128) vnm_mma_sp_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e) {
+    constexpr int UNITS = BN / 16;  // gather units (token, block) per thread per tile
+    __shared__ __align__(16) uint16_t Bs[2][4][BN][B_PITCH];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int64_t row0 = (int64_t)blockIdx.x * 64, t0 = (int64_t)blockIdx.y * BN;
+    const int64_t ks0 = 0, ks1 = d.KT;
+    const int ntiles = (d.group_rows % 64 == 0) ? 1 : 4;
+    const int j = tid & 7, tq = tid >> 3;  // gather: block j of the k-step, tokens tq + 16*i
+
+    uint2 st[4][UNITS];
+    auto load_units = [&](int64_t ks) {
+        int64_t cb = ks * 8 + j;
+        for (int k = 0; k < 4; k++) {
+            if (k >= ntiles) break;
+            int64_t g = (row0 + (ntiles == 1 ? 0 : 16 * k)) / d.group_rows;
+#pragma unroll
+            for (int i = 0; i < UNITS; i++) {
+                int64_t t = t0 + tq + 16 * i;
+                st[k][i] = (t < e.n && cb < d.C) ? vnm_gather_generic(d, x + t * d.in, g, cb) : make_uint2(0, 0);
+            }
+        }
+    };
+    auto store_units = [&](int buf) {
+        for (int k = 0; k < 4; k++) {
+            if (k >= ntiles) break;
+#pragma unroll
+            for (int i = 0; i < UNITS; i++) *(uint2 *)&Bs[buf][k][tq + 16 * i][4 * j] = st[k][i];
+        }
+    };
+    const int64_t q = row0 / 16 + warp;
+    auto load_a = [&](int64_t ks, uint4 &a, uint32_t &m) {
+        a = __ldg(d.vals + vnm_frag_index(q, ks, d.KT, lane));
+        m = __ldg(d.meta + vnm_frag_index(q, ks, d.KT, lane));
+    };
+
+    float acc[BN / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < BN / 8; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+
+    uint4 a, a_next;
+    uint32_t m, m_next;
+    load_units(ks0);
+    store_units(0);
+    load_a(ks0, a, m);
+    __syncthreads();
+    const int tile = ntiles == 1 ? 0 : warp;
+    int buf = 0;
+    for (int64_t ks = ks0; ks < ks1; ks++) {
+        bool more = ks + 1 < ks1;
+        if (more) {
+            load_units(ks + 1);
+            load_a(ks + 1, a_next, m_next);
+        }
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++) {
+            uint32_t b[4];
+            ldmatrix_x4(b, &Bs[buf][tile][nt * 8 + (lane & 7)][(lane >> 3) * 8]);
+            mma_sp_16832(acc[nt], a, b, m);
+        }
+        if (more) store_units(buf ^ 1);
+        __syncthreads();
+        buf ^= 1;
+        a = a_next, m = m_next;
+    }
+
+    const int g = lane >> 2, tig = lane & 3;
+    const int64_t r = row0 + 16 * warp + g;
+#pragma unroll
+    for (int nt = 0; nt < BN / 8; nt++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            int64_t rr = r + (c >= 2 ? 8 : 0), t = t0 + nt * 8 + 2 * tig + (c & 1);
+            vnm_epi_store(e, acc[nt][c], rr, t);
+        }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode kernel (n <= 16): memory-bound, so each CTA (4 warps, 64 rows) takes a slice of at most
+// DECODE_KC k-steps (split-K), issues the loads of all its A fragments at once, gathers the B
+// tiles of all its k-steps into shared memory in one pass (independent loads, no per-step
+// latency chain), then runs the mma.sp. Partial sums go to the fp32 workspace with atomics; the
+// last CTA of each row tile (a counter per tile) applies the epilogue and clears the workspace.
+// ---------------------------------------------------------------------------------------------
+#define DECODE_KC 4
+
+__global__ void __launch_bounds__(128) vnm_decode_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e,
+                                                         int *counters) {
+    extern __shared__ __align__(16) uint16_t dsm[];  // [ntiles][kc][16 tokens][B_PITCH]
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int64_t row0 = (int64_t)blockIdx.x * 64;
+    const int64_t ks0 = (int64_t)blockIdx.y * DECODE_KC, ks1 = min(d.KT, ks0 + DECODE_KC);
+    const int kc = (int)(ks1 - ks0);
+    const int ntiles = (d.group_rows % 64 == 0) ? 1 : 4;
+    const int64_t q = row0 / 16 + warp;
+
+    uint4 a[DECODE_KC];
+    uint32_t m[DECODE_KC];
+#pragma unroll
+    for (int k = 0; k < DECODE_KC; k++)
+        if (k < kc) {
+            a[k] = __ldg(d.vals + vnm_frag_index(q, ks0 + k, d.KT, lane));
+            m[k] = __ldg(d.meta + vnm_frag_index(q, ks0 + k, d.KT, lane));
+        }
+    // Kept channels of this slice -> shared memory, then the gather with 16 units in flight per
+    // thread. unit = (tile, k-step, token, block j); 16 tokens × 8 blocks = 128 units per (tile, step).
+    __shared__ uint2 scols[4 * DECODE_KC * 8];
+    for (int i = tid; i < ntiles * kc * 8; i += 128) {
+        const int j = i & 7, kk = (i >> 3) % kc, tile = (i >> 3) / kc;
+        const int64_t cb = (ks0 + kk) * 8 + j, g = (row0 + (ntiles == 1 ? 0 : 16 * tile)) / d.group_rows;
+        scols[i] = __ldg((const uint2 *)(d.cols + (g * d.KT * 8 + cb) * 4));
+    }
+    __syncthreads();
+    const int units = ntiles * kc * 128;
+    for (int base = 0; base < units; base += 128 * 4) {
+        uint2 v[4];
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const int u = base + tid + 128 * k, j = u & 7, t = (u >> 3) & 15, tk = u >> 7;
+            const bool ok = u < units && t < e.n && (ks0 + tk % kc) * 8 + j < d.C;
+            v[k] = ok ? vnm_gather_cols(x + t * d.in, scols[tk * 8 + j]) : make_uint2(0, 0);
+        }
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const int u = base + tid + 128 * k;
+            if (u < units) *(uint2 *)&dsm[((u >> 7) * 16 + ((u >> 3) & 15)) * B_PITCH + 4 * (u & 7)] = v[k];
+        }
+    }
+    __syncthreads();
+
+    float acc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+    const int tile = ntiles == 1 ? 0 : warp;
+#pragma unroll
+    for (int k = 0; k < DECODE_KC; k++)
+        if (k < kc) {
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++) {
+                uint32_t b[4];
+                ldmatrix_x4(b, &dsm[(((tile * kc + k) * 16) + nt * 8 + (lane & 7)) * B_PITCH + (lane >> 3) * 8]);
+                mma_sp_16832(acc[nt], a[k], b, m[k]);
+            }
+        }
+    const int g = lane >> 2, tig = lane & 3;
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const int64_t r = row0 + 16 * warp + g + (c >= 2 ? 8 : 0), t = nt * 8 + 2 * tig + (c & 1);
+            if (r < e.out && t < e.n) atomicAdd(e.ws + t * e.out_pad + r, acc[nt][c]);
+        }
+    // Last CTA of this row tile: epilogue.
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) last = atomicAdd(counters + blockIdx.x, 1) == (int)gridDim.y - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int i = tid; i < e.n * 64; i += 128) {
+        const int64_t t = i / 64, r = row0 + i % 64;
+        if (r >= e.out) continue;
+        float *w = e.ws + t * e.out_pad + r;
+        const float v = __ldcg(w);
+        *w = 0.0f;
+        vnm_epi_store(e, v, r, t);
+    }
+    if (tid == 0) counters[blockIdx.x] = 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upload
+// ---------------------------------------------------------------------------------------------
+
+// Selectors for the window filler. w0..w3 hold channels e0..e0+7 (2 per word, low half first);
+// p0 < p1 < p2 < p3 are the kept channels relative to e0, so p0 <= 4, p1 <= 5 (word lo comes
+// from w0..w2) and p2 >= 2, p3 >= 3 (word hi from w1..w3):
+//   t0 = prmt(w0, w1, s1): ch p0 / ch p1 when < 4      lo = prmt(t0, w2, s2)
+//   t1 = prmt(w2, w3, s3): ch p2 / ch p3 when >= 4     hi = prmt(w1, t1, s4)
+// sel[0] = s1 | s2 << 16, sel[1] = s3 | s4 << 16 (prmt nibble k = source byte of result byte k).
+static void window_selectors(const int p[4], uint32_t sel[2]) {
+    // Byte pair (b, b+1) into result half h (0 = low, 1 = high).
+    auto half = [](int b, int h) { return (uint32_t)(b | ((b + 1) << 4)) << (8 * h); };
+    uint32_t s1 = (p[0] < 4 ? half(2 * p[0], 0) : 0) | (p[1] < 4 ? half(2 * p[1], 1) : 0);
+    uint32_t s2 = (p[0] < 4 ? half(0, 0) : half(4, 0)) | (p[1] < 4 ? half(2, 1) : half(4 + 2 * (p[1] - 4), 1));
+    uint32_t s3 = (p[2] >= 4 ? half(2 * (p[2] - 4), 0) : 0) | (p[3] >= 4 ? half(2 * (p[3] - 4), 1) : 0);
+    uint32_t s4 = (p[2] < 4 ? half(2 * (p[2] - 2), 0) : half(4, 0)) | (p[3] < 4 ? half(2, 1) : half(6, 1));
+    sel[0] = s1 | (s2 << 16);
+    sel[1] = s3 | (s4 << 16);
+}
+
+static int cuda_fail(Err *err, cudaError_t e, const char *what) {
+    return err_set(err, "vnm: %s: %s", what, cudaGetErrorString(e));
+}
+
+#define CUDA_TRY(call, what)                               \
+    do {                                                   \
+        cudaError_t e_ = (call);                           \
+        if (e_ != cudaSuccess) {                           \
+            vnm_device_free(d);                            \
+            return cuda_fail(err, e_, what);               \
+        }                                                  \
+    } while (0)
+
+template <typename T>
+static int upload_array(T **dst, const T *src, size_t count, Err *err) {
+    cudaError_t e = cudaMalloc((void **)dst, count * sizeof(T));
+    if (e == cudaSuccess) e = cudaMemcpy(*dst, src, count * sizeof(T), cudaMemcpyHostToDevice);
+    return e == cudaSuccess ? 0 : cuda_fail(err, e, "upload");
+}
+
+static bool columns_uniform(const VnmMatrix *m) {
+    size_t row_block = (size_t)m->C * 4;
+    for (int64_t rb = 1; rb < m->R; rb++)
+        if (memcmp(m->columns, m->columns + rb * row_block, row_block * sizeof(uint16_t))) return false;
+    return true;
+}
+
+extern "C" int vnm_upload(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
+    memset(d, 0, sizeof *d);
+    const VnmPattern p = m->p;
+    if (p.V % 16 != 0 || m->out % 16 != 0 || m->in > 65535 || !m->meta)
+        return err_set(err, "vnm_upload: matrix (%lld, %lld) pattern %d:%d:%d: the GPU kernels need V %% 16 == 0, "
+                       "in < 65536 and packed meta", (long long)m->out, (long long)m->in, p.V, p.N, p.M);
+    d->p = p;
+    d->out = m->out, d->in = m->in, d->R = m->R, d->C = m->C;
+    d->out_pad = (m->out + 255) / 256 * 256;
+    int64_t kt_host = vnm_meta_ksteps(m);
+    d->KT = (kt_host + 1) / 2 * 2;
+    bool uniform = columns_uniform(m);
+    d->group_rows = uniform ? (int)d->out_pad : p.V;
+    int64_t ngroups = (d->out_pad + d->group_rows - 1) / d->group_rows, KB = d->KT * 8;
+    int dev;
+    cudaDeviceProp prop;
+    CUDA_TRY(cudaGetDevice(&dev), "cudaGetDevice");
+    CUDA_TRY(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
+    d->cc_major = prop.major, d->num_sms = prop.multiProcessorCount;
+
+    // A fragments and metadata.
+    int64_t Q = d->out_pad / 16, C = m->C;
+    uint32_t *vals = (uint32_t *)xcalloc((size_t)(Q * d->KT * 32 * 4), sizeof(uint32_t));
+    uint32_t *meta = (uint32_t *)xmalloc((size_t)(Q * d->KT * 32) * sizeof(uint32_t));
+    const uint32_t *v32 = (const uint32_t *)m->values;  // the 2 kept values of (row, block) as one word
+    for (int64_t q = 0; q < Q; q++)
+        for (int64_t s = 0; s < d->KT; s++)
+            for (int lane = 0; lane < 32; lane++) {
+                int g = lane >> 2, tig = lane & 3;
+                uint32_t *w = vals + vnm_frag_index(q, s, d->KT, lane) * 4;
+                for (int k = 0; k < 4; k++) {
+                    int64_t row = 16 * q + g + ((k & 1) ? 8 : 0), cb = 8 * s + tig + ((k & 2) ? 4 : 0);
+                    w[k] = (row < m->out && cb < C) ? v32[row * C + cb] : 0;
+                }
+                meta[vnm_frag_index(q, s, d->KT, lane)] =
+                    (s < kt_host && 16 * q < m->out) ? m->meta[(q * kt_host + s) * 16 + 2 * g + (tig & 1)] : 0x44444444u;
+            }
+    // Gather tables.
+    uint16_t *cols = (uint16_t *)xcalloc((size_t)(ngroups * KB * 4), sizeof(uint16_t));
+    uint32_t *sel = (uint32_t *)xcalloc((size_t)(ngroups * KB * 2), sizeof(uint32_t));
+    bool window = p.M <= 8 && m->in % 2 == 0, identity = uniform && p.M == 4 && m->in % 8 == 0;
+    for (int64_t g = 0; g < ngroups; g++) {
+        int64_t rb = uniform ? 0 : (g * d->group_rows) / p.V;
+        if (rb >= m->R) rb = m->R - 1;
+        for (int64_t cb = 0; cb < C; cb++) {
+            const uint16_t *c = m->columns + (rb * C + cb) * 4;
+            int64_t e0 = (p.M * cb) & ~1LL;
+            int pos[4];
+            for (int k = 0; k < 4; k++) {
+                cols[(g * KB + cb) * 4 + k] = c[k];
+                pos[k] = (int)(c[k] - e0);
+                if (pos[k] < 0 || pos[k] >= 8) window = false;
+                if (c[k] != 4 * cb + k) identity = false;
+            }
+            if (window) window_selectors(pos, sel + (g * KB + cb) * 2);
+        }
+    }
+    d->fill = identity ? VNM_FILL_TMA : window ? VNM_FILL_WINDOW : VNM_FILL_GENERIC;
+
+    int rc = upload_array(&d->vals, vals, (size_t)(Q * d->KT * 32 * 4), err);
+    if (!rc) rc = upload_array(&d->meta, meta, (size_t)(Q * d->KT * 32), err);
+    if (!rc) rc = upload_array(&d->cols, cols, (size_t)(ngroups * KB * 4), err);
+    if (!rc) rc = upload_array(&d->sel, sel, (size_t)(ngroups * KB * 2), err);
+    if (!rc && m->row_perm) rc = upload_array(&d->row_perm, m->row_perm, (size_t)m->out, err);
+    free(vals), free(meta), free(cols), free(sel);
+    if (rc) {
+        vnm_device_free(d);
+        return -1;
+    }
+    // Decode workspace: 16 × out_pad fp32 partial sums, then one split counter per 64-row tile.
+    size_t ws_bytes = (size_t)(DECODE_MAX_N * d->out_pad) * sizeof(float) + (size_t)(d->out_pad / 64) * sizeof(int);
+    CUDA_TRY(cudaMalloc((void **)&d->ws, ws_bytes), "workspace");
+    CUDA_TRY(cudaMemset(d->ws, 0, ws_bytes), "workspace");
+    return 0;
+}
+
+extern "C" void vnm_device_free(VnmDeviceMatrix *d) {
+    cudaFree(d->vals);
+    cudaFree(d->meta);
+    cudaFree(d->cols);
+    cudaFree(d->sel);
+    cudaFree(d->row_perm);
+    cudaFree(d->ws);
+    free(d->tmap_cache);
+    memset(d, 0, sizeof *d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch
+// ---------------------------------------------------------------------------------------------
+
+static bool wgmma_ok(const VnmDeviceMatrix *d, int64_t n) {
+    return d->cc_major == 9 && vnm_wgmma_sp_available() && d->group_rows % 64 == 0 && n > DECODE_MAX_N;
+}
+
+static int pick_kernel(const VnmDeviceMatrix *d, int64_t n, int kernel) {
+    if (kernel == VNM_KERNEL_AUTO) return wgmma_ok(d, n) ? VNM_KERNEL_WGMMA_SP : VNM_KERNEL_MMA_SP;
+    if (kernel == VNM_KERNEL_WGMMA_SP && !wgmma_ok(d, n)) return -1;
+    return kernel;
+}
+
+extern "C" const char *vnm_spmm_kernel_name(const VnmDeviceMatrix *d, int64_t n, int kernel) {
+    static const char *fills[] = {"wgmma_sp/tma", "wgmma_sp/window", "wgmma_sp/generic"};
+    int k = pick_kernel(d, n, kernel);
+    if (k == VNM_KERNEL_WGMMA_SP) return fills[d->fill];
+    if (k == VNM_KERNEL_MMA_SP) return n <= DECODE_MAX_N ? "mma_sp/decode" : "mma_sp";
+    return "unavailable";
+}
+
+static int launch_mma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEpi e,
+                         cudaStream_t stream) {
+    const int64_t row_tiles = d->out_pad / 64;
+    if (e.n <= DECODE_MAX_N) {
+        const int ntiles = (d->group_rows % 64 == 0) ? 1 : 4;
+        const int64_t splits = (d->KT + DECODE_KC - 1) / DECODE_KC;
+        const int kc = (int)(d->KT < DECODE_KC ? d->KT : DECODE_KC);
+        const size_t smem = (size_t)ntiles * kc * 16 * B_PITCH * sizeof(uint16_t);
+        static bool attr = false;
+        if (!attr) {
+            cudaFuncSetAttribute(vnm_decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 4 * DECODE_KC * 16 * B_PITCH * (int)sizeof(uint16_t));
+            attr = true;
+        }
+        e.ws = d->ws;
+        int *counters = (int *)(d->ws + DECODE_MAX_N * d->out_pad);
+        vnm_decode_kernel<<<dim3((unsigned)row_tiles, (unsigned)splits), 128, smem, stream>>>(dev, x, e, counters);
+    } else {
+        dim3 grid((unsigned)row_tiles, (unsigned)((e.n + 63) / 64), 1);
+        vnm_mma_sp_kernel<64><<<grid, 128, 0, stream>>>(dev, x, e);
+    }
+    return 0;
+}
+
+extern "C" int vnm_spmm_cuda_ex(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, const uint16_t *bias,
+                                const uint16_t *residual, int act, uint16_t *y, cudaStream_t stream, int kernel,
+                                Err *err) {
+    if (n < 0 || !x || !y || !d->vals) return err_set(err, "vnm_spmm_cuda: bad arguments (n = %lld)", (long long)n);
+    if (n == 0) return 0;
+    if (n > 65535LL * 128) return err_set(err, "vnm_spmm_cuda: n = %lld is too large", (long long)n);
+    int k = pick_kernel(d, n, kernel);
+    if (k < 0)
+        return err_set(err, "vnm_spmm_cuda: kernel %d cannot run pattern %d:%d:%d (n = %lld) on this device", kernel,
+                       d->p.V, d->p.N, d->p.M, (long long)n);
+    VnmDev dev = vnm_dev_of(d);
+    VnmEpi e;
+    e.bias = (const __nv_bfloat16 *)bias;
+    e.residual = (const __nv_bfloat16 *)residual;
+    e.perm = d->row_perm;
+    e.y = (__nv_bfloat16 *)y;
+    e.ws = NULL;
+    e.n = n, e.out = d->out, e.out_pad = d->out_pad;
+    e.act = act;
+    int rc = k == VNM_KERNEL_WGMMA_SP ? vnm_launch_wgmma_sp(d, dev, x, e, stream) : launch_mma_sp(d, dev, x, e, stream);
+    cudaError_t ce = cudaGetLastError();
+    if (ce != cudaSuccess) return cuda_fail(err, ce, "vnm_spmm_cuda launch");
+    return rc ? err_set(err, "vnm_spmm_cuda: launch failed") : 0;
+}
+
+extern "C" int vnm_spmm_cuda(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, const uint16_t *bias,
+                             const uint16_t *residual, int act, uint16_t *y, cudaStream_t stream, Err *err) {
+    return vnm_spmm_cuda_ex(d, x, n, bias, residual, act, y, stream, VNM_KERNEL_AUTO, err);
+}

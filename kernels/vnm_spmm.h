@@ -1,0 +1,89 @@
+// V:N:M sparse × dense products on sparse tensor cores (C-callable).
+//
+//   y (n × out) = epilogue( x (n × in) · W_vnmᵀ )
+// with bf16 x, W and y, fp32 accumulation. The epilogue, for compressed row r of W (output
+// column o = row_perm[r], or r without row_perm) and token t:
+//   v = acc + bias[o];  if act == VNM_ACT_GELU: v = gelu(v) (exact, erf);  v += residual[t, o]
+//   y[t, o] = bf16(v)
+// bias (out) and residual (n, out) are optional (NULL), both in final (permuted) order.
+//
+// Kernels (chosen per call, see vnm_spmm_kernel_name):
+//   - "mma_sp":   warp-level mma.sp.sync m16n8k32 (sm_80 and later), any V multiple of 16; on
+//                 sm_90 only for V = 16/32 with M > 4 (slow there: see experiments/kernels/NOTES.md).
+//   - "mma_sp/decode" (n <= 16, any arch): split-K over the reduction, all B tiles of a CTA
+//                 gathered up front; fp32 workspace + the last CTA of each row tile applies the
+//                 epilogue. The workspace belongs to the matrix: concurrent n <= 16 calls on the
+//                 same VnmDeviceMatrix from different streams are not allowed.
+//   - "wgmma_sp": sm_90a wgmma.mma_async.sp m64n128k32, 256×128 output tiles, warp-specialized
+//                 (1 producer + 2 consumer warpgroups, mbarrier ring). B (the gathered x columns)
+//                 is built in shared memory by one of three fillers:
+//                   tma     when the kept columns are the plain input order (M = 4, unpermuted):
+//                           x tiles arrive by TMA, no gather;
+//                   window  when every block's kept columns lie in its own 8-channel window
+//                           (M <= 8, unpermuted): 16-byte loads + byte permutes;
+//                   generic otherwise (permuted inputs, M > 8): per-element loads.
+//                 Needs V % 64 == 0 or the same columns for all row blocks (e.g. 2:4), n > 16,
+//                 and a build with sm_90a code (checked at run time).
+// The device layout of values/meta (per-thread fragment order) is documented in vnm_spmm.cu.
+// Measured speeds (H100) and the V × M table for select-vm: experiments/kernels/.
+#pragma once
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+#ifndef _Noreturn
+#define _Noreturn [[noreturn]]  // autograd/util.h is C11
+#endif
+extern "C" {
+#endif
+#include "autograd/util.h"
+#include "train/vnm_format.h"
+
+typedef enum { VNM_ACT_NONE = 0, VNM_ACT_GELU = 1 } VnmAct;
+
+typedef enum {
+    VNM_KERNEL_AUTO = 0,
+    VNM_KERNEL_MMA_SP = 1,    // mma.sp.sync (any arch >= sm_80)
+    VNM_KERNEL_WGMMA_SP = 2,  // wgmma.mma_async.sp (sm_90a only)
+} VnmKernel;
+
+typedef enum { VNM_FILL_TMA = 0, VNM_FILL_WINDOW = 1, VNM_FILL_GENERIC = 2 } VnmFill;
+
+typedef struct VnmDeviceMatrix {
+    VnmPattern p;
+    int64_t out, in, R, C;
+    int64_t out_pad;      // rows padded to a multiple of 256 (zero values)
+    int64_t KT;           // 32-wide logical k-steps, padded to even (ceil(C/8) rounded up)
+    int group_rows;       // rows that share one set of kept columns: V, or out_pad when uniform
+    VnmFill fill;         // how the wgmma kernel builds B (see above)
+    int cc_major;         // compute capability of the device it was uploaded to
+    int num_sms;
+    uint32_t *vals;       // (out_pad/16, KT, 32 lanes) × uint4: A fragments
+    uint32_t *meta;       // (out_pad/16, KT, 32 lanes) u32: metadata words
+    uint16_t *cols;       // (groups, KT*8, 4) kept input channels per gather group (pad: 0)
+    uint32_t *sel;        // (groups, KT*8, 2) byte-permute selectors for the window filler
+    int32_t *row_perm;    // (out) or NULL
+    float *ws;            // decode workspace (16 × out_pad fp32, then out_pad/64 int counters), kept zero
+    void *tmap_cache;     // host-side cache of the x tensor map (TMA filler)
+} VnmDeviceMatrix;
+
+// Copies m to the current CUDA device in the kernels' layout. Errors (unsupported shape, CUDA
+// failures) name the matrix shape and pattern.
+int vnm_upload(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err);
+void vnm_device_free(VnmDeviceMatrix *d);
+
+// y = epilogue(x · Wᵀ) on `stream`. x: (n, in) bf16 bits, y: (n, out). Returns 0, or -1 with
+// err filled (err may be NULL) on bad arguments or a CUDA error.
+int vnm_spmm_cuda(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, const uint16_t *bias,
+                  const uint16_t *residual, int act, uint16_t *y, cudaStream_t stream, Err *err);
+// Same with an explicit kernel (VNM_KERNEL_*); -1 when that kernel cannot run this matrix here.
+int vnm_spmm_cuda_ex(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, const uint16_t *bias,
+                     const uint16_t *residual, int act, uint16_t *y, cudaStream_t stream, int kernel,
+                     Err *err);
+// Which kernel vnm_spmm_cuda picks for this matrix and n: "wgmma_sp/window", "mma_sp", ...
+const char *vnm_spmm_kernel_name(const VnmDeviceMatrix *d, int64_t n, int kernel);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,92 @@
+// Device-side pieces shared by the V:N:M SpMM kernels (vnm_spmm.cu, vnm_spmm_sm90.cu).
+#pragma once
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#include "kernels/vnm_spmm.h"
+
+// Everything a kernel needs about the matrix, passed by value.
+struct VnmDev {
+    const uint4 *vals;      // (out_pad/16, KT, 32) A fragments
+    const uint32_t *meta;   // (out_pad/16, KT, 32)
+    const uint16_t *cols;   // (groups, KT*8, 4)
+    const uint32_t *sel;    // (groups, KT*8, 2)
+    int64_t out, out_pad, in, C, KT;
+    int group_rows, M;
+};
+
+struct VnmEpi {
+    const __nv_bfloat16 *bias, *residual;
+    const int32_t *perm;
+    __nv_bfloat16 *y;
+    float *ws;              // split-K accumulation target (decode), else NULL
+    int64_t n, out, out_pad;
+    int act;
+};
+
+// Index (in uint4 A fragments or u32 metadata words) of lane `lane` of 16-row group q, k-step ks.
+// Order: [256-row tile][stage of 2 k-steps][m64 row group][k-step in stage][warp][lane], so that
+// one wgmma stage of one CTA (256 rows × 2 k-steps) is one contiguous block (16 KB of A, 4 KB of
+// metadata) that a single bulk copy can move. Needs KT even and rows padded to 256.
+__host__ __device__ __forceinline__ int64_t vnm_frag_index(int64_t q, int64_t ks, int64_t KT, int lane) {
+    const int64_t rt = q >> 4, rg = (q >> 2) & 3, w = q & 3, st = ks >> 1, kk = ks & 1;
+    return ((((rt * (KT >> 1) + st) * 4 + rg) * 2 + kk) * 4 + w) * 32 + lane;
+}
+
+static inline VnmDev vnm_dev_of(const VnmDeviceMatrix *d) {
+    VnmDev v;
+    v.vals = (const uint4 *)d->vals;
+    v.meta = d->meta;
+    v.cols = d->cols;
+    v.sel = d->sel;
+    v.out = d->out, v.out_pad = d->out_pad, v.in = d->in, v.C = d->C, v.KT = d->KT;
+    v.group_rows = d->group_rows, v.M = d->p.M;
+    return v;
+}
+
+__device__ __forceinline__ float vnm_gelu(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
+
+// Final value of compressed row r (< out) for token t (< n), before bf16 rounding.
+__device__ __forceinline__ float vnm_epi_value(const VnmEpi &e, float acc, int64_t o, int64_t t) {
+    float v = acc + (e.bias ? __bfloat162float(e.bias[o]) : 0.0f);
+    if (e.act == VNM_ACT_GELU) v = vnm_gelu(v);
+    if (e.residual) v += __bfloat162float(e.residual[t * e.out + o]);
+    return v;
+}
+
+__device__ __forceinline__ void vnm_epi_store(const VnmEpi &e, float acc, int64_t r, int64_t t) {
+    if (r >= e.out || t >= e.n) return;
+    int64_t o = e.perm ? e.perm[r] : r;
+    e.y[t * e.out + o] = __float2bfloat16(vnm_epi_value(e, acc, o, t));
+}
+
+__device__ __forceinline__ uint32_t vnm_pack2(uint16_t lo, uint16_t hi) { return (uint32_t)lo | ((uint32_t)hi << 16); }
+
+__device__ __forceinline__ uint16_t vnm_ldg_u16(const uint16_t *p) { return __ldg((const unsigned short *)p); }
+
+// The 4 kept channels of x row `xrow` for column block cb of gather group g, as 2 words
+// (logical k order). Generic filler: 4 element loads.
+__device__ __forceinline__ uint2 vnm_gather_cols(const uint16_t *xrow, uint2 c) {
+    uint16_t v0 = vnm_ldg_u16(xrow + (c.x & 0xffff)), v1 = vnm_ldg_u16(xrow + (c.x >> 16));
+    uint16_t v2 = vnm_ldg_u16(xrow + (c.y & 0xffff)), v3 = vnm_ldg_u16(xrow + (c.y >> 16));
+    return make_uint2(vnm_pack2(v0, v1), vnm_pack2(v2, v3));
+}
+__device__ __forceinline__ uint2 vnm_gather_generic(const VnmDev &d, const uint16_t *xrow, int64_t g, int64_t cb) {
+    return vnm_gather_cols(xrow, __ldg((const uint2 *)(d.cols + (g * d.KT * 8 + cb) * 4)));
+}
+
+__device__ __forceinline__ uint32_t vnm_prmt(uint32_t a, uint32_t b, uint32_t s) {
+    uint32_t d;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(s));
+    return d;
+}
+
+// Window filler: w = 8 channels starting at the block's even window start, sel = the block's two
+// selector words (see vnm_spmm.cu, window_selectors). 4 byte permutes give the 4 kept channels.
+__device__ __forceinline__ uint2 vnm_select_window(uint4 w, uint2 sel) {
+    uint32_t t0 = vnm_prmt(w.x, w.y, sel.x & 0xffff);
+    uint32_t lo = vnm_prmt(t0, w.z, sel.x >> 16);
+    uint32_t t1 = vnm_prmt(w.z, w.w, sel.y & 0xffff);
+    uint32_t hi = vnm_prmt(w.y, t1, sel.y >> 16);
+    return make_uint2(lo, hi);
+}

@@ -1,0 +1,556 @@
+// V:N:M SpMM on Hopper: wgmma.mma_async.sp (sm_90a). See vnm_spmm.h for the choice of kernel and
+// vnm_spmm.cu for the device layout of the A fragments and metadata.
+//
+// CTA = 3 warpgroups (384 threads), output tile 256 rows × 128 tokens. Warpgroup 0 produces B,
+// warpgroups 1 and 2 consume: each owns 128 rows as two m64 row groups with 64 fp32 accumulators
+// per thread (m64n128). The reduction runs in stages of 64 logical k (16 column blocks, 2 wgmma
+// k-steps). Per stage B, the gathered x (128 tokens × 64 logical k, bf16, K-major, 128-byte
+// swizzle: 16 KB), is built in shared memory once per gather group (1, 2 or 4 tiles: rows that
+// share kept columns share a tile), in a ring of NST stages with full/empty mbarriers:
+//   TMA filler    : B = x itself (plain 2:4); one thread issues bulk tensor copies;
+//   window filler : 128 threads load 16-byte windows of x one stage ahead into registers and write
+//                   the selected channels (4 byte permutes per block and tile);
+//   generic filler: per-element loads (permuted inputs, M > 8).
+// The consumers load A (compressed weights) and the metadata from global memory straight into
+// registers (one 16-byte load per thread per m64 row group and k-step) one stage ahead, keep one
+// wgmma group in flight and release a stage once its wgmmas completed.
+// Epilogue: accumulators -> shared memory (fp32) -> bias/GELU/residual -> 16-byte stores
+// (scalar stores through row_perm when the matrix has one).
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/vnm_spmm.h"
+#include "kernels/vnm_spmm_common.cuh"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define VNM_SM90A 1
+#endif
+
+namespace vnm90 {
+
+constexpr int BM = 256, BN = 128;
+constexpr int TILE_BYTES = BN * 128;     // one B tile: 128 tokens × 64 bf16
+constexpr int EPI_PITCH = BM + 4;        // floats per token row of the epilogue staging
+constexpr int EPI_BYTES = BN * EPI_PITCH * 4;
+
+constexpr int A_BYTES = 16384, META_BYTES = 4096;  // one stage of one CTA (vnm_frag_index order)
+
+template <int FILL>
+struct Cfg {
+    static constexpr int MAXT = FILL == VNM_FILL_TMA ? 1 : 4;    // B tiles per stage
+    static constexpr int SLOT_BYTES = MAXT * TILE_BYTES + A_BYTES + META_BYTES;  // B tiles, A, metadata
+    static constexpr int NST = FILL == VNM_FILL_TMA ? 5 : 2;     // ring stages
+    static constexpr int PIPE_BYTES = NST * SLOT_BYTES;
+    static constexpr int BAR_OFFSET = PIPE_BYTES > EPI_BYTES ? PIPE_BYTES : EPI_BYTES;  // barriers after both uses
+    static constexpr int SMEM = BAR_OFFSET + 16 * NST + 1024;
+    // Register split: the CTA is launched with 384 × 168 = 64512 registers (launch bounds 384, 1) and
+    // 128 × PRODUCER_REGS + 256 × CONSUMER_REGS must fit in that, or setmaxnreg.inc waits forever.
+    static constexpr int PRODUCER_REGS = FILL == VNM_FILL_TMA ? 40 : FILL == VNM_FILL_WINDOW ? 120 : 104;
+    static constexpr int CONSUMER_REGS = FILL == VNM_FILL_TMA ? 232 : FILL == VNM_FILL_WINDOW ? 192 : 200;
+    static_assert(128 * PRODUCER_REGS + 256 * CONSUMER_REGS <= 384 * 168, "register split");
+    static_assert(SLOT_BYTES % 1024 == 0, "B tiles must stay 1024-byte aligned");
+};
+
+// wgmma.mma_async.sp m64n128k32 bf16 -> f32, A from registers, D += A·B (generated: 64 accumulators).
+template <int SEL>
+__device__ __forceinline__ void wgmma_sp_m64n128k32(float (&d)[64], uint4 a, uint64_t desc_b, uint32_t meta) {
+#ifdef VNM_SM90A
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %71, 0;\n"
+        "wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "{%64, %65, %66, %67}, %68, %69, %70, p, 1, 1, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(desc_b), "r"(meta), "n"(SEL), "r"(1));
+#endif
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+#ifdef VNM_SM90A
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#ifdef VNM_SM90A
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_wait_all() {
+#ifdef VNM_SM90A
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void fence_operand(float &r) { asm volatile("" : "+f"(r)::"memory"); }
+__device__ __forceinline__ void keep_operand(uint4 &a, uint32_t &m) {
+    asm volatile("" : "+r"(a.x), "+r"(a.y), "+r"(a.z), "+r"(a.w), "+r"(m)::"memory");
+}
+__device__ __forceinline__ void fence_proxy_async() {
+#ifdef VNM_SM90A
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+// K-major B tile, 128-byte swizzle: 8-row core groups 1024 bytes apart (SBO), LBO unused (1).
+__device__ __forceinline__ uint64_t b_desc(uint32_t smem_addr) {
+    return (uint64_t)((smem_addr & 0x3FFFF) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
+}
+
+// Byte offset of (token t, logical k = 4j .. 4j+3) in a swizzled B tile.
+__device__ __forceinline__ uint32_t swz(int t, int j) {
+    return (uint32_t)(t * 128 + ((((j >> 1) ^ (t & 7)) << 4) | ((j & 1) << 3)));
+}
+
+__device__ __forceinline__ void st_shared_v2(uint32_t addr, uint2 v) {
+    asm volatile("st.shared.v2.u32 [%0], {%1, %2};" ::"r"(addr), "r"(v.x), "r"(v.y) : "memory");
+}
+
+__device__ __forceinline__ uint4 ldg_nc_v4(const void *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+__device__ __forceinline__ uint32_t ldg_nc_u32(const void *p) {
+    uint32_t v;
+    asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(v) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+#ifdef VNM_SM90A
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+#endif
+}
+// Waits for the phase with the given parity; traps after 2^26 polls (about a second) so that a
+// pipeline bug shows as a launch error instead of a hang.
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t phase) {
+#ifdef VNM_SM90A
+    asm volatile(
+        "{\n.reg .pred P, Q;\n.reg .u32 n;\nmov.u32 n, 0;\n"
+        "WAIT_%=:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 P, [%0], %1;\n"
+        "@P bra DONE_%=;\n"
+        "add.u32 n, n, 1;\n"
+        "setp.eq.u32 Q, n, 0x4000000;\n"
+        "@Q trap;\n"
+        "bra WAIT_%=;\n"
+        "DONE_%=:\n}\n" ::"r"(bar),
+        "r"(phase)
+        : "memory");
+#endif
+}
+
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map, uint32_t bar, int c0, int c1,
+                                            uint32_t bytes) {
+#ifdef VNM_SM90A
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
+            dst),
+        "l"(map), "r"(c0), "r"(c1), "r"(bar)
+        : "memory");
+#endif
+}
+
+__device__ __forceinline__ void wgmma_wait_1() {
+#ifdef VNM_SM90A
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+#ifdef VNM_SM90A
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+#ifdef VNM_SM90A
+    asm volatile("mbarrier.expect_tx.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+#endif
+}
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_t bytes, uint32_t bar) {
+#ifdef VNM_SM90A
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+                 "l"(src), "r"(bytes), "r"(bar)
+                 : "memory");
+#endif
+}
+__device__ __forceinline__ uint4 lds_v4(uint32_t addr) {
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+    return v;
+}
+__device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
+    uint32_t v;
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(addr));
+    return v;
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+#ifdef VNM_SM90A
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+#ifdef VNM_SM90A
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+__device__ __forceinline__ void consumer_bar() { asm volatile("bar.sync 1, 256;" ::: "memory"); }
+
+// Warp-specialized kernel: warpgroup 0 fills the ring (bulk copies of the stage's A fragments and
+// metadata, plus B by TMA or by 128 gathering threads), warpgroups 1 and 2 issue the wgmmas (rows
+// 128(w-1) .. +127 of the 256-row tile), reading A and the metadata from shared memory into
+// registers right before. full/empty mbarriers per stage; one wgmma group stays in flight.
+template <int FILL>
+__global__ void __launch_bounds__(384, 1)
+    vnm_wgmma_sp_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e, const __grid_constant__ CUtensorMap tmap) {
+#ifdef VNM_SM90A
+    using CF = Cfg<FILL>;
+    extern __shared__ uint8_t smem_raw[];
+    uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    const uint32_t smem_base = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t full_bar = smem_base + CF::BAR_OFFSET, empty_bar = full_bar + 8 * CF::NST;
+
+    const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31;
+    const int64_t row0 = (int64_t)blockIdx.x * BM, t0 = (int64_t)blockIdx.y * BN;
+    const int nstages = (int)(d.KT / 2);
+    const int ntiles = FILL == VNM_FILL_TMA ? 1 : d.group_rows % 256 == 0 ? 1 : d.group_rows % 128 == 0 ? 2 : 4;
+    auto slot_addr = [&](int slot) { return smem_base + (uint32_t)(slot * CF::SLOT_BYTES); };
+    auto tile_addr = [&](int slot, int k) { return slot_addr(slot) + (uint32_t)(k * TILE_BYTES); };
+    auto a_addr = [&](int slot) { return slot_addr(slot) + (uint32_t)(CF::MAXT * TILE_BYTES); };
+    auto m_addr = [&](int slot) { return a_addr(slot) + (uint32_t)A_BYTES; };
+
+    if (tid == 0) {
+        for (int b = 0; b < CF::NST; b++) {
+            mbar_init(full_bar + 8 * b, FILL == VNM_FILL_TMA ? 1 : 128);
+            mbar_init(empty_bar + 8 * b, 8);  // one arrival per consumer warp
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        // ================= producer =================
+        setmaxnreg_dec<CF::PRODUCER_REGS>();
+        // The stage's A fragments and metadata: one contiguous block each (vnm_frag_index).
+        auto copy_a = [&](int s, int slot, uint32_t extra_tx) {
+            const int64_t base = vnm_frag_index(row0 / 16, 2 * (int64_t)s, d.KT, 0);
+            if (FILL == VNM_FILL_TMA)
+                asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(full_bar + 8 * slot),
+                             "r"(A_BYTES + META_BYTES + extra_tx)
+                             : "memory");
+            else
+                mbar_expect_tx(full_bar + 8 * slot, A_BYTES + META_BYTES);
+            bulk_load(a_addr(slot), d.vals + base, A_BYTES, full_bar + 8 * slot);
+            bulk_load(m_addr(slot), d.meta + base, META_BYTES, full_bar + 8 * slot);
+        };
+        if (FILL == VNM_FILL_TMA) {
+            if (tid == 0)
+                for (int s = 0; s < nstages; s++) {
+                    const int slot = s % CF::NST;
+                    if (s >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((s / CF::NST - 1) & 1));
+                    copy_a(s, slot, TILE_BYTES);
+                    asm volatile(
+                        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
+                            tile_addr(slot, 0)),
+                        "l"(&tmap), "r"(64 * s), "r"((int)t0), "r"(full_bar + 8 * slot)
+                        : "memory");
+                }
+            return;
+        }
+        const int64_t KB = d.KT * 8;
+        const int j = tid & 15, tq = tid >> 4;  // block j of the stage; tokens tq + 8*i, i < 16
+        auto group_of = [&](int k) { return (row0 + (int64_t)k * (BM / ntiles)) / d.group_rows; };
+        auto begin_stage = [&](int s, int slot) {
+            if (s >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((s / CF::NST - 1) & 1));
+            if (tid == 0) copy_a(s, slot, 0);
+        };
+        auto end_stage = [&](int slot) {
+            fence_proxy_async();
+            mbar_arrive(full_bar + 8 * slot);
+        };
+        if (FILL == VNM_FILL_GENERIC) {
+            for (int s = 0; s < nstages; s++) {
+                const int slot = s % CF::NST;
+                begin_stage(s, slot);
+                const int64_t cb = (int64_t)s * 16 + j;
+                for (int k = 0; k < ntiles; k++) {
+                    const int64_t g = group_of(k);
+#pragma unroll 4
+                    for (int i = 0; i < 16; i++) {
+                        const int64_t t = t0 + tq + 8 * i;
+                        uint2 v = (t < e.n && cb < d.C) ? vnm_gather_generic(d, x + t * d.in, g, cb) : make_uint2(0, 0);
+                        st_shared_v2(tile_addr(slot, k) + swz(tq + 8 * i, j), v);
+                    }
+                }
+                end_stage(slot);
+            }
+            return;
+        }
+        // Window filler: quarter-stages of 4 tokens per thread, loads one quarter ahead of the
+        // stores (two register sets, unrolled by 2); the selectors of a stage are loaded with its
+        // first quarter and taken over when its stores begin.
+        uint4 win[2][4];
+        uint2 sv_next[4], sv_cur[4];
+        auto load_q = [&](int h, uint4 (&w)[4]) {
+            const int s = h >> 2, quarter = h & 3;
+            const int64_t cb = (int64_t)s * 16 + j;
+            const int64_t e0 = (d.M * cb) & ~1LL;
+            const bool ok = cb < d.C;
+            const int64_t tb = t0 + tq + 32 * quarter;
+            const uint16_t *p = x + tb * d.in + e0;
+#pragma unroll
+            for (int i = 0; i < 4; i++, p += 8 * d.in) {
+                uint4 v = make_uint4(0, 0, 0, 0);
+                if (ok && tb + 8 * i < e.n) {
+                    if (d.M == 8) {
+                        v = ldg_nc_v4(p);
+                    } else {
+                        v.x = ldg_nc_u32(p);
+                        if (e0 + 2 < d.in) v.y = ldg_nc_u32(p + 2);
+                        if (e0 + 4 < d.in) v.z = ldg_nc_u32(p + 4);
+                        if (e0 + 6 < d.in) v.w = ldg_nc_u32(p + 6);
+                    }
+                }
+                w[i] = v;
+            }
+            if (quarter == 0)
+#pragma unroll
+                for (int k = 0; k < 4; k++)
+                    if (k < ntiles) sv_next[k] = ok ? *(const uint2 *)(d.sel + (group_of(k) * KB + cb) * 2) : make_uint2(0, 0);
+        };
+        // L1 prefetch of the x rows of stage s (thread = token): the quarter loads then hit L1.
+        auto prefetch_stage = [&](int s) {
+            const int64_t t = t0 + tid;
+            if (s >= nstages || t >= e.n) return;
+            const int64_t c0 = (int64_t)d.M * 16 * s, c1 = min(c0 + (int64_t)d.M * 16, d.in);
+            const char *row = (const char *)(x + t * d.in);
+            for (uintptr_t a = ((uintptr_t)(row + 2 * c0)) & ~(uintptr_t)127; a < (uintptr_t)(row + 2 * c1); a += 128)
+                asm volatile("prefetch.global.L1 [%0];" ::"l"(a));
+        };
+        auto store_q = [&](int h, const uint4 (&w)[4]) {
+            const int s = h >> 2, quarter = h & 3, slot = s % CF::NST;
+            if (quarter == 0) {
+                prefetch_stage(s + 1);
+                begin_stage(s, slot);
+#pragma unroll
+                for (int k = 0; k < 4; k++) sv_cur[k] = sv_next[k];
+            }
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                if (k >= ntiles) break;
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    st_shared_v2(tile_addr(slot, k) + swz(tq + 32 * quarter + 8 * i, j), vnm_select_window(w[i], sv_cur[k]));
+            }
+            if (quarter == 3) end_stage(slot);
+        };
+        const int nq = 4 * nstages;
+        prefetch_stage(0);
+        load_q(0, win[0]);
+        for (int h = 0; h < nq; h += 2) {
+            load_q(h + 1, win[1]);
+            store_q(h, win[0]);
+            if (h + 2 < nq) load_q(h + 2, win[0]);
+            store_q(h + 1, win[1]);
+        }
+        return;
+    }
+
+    // ================= consumers =================
+    setmaxnreg_inc<CF::CONSUMER_REGS>();
+    const int cw = wg - 1, wl = (tid >> 5) & 3;
+    uint4 A[2][2][2];  // [register slot][row group][k-step]
+    uint32_t Mt[2][2][2];
+    float acc[2][64];
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+#pragma unroll
+        for (int i = 0; i < 64; i++) acc[r][i] = 0.0f;
+
+    auto mma_stage = [&](int s, uint4 (&a)[2][2], uint32_t (&m)[2][2]) {
+        const int slot = s % CF::NST;
+        mbar_wait(full_bar + 8 * slot, (uint32_t)((s / CF::NST) & 1));
+        if (FILL != VNM_FILL_TMA) fence_proxy_async();  // acquired generic-proxy writes -> our async-proxy reads
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int kk = 0; kk < 2; kk++) {
+                const uint32_t idx = (uint32_t)((((2 * cw + r) * 2 + kk) * 4 + wl) * 32 + lane);
+                a[r][kk] = lds_v4(a_addr(slot) + 16 * idx);
+                m[r][kk] = lds_u32(m_addr(slot) + 4 * idx);
+            }
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 2; kk++)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int tile = (2 * cw + r) * ntiles / 4;
+                wgmma_sp_m64n128k32<0>(acc[r], a[r][kk], b_desc(tile_addr(slot, tile) + kk * 64), m[r][kk]);
+            }
+        wgmma_commit();
+    };
+    // After stage s is issued: wait for stage s-1 and release its slot (its A registers too).
+    auto retire_prev = [&](int s, uint4 (&a_prev)[2][2], uint32_t (&m_prev)[2][2]) {
+        wgmma_wait_1();
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int kk = 0; kk < 2; kk++) keep_operand(a_prev[r][kk], m_prev[r][kk]);
+        if (s >= 1 && lane == 0) mbar_arrive(empty_bar + 8 * ((s - 1) % CF::NST));
+    };
+    for (int s = 0; s < nstages; s += 2) {
+        mma_stage(s, A[0], Mt[0]);
+        retire_prev(s, A[1], Mt[1]);
+        if (s + 1 >= nstages) break;
+        mma_stage(s + 1, A[1], Mt[1]);
+        retire_prev(s + 1, A[0], Mt[0]);
+    }
+    wgmma_wait_all();
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+#pragma unroll
+        for (int i = 0; i < 64; i++) fence_operand(acc[r][i]);
+
+    // ---- epilogue (consumer threads only) ----
+    const int g = lane >> 2, tig = lane & 3, ct = tid - 128;
+    if (e.perm) {
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int i = 0; i < 64; i++) {
+                const int64_t row = row0 + 64 * (2 * cw + r) + 16 * wl + g + ((i & 2) ? 8 : 0);
+                const int64_t t = t0 + 8 * (i >> 2) + 2 * tig + (i & 1);
+                vnm_epi_store(e, acc[r][i], row, t);
+            }
+        return;
+    }
+    consumer_bar();  // every consumer is done reading the B ring: reuse it for staging
+    float *stg = (float *)smem;
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+#pragma unroll
+        for (int i = 0; i < 64; i++) {
+            const int row = 64 * (2 * cw + r) + 16 * wl + g + ((i & 2) ? 8 : 0);
+            const int t = 8 * (i >> 2) + 2 * tig + (i & 1);
+            stg[t * EPI_PITCH + row] = acc[r][i];
+        }
+    consumer_bar();
+    for (int c = ct; c < BN * (BM / 8); c += 256) {
+        const int tl = c / (BM / 8), rc = c % (BM / 8);
+        const int64_t t = t0 + tl, row = row0 + 8 * rc;
+        if (t >= e.n || row >= e.out) continue;
+        const float4 *src = (const float4 *)(stg + tl * EPI_PITCH + 8 * rc);
+        float4 a0 = src[0], a1 = src[1];
+        float v[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+        if (e.bias) {
+            uint4 b = *(const uint4 *)(e.bias + row);
+            const __nv_bfloat16 *bb = (const __nv_bfloat16 *)&b;
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[k] += __bfloat162float(bb[k]);
+        }
+        if (e.act == VNM_ACT_GELU)
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[k] = vnm_gelu(v[k]);
+        if (e.residual) {
+            uint4 rs = *(const uint4 *)(e.residual + t * e.out + row);
+            const __nv_bfloat16 *rr = (const __nv_bfloat16 *)&rs;
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[k] += __bfloat162float(rr[k]);
+        }
+        uint4 o;
+        __nv_bfloat16 *ob = (__nv_bfloat16 *)&o;
+#pragma unroll
+        for (int k = 0; k < 8; k++) ob[k] = __float2bfloat16(v[k]);
+        *(uint4 *)(e.y + t * e.out + row) = o;
+    }
+#endif
+}
+
+// ---- host side ----
+typedef CUresult (*EncodeTiledFn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                                  const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
+                                  CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+struct TmapCache {
+    const void *x;
+    int64_t n;
+    CUtensorMap map;
+};
+
+int encode_x_map(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, CUtensorMap *map) {
+    static EncodeTiledFn encode = NULL;
+    if (!encode) {
+        cudaDriverEntryPointQueryResult q;
+        void *fn = NULL;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+            q != cudaDriverEntryPointSuccess)
+            return -1;
+        encode = (EncodeTiledFn)fn;
+    }
+    cuuint64_t dims[2] = {(cuuint64_t)d->in, (cuuint64_t)n};
+    cuuint64_t strides[1] = {(cuuint64_t)d->in * 2};
+    cuuint32_t box[2] = {64, BN}, estr[2] = {1, 1};
+    CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)x, dims, strides, box, estr,
+                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    return r == CUDA_SUCCESS ? 0 : -1;
+}
+
+template <int FILL>
+int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const VnmEpi &e, const CUtensorMap &map,
+           cudaStream_t stream) {
+    static bool attr_set = false;
+    if (!attr_set) {
+        if (cudaFuncSetAttribute(vnm_wgmma_sp_kernel<FILL>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg<FILL>::SMEM) !=
+            cudaSuccess)
+            return -1;
+        attr_set = true;
+    }
+    dim3 grid((unsigned)(d->out_pad / BM), (unsigned)((e.n + BN - 1) / BN));
+    vnm_wgmma_sp_kernel<FILL><<<grid, 384, Cfg<FILL>::SMEM, stream>>>(dev, x, e, map);
+    return 0;
+}
+
+}  // namespace vnm90
+using namespace vnm90;
+
+int vnm_wgmma_sp_available(void) {
+    static int avail = -1;
+    if (avail < 0) {
+        cudaFuncAttributes a;
+        avail = cudaFuncGetAttributes(&a, vnm_wgmma_sp_kernel<VNM_FILL_WINDOW>) == cudaSuccess && a.binaryVersion >= 90;
+        cudaGetLastError();
+    }
+    return avail;
+}
+
+int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const VnmEpi &e,
+                        cudaStream_t stream) {
+    CUtensorMap map;
+    memset(&map, 0, sizeof map);
+    if (d->fill == VNM_FILL_TMA) {
+        VnmDeviceMatrix *dm = (VnmDeviceMatrix *)d;  // the cache is logically const
+        TmapCache *c = (TmapCache *)dm->tmap_cache;
+        if (!c) dm->tmap_cache = c = (TmapCache *)calloc(1, sizeof(TmapCache));
+        if (c->x != x || c->n != e.n) {
+            if (encode_x_map(d, x, e.n, &c->map)) return -1;
+            c->x = x, c->n = e.n;
+        }
+        map = c->map;
+        return launch<VNM_FILL_TMA>(d, dev, x, e, map, stream);
+    }
+    if (d->fill == VNM_FILL_WINDOW) return launch<VNM_FILL_WINDOW>(d, dev, x, e, map, stream);
+    return launch<VNM_FILL_GENERIC>(d, dev, x, e, map, stream);
+}

@@ -1,0 +1,137 @@
+#include "bench_infer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/device.h"
+#include "autograd/rng.h"
+#include "train/deit.h"
+#include "train/schedule.h"
+#include "train/vnm_linear.h"
+#ifdef VNMTUNE_HAVE_CUDA
+#include "kernels/ops_cuda.h"
+#endif
+
+typedef struct InferOpts {
+    const char *model, *pattern;
+    int batch, iters;
+} InferOpts;
+
+static int parse(int argc, char **argv, InferOpts *o) {
+    *o = (InferOpts){.model = "deit_base", .pattern = "64:2:8", .batch = 256, .iters = 20};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--model") && i + 1 < argc) o->model = argv[++i];
+        else if (!strcmp(argv[i], "--pattern") && i + 1 < argc) o->pattern = argv[++i];
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) o->batch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--iters") && i + 1 < argc) o->iters = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: vnmtune bench infer [--model deit_small|deit_base] [--pattern 64:2:8] [--batch 256] [--iters 20]\n"
+                            "DeiT forward img/s, dense vs V:N:M sparse (magnitude masks on random weights), one run.\n");
+            return 2;
+        }
+    }
+    return o->batch > 0 && o->iters > 0 ? 0 : 2;
+}
+
+#ifdef VNMTUNE_HAVE_CUDA
+static double time_forward(Deit *m, Tape *t, Tensor *img, int iters, float *logits_out) {
+    Tensor *y = NULL;
+    for (int w = 0; w < 3; w++) {  // warm-up
+        tape_reset(t);
+        y = deit_forward(m, t, img);
+    }
+    device_synchronize();
+    double t0 = now_seconds();
+    for (int i = 0; i < iters; i++) {
+        tape_reset(t);
+        y = deit_forward(m, t, img);
+    }
+    device_synchronize();
+    double secs = (now_seconds() - t0) / iters;
+    tensor_get_f32(y, logits_out, y->numel);
+    return secs;
+}
+#endif
+
+int bench_infer_main(int argc, char **argv) {
+    InferOpts o;
+    if (parse(argc, argv, &o)) return 2;
+#ifndef VNMTUNE_HAVE_CUDA
+    fprintf(stderr, "vnmtune: error: bench infer needs the CUDA build\n");
+    return 1;
+#else
+    if (!device_cuda_available()) {
+        fprintf(stderr, "vnmtune: error: bench infer needs a GPU\n");
+        return 1;
+    }
+    ops_cuda_register();
+    Config c;
+    config_defaults(&c);
+    ModelConfig *mc = &c.model;
+    mc->img_size = 224, mc->patch_size = 16, mc->in_chans = 3, mc->num_classes = 1000, mc->depth = 12, mc->mlp_ratio = 4;
+    mc->embed_dim = strcmp(o.model, "deit_small") ? 768 : 384;
+    mc->num_heads = mc->embed_dim / 64;
+    c.sparsity.enabled = true;
+    snprintf(c.sparsity.pattern, sizeof c.sparsity.pattern, "%s", o.pattern);
+    snprintf(c.sparsity.score, sizeof c.sparsity.score, "magnitude");
+    snprintf(c.schedule.mode, sizeof c.schedule.mode, "one_shot");
+    Arena params, acts, inputs;
+    arena_init(&params, "params", DEV_CUDA, deit_param_bytes(mc, DT_F32) * 2);
+    arena_init(&acts, "activations", DEV_CUDA, deit_activation_bytes(mc, o.batch, DT_BF16) / 2);
+    acts.no_zero = true;
+    arena_init(&inputs, "inputs", DEV_CUDA, (size_t)o.batch * 3 * 224 * 224 * 2 + 4096);
+    Deit m;
+    deit_init(&m, mc, &params, 1);
+    Tape t;
+    tape_init(&t, &acts);
+    t.record = t.training = false;
+    Rng r;
+    rng_seed(&r, 2);
+    Tensor *img = tensor_new(&inputs, DT_BF16, 4, (int64_t[]){o.batch, 3, 224, 224}, "img");
+    float *h = xmalloc((size_t)img->numel * sizeof *h);
+    for (int64_t i = 0; i < img->numel; i++) h[i] = rng_normal(&r);
+    tensor_set_f32(img, h, img->numel);
+    free(h);
+
+    // prune (the dense run computes with the same, masked weights), then time dense vs sparse
+    Schedule s;
+    Err err = {0};
+    if (schedule_init(&s, &c, m.linears, m.n_linears, 0, &params, &err)) {
+        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
+        return 1;
+    }
+    schedule_update_masks(&s);
+    int64_t K = mc->num_classes * o.batch;
+    float *dense = xmalloc((size_t)K * sizeof *dense), *sparse = xmalloc((size_t)K * sizeof *sparse);
+    double td = time_forward(&m, &t, img, o.iters, dense);
+    for (int i = 0; i < s.n_layers; i++) {
+        Linear *l = s.layers[i];
+        float *W = xmalloc((size_t)l->w->numel * sizeof *W);
+        tensor_get_f32(l->w, W, l->w->numel);
+        VnmMatrix vm;
+        if (vnm_compress(W, s.host_mask[i], l->out, l->in, s.layer_pattern[i], NULL, &vm, &err)) fatal("%s: %s", l->name, err.msg);
+        free(W);
+        l->vnm = xcalloc(1, sizeof *l->vnm);
+        if (vnm_layer_init(l->vnm, &vm, DEV_CUDA, l->name, &err)) fatal("%s", err.msg);
+    }
+    double ts = time_forward(&m, &t, img, o.iters, sparse);
+    double diff = 0, scale = 1e-6;
+    for (int64_t i = 0; i < K; i++) diff = fmax(diff, fabs(dense[i] - sparse[i])), scale = fmax(scale, fabs(dense[i]));
+    printf("bench infer on %s: %s 224x224 batch %d, %s (magnitude masks on random weights, V lowered where needed)\n",
+           device_cuda_name(), o.model, o.batch, o.pattern);
+    printf("  dense  (cuBLASLt bf16): %8.1f img/s  (%.2f ms)\n", o.batch / td, 1e3 * td);
+    printf("  sparse (V:N:M SpMM)   : %8.1f img/s  (%.2f ms)  ratio %.2fx\n", o.batch / ts, 1e3 * ts, td / ts);
+    printf("  logits: max |dense - sparse| = %.3g (relative to max |logit| %.3g)\n", diff, diff / scale);
+    for (int i = 0; i < s.n_layers && i < 4; i++)
+        printf("  %-22s %lldx%lld %d:2:%d kernel %s\n", s.layers[i]->name, (long long)s.layers[i]->out,
+               (long long)s.layers[i]->in, s.layer_pattern[i].V, s.layer_pattern[i].M, s.layers[i]->vnm->kernel);
+    free(dense), free(sparse);
+    schedule_free(&s);
+    deit_free(&m);
+    tape_free(&t);
+    arena_free(&params), arena_free(&acts), arena_free(&inputs);
+    return 0;
+#endif
+}

@@ -1,0 +1,336 @@
+#include "pipeline.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "train/commands.h"
+#include "train/lora.h"
+#include "train/model_io.h"
+#include "train/vnm_export.h"
+#include "train/vnm_linear.h"
+#include "train/vnm_permute.h"
+
+// ---- export ----
+
+// Compress one merged, masked layer. With a permutation the mask has the V:N:M structure only in
+// permuted coordinates: mask_perm[r][k] = mask[perm_out[r]][perm_in[k]].
+static int compress_layer(const Schedule *s, int i, VnmMatrix *m, Err *err) {
+    const Linear *l = s->layers[i];
+    int64_t out = l->out, in = l->in;
+    float *W = xmalloc((size_t)(out * in) * sizeof *W);
+    tensor_get_f32(l->w, W, out * in);
+    const uint8_t *mask = s->host_mask[i];
+    int rc;
+    if (s->perm_in[i]) {
+        const int32_t *pi = s->perm_in[i]->data, *po = s->perm_out[i]->data;
+        uint8_t *mp = xmalloc((size_t)(out * in));
+        for (int64_t r = 0; r < out; r++)
+            for (int64_t k = 0; k < in; k++) mp[r * in + k] = mask[(int64_t)po[r] * in + pi[k]];
+        rc = vnm_compress_permuted(W, mp, out, in, s->layer_pattern[i], pi, po, m, err);
+        free(mp);
+    } else {
+        rc = vnm_compress(W, mask, out, in, s->layer_pattern[i], NULL, m, err);
+    }
+    free(W);
+    if (rc) err_set(err, "layer '%s': %s", l->name, err->msg);
+    return rc;
+}
+
+int export_trainer_model(Trainer *tr, const char *path, Err *err) {
+    Deit *md = &tr->model;
+    const Schedule *s = &tr->sched;
+    if (!s->sparse || !s->masks_valid) return err_set(err, "export: the job has no V:N:M masks (sparsity.enabled and a sparse schedule.mode)");
+    for (int i = 0; i < md->n_linears; i++) lora_merge(md->linears[i], &md->params);
+    VnmMatrix *mats = xcalloc((size_t)s->n_layers, sizeof *mats);
+    VnmExportLayer *layers = xcalloc((size_t)s->n_layers, sizeof *layers);
+    VnmDense *dense = xcalloc((size_t)md->params.n, sizeof *dense);
+    int n_dense = 0, rc = 0;
+    for (int i = 0; i < s->n_layers && rc == 0; i++) {
+        rc = compress_layer(s, i, &mats[i], err);
+        layers[i] = (VnmExportLayer){s->layers[i]->name, &mats[i]};
+    }
+    for (int p = 0; p < md->params.n && rc == 0; p++) {
+        const Param *pa = &md->params.items[p];
+        if (pa->kind != PARAM_BASE) continue;
+        bool sparse_weight = false;
+        for (int i = 0; i < s->n_layers; i++) sparse_weight |= s->layers[i]->w == pa->value;
+        if (sparse_weight) continue;
+        VnmDense *d = &dense[n_dense++];
+        d->name = pa->value->name;
+        d->ndim = pa->value->ndim;
+        memcpy(d->shape, pa->value->shape, sizeof d->shape);
+        d->data = xmalloc((size_t)pa->value->numel * sizeof(float));
+        tensor_get_f32(pa->value, d->data, pa->value->numel);
+    }
+    char *yaml = config_to_yaml(&tr->cfg);
+    if (rc == 0) rc = vnm_export_write(path, layers, s->n_layers, dense, n_dense, yaml, err);
+    free(yaml);
+    for (int i = 0; i < s->n_layers; i++) vnm_free(&mats[i]);
+    for (int i = 0; i < n_dense; i++) free(dense[i].data);
+    free(mats), free(layers), free(dense);
+    return rc;
+}
+
+// ---- loading an export back into a model ----
+
+bool vnm_export_is_export(const char *path) {
+    H5File f;
+    Err err;
+    if (h5_open_read(&f, path, &err)) return false;
+    char *format = h5_get_attr_str(&f, "/", "format", &err);
+    bool yes = format && !strcmp(format, VNM_EXPORT_FORMAT);
+    free(format);
+    h5_close_commit(&f, &err);
+    return yes;
+}
+
+static int load_sparse_weight(Linear *l, const VnmMatrix *v, const char *path, Err *err) {
+    if (v->out != l->out || v->in != l->in)
+        return err_set(err, "%s: layer '%s' is %lldx%lld, the model's is %lldx%lld", path, l->name, (long long)v->out,
+                       (long long)v->in, (long long)l->out, (long long)l->in);
+    float *rows = xmalloc((size_t)(v->out * v->in) * sizeof *rows), *W = xmalloc((size_t)(v->out * v->in) * sizeof *W);
+    vnm_decompress(v, rows);
+    for (int64_t r = 0; r < v->out; r++) {
+        int64_t dst = v->row_perm ? v->row_perm[r] : r;
+        memcpy(W + dst * v->in, rows + r * v->in, (size_t)v->in * sizeof *W);
+    }
+    tensor_set_f32(l->w, W, v->out * v->in);
+    free(rows), free(W);
+    return 0;
+}
+
+static const VnmDense *find_dense(const VnmExport *e, const char *name) {
+    for (int i = 0; i < e->n_dense; i++)
+        if (!strcmp(e->dense[i].name, name)) return &e->dense[i];
+    return NULL;
+}
+
+int model_load_export(Deit *m, const char *path, bool sparse, Err *err) {
+    VnmExport e;
+    if (vnm_export_read(path, &e, err)) return -1;
+    int rc = 0;
+    bool *is_sparse = xcalloc((size_t)m->params.n, sizeof *is_sparse);
+    for (int k = 0; k < e.n_layers && rc == 0; k++) {
+        Linear *l = NULL;
+        for (int i = 0; i < m->n_linears && !l; i++)
+            if (!strcmp(m->linears[i]->name, e.layer_names[k])) l = m->linears[i];
+        if (!l) rc = err_set(err, "%s: V:N:M layer '%s' is not a linear layer of this model", path, e.layer_names[k]);
+        else rc = load_sparse_weight(l, &e.layers[k], path, err);
+        if (rc == 0 && sparse) {  // keep the compressed matrix: forward runs the SpMM
+            linear_free_sparse(l);
+            l->vnm = xcalloc(1, sizeof *l->vnm);
+            rc = vnm_layer_init(l->vnm, &e.layers[k], l->w->device, l->name, err);
+        }
+        for (int p = 0; p < m->params.n && l; p++) is_sparse[p] |= m->params.items[p].value == l->w;
+    }
+    for (int p = 0; p < m->params.n && rc == 0; p++) {
+        Tensor *t = m->params.items[p].value;
+        if (is_sparse[p] || m->params.items[p].kind != PARAM_BASE) continue;
+        const VnmDense *d = find_dense(&e, t->name);
+        bool same = d && d->ndim == t->ndim && !memcmp(d->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
+        if (!same) rc = err_set(err, "%s: /dense/%s is %s (the model needs %s)", path, t->name, d ? "of another shape" : "missing",
+                                tensor_shape_str(t, (char[64]){0}, 64));
+        else tensor_set_f32(t, d->data, t->numel);
+    }
+    free(is_sparse);
+    vnm_export_free(&e);
+    return rc;
+}
+
+// ---- commands ----
+
+static int export_path(const Config *c, char *buf, size_t n) {
+    int w = c->export.path[0] ? snprintf(buf, n, "%s", c->export.path) : snprintf(buf, n, "%s/export.h5", c->train.out_dir);
+    return w < (int)n ? 0 : -1;
+}
+
+int cmd_export(int argc, char **argv) {
+    Config c;
+    int rc = job_from_args(argc, argv, "deit_fmnist_vnm",
+                           "usage: vnmtune export [job.yaml] [section.key=value ...]\n\n"
+                           "Loads the job's checkpoint (checkpoint.resume, or <train.out_dir>/checkpoint.h5), merges LoRA\n"
+                           "into the weights under the V:N:M masks, compresses the sparse layers and writes export.path\n"
+                           "(default <train.out_dir>/export.h5). `vnmtune inspect FILE` lists what was written.", &c);
+    if (rc) return rc < 0;
+    if (!c.checkpoint.resume[0]) snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%.200s/checkpoint.h5", c.train.out_dir);
+    char path[CFG_STR + 16];
+    Trainer tr;
+    Err err = {0};
+    rc = export_path(&c, path, sizeof path) ? err_set(&err, "export path too long") : trainer_setup(&tr, &c, &err);
+    if (rc == 0) rc = export_trainer_model(&tr, path, &err);
+    if (rc == 0) {
+        float acc = trainer_evaluate(&tr, NULL);
+        printf("wrote %s (step %lld, merged model test accuracy %.2f%%)\n", path, (long long)tr.step, 100 * acc);
+        rc = vnm_inspect(path, stdout, &err);
+    }
+    if (rc) fprintf(stderr, "vnmtune: error: %s\n", err.msg);
+    trainer_free(&tr);
+    return rc ? 1 : 0;
+}
+
+typedef struct Variant {
+    const char *mode;
+    bool permute;
+    float accuracy, export_accuracy;
+    double seconds, flip_rate, permute_gain;
+    int64_t steps;
+} Variant;
+
+static bool file_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+// Trains the dense model with the embedded deit_fmnist job when model.init does not exist yet.
+static int ensure_dense(const Config *job, Err *err) {
+    if (file_exists(job->model.init)) {
+        printf("== dense model: reusing %s\n", job->model.init);
+        return 0;
+    }
+    Config d;
+    config_defaults(&d);
+    if (config_load_string(&d, embedded_config("deit_fmnist"), "<embedded configs/deit_fmnist.yaml>", err)) return -1;
+    if (memcmp(&d.model, &job->model, offsetof(ModelConfig, init)) || d.model.embed_dim != job->model.embed_dim ||
+        d.model.depth != job->model.depth || d.model.patch_size != job->model.patch_size)
+        return err_set(err, "%s: model.init '%s' does not exist and the embedded dense job has another model", job->source, job->model.init);
+    char dir[CFG_STR];
+    snprintf(dir, sizeof dir, "%s", job->model.init);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    snprintf(d.train.out_dir, sizeof d.train.out_dir, "%s", slash ? dir : ".");
+    printf("== dense model: %s not found, training it (embedded deit_fmnist job, out_dir %s)\n", job->model.init, d.train.out_dir);
+    Trainer tr;
+    int rc = trainer_setup(&tr, &d, err);
+    if (rc == 0) rc = trainer_run(&tr, 0, err);
+    if (rc == 0) rc = model_save_safetensors(&tr.model.params, job->model.init, false, err);
+    trainer_free(&tr);
+    return rc;
+}
+
+static int run_variant(const Config *job, Variant *v, Err *err) {
+    Config c = *job;
+    snprintf(c.schedule.mode, sizeof c.schedule.mode, "%s", v->mode);
+    c.sparsity.permute = v->permute;
+    snprintf(c.train.out_dir, sizeof c.train.out_dir, "%.200s/%s%s", job->train.out_dir, v->mode, v->permute ? "_perm" : "");
+    snprintf(c.export.path, sizeof c.export.path, "%.200s/export.h5", c.train.out_dir);
+    printf("\n== %s%s (%s, score %s) -> %s\n", v->mode, v->permute ? " + permutation" : "", c.sparsity.pattern, c.sparsity.score, c.train.out_dir);
+    double t0 = now_seconds();
+    Trainer tr;
+    int rc = trainer_setup(&tr, &c, err);
+    if (rc == 0) {
+        for (int i = 0; i < tr.sched.n_layers; i++)
+            if (tr.sched.layer_pattern[i].V != tr.sched.spec.vnm.V)
+                printf("   %s: %lld rows, V lowered to %d\n", tr.sched.layers[i]->name, (long long)tr.sched.layers[i]->out, tr.sched.layer_pattern[i].V);
+        rc = trainer_run(&tr, 0, err);
+    }
+    if (rc == 0) rc = export_trainer_model(&tr, c.export.path, err);
+    if (rc == 0) {
+        v->accuracy = trainer_evaluate(&tr, NULL);
+        v->steps = tr.step;
+        v->flip_rate = tr.sched.last_flip_rate;
+        v->permute_gain = tr.sched.n_layers ? tr.sched.permute_gain / tr.sched.n_layers : 0;
+        // the exported file, loaded into a fresh copy of the model, must score the same
+        rc = model_load_export(&tr.model, c.export.path, true, err);  // through the V:N:M SpMM
+        if (rc == 0) v->export_accuracy = trainer_evaluate(&tr, NULL);
+    }
+    trainer_free(&tr);
+    v->seconds = now_seconds() - t0;
+    return rc;
+}
+
+// Training-free baselines: one-shot pruning of the dense model (no LoRA) per score and pattern.
+static const char *BASELINE_SCORES[] = {"magnitude", "wanda", "ria"};
+static const char *BASELINE_PATTERNS[] = {"2:4", "64:2:5", "64:2:8"};
+#define N_BASE_SCORES 3
+#define N_BASE_PATTERNS 3
+
+static int one_shot_baselines(const Config *job, float acc[N_BASE_PATTERNS][N_BASE_SCORES], Err *err) {
+    for (int p = 0; p < N_BASE_PATTERNS; p++)
+        for (int s = 0; s < N_BASE_SCORES; s++) {
+            Config c = *job;
+            c.lora.enabled = false, c.sparsity.permute = false;
+            snprintf(c.schedule.mode, sizeof c.schedule.mode, "one_shot");
+            snprintf(c.sparsity.score, sizeof c.sparsity.score, "%s", BASELINE_SCORES[s]);
+            snprintf(c.sparsity.pattern, sizeof c.sparsity.pattern, "%s", BASELINE_PATTERNS[p]);
+            Trainer tr;
+            if (trainer_setup(&tr, &c, err)) return err_set(err, "one-shot %s %s: %s", BASELINE_PATTERNS[p], BASELINE_SCORES[s], err->msg);
+            acc[p][s] = trainer_evaluate(&tr, NULL);
+            printf("   one-shot %-7s %-9s test accuracy %.2f%%\n", BASELINE_PATTERNS[p], BASELINE_SCORES[s], 100 * acc[p][s]);
+            trainer_free(&tr);
+        }
+    return 0;
+}
+
+static void print_baselines(FILE *o, float acc[N_BASE_PATTERNS][N_BASE_SCORES], float dense_acc) {
+    fprintf(o, "\nTraining-free one-shot pruning (calibration: sparsity.calib_batches training batches), dense %.2f%%\n\n", 100 * dense_acc);
+    fprintf(o, "| pattern |");
+    for (int s = 0; s < N_BASE_SCORES; s++) fprintf(o, " %s |", BASELINE_SCORES[s]);
+    fprintf(o, "\n|---|---|---|---|\n");
+    for (int p = 0; p < N_BASE_PATTERNS; p++) {
+        fprintf(o, "| %s |", BASELINE_PATTERNS[p]);
+        for (int s = 0; s < N_BASE_SCORES; s++) fprintf(o, " %.2f%% |", 100 * acc[p][s]);
+        fprintf(o, "\n");
+    }
+}
+
+int cmd_pipeline(int argc, char **argv) {
+    Config job;
+    int rc = job_from_args(argc, argv, "deit_fmnist_vnm",
+                           "usage: vnmtune pipeline [job.yaml] [section.key=value ...]\n\n"
+                           "The V:N:M pipeline: the dense model (model.init; trained with the embedded deit_fmnist job if\n"
+                           "the file does not exist), one-shot baselines (magnitude / wanda / ria), then one-shot pruning,\n"
+                           "fixed-mask LoRA and three-stage LoRA to sparsity.pattern, each without and with channel\n"
+                           "permutation; each is merged, exported (V:N:M HDF5), re-loaded from the export and evaluated.\n"
+                           "Prints the accuracy tables (also <train.out_dir>/results.md).", &job);
+    if (rc) return rc < 0;
+    Err err = {0};
+    double t0 = now_seconds();
+    if (ensure_dense(&job, &err)) {
+        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
+        return 1;
+    }
+    Config dense = job;
+    dense.sparsity.enabled = false, dense.lora.enabled = false;
+    Trainer tr;
+    if (trainer_setup(&tr, &dense, &err)) {
+        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
+        return 1;
+    }
+    float dense_acc = trainer_evaluate(&tr, NULL);
+    trainer_free(&tr);
+    printf("== dense model test accuracy %.2f%%\n== training-free baselines\n", 100 * dense_acc);
+    float base_acc[N_BASE_PATTERNS][N_BASE_SCORES];
+    if (one_shot_baselines(&job, base_acc, &err)) {
+        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
+        return 1;
+    }
+    Variant v[] = {{.mode = "one_shot"}, {.mode = "fixed_mask_lora"}, {.mode = "three_stage"},
+                   {.mode = "one_shot", .permute = true}, {.mode = "fixed_mask_lora", .permute = true},
+                   {.mode = "three_stage", .permute = true}};
+    int n = (int)(sizeof v / sizeof *v);
+    for (int i = 0; i < n; i++)
+        if (run_variant(&job, &v[i], &err)) {
+            fprintf(stderr, "vnmtune: error: %s\n", err.msg);
+            return 1;
+        }
+    char path[CFG_STR + 16];
+    snprintf(path, sizeof path, "%.200s/results.md", job.train.out_dir);
+    FILE *files[2] = {stdout, fopen(path, "w")};
+    for (int f = 0; f < 2 && files[f]; f++) {
+        FILE *o = files[f];
+        fprintf(o, "\n%s, %s, score %s, %s\n\n", job.data.dataset, job.sparsity.pattern, job.sparsity.score, job.source);
+        fprintf(o, "| method | permutation | steps | test acc. (merged) | test acc. (export) | vs dense | kept-score gain | time |\n");
+        fprintf(o, "|---|---|---|---|---|---|---|---|\n");
+        fprintf(o, "| dense | - | - | %.2f%% | - | - | - | - |\n", 100 * dense_acc);
+        for (int i = 0; i < n; i++)
+            fprintf(o, "| %s | %s | %lld | %.2f%% | %.2f%% | %+.2f | %s%.1f%% | %.0f s |\n", v[i].mode, v[i].permute ? "yes" : "no",
+                    (long long)v[i].steps, 100 * v[i].accuracy, 100 * v[i].export_accuracy, 100 * (v[i].accuracy - dense_acc),
+                    v[i].permute ? "+" : "", 100 * v[i].permute_gain, v[i].seconds);
+        print_baselines(o, base_acc, dense_acc);
+        fprintf(o, "\ntotal %.0f s\n", now_seconds() - t0);
+    }
+    if (files[1]) fclose(files[1]);
+    printf("table written to %s\n", path);
+    return 0;
+}

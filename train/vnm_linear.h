@@ -1,0 +1,19 @@
+// The sparse inference path: a linear layer whose weight is a V:N:M-compressed matrix, computed
+// by the SpMM of the compressed form (CPU: vnm_spmm_cpu, the reference; GPU: the sparse tensor
+// core kernels of kernels/vnm_spmm.h). Forward only (OP_VNM_LINEAR has no backward): used to
+// evaluate / benchmark exported models, never to train them.
+#pragma once
+#include "autograd/tape.h"
+#include "train/vnm_format.h"
+
+typedef struct VnmLayer {
+    VnmMatrix m;          // host copy (owned)
+    void *device;         // VnmDeviceMatrix* on the GPU, or NULL
+    const char *kernel;   // the kernel the last GPU call chose ("cpu" on the CPU)
+} VnmLayer;
+
+// Takes ownership of *m; uploads it when dev is DEV_CUDA. Errors name the layer.
+int vnm_layer_init(VnmLayer *l, VnmMatrix *m, Device dev, const char *name, Err *err);
+void vnm_layer_free(VnmLayer *l);
+// x (..., in) -> (..., out) = x · Wᵀ + b (b (out) or NULL). Registers the op's kernels on first use.
+Tensor *op_vnm_linear(Tape *t, Tensor *x, VnmLayer *layer, Tensor *b, const char *name);
