@@ -1,7 +1,10 @@
 // OP_ATTENTION on qkv (B, T, 3C) viewed as (B, T, 3, H, D): head h of batch b reads Q, K, V with
 // row stride 3C, so nothing is transposed.
 //
-// Fused path (D = 64 or 128 and the whole key sequence fits in shared memory, e.g. ViT T = 197):
+// Flash path (opt-in with VNM_FLASH=1; D = 64, T <= 256: ViT/DeiT): register-resident mma.sync
+// kernels in cuda_flash.cu; saved[0] = row log-sum-exp (B, H, T), P is never stored.
+//
+// WMMA fused path (other D = 64 or 128 cases where the whole key sequence fits in shared memory, e.g. ViT T = 197):
 //   forward, one CTA per (b, h, 64 queries): K (then V) and the Q tile in shared memory; S = Q·Kᵀ with
 //   tensor cores (WMMA bf16, f32 accumulate) into shared memory; row softmax in f32; P (bf16) is
 //   saved to global memory (saved[0], (B, H, T, Tp) with Tp = T rounded up to 16, pad columns 0)
@@ -15,6 +18,7 @@
 #include <mma.h>
 
 #include "kernels/cuda_common.cuh"
+#include "kernels/cuda_flash.cuh"
 
 using namespace nvcuda;
 
@@ -408,6 +412,12 @@ static void general_fwd(const AttnDims &d, const bf16 *qkv, bf16 *out, bf16 *P) 
 
 void cuda_attention_fwd(TapeNode *n) {
     AttnDims d = attn_dims(n);
+    if (flash_ok(d.T, d.D, d.C)) {  // saved[0] = lse (B, H, T) f32
+        int64_t lshape[3] = {d.B, d.H, d.T};
+        float *lse = (float *)cuda_keep(n, 0, SCRATCH_A, DT_F32, 3, lshape, "lse");
+        flash_fwd(cbf(n->in[0]), mbf(n->out[0]), lse, d.B, d.T, d.H, d.C, d.causal);
+        return;
+    }
     bool fused = fused_ok(d);
     int64_t pshape[4] = {d.B, d.H, d.T, fused ? d.Tp : d.T};
     bf16 *P = (bf16 *)cuda_keep(n, 0, SCRATCH_A, DT_BF16, 4, pshape, "probs");
@@ -420,6 +430,12 @@ void cuda_attention_bwd(TapeNode *n) {
     Tensor *gq = grad_of(n->in[0]);
     if (!gq) return;
     cuda_expect(n->out[0]->grad, DT_BF16, "attention", "output gradient");
+    if (flash_ok(d.T, d.D, d.C)) {
+        bool add = grad_accumulate(gq);
+        flash_bwd(cbf(n->in[0]), cbf(n->out[0]), cbf(n->out[0]->grad), (const float *)n->saved[0]->data, gq, d.B, d.T, d.H,
+                  d.C, d.causal, add);
+        return;
+    }
     const bf16 *qkv = cbf(n->in[0]), *dO = cbf(n->out[0]->grad), *P = cbf(n->saved[0]);
     bool fused = fused_ok(d);  // the forward's choice: same dims
     int64_t ldp = fused ? d.Tp : d.T;

@@ -2,8 +2,8 @@
 //
 // ops_cuda_register() adds the CUDA forward/backward kernels of every op (OP_LINEAR ... OP_EMBEDDING)
 // to g_ops under DEV_CUDA. Idempotent; call it once before running a model whose activation arena
-// is on DEV_CUDA (model setup does, when train.device=cuda). It fails (fatal) when the build has no
-// GPU is visible. Only in CUDA builds (guard calls with #ifdef VNMTUNE_HAVE_CUDA).
+// is on DEV_CUDA (model setup does, when train.device=cuda). It fails (fatal) when no GPU is
+// visible. Only in CUDA builds (guard calls with #ifdef VNMTUNE_HAVE_CUDA).
 //
 // Conventions (kernels/cuda_common.cuh): activations and parameters bf16 on the GPU, fp32
 // accumulation; gradients f32 or bf16 as tensor_ensure_grad made them (trainable parameters get f32

@@ -335,11 +335,22 @@ Test(ops_cuda, attention_causal) {
     NEED_GPU();
     attention_case("attention causal", 2, 21, 2, 32, true);
 }
-Test(ops_cuda, attention_deit_small_shape) {  // fused kernels, D = 64
+// The flash kernels are opt-in (VNM_FLASH=1, read once per process; each test is its own process).
+Test(ops_cuda, attention_flash_causal) {
+    NEED_GPU();
+    setenv("VNM_FLASH", "1", 1);
+    attention_case("attention flash T=70 H=3 D=64 causal", 2, 70, 3, 64, true);
+}
+Test(ops_cuda, attention_flash_deit_small_shape) {
+    NEED_GPU();
+    setenv("VNM_FLASH", "1", 1);
+    attention_case("attention flash T=197 H=6 D=64", 2, 197, 6, 64, false);
+}
+Test(ops_cuda, attention_deit_small_shape) {  // WMMA fused kernels, D = 64, T = 197
     NEED_GPU();
     attention_case("attention T=197 H=6 D=64", 2, 197, 6, 64, false);
 }
-Test(ops_cuda, attention_fused_d128_causal) {
+Test(ops_cuda, attention_wmma_d128_causal) {  // WMMA fused kernels
     NEED_GPU();
     attention_case("attention T=77 H=2 D=128 causal", 2, 77, 2, 128, true);
 }
