@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Libraries the GPU machine lacks (Criterion, libyaml, cJSON), as Debian packages.
+# Libraries the GPU machine lacks (Criterion, libyaml, cJSON, HDF5 headers), as Debian packages.
 #   scripts/deps.sh download        here (has network): fetch the .deb files into .deps/ (git-ignored)
 #   scripts/deps.sh unpack [PREFIX] there (no network): dpkg -x each into PREFIX (default /opt/vnmdeps)
-# Then configure with -DVNMTUNE_DEPS_PREFIX=PREFIX (headers and rpath come from there).
+# Then configure with -DVNMTUNE_DEPS_PREFIX=PREFIX (headers and rpath come from there); scripts/gpu-test.sh
+# does all of it on the GPU machine (run `scripts/deps.sh download` here and carry .deps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS="libcriterion-dev libcriterion3 libgit2-1.5 libnanomsg5 libhttp-parser2.9 libmbedtls14 libmbedcrypto7
-      libmbedx509-1 libssh2-1 libyaml-dev libyaml-0-2 libcjson-dev libcjson1"
+      libmbedx509-1 libssh2-1 libyaml-dev libyaml-0-2 libcjson-dev libcjson1
+      libhdf5-dev libhdf5-103-1 libhdf5-hl-100 libaec0 libsz2"
 case "${1:-}" in
   download)
     mkdir -p .deps
