@@ -156,6 +156,22 @@ Test(train, export_round_trip_matches_masked_model, .init = make_dataset) {
     cr_expect_float_eq(trainer_evaluate(&tr, NULL), acc_merged, 1e-6);
     for (int i = 0; i < tr.sched.n_layers; i++)  // the sparse layers ran the V:N:M SpMM
         cr_expect(tr.sched.layers[i]->vnm && !strcmp(tr.sched.layers[i]->vnm->kernel, "cpu"), "%s", tr.sched.layers[i]->name);
+    // honest dispatch: a speed table saying fc1's sparse kernel is slower sends fc1 to the dense GEMM
+    Linear *fc1 = &tr.model.blocks[0].fc1;
+    char table[128], line[128];
+    snprintf(table, sizeof table, "%s/speed.txt", dir);
+    FILE *f = fopen(table, "w");
+    snprintf(line, sizeof line, "%lld %lld 64 %d %d 0.40\n", (long long)fc1->out, (long long)fc1->in, fc1->vnm->m.p.V, fc1->vnm->m.p.M);
+    fputs("# out in n V M speedup\n", f), fputs(line, f), fclose(f);
+    SpeedTable st;
+    cr_assert_eq(speed_table_load(table, &st, &err), 0, "%s", err.msg);
+    vnm_dispatch_set_table(&st);
+    cr_expect_float_eq(trainer_evaluate(&tr, NULL), acc_merged, 1e-6);
+    cr_expect_str_eq(fc1->vnm->kernel, "dense");
+    cr_expect_float_eq(fc1->vnm->measured, 0.40, 1e-9);
+    cr_expect_str_eq(tr.model.blocks[0].qkv.vnm->kernel, "cpu");  // not in the table: sparse
+    vnm_dispatch_set_table(NULL);
+    speed_table_free(&st);
     VnmExport e;
     cr_assert_eq(vnm_export_read(path, &e, &err), 0, "%s", err.msg);
     cr_expect_eq(e.n_layers, 4);  // qkv, proj, fc1, fc2 of the one block

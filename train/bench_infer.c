@@ -9,13 +9,14 @@
 #include "autograd/rng.h"
 #include "train/deit.h"
 #include "train/schedule.h"
+#include "train/select_vm.h"
 #include "train/vnm_linear.h"
 #ifdef VNMTUNE_HAVE_CUDA
 #include "kernels/ops_cuda.h"
 #endif
 
 typedef struct InferOpts {
-    const char *model, *pattern;
+    const char *model, *pattern, *table;
     int batch, iters;
 } InferOpts;
 
@@ -26,9 +27,11 @@ static int parse(int argc, char **argv, InferOpts *o) {
         else if (!strcmp(argv[i], "--pattern") && i + 1 < argc) o->pattern = argv[++i];
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) o->batch = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) o->iters = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--table") && i + 1 < argc) o->table = argv[++i];
         else {
-            fprintf(stderr, "usage: vnmtune bench infer [--model deit_small|deit_base] [--pattern 64:2:8] [--batch 256] [--iters 20]\n"
-                            "DeiT forward img/s, dense vs V:N:M sparse (magnitude masks on random weights), one run.\n");
+            fprintf(stderr, "usage: vnmtune bench infer [--model deit_small|deit_base] [--pattern 64:2:8] [--batch 256] [--iters 20] [--table FILE]\n"
+                            "DeiT forward img/s, dense vs V:N:M sparse (magnitude masks on random weights), one run.\n"
+                            "--table: a `bench spmm` table; layers whose sparse kernel measured slower run dense.\n");
             return 2;
         }
     }
@@ -67,6 +70,13 @@ int bench_infer_main(int argc, char **argv) {
         return 1;
     }
     ops_cuda_register();
+    SpeedTable table = {0};
+    Err err = {0};
+    if (o.table && speed_table_load(o.table, &table, &err)) {
+        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
+        return 1;
+    }
+    vnm_dispatch_set_table(o.table ? &table : NULL);
     Config c;
     config_defaults(&c);
     ModelConfig *mc = &c.model;
@@ -97,7 +107,6 @@ int bench_infer_main(int argc, char **argv) {
 
     // prune (the dense run computes with the same, masked weights), then time dense vs sparse
     Schedule s;
-    Err err = {0};
     if (schedule_init(&s, &c, m.linears, m.n_linears, 0, &params, &err)) {
         fprintf(stderr, "vnmtune: error: %s\n", err.msg);
         return 1;
@@ -122,12 +131,15 @@ int bench_infer_main(int argc, char **argv) {
     printf("bench infer on %s: %s 224x224 batch %d, %s (magnitude masks on random weights, V lowered where needed)\n",
            device_cuda_name(), o.model, o.batch, o.pattern);
     printf("  dense  (cuBLASLt bf16): %8.1f img/s  (%.2f ms)\n", o.batch / td, 1e3 * td);
-    printf("  sparse (V:N:M SpMM)   : %8.1f img/s  (%.2f ms)  ratio %.2fx\n", o.batch / ts, 1e3 * ts, td / ts);
+    printf("  sparse (V:N:M SpMM%s): %8.1f img/s  (%.2f ms)  ratio %.2fx\n", o.table ? ", table dispatch" : "", o.batch / ts,
+           1e3 * ts, td / ts);
     printf("  logits: max |dense - sparse| = %.3g (relative to max |logit| %.3g)\n", diff, diff / scale);
     for (int i = 0; i < s.n_layers && i < 4; i++)
         printf("  %-22s %lldx%lld %d:2:%d kernel %s\n", s.layers[i]->name, (long long)s.layers[i]->out,
                (long long)s.layers[i]->in, s.layer_pattern[i].V, s.layer_pattern[i].M, s.layers[i]->vnm->kernel);
     free(dense), free(sparse);
+    vnm_dispatch_set_table(NULL);
+    speed_table_free(&table);
     schedule_free(&s);
     deit_free(&m);
     tape_free(&t);

@@ -6,6 +6,7 @@
 #include "train/pipeline.h"
 #include "train/trainer.h"
 #include "train/vnm_export.h"
+#include "train/vnm_linear.h"
 
 static bool is_override(const char *a) { return a[0] != '-' && strchr(a, '=') != NULL; }
 
@@ -114,6 +115,13 @@ int cmd_eval(int argc, char **argv) {
     if (rc == 0) {
         float loss, acc = trainer_evaluate(&tr, &loss);
         printf("%s: test loss %.4f | test accuracy %.2f%%\n", model ? model : c.checkpoint.resume, loss, 100 * acc);
+        for (int i = 0; is_export && i < tr.model.n_linears; i++) {  // which kernel each sparse layer ran
+            const Linear *l = tr.model.linears[i];
+            if (!l->vnm) continue;
+            printf("  %-22s %d:2:%d %s", l->name, l->vnm->m.p.V, l->vnm->m.p.M, l->vnm->kernel ? l->vnm->kernel : "-");
+            if (l->vnm->measured >= 0) printf(" (table: sparse %.2fx dense)", l->vnm->measured);
+            printf("\n");
+        }
     } else {
         fprintf(stderr, "vnmtune: error: %s\n", err.msg);
     }

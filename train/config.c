@@ -115,6 +115,7 @@ static const Key KEYS[] = {
     FLT(schedule, reg_lambda, 0, 1e9, "0", "weight of the pruned-weight regulariser (0 = off)"),
 
     STR(export, path, "", "V:N:M export file (\"\" = <out_dir>/export.h5)"),
+    STR(export, speed_table, "", "speed table of `vnmtune bench spmm`: exported sparse layers run dense where sparse measured slower"),
 
     ENUM(dist, backend, "none|mpi", "none", "multi-process backend"),
 };

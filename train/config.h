@@ -92,6 +92,7 @@ typedef struct ScheduleConfig {
 
 typedef struct ExportConfig {
     char path[CFG_STR];     // "" = <out_dir>/export.h5
+    char speed_table[CFG_STR];  // `vnmtune bench spmm` table: sparse layers run dense where it measured faster
 } ExportConfig;
 
 typedef struct DistConfig {

@@ -90,6 +90,17 @@ double speed_table_lookup(const SpeedTable *t, int64_t out, int64_t in, int64_t 
     return -1;
 }
 
+double speed_table_nearest(const SpeedTable *t, int64_t out, int64_t in, int64_t n, int V, int M) {
+    double best = -1, best_dist = INFINITY;
+    for (int k = t->count - 1; k >= 0; k--) {
+        const SpeedRow *r = &t->rows[k];
+        if (r->out != out || r->in != in || r->V != V || r->M != M) continue;
+        double dist = fabs(log((double)r->n / (double)n));
+        if (dist < best_dist) best = r->speedup, best_dist = dist;
+    }
+    return best;
+}
+
 // ---- diversity ----
 
 double vnm_log_diversity(int V, int M) {

@@ -42,6 +42,8 @@ int speed_table_load(const char *path, SpeedTable *t, Err *err);
 void speed_table_free(SpeedTable *t);
 // The measured speed-up for a shape, n and pattern; -1 when the table has none.
 double speed_table_lookup(const SpeedTable *t, int64_t out, int64_t in, int64_t n, int V, int M);
+// The same for the measured n closest to n (ratio-wise); -1 when the shape and pattern have none.
+double speed_table_nearest(const SpeedTable *t, int64_t out, int64_t in, int64_t n, int V, int M);
 
 double vnm_log_diversity(int V, int M);  // log K(V, M) = log C(M,4) + V log 6
 double vnm_diversity_per_element(int V, int M);

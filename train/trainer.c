@@ -15,6 +15,7 @@
 #include "train/checkpoint.h"
 #include "train/lora.h"
 #include "train/model_io.h"
+#include "train/vnm_linear.h"
 
 // ---- setup ----
 
@@ -196,6 +197,10 @@ int trainer_setup(Trainer *tr, const Config *cfg, Err *err) {
     tr->opt_ready = true;
 
     if (c->checkpoint.resume[0] && trainer_load(tr, c->checkpoint.resume, err)) return -1;
+    if (c->export.speed_table[0]) {
+        if (speed_table_load(c->export.speed_table, &tr->speed, err)) return err_set(err, "export.speed_table: %s", err->msg);
+        vnm_dispatch_set_table(&tr->speed);
+    }
     if (make_dirs(c->train.out_dir, err)) return -1;
     return 0;
 }
@@ -205,6 +210,8 @@ void trainer_free(Trainer *tr) {
     if (tr->opt_ready) optimizer_free(tr);
     free(tr->host_x), free(tr->host_y), free(tr->host_logits);
     schedule_free(&tr->sched);
+    if (tr->speed.rows) vnm_dispatch_set_table(NULL);
+    speed_table_free(&tr->speed);
     deit_free(&tr->model);
     tape_free(&tr->tape);
     loader_free(&tr->loader);

@@ -11,6 +11,7 @@
 #include "train/deit.h"
 #include "train/optim.h"
 #include "train/schedule.h"
+#include "train/select_vm.h"
 
 typedef struct Trainer {
     Config cfg;                    // the resolved job (train.device auto -> cpu | cuda)
@@ -30,6 +31,7 @@ typedef struct Trainer {
     int64_t step, total_steps;     // optimizer steps done / planned
     int64_t steps_per_epoch;
     Schedule sched;
+    SpeedTable speed;              // export.speed_table, for the sparse layers' honest dispatch
     FILE *metrics;                 // <out_dir>/metrics.jsonl
     double t_start;                // wall clock at the start of this process's training
     int64_t step_at_start;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "autograd/util.h"
+#include "train/select_vm.h"
 #ifdef VNMTUNE_HAVE_CUDA
 #include "kernels/vnm_linear_cuda.h"
 #endif
@@ -68,4 +69,15 @@ Tensor *op_vnm_linear(Tape *t, Tensor *x, VnmLayer *layer, Tensor *b, const char
     n.i[0] = (int64_t)(intptr_t)layer;
     tape_exec(t, &n);
     return y;
+}
+
+static const SpeedTable *g_dispatch;
+
+void vnm_dispatch_set_table(const SpeedTable *t) { g_dispatch = t; }
+
+bool vnm_layer_use_sparse(VnmLayer *l, int64_t n) {
+    l->measured = g_dispatch ? speed_table_nearest(g_dispatch, l->m.out, l->m.in, n, l->m.p.V, l->m.p.M) : -1;
+    if (l->measured < 0 || l->measured >= 1.0) return true;
+    l->kernel = "dense";
+    return false;
 }

@@ -9,8 +9,16 @@
 typedef struct VnmLayer {
     VnmMatrix m;          // host copy (owned)
     void *device;         // VnmDeviceMatrix* on the GPU, or NULL
-    const char *kernel;   // the kernel the last GPU call chose ("cpu" on the CPU)
+    const char *kernel;   // what the last call ran: "cpu", a GPU kernel name, or "dense"
+    double measured;      // speed-up from the dispatch table for the last n (-1: not measured)
 } VnmLayer;
+
+struct SpeedTable;
+// Honest dispatch: with a table (`vnmtune bench spmm`), vnm_layer_use_sparse() says no where the
+// sparse kernel measured slower than dense for this shape, pattern and (nearest) n; the caller
+// then runs the dense GEMM on the decompressed weight. Without a table the sparse path always runs.
+void vnm_dispatch_set_table(const struct SpeedTable *t);
+bool vnm_layer_use_sparse(VnmLayer *l, int64_t n);
 
 // Takes ownership of *m; uploads it when dev is DEV_CUDA. Errors name the layer.
 int vnm_layer_init(VnmLayer *l, VnmMatrix *m, Device dev, const char *name, Err *err);
