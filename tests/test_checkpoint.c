@@ -9,6 +9,7 @@
 #include "train/checkpoint.h"
 #include "train/h5io.h"
 #include "scratch_dir.h"
+#include "test_helpers.h"
 
 TestSuite(checkpoint, .init = scratch_make, .fini = scratch_remove);
 
@@ -221,20 +222,15 @@ Test(checkpoint, corrupt_files) {
     Err err;
     CkptContent ca = content(&a, CONFIG);
     cr_assert_eq(ckpt_save(p, &ca, &err), 0, "%s", err.msg);
-    FILE *fp = fopen(p, "rb");
-    static char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf, fp);
-    fclose(fp);
-    cr_assert_lt(n, sizeof buf);
+    size_t n;
+    char *bytes = read_bytes(p, &n);
     char *cut = scratch_path("cut.h5");
-    fp = fopen(cut, "wb");
-    fwrite(buf, 1, n * 2 / 3, fp);
-    fclose(fp);
+    write_bytes(cut, bytes, n * 2 / 3);
+    free(bytes);
     expect_load_error(cut, &a, "truncated");
     char *garbage = scratch_path("garbage.h5");
-    fp = fopen(garbage, "wb");
-    fputs("garbage garbage garbage", fp);
-    fclose(fp);
+    const char *text = "garbage garbage garbage";
+    write_bytes(garbage, text, strlen(text));
     expect_load_error(garbage, &a, "not an HDF5 file");
     cr_assert_null(ckpt_read_config(garbage, &err));
     // A valid HDF5 file that is not a checkpoint.

@@ -9,6 +9,7 @@
 
 #include "train/safetensors.h"
 #include "scratch_dir.h"
+#include "test_helpers.h"
 
 TestSuite(safetensors, .init = scratch_make, .fini = scratch_remove);
 
@@ -163,9 +164,7 @@ Test(safetensors, bad_files) {
     cr_assert_eq(st_open(&f, scratch_path("absent.safetensors"), &err), -1);
     cr_assert(strstr(err.msg, "cannot open: No such file"), "%s", err.msg);
     char *tiny = scratch_path("tiny");
-    FILE *fp = fopen(tiny, "wb");
-    fputs("abc", fp);
-    fclose(fp);
+    write_bytes(tiny, "abc", 3);
     expect_open_error(tiny, "3 bytes, too short");
     expect_open_error(raw_file("biglen", 1000, "{}", 0), "header length 1000 is larger than the file (10 bytes)");
     for (size_t i = 0; i < ARRAY_LEN(BAD_HEADERS); i++)
