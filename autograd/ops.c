@@ -37,6 +37,23 @@ static void check_ndim(const char *op, const char *name, const char *role, const
         fatal("%s('%s'): %s '%s' has shape %s, expected %d to %d dims", op, name, role, x->name, shape_of(x), lo, hi);
 }
 
+// Two float inputs: both present on the tape's device first, then both f32/bf16.
+static void check_float_pair(Tape *t, const char *op, const char *name, const char *role_a, const Tensor *a,
+                             const char *role_b, const Tensor *b) {
+    check_tensor(t, op, name, role_a, a);
+    check_tensor(t, op, name, role_b, b);
+    check_float(op, name, role_a, a);
+    check_float(op, name, role_b, b);
+}
+
+// Optional bias b of a layer with weight w and `out` outputs.
+static void check_bias(Tape *t, const char *op, const char *name, const Tensor *b, const Tensor *w, int64_t out) {
+    if (!b) return;
+    check_tensor(t, op, name, "b", b);
+    if (b->numel != out)
+        fatal("%s('%s'): b %s for w %s: expected %lld values", op, name, shape_of(b), shape_of(w), (long long)out);
+}
+
 static Tensor *new_output(Tape *t, DType dt, int ndim, const int64_t *shape, const char *name) {
     return tensor_new(t->act, dt, ndim, shape, name);
 }
@@ -57,19 +74,13 @@ static Tensor *run1(Tape *t, TapeNode *n) {
 Tensor *op_linear(Tape *t, Tensor *x, Tensor *w, Tensor *b, const LoraRef *lora, const char *name) {
     const char *op = "op_linear";
     if (!name) name = op;
-    check_tensor(t, op, name, "x", x);
-    check_tensor(t, op, name, "w", w);
-    check_float(op, name, "x", x);
-    check_float(op, name, "w", w);
+    check_float_pair(t, op, name, "x", x, "w", w);
     check_ndim(op, name, "x", x, 1, TENSOR_MAX_DIMS);
     if (w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1])
         fatal("%s('%s'): x %s and w %s: expected w (out, in) with in = last dim of x", op, name, shape_of(x),
               shape_of(w));
     int64_t in = w->shape[1], out = w->shape[0];
-    if (b) {
-        check_tensor(t, op, name, "b", b);
-        if (b->numel != out) fatal("%s('%s'): b %s for w %s: expected %lld values", op, name, shape_of(b), shape_of(w), (long long)out);
-    }
+    check_bias(t, op, name, b, w, out);
     TapeNode n = {.op = OP_LINEAR, .in = {x, w, b}, .nin = 6, .nout = 1};
     if (lora) {
         Tensor *A = lora->A, *B = lora->B, *mask = lora->mask;
@@ -111,29 +122,27 @@ static void check_norm_param(Tape *t, const char *op, const char *name, const ch
         fatal("%s('%s'): %s %s for x %s: expected one value per channel", op, name, role, shape_of(p), shape_of(x));
 }
 
-Tensor *op_layernorm(Tape *t, Tensor *x, Tensor *gamma, Tensor *beta, float eps, const char *name) {
-    const char *op = "op_layernorm";
+// LayerNorm (gamma, beta) or RMSNorm (gamma only) over the last dim of x.
+static Tensor *norm(Tape *t, OpId id, const char *op, Tensor *x, Tensor *gamma, Tensor *beta, float eps,
+                    const char *name) {
+    bool has_beta = id == OP_LAYERNORM;
     if (!name) name = op;
     check_tensor(t, op, name, "x", x);
     check_float(op, name, "x", x);
     check_ndim(op, name, "x", x, 1, TENSOR_MAX_DIMS);
     check_norm_param(t, op, name, "gamma", gamma, x);
-    check_norm_param(t, op, name, "beta", beta, x);
-    TapeNode n = {.op = OP_LAYERNORM, .in = {x, gamma, beta}, .nin = 3, .nout = 1, .f = {eps}};
+    if (has_beta) check_norm_param(t, op, name, "beta", beta, x);
+    TapeNode n = {.op = id, .in = {x, gamma, beta}, .nin = has_beta ? 3 : 2, .nout = 1, .f = {eps}};
     n.out[0] = tensor_like(t->act, x, name);
     return run1(t, &n);
 }
 
+Tensor *op_layernorm(Tape *t, Tensor *x, Tensor *gamma, Tensor *beta, float eps, const char *name) {
+    return norm(t, OP_LAYERNORM, "op_layernorm", x, gamma, beta, eps, name);
+}
+
 Tensor *op_rmsnorm(Tape *t, Tensor *x, Tensor *gamma, float eps, const char *name) {
-    const char *op = "op_rmsnorm";
-    if (!name) name = op;
-    check_tensor(t, op, name, "x", x);
-    check_float(op, name, "x", x);
-    check_ndim(op, name, "x", x, 1, TENSOR_MAX_DIMS);
-    check_norm_param(t, op, name, "gamma", gamma, x);
-    TapeNode n = {.op = OP_RMSNORM, .in = {x, gamma}, .nin = 2, .nout = 1, .f = {eps}};
-    n.out[0] = tensor_like(t->act, x, name);
-    return run1(t, &n);
+    return norm(t, OP_RMSNORM, "op_rmsnorm", x, gamma, NULL, eps, name);
 }
 
 Tensor *op_attention(Tape *t, Tensor *qkv, int n_heads, bool causal, const char *name) {
@@ -159,10 +168,7 @@ static Tensor *unary(Tape *t, OpId id, const char *op, Tensor *x, const char *na
 
 static Tensor *binary_same_shape(Tape *t, OpId id, const char *op, Tensor *a, Tensor *b, const char *name) {
     if (!name) name = op;
-    check_tensor(t, op, name, "first input", a);
-    check_tensor(t, op, name, "second input", b);
-    check_float(op, name, "first input", a);
-    check_float(op, name, "second input", b);
+    check_float_pair(t, op, name, "first input", a, "second input", b);
     if (!tensor_same_shape(a, b) || a->dtype != b->dtype)
         fatal("%s('%s'): '%s' %s %s and '%s' %s %s differ", op, name, a->name, shape_of(a), dtype_name(a->dtype),
               b->name, shape_of(b), dtype_name(b->dtype));
@@ -199,20 +205,14 @@ Tensor *op_rope(Tape *t, Tensor *x, int n_heads, float theta, const char *name) 
 Tensor *op_patch_embed(Tape *t, Tensor *img, Tensor *w, Tensor *b, int patch, const char *name) {
     const char *op = "op_patch_embed";
     if (!name) name = op;
-    check_tensor(t, op, name, "img", img);
-    check_tensor(t, op, name, "w", w);
-    check_float(op, name, "img", img);
-    check_float(op, name, "w", w);
+    check_float_pair(t, op, name, "img", img, "w", w);
     if (img->ndim != 4 || patch <= 0 || img->shape[2] % patch || img->shape[3] % patch)
         fatal("%s('%s'): img %s with patch %d: expected (B, C, H, W) with H and W multiples of the patch", op, name,
               shape_of(img), patch);
     int64_t D = w->shape[0];
     if (w->ndim != 4 || w->shape[1] != img->shape[1] || w->shape[2] != patch || w->shape[3] != patch)
         fatal("%s('%s'): w %s for img %s, patch %d: expected (D, C, p, p)", op, name, shape_of(w), shape_of(img), patch);
-    if (b) {
-        check_tensor(t, op, name, "b", b);
-        if (b->numel != D) fatal("%s('%s'): b %s for w %s: expected %lld values", op, name, shape_of(b), shape_of(w), (long long)D);
-    }
+    check_bias(t, op, name, b, w, D);
     int64_t shape[3] = {img->shape[0], (img->shape[2] / patch) * (img->shape[3] / patch), D};
     TapeNode n = {.op = OP_PATCH_EMBED, .in = {img, w, b}, .nin = 3, .nout = 1, .i = {patch}};
     n.out[0] = new_output(t, img->dtype, 3, shape, name);

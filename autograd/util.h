@@ -25,6 +25,9 @@ char *xstrdup(const char *s);
 
 double now_seconds(void);  // monotonic clock
 
+// "[2, 3, 4]": a shape as text into buf (n bytes, truncated to fit), for error messages. Returns buf.
+const char *dims_str(int ndim, const int64_t *shape, char *buf, size_t n);
+
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define CHECK(cond, ...)                         \
     do {                                         \

@@ -9,6 +9,7 @@
 #include "train/checkpoint.h"
 #include "train/h5io.h"
 #include "scratch_dir.h"
+#include "test_helpers.h"
 
 TestSuite(checkpoint, .init = scratch_make, .fini = scratch_remove);
 
@@ -89,21 +90,38 @@ static void assert_same(Model *a, Model *b) {
     for (int i = 0; i < 5; i++) cr_assert_eq(a->state[i].value, b->state[i].value, "state %s", a->state[i].name);
 }
 
+// Models a and b: same shapes, different contents.
+static void two_models(Model *a, Model *b) {
+    model_init(a, 1, 5, false);
+    model_init(b, 2, 5, false);
+}
+
+// Saves c to <scratch>/ckpt.h5, which must succeed; returns the path.
+static char *save_ok(const CkptContent *c) {
+    char *p = scratch_path("ckpt.h5");
+    Err err;
+    cr_assert_eq(ckpt_save(p, c, &err), 0, "%s", err.msg);
+    return p;
+}
+
+static void load_ok(const char *path, CkptContent *c) {
+    Err err;
+    cr_assert_eq(ckpt_load(path, c, &err), 0, "%s", err.msg);
+}
+
 static const char *CONFIG = "model:\n  arch: \"deit\"\ntrain:\n  steps: 100\n";
 
 Test(checkpoint, round_trip_bit_exact) {
     Model a, b;
-    model_init(&a, 1, 5, false);
-    model_init(&b, 2, 5, false);  // different contents, same shapes
-    char *p = scratch_path("ckpt.h5");
-    Err err;
+    two_models(&a, &b);
     CkptContent ca = content(&a, CONFIG), cb = content(&b, NULL);
-    cr_assert_eq(ckpt_save(p, &ca, &err), 0, "%s", err.msg);
-    cr_assert_eq(ckpt_load(p, &cb, &err), 0, "%s", err.msg);
+    char *p = save_ok(&ca);
+    load_ok(p, &cb);
     assert_same(&a, &b);
     cr_assert(cb.loaded_optim && cb.loaded_masks);
     cr_assert_str_eq(cb.config_loaded, CONFIG);
     free(cb.config_loaded);
+    Err err;
     char *cfg = ckpt_read_config(p, &err);
     cr_assert_str_eq(cfg, CONFIG);
     free(cfg);
@@ -126,17 +144,14 @@ Test(checkpoint, round_trip_bit_exact) {
 
 Test(checkpoint, optional_groups) {
     Model a, b;
-    model_init(&a, 1, 5, false);
-    model_init(&b, 2, 5, false);
+    two_models(&a, &b);
     float m0 = b.m[0][0];
     uint8_t k0 = ((uint8_t *)b.masks[0].mask->data)[0];
-    char *p = scratch_path("ckpt.h5");
-    Err err;
     // No optimizer state, no masks, no config.
     CkptContent ca = {.params = &a.params, .state = a.state, .n_state = 5};
-    cr_assert_eq(ckpt_save(p, &ca, &err), 0, "%s", err.msg);
+    char *p = save_ok(&ca);
     CkptContent cb = content(&b, NULL);
-    cr_assert_eq(ckpt_load(p, &cb, &err), 0, "%s", err.msg);
+    load_ok(p, &cb);
     cr_assert_not(cb.loaded_optim);
     cr_assert_not(cb.loaded_masks);
     cr_assert_null(cb.config_loaded);
@@ -145,9 +160,9 @@ Test(checkpoint, optional_groups) {
     cr_assert_eq(memcmp(a.params.items[3].value->data, b.params.items[3].value->data, 30 * 4), 0);
     // A full file loads without asking for the optional groups too.
     ca = content(&a, CONFIG);
-    cr_assert_eq(ckpt_save(p, &ca, &err), 0, "%s", err.msg);
+    p = save_ok(&ca);
     CkptContent only_params = {.params = &b.params};
-    cr_assert_eq(ckpt_load(p, &only_params, &err), 0, "%s", err.msg);
+    load_ok(p, &only_params);
     free(only_params.config_loaded);
     model_free(&a);
     model_free(&b);
@@ -155,18 +170,16 @@ Test(checkpoint, optional_groups) {
 
 Test(checkpoint, skip_frozen) {
     Model a, b;
-    model_init(&a, 1, 5, false);
-    model_init(&b, 2, 5, false);
-    char *p = scratch_path("ckpt.h5");
-    Err err;
+    two_models(&a, &b);
     CkptContent ca = content(&a, NULL), cb = content(&b, NULL);
     ca.skip_frozen = true;
-    cr_assert_eq(ckpt_save(p, &ca, &err), 0, "%s", err.msg);
+    char *p = save_ok(&ca);
+    Err err;
     cr_assert_eq(ckpt_load(p, &cb, &err), -1);
     cr_assert(strstr(err.msg, "saved without the frozen params"), "%s", err.msg);
     cb.skip_frozen = true;
     uint16_t frozen0 = ((uint16_t *)b.params.items[0].value->data)[0];
-    cr_assert_eq(ckpt_load(p, &cb, &err), 0, "%s", err.msg);
+    load_ok(p, &cb);
     cr_assert_eq(((uint16_t *)b.params.items[0].value->data)[0], frozen0, "frozen param was touched");
     cr_assert_eq(memcmp(a.params.items[1].value->data, b.params.items[1].value->data, 8 * 4), 0);
     model_free(&a);
@@ -187,18 +200,16 @@ Test(checkpoint, mismatches) {
     model_init(&a, 1, 5, false);
     model_init(&other_shape, 2, 7, false);
     model_init(&bigger, 3, 5, true);
-    char *p = scratch_path("ckpt.h5");
-    Err err;
     CkptContent ca = content(&a, NULL);
-    cr_assert_eq(ckpt_save(p, &ca, &err), 0, "%s", err.msg);
+    char *p = save_ok(&ca);
     expect_load_error(p, &other_shape, "dataset '/model/head.weight': expected shape [7, 6], file has [5, 6]");
     expect_load_error(p, &bigger, "missing dataset '/model/norm.weight'");
     // The file has a param the model lacks.
     CkptContent cb = content(&bigger, NULL);
-    cr_assert_eq(ckpt_save(p, &cb, &err), 0, "%s", err.msg);
+    save_ok(&cb);
     expect_load_error(p, &a, "'/model/norm.weight' is not a base param of this model");
     // A state entry the file does not have.
-    cr_assert_eq(ckpt_save(p, &ca, &err), 0, "%s", err.msg);
+    save_ok(&ca);
     a.state[4].name = "epoch";
     expect_load_error(p, &a, "missing dataset '/state/epoch'");
     a.state[4].name = "data_pos";
@@ -217,25 +228,19 @@ Test(checkpoint, mismatches) {
 Test(checkpoint, corrupt_files) {
     Model a;
     model_init(&a, 1, 5, false);
-    char *p = scratch_path("ckpt.h5");
-    Err err;
     CkptContent ca = content(&a, CONFIG);
-    cr_assert_eq(ckpt_save(p, &ca, &err), 0, "%s", err.msg);
-    FILE *fp = fopen(p, "rb");
-    static char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf, fp);
-    fclose(fp);
-    cr_assert_lt(n, sizeof buf);
+    char *p = save_ok(&ca);
+    size_t n;
+    char *bytes = read_bytes(p, &n);
     char *cut = scratch_path("cut.h5");
-    fp = fopen(cut, "wb");
-    fwrite(buf, 1, n * 2 / 3, fp);
-    fclose(fp);
+    write_bytes(cut, bytes, n * 2 / 3);
+    free(bytes);
     expect_load_error(cut, &a, "truncated");
     char *garbage = scratch_path("garbage.h5");
-    fp = fopen(garbage, "wb");
-    fputs("garbage garbage garbage", fp);
-    fclose(fp);
+    const char *text = "garbage garbage garbage";
+    write_bytes(garbage, text, strlen(text));
     expect_load_error(garbage, &a, "not an HDF5 file");
+    Err err;
     cr_assert_null(ckpt_read_config(garbage, &err));
     // A valid HDF5 file that is not a checkpoint.
     H5File f;
@@ -249,18 +254,16 @@ Test(checkpoint, corrupt_files) {
 
 Test(checkpoint, failed_save_keeps_previous) {
     Model a, b;
-    model_init(&a, 1, 5, false);
-    model_init(&b, 2, 5, false);
-    char *p = scratch_path("ckpt.h5");
-    Err err;
+    two_models(&a, &b);
     CkptContent ca = content(&a, CONFIG);
-    cr_assert_eq(ckpt_save(p, &ca, &err), 0, "%s", err.msg);
+    char *p = save_ok(&ca);
     // A save that fails half-way (two masks with the same name: the second dataset cannot be created).
     Model c;
     model_init(&c, 3, 5, false);
     c.masks[1].layer = c.masks[0].layer;
     c.masks[1].mask = c.masks[0].mask;
     CkptContent cc = content(&c, "other config");
+    Err err;
     cr_assert_eq(ckpt_save(p, &cc, &err), -1);
     cr_assert(strstr(err.msg, "cannot create dataset '/mask/blocks.0.attn.qkv'"), "%s", err.msg);
     cr_assert_eq(access(scratch_path("ckpt.h5.tmp"), F_OK), -1, "tmp file left behind");
@@ -269,7 +272,7 @@ Test(checkpoint, failed_save_keeps_previous) {
     cr_assert(strstr(err.msg, "cannot create: No such file or directory"), "%s", err.msg);
     // The previous checkpoint is intact.
     CkptContent cb = content(&b, NULL);
-    cr_assert_eq(ckpt_load(p, &cb, &err), 0, "%s", err.msg);
+    load_ok(p, &cb);
     assert_same(&a, &b);
     cr_assert_str_eq(cb.config_loaded, CONFIG);
     free(cb.config_loaded);

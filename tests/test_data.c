@@ -542,6 +542,15 @@ Test(loader, normalisation_and_chw_layout) {
     imageset_free(&s);
 }
 
+// L: an augmenting train loader over s (batch B, seed), normalised with (mean, std).
+// Returns a buffer for one batch of x (free it).
+static float *init_train_ok(Loader *L, const ImageSet *s, int B, uint64_t seed, float mean, float std) {
+    LoaderOptions o = loader_train_options(B, seed);
+    loader_options_set_norm(&o, mean, std);
+    init_ok(L, s, &o);
+    return malloc((size_t)(B * imageset_image_bytes(s)) * sizeof(float));
+}
+
 // Does out (C,H,W) equal src (H,W,C) shifted by (dy, dx), zero padded, mirrored when flip?
 static bool matches_shift(const ImageSet *s, const Loader *L, const uint8_t *src, const float *out, int dy, int dx,
                           bool flip) {
@@ -557,12 +566,9 @@ static bool matches_shift(const ImageSet *s, const Loader *L, const uint8_t *src
 
 Test(loader, augmentation_only_shifts_and_flips) {
     ImageSet s = synthetic_set(64, 8, 7, 2, 10);
-    LoaderOptions o = loader_train_options(16, 3);
-    loader_options_set_norm(&o, 0.3f, 0.2f);
     Loader L;
-    init_ok(&L, &s, &o);
+    float *x = init_train_ok(&L, &s, 16, 3, 0.3f, 0.2f);
     const int64_t per = imageset_image_bytes(&s);
-    float *x = malloc(16 * per * sizeof(float));
     int32_t y[16];
     int flips = 0, shifted = 0, total = 0;
     for (int batch = 0; batch < 4; batch++) {
@@ -593,11 +599,8 @@ Test(loader, augmentation_only_shifts_and_flips) {
 
 Test(loader, speed_fmnist_batch) {
     ImageSet s = synthetic_set(2048, 28, 28, 1, 10);
-    LoaderOptions o = loader_train_options(128, 1);
-    loader_options_set_norm(&o, 0.286f, 0.353f);
     Loader L;
-    init_ok(&L, &s, &o);
-    float *x = malloc(128 * 784 * sizeof(float));
+    float *x = init_train_ok(&L, &s, 128, 1, 0.286f, 0.353f);
     int32_t y[128];
     int batches = 0;
     double t0 = now_seconds();

@@ -7,27 +7,9 @@
 
 #include "train/h5io.h"
 #include "scratch_dir.h"
+#include "test_helpers.h"
 
 TestSuite(h5io, .init = scratch_make, .fini = scratch_remove);
-
-static void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *fp = fopen(path, "wb");
-    cr_assert_not_null(fp);
-    cr_assert_eq(fwrite(data, 1, n, fp), n);
-    fclose(fp);
-}
-
-static char *read_all(const char *path, size_t *n) {
-    FILE *fp = fopen(path, "rb");
-    cr_assert_not_null(fp);
-    fseek(fp, 0, SEEK_END);
-    *n = (size_t)ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *buf = malloc(*n);
-    cr_assert_eq(fread(buf, 1, *n, fp), *n);
-    fclose(fp);
-    return buf;
-}
 
 // One file with a dataset of every dtype.
 static float f32v[6] = {1.5f, -2.25f, 3e-8f, 0.f, 1e30f, -7.f};
@@ -235,7 +217,7 @@ Test(h5io, not_hdf5_missing_and_truncated_files) {
     char *good = scratch_path("good.h5");
     write_sample(good);
     size_t n;
-    char *bytes = read_all(good, &n);
+    char *bytes = read_bytes(good, &n);
     char *cut = scratch_path("cut.h5");
     write_bytes(cut, bytes, n / 2);
     free(bytes);
@@ -256,7 +238,7 @@ Test(h5io, failed_write_keeps_previous_file) {
     char *p = scratch_path("keep.h5");
     write_sample(p);
     size_t n0;
-    char *before = read_all(p, &n0);
+    char *before = read_bytes(p, &n0);
 
     // A writer that fails half-way (duplicate dataset) and is aborted.
     H5File f;
@@ -270,7 +252,7 @@ Test(h5io, failed_write_keeps_previous_file) {
     cr_assert_eq(access(scratch_path("keep.h5.tmp"), F_OK), -1, "tmp file left behind");
 
     size_t n1;
-    char *after = read_all(p, &n1);
+    char *after = read_bytes(p, &n1);
     cr_assert_eq(n0, n1);
     cr_assert_arr_eq(before, after, n0);
     free(before);

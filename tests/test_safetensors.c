@@ -9,6 +9,7 @@
 
 #include "train/safetensors.h"
 #include "scratch_dir.h"
+#include "test_helpers.h"
 
 TestSuite(safetensors, .init = scratch_make, .fini = scratch_remove);
 
@@ -131,36 +132,44 @@ Test(safetensors, missing_tensor_wrong_shape_unsupported_dtype) {
     st_close(&f);
 }
 
+// Hand-made headers that st_open must reject, with a piece of the message each.
+static const struct {
+    const char *file, *header;
+    size_t data_len;
+    const char *want;
+} BAD_HEADERS[] = {
+    {"nohead", "", 0, "malformed JSON header (0 bytes)"},  // only the length
+    {"badjson", "{\"x\": {\"dtype\": \"F32\", ", 0, "malformed JSON header"},
+    {"notobj", "[1, 2]", 0, "the JSON header is not an object"},
+    {"noshape", "{\"x\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, "tensor 'x': header entry needs"},
+    {"baddt", "{\"x\":{\"dtype\":\"Q4\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "tensor 'x': unknown dtype 'Q4'"},
+    {"negdim", "{\"x\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4,
+     "tensor 'x': shape entry 0 is not a valid dimension"},
+    {"badoffs", "{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4,
+     "tensor 'x': data_offsets must be [begin, end]"},
+    {"inconsistent", "{\"x\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,20]}}", 24,
+     "tensor 'x': data_offsets [0, 20] hold 20 bytes, but shape [2, 3] of F32 needs 24"},
+    {"pastend", "{\"x\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,12]}}", 10,
+     "tensor 'x': data_offsets [0, 12] go past the end of the data (10 bytes): truncated file?"},
+    {"dup",
+     "{\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+     "\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}",
+     1, "tensor 'x' appears twice"},
+    {"badmeta", "{\"__metadata__\":{\"a\":1}}", 0, "__metadata__ 'a' is not a string"},
+};
+
 Test(safetensors, bad_files) {
     StFile f;
     Err err;
     cr_assert_eq(st_open(&f, scratch_path("absent.safetensors"), &err), -1);
     cr_assert(strstr(err.msg, "cannot open: No such file"), "%s", err.msg);
-    expect_open_error(hand_file("nohead", "", 0), "malformed JSON header (0 bytes)");  // only the length
     char *tiny = scratch_path("tiny");
-    FILE *fp = fopen(tiny, "wb");
-    fputs("abc", fp);
-    fclose(fp);
+    write_bytes(tiny, "abc", 3);
     expect_open_error(tiny, "3 bytes, too short");
     expect_open_error(raw_file("biglen", 1000, "{}", 0), "header length 1000 is larger than the file (10 bytes)");
-    expect_open_error(hand_file("badjson", "{\"x\": {\"dtype\": \"F32\", ", 0), "malformed JSON header");
-    expect_open_error(hand_file("notobj", "[1, 2]", 0), "the JSON header is not an object");
-    expect_open_error(hand_file("noshape", "{\"x\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4),
-                      "tensor 'x': header entry needs");
-    expect_open_error(hand_file("baddt", "{\"x\":{\"dtype\":\"Q4\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4),
-                      "tensor 'x': unknown dtype 'Q4'");
-    expect_open_error(hand_file("negdim", "{\"x\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4),
-                      "tensor 'x': shape entry 0 is not a valid dimension");
-    expect_open_error(hand_file("badoffs", "{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,0]}}", 4),
-                      "tensor 'x': data_offsets must be [begin, end]");
-    expect_open_error(hand_file("inconsistent", "{\"x\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,20]}}", 24),
-                      "tensor 'x': data_offsets [0, 20] hold 20 bytes, but shape [2, 3] of F32 needs 24");
-    expect_open_error(hand_file("pastend", "{\"x\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,12]}}", 10),
-                      "tensor 'x': data_offsets [0, 12] go past the end of the data (10 bytes): truncated file?");
-    expect_open_error(hand_file("dup", "{\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
-                                       "\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1),
-                      "tensor 'x' appears twice");
-    expect_open_error(hand_file("badmeta", "{\"__metadata__\":{\"a\":1}}", 0), "__metadata__ 'a' is not a string");
+    for (size_t i = 0; i < ARRAY_LEN(BAD_HEADERS); i++)
+        expect_open_error(hand_file(BAD_HEADERS[i].file, BAD_HEADERS[i].header, BAD_HEADERS[i].data_len),
+                          BAD_HEADERS[i].want);
 }
 
 Test(safetensors, truncated_written_file) {

@@ -37,23 +37,7 @@ static float *random_floats(int64_t n, Rng *rng) {
 
 static float bf16_round(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 
-Test(vnm_format, parse) {
-    VnmPattern p;
-    Err err;
-    cr_assert_eq(vnm_pattern_parse("64:2:5", &p, &err), 0);
-    cr_assert(p.V == 64 && p.N == 2 && p.M == 5);
-    cr_assert_eq(vnm_pattern_parse("2:4", &p, &err), 0);
-    cr_assert(p.V == VNM_DEFAULT_V_FOR_24 && p.N == 2 && p.M == 4);
-    const char *bad[] = {"64:2:3", "0:2:5", "a:b:c", "64:3:8", "64:2:8x", "", "64"};
-    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
-        err.msg[0] = 0;
-        cr_assert_eq(vnm_pattern_parse(bad[i], &p, &err), -1, "accepted '%s'", bad[i]);
-        cr_assert(strlen(err.msg) > 0);
-    }
-    cr_assert_eq(vnm_pattern_fits((VnmPattern){64, 2, 8}, 128, 64, "l", &err), 0);
-    cr_assert_eq(vnm_pattern_fits((VnmPattern){64, 2, 5}, 128, 64, "blocks.0.fc1", &err), -1);
-    cr_assert(strstr(err.msg, "blocks.0.fc1"));
-}
+// Pattern parsing and vnm_pattern_fits are tested with the masks, in test_vnm_mask.c.
 
 Test(vnm_format, round_trip_and_meta) {
     VnmPattern pats[] = {{16, 2, 4}, {32, 2, 5}, {64, 2, 8}, {16, 2, 16}, {8, 2, 7}};

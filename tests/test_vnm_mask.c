@@ -22,7 +22,7 @@ Test(vnm_pattern, parses_valid) {
 
 Test(vnm_pattern, rejects_bad_strings_naming_them) {
     const char *bad[] = {"64:2:3", "0:2:5", "a:b:c", "64:3:8", "2:5", "", "64:2:", ":2:5",
-                         "64:2:5:1", "-64:2:5", "64:2:5x", "64:2:17", " 64:2:5"};
+                         "64:2:5:1", "-64:2:5", "64:2:5x", "64:2:8x", "64:2:17", " 64:2:5", "64"};
     for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
         VnmPattern p;
         Err err = {{0}};
@@ -37,6 +37,7 @@ Test(vnm_pattern, fits_names_layer) {
     VnmPattern p = {64, 2, 5};
     Err err = {{0}};
     cr_assert_eq(vnm_pattern_fits(p, 128, 20, "blocks.0.fc1", &err), 0);
+    cr_assert_eq(vnm_pattern_fits((VnmPattern){64, 2, 8}, 128, 64, "l", &err), 0);
     cr_assert_eq(vnm_pattern_fits(p, 100, 20, "blocks.0.fc1", &err), -1);
     cr_assert(strstr(err.msg, "blocks.0.fc1"), "%s", err.msg);
     cr_assert_eq(vnm_pattern_fits(p, 128, 21, "blocks.1.fc2", &err), -1);

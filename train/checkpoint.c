@@ -62,23 +62,41 @@ static int read_f32(H5File *f, const char *dset, const Tensor *like, float *data
     return rc;
 }
 
-// ---- save ----
+// ---- the parts that save and load share (save: file <- c, else c <- file) ----
 
-static int write_moments(H5File *f, const CkptContent *c, Err *err) {
+// The stored params, at /model/<name> and /lora/<layer>/{A,B}.
+static int params_io(H5File *f, const CkptContent *c, bool save, Err *err) {
+    char dset[DSET_LEN];
+    for (int i = 0; i < c->params->n; i++) {
+        const Param *p = &c->params->items[i];
+        if (!stored(c, p)) continue;
+        param_dset(p, dset, sizeof dset);
+        int rc = save ? h5_write_tensor(f, dset, p->value, err) : h5_read_tensor(f, dset, p->value, err);
+        if (rc < 0) return -1;
+    }
+    return 0;
+}
+
+// The AdamW moments of the trainable params, at /optim/m/<name> and /optim/v/<name>.
+static int moments_io(H5File *f, const CkptContent *c, bool save, Err *err) {
     int k = 0;
     for (int i = 0; i < c->params->n; i++) {
         const Param *p = &c->params->items[i];
         if (!p->trainable) continue;
-        char dm[DSET_LEN], dv[DSET_LEN];
-        snprintf(dm, sizeof dm, "/optim/m/%s", p->value->name);
-        snprintf(dv, sizeof dv, "/optim/v/%s", p->value->name);
-        if (write_f32(f, dm, p->value, c->m[k], c->optim_device, err) < 0 ||
-            write_f32(f, dv, p->value, c->v[k], c->optim_device, err) < 0)
-            return -1;
+        for (int which = 0; which < 2; which++) {
+            float *data = which == 0 ? c->m[k] : c->v[k];
+            char dset[DSET_LEN];
+            snprintf(dset, sizeof dset, "/optim/%c/%s", which == 0 ? 'm' : 'v', p->value->name);
+            int rc = save ? write_f32(f, dset, p->value, data, c->optim_device, err)
+                          : read_f32(f, dset, p->value, data, c->optim_device, err);
+            if (rc < 0) return -1;
+        }
         k++;
     }
     return 0;
 }
+
+// ---- save ----
 
 static int write_all(H5File *f, const CkptContent *c, Err *err) {
     if (h5_set_attr_str(f, "/", "format", CKPT_FORMAT, err) < 0 ||
@@ -86,20 +104,15 @@ static int write_all(H5File *f, const CkptContent *c, Err *err) {
         h5_set_attr_i64(f, "/", "frozen_skipped", c->skip_frozen, err) < 0 ||
         (c->config && h5_set_attr_str(f, "/", "config", c->config, err) < 0))
         return -1;
+    if (params_io(f, c, true, err) < 0) return -1;
     char dset[DSET_LEN];
-    for (int i = 0; i < c->params->n; i++) {
-        const Param *p = &c->params->items[i];
-        if (!stored(c, p)) continue;
-        param_dset(p, dset, sizeof dset);
-        if (h5_write_tensor(f, dset, p->value, err) < 0) return -1;
-    }
     for (int i = 0; i < c->n_masks; i++) {
         if (c->masks[i].mask->dtype != DT_U8 && c->masks[i].mask->dtype != DT_I32)
             fatal("checkpoint: mask '%s' is neither u8 nor i32", c->masks[i].layer);
         snprintf(dset, sizeof dset, "/mask/%s", c->masks[i].layer);
         if (h5_write_tensor(f, dset, c->masks[i].mask, err) < 0) return -1;
     }
-    if (c->m && c->v && write_moments(f, c, err) < 0) return -1;
+    if (c->m && c->v && moments_io(f, c, true, err) < 0) return -1;
     for (int i = 0; i < c->n_state; i++) {
         if (strchr(c->state[i].name, '/')) fatal("checkpoint: state name '%s' contains '/'", c->state[i].name);
         snprintf(dset, sizeof dset, "/state/%s", c->state[i].name);
@@ -174,18 +187,7 @@ static void expected_free(Expected *e) {
 }
 
 static int read_moments(H5File *f, CkptContent *c, const Expected *e, Err *err) {
-    int k = 0;
-    for (int i = 0; i < c->params->n; i++) {
-        const Param *p = &c->params->items[i];
-        if (!p->trainable) continue;
-        char dm[DSET_LEN], dv[DSET_LEN];
-        snprintf(dm, sizeof dm, "/optim/m/%s", p->value->name);
-        snprintf(dv, sizeof dv, "/optim/v/%s", p->value->name);
-        if (read_f32(f, dm, p->value, c->m[k], c->optim_device, err) < 0 ||
-            read_f32(f, dv, p->value, c->v[k], c->optim_device, err) < 0)
-            return -1;
-        k++;
-    }
+    if (moments_io(f, c, false, err) < 0) return -1;
     if (check_no_extra(f, "/optim/m", e->trainable, e->n_trainable, "a trainable param", err) < 0 ||
         check_no_extra(f, "/optim/v", e->trainable, e->n_trainable, "a trainable param", err) < 0)
         return -1;
@@ -230,13 +232,7 @@ static int read_all(H5File *f, CkptContent *c, Err *err) {
     if (check_format(f, c, err) < 0) return -1;
     Err ignored;
     c->config_loaded = h5_get_attr_str(f, "/", "config", &ignored);  // optional
-    char dset[DSET_LEN];
-    for (int i = 0; i < c->params->n; i++) {
-        const Param *p = &c->params->items[i];
-        if (!stored(c, p)) continue;
-        param_dset(p, dset, sizeof dset);
-        if (h5_read_tensor(f, dset, p->value, err) < 0) return -1;
-    }
+    if (params_io(f, c, false, err) < 0) return -1;
     Expected e;
     expected_names(c, &e);
     int rc = check_no_extra(f, "/model", e.base, e.n_base, "a base param", err);
@@ -244,6 +240,7 @@ static int read_all(H5File *f, CkptContent *c, Err *err) {
     if (rc == 0 && c->m && c->v && h5_exists(f, "/optim")) rc = read_moments(f, c, &e, err);
     expected_free(&e);
     if (rc == 0 && c->n_masks > 0 && h5_exists(f, "/mask")) rc = read_masks(f, c, err);
+    char dset[DSET_LEN];
     for (int i = 0; i < c->n_state && rc == 0; i++) {
         snprintf(dset, sizeof dset, "/state/%s", c->state[i].name);
         rc = h5_read_u64(f, dset, 1, &c->state[i].value, err);

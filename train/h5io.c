@@ -60,14 +60,6 @@ static const char *h5_detail(char buf[256]) {
     return buf;
 }
 
-static const char *shape_str(int ndim, const int64_t *shape, char *buf, size_t n) {
-    size_t off = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && off < n; i++)
-        off += (size_t)snprintf(buf + off, n - off, i ? ", %lld" : "%lld", (long long)shape[i]);
-    if (off < n) snprintf(buf + off, n - off, "]");
-    return buf;
-}
-
 static const char *fname(const H5File *f) { return f->writing ? f->tmp_path : f->path; }
 
 // ---- files ----
@@ -267,7 +259,7 @@ static int read_dataset(H5File *f, const char *dset, StoredType want, int ndim, 
         rc = err_set(err, "%s: dataset '%s': stored as %s, expected %s", fname(f), dset, have_t, st_names[want]);
     } else if (have_ndim != ndim || memcmp(have, shape, (size_t)ndim * sizeof *shape) != 0) {
         rc = err_set(err, "%s: dataset '%s': expected shape %s, file has %s", fname(f), dset,
-                     shape_str(ndim, shape, a, sizeof a), shape_str(have_ndim, have, b, sizeof b));
+                     dims_str(ndim, shape, a, sizeof a), dims_str(have_ndim, have, b, sizeof b));
     } else if (H5Dread(ds, st_native(st), H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
         rc = err_set(err, "%s: dataset '%s': read failed (truncated or corrupt file?): %s", fname(f), dset,
                      h5_detail(d));

@@ -42,14 +42,6 @@ size_t st_dtype_size(StDType dt) {
     return 0;
 }
 
-static const char *dims_str(int ndim, const int64_t *shape, char *buf, size_t n) {
-    size_t off = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && off < n; i++)
-        off += (size_t)snprintf(buf + off, n - off, i ? ", %lld" : "%lld", (long long)shape[i]);
-    if (off < n) snprintf(buf + off, n - off, "]");
-    return buf;
-}
-
 // ---- reading the header ----
 
 // A JSON number that is a whole value in [0, 2^53).

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #define VNM_EXPORT_MAX_M 64  // what vnm_compress and the kernels accept
+#define DSET_LEN 600         // "/vnm/<layer>/<array>"
 
 static const char *file_name(const H5File *f) { return f->writing ? f->tmp_path : f->path; }
 
@@ -59,21 +60,21 @@ static int check_name(const char *name, const char *what, Err *err) {
     return 0;
 }
 
+// "<group>/<leaf>" into d (DSET_LEN bytes); returns d, so it can stand as an argument.
+static const char *child(char d[DSET_LEN], const char *group, const char *leaf) {
+    snprintf(d, DSET_LEN, "%s/%s", group, leaf);
+    return d;
+}
+
 static int write_layer(H5File *f, const char *name, const VnmMatrix *m, Err *err) {
-    char g[512], d[600];
+    char g[512], d[DSET_LEN];
     snprintf(g, sizeof g, "/vnm/%s", name);
     int64_t vshape[2] = {m->out, 2 * m->C}, cshape[3] = {m->R, m->C, 4};
     CHECK(m->meta_words == meta_words_for(m->out, m->C), "export '%s': meta not packed", name);
-    snprintf(d, sizeof d, "%s/values", g);
-    if (h5_write(f, d, DT_BF16, 2, vshape, m->values, err)) return -1;
-    snprintf(d, sizeof d, "%s/columns", g);
-    if (h5_write_u16(f, d, 3, cshape, m->columns, err)) return -1;
-    snprintf(d, sizeof d, "%s/meta", g);
-    if (write_u32(f, d, m->meta_words, m->meta, err)) return -1;
-    if (m->row_perm) {
-        snprintf(d, sizeof d, "%s/row_perm", g);
-        if (h5_write(f, d, DT_I32, 1, &m->out, m->row_perm, err)) return -1;
-    }
+    if (h5_write(f, child(d, g, "values"), DT_BF16, 2, vshape, m->values, err)) return -1;
+    if (h5_write_u16(f, child(d, g, "columns"), 3, cshape, m->columns, err)) return -1;
+    if (write_u32(f, child(d, g, "meta"), m->meta_words, m->meta, err)) return -1;
+    if (m->row_perm && h5_write(f, child(d, g, "row_perm"), DT_I32, 1, &m->out, m->row_perm, err)) return -1;
     const char *keys[] = {"V", "N", "M", "out", "in"};
     int64_t vals[] = {m->p.V, m->p.N, m->p.M, m->out, m->in};
     for (int k = 0; k < 5; k++)
@@ -206,20 +207,16 @@ static int check_row_perm(const H5File *f, const char *name, const VnmMatrix *m,
 }
 
 static int read_layer_data(H5File *f, const char *g, const char *name, VnmMatrix *m, Err *err) {
-    char d[600];
+    char d[DSET_LEN];
     int64_t vshape[2] = {m->out, 2 * m->C}, cshape[3] = {m->R, m->C, 4};
     m->values = xmalloc((size_t)(vshape[0] * vshape[1]) * sizeof(uint16_t));
     m->columns = xmalloc((size_t)(m->R * m->C * 4) * sizeof(uint16_t));
     m->meta_words = meta_words_for(m->out, m->C);
     m->meta = xmalloc((size_t)m->meta_words * sizeof(uint32_t));
-    snprintf(d, sizeof d, "%s/values", g);
-    if (h5_read(f, d, DT_BF16, 2, vshape, m->values, err)) return -1;
-    snprintf(d, sizeof d, "%s/columns", g);
-    if (h5_read_u16(f, d, 3, cshape, m->columns, err)) return -1;
-    snprintf(d, sizeof d, "%s/meta", g);
-    if (read_u32(f, d, m->meta_words, m->meta, err)) return -1;
-    snprintf(d, sizeof d, "%s/row_perm", g);
-    if (h5_exists(f, d)) {
+    if (h5_read(f, child(d, g, "values"), DT_BF16, 2, vshape, m->values, err)) return -1;
+    if (h5_read_u16(f, child(d, g, "columns"), 3, cshape, m->columns, err)) return -1;
+    if (read_u32(f, child(d, g, "meta"), m->meta_words, m->meta, err)) return -1;
+    if (h5_exists(f, child(d, g, "row_perm"))) {
         m->row_perm = xmalloc((size_t)m->out * sizeof(int32_t));
         if (h5_read(f, d, DT_I32, 1, &m->out, m->row_perm, err)) return -1;
         if (check_row_perm(f, name, m, err)) return -1;

@@ -138,18 +138,21 @@ static float bound_after_change(Search *s, int64_t r, int64_t c, int x) {
     return best;
 }
 
-// Swaps channel positions ka and kb (in different column blocks) in T and perm_in.
-static void swap_columns_T(Search *s, int64_t ka, int64_t kb) {
-    float *pa = s->buf + ka * s->out, *pb = s->buf + kb * s->out;
-    for (int64_t i = 0; i < s->out; i++) {
-        float t = pa[i];
-        pa[i] = pb[i];
-        pb[i] = t;
+// Swaps the n-float slices i and j of buf, and entries i and j of perm.
+static void swap_slices(float *buf, int64_t n, int32_t *perm, int64_t i, int64_t j) {
+    float *a = buf + i * n, *b = buf + j * n;
+    for (int64_t k = 0; k < n; k++) {
+        float t = a[k];
+        a[k] = b[k];
+        b[k] = t;
     }
-    int32_t t = s->perm_in[ka];
-    s->perm_in[ka] = s->perm_in[kb];
-    s->perm_in[kb] = t;
+    int32_t t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
 }
+
+// Swaps channel positions ka and kb (in different column blocks) in T and perm_in.
+static void swap_columns_T(Search *s, int64_t ka, int64_t kb) { swap_slices(s->buf, s->out, s->perm_in, ka, kb); }
 
 // Tries swapping positions ka and kb; keeps the swap when it provably gains. Returns the gain.
 static double try_column_swap(Search *s, int64_t ka, int64_t kb) {
@@ -282,17 +285,7 @@ static double row_ideal(const Search *s, const float *x) {
     return sum;
 }
 
-static void swap_rows(Search *s, int64_t i, int64_t j) {
-    float *a = s->buf + i * s->in, *b = s->buf + j * s->in;
-    for (int64_t k = 0; k < s->in; k++) {
-        float t = a[k];
-        a[k] = b[k];
-        b[k] = t;
-    }
-    int32_t t = s->perm_out[i];
-    s->perm_out[i] = s->perm_out[j];
-    s->perm_out[j] = t;
-}
+static void swap_rows(Search *s, int64_t i, int64_t j) { swap_slices(s->buf, s->in, s->perm_out, i, j); }
 
 static int64_t row_phase(Search *s) {
     build_rows(s);
