@@ -47,8 +47,14 @@ static inline float rng_normal(Rng *r) {
     return sqrtf(-2.0f * logf(u1)) * cosf(6.28318530718f * u2);
 }
 
-// Stateless uniform [0,1) from (seed, stream, index). Same function on CPU and GPU.
-static inline float hash_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
+#ifdef __CUDACC__
+#define RNG_HOST_DEVICE __host__ __device__
+#else
+#define RNG_HOST_DEVICE
+#endif
+
+// Stateless uniform [0,1) from (seed, stream, index). The same function on the CPU and the GPU.
+static inline RNG_HOST_DEVICE float hash_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
     uint64_t x = seed ^ (stream * 0xd1342543de82ef95ull) ^ (index * 0x9e3779b97f4a7c15ull);
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;

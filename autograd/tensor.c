@@ -143,13 +143,7 @@ bool tensor_same_shape(const Tensor *a, const Tensor *b) {
     return true;
 }
 
-const char *tensor_shape_str(const Tensor *t, char *buf, size_t n) {
-    size_t off = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < t->ndim && off < n; i++)
-        off += (size_t)snprintf(buf + off, n - off, i ? ", %lld" : "%lld", (long long)t->shape[i]);
-    if (off < n) snprintf(buf + off, n - off, "]");
-    return buf;
-}
+const char *tensor_shape_str(const Tensor *t, char *buf, size_t n) { return dims_str(t->ndim, t->shape, buf, n); }
 
 void tensor_set_f32(Tensor *t, const float *src, int64_t n) {
     if (n != t->numel) fatal("tensor_set_f32('%s'): %lld values for %lld elements", t->name, (long long)n, (long long)t->numel);

@@ -18,6 +18,7 @@
 #endif
 extern "C" {
 #include "autograd/ops.h"
+#include "autograd/rng.h"
 #include "autograd/tape.h"
 #include "autograd/tensor.h"
 #include "autograd/util.h"
@@ -170,13 +171,9 @@ template <bool VEC> __device__ __forceinline__ void acc8(bf16 *g, const float v[
     store8<VEC>(g, t);
 }
 
-// The dropout hash of autograd/rng.h (hash_uniform), on the device: same bits as the CPU.
+// The dropout hash of autograd/rng.h (hash_uniform, compiled for host and device): same bits as the CPU.
 __device__ __forceinline__ float hash_uniform_dev(uint64_t seed, uint64_t stream, uint64_t index) {
-    uint64_t x = seed ^ (stream * 0xd1342543de82ef95ull) ^ (index * 0x9e3779b97f4a7c15ull);
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return (float)(x >> 40) * (1.0f / 16777216.0f);
+    return hash_uniform(seed, stream, index);
 }
 
 // Runs `body` with G = the C++ type of gradient dtype `dt` (f32 or bf16).

@@ -348,34 +348,30 @@ void cuda_linear_bwd(TapeNode *n) {
 
 // ---- patch embedding: im2col + GEMM ----
 // cols (B·N, C·p·p) with column order (c, ky, kx), the order of w (D, C, p, p) flattened.
+// Image offset of element i of cols.
+__device__ __forceinline__ int64_t im2col_pixel(int64_t i, int C, int H, int W, int p) {
+    int gw = W / p, np = (H / p) * gw, cpp = C * p * p;
+    int col = (int)(i % cpp);
+    int64_t row = i / cpp;
+    int patch = (int)(row % np);
+    int64_t b = row / np;
+    int c = col / (p * p), ky = (col / p) % p, kx = col % p;
+    int yy = (patch / gw) * p + ky, xx = (patch % gw) * p + kx;
+    return ((b * C + c) * H + yy) * W + xx;
+}
+
 template <typename IT>
 __global__ void im2col_kernel(const IT *img, bf16 *cols, int64_t B, int C, int H, int W, int p) {
-    int gw = W / p, np = (H / p) * gw, cpp = C * p * p;
-    int64_t total = B * np * (int64_t)cpp;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
-        int col = (int)(i % cpp);
-        int64_t row = i / cpp;
-        int patch = (int)(row % np);
-        int64_t b = row / np;
-        int c = col / (p * p), ky = (col / p) % p, kx = col % p;
-        int yy = (patch / gw) * p + ky, xx = (patch % gw) * p + kx;
-        cols[i] = __float2bfloat16(to_f(img[((b * C + c) * H + yy) * W + xx]));
-    }
+    int64_t total = B * (int64_t)(H / p) * (W / p) * C * p * p;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
+        cols[i] = __float2bfloat16(to_f(img[im2col_pixel(i, C, H, W, p)]));
 }
 
 template <typename G>
 __global__ void col2im_acc_kernel(G *gimg, const float *cols, int64_t B, int C, int H, int W, int p, bool add) {
-    int gw = W / p, np = (H / p) * gw, cpp = C * p * p;
-    int64_t total = B * np * (int64_t)cpp;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
-        int col = (int)(i % cpp);
-        int64_t row = i / cpp;
-        int patch = (int)(row % np);
-        int64_t b = row / np;
-        int c = col / (p * p), ky = (col / p) % p, kx = col % p;
-        int yy = (patch / gw) * p + ky, xx = (patch % gw) * p + kx;
-        acc(gimg, ((b * C + c) * H + yy) * W + xx, cols[i], add);
-    }
+    int64_t total = B * (int64_t)(H / p) * (W / p) * C * p * p;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
+        acc(gimg, im2col_pixel(i, C, H, W, p), cols[i], add);
 }
 
 struct PatchDims {
