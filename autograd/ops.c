@@ -106,6 +106,11 @@ Tensor *op_linear(Tape *t, Tensor *x, Tensor *w, Tensor *b, const LoraRef *lora,
         n.in[5] = mask;
         n.f[0] = lora->scale;
         n.f[1] = lora->dropout;
+        if (mask && mask->dtype == DT_U8 && lora->vnm_V > 0 && lora->vnm_M > 0 && out % lora->vnm_V == 0 &&
+            in % lora->vnm_M == 0) {
+            n.i[2] = lora->vnm_V;
+            n.i[3] = lora->vnm_M;
+        }
     }
     n.i[0] = (int64_t)t->seed;
     n.i[1] = (int64_t)t->counter;

@@ -18,11 +18,13 @@ typedef struct LoraRef {
     Tensor *mask;
     float scale;    // alpha / r
     float dropout;  // probability of zeroing an element of x on the LoRA branch (training only)
+    int vnm_V, vnm_M;  // the mask's V:N:M block shape when it has one (0: unknown). The CPU backward
+                       // then computes G = dyᵀx only at the kept columns of each row block (SDDMM)
 } LoraRef;
 
 // x (..., in), w (out, in), b (out) or NULL, lora NULL or as above -> (..., out).
 // in[0]=x in[1]=w in[2]=b in[3]=A in[4]=B in[5]=mask; f[0]=scale f[1]=dropout;
-// i[0]=dropout seed i[1]=dropout stream (nin = 6, absent inputs NULL). Gradients: x, w (if
+// i[0]=dropout seed i[1]=dropout stream i[2]=vnm_V i[3]=vnm_M (masked mode; 0 = unstructured) (nin = 6, absent inputs NULL). Gradients: x, w (if
 // w->requires_grad), b, A, B. Dropout: element e of x (flattened) is kept when
 // hash_uniform(i[0], i[1], e) >= dropout, kept values scaled by 1/(1-dropout).
 // CPU saved: dense LoRA saved[0] = h = drop(x) Aᵀ (rows, r); masked mode saves nothing (W' is

@@ -17,8 +17,8 @@ static void collect_act_sq(const Linear *l, const Tensor *x) {
 Tensor *linear_forward(Tape *t, Linear *l, Tensor *x) {
     if (l->act_sq) collect_act_sq(l, x);
     if (l->vnm && vnm_layer_use_sparse(l->vnm, x->numel / l->in)) return op_vnm_linear(t, x, l->vnm, l->b, l->name);
-    LoraRef lora = {.A = l->lora_A, .B = l->lora_B, .mask = l->mask, .scale = l->lora_scale,
-                    .dropout = l->lora_dropout};
+    LoraRef lora = {.A = l->lora_A, .B = l->lora_B, .mask = l->masked ? l->mask : NULL, .scale = l->lora_scale,
+                    .dropout = l->lora_dropout, .vnm_V = l->mask_V, .vnm_M = l->mask_M};
     // Without LoRA a mask is already applied to w itself (prune_apply), so the plain GEMM runs.
     return op_linear(t, x, l->w, l->b, l->lora_A ? &lora : NULL, l->name);
 }

@@ -15,6 +15,9 @@ typedef struct Linear {
     float lora_scale;     // alpha / r
     float lora_dropout;
     Tensor *mask;         // (out, in) DT_U8 0/1, or NULL (dense). Without LoRA, w is kept masked.
+    bool masked;          // the mask applies (stages 2-3); stage 1 runs the plain dense-LoRA op
+    int mask_V, mask_M;   // the mask's V:N:M blocks in this layer's own row/column order (0 = not
+                          // known, e.g. permuted): the CPU backward then uses the V:N:M SDDMM
     double *act_sq;       // when set (calibration), forward adds Σ x_j² over tokens per input channel
     struct VnmLayer *vnm; // when set (a loaded V:N:M export, inference only), forward runs the SpMM of
                           // the compressed weight instead of w (owned; freed by linear_free_sparse)

@@ -8,6 +8,7 @@
 
 #include "data/convert.h"
 #include "train/bench_infer.h"
+#include "train/bench_sddmm.h"
 #include "train/bench_train.h"
 #ifdef VNMTUNE_HAVE_CUDA
 int bench_spmm_main(int argc, char **argv);  // kernels/bench_spmm.cu
@@ -24,13 +25,15 @@ static int cmd_select_vm(int argc, char **argv) { return select_vm_main(argc + 1
 static int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && !strcmp(argv[0], "train")) return bench_train_main(argc, argv);
     if (argc >= 1 && !strcmp(argv[0], "infer")) return bench_infer_main(argc, argv);
+    if (argc >= 1 && !strcmp(argv[0], "sddmm")) return bench_sddmm_main(argc, argv);
 #ifdef VNMTUNE_HAVE_CUDA
     if (argc >= 1 && !strcmp(argv[0], "spmm")) return bench_spmm_main(argc, argv);
 #endif
-    fprintf(stderr, "usage: vnmtune bench train|spmm|infer [options]   (vnmtune bench <what> --help)\n"
+    fprintf(stderr, "usage: vnmtune bench train|spmm|infer|sddmm [options]   (vnmtune bench <what> --help)\n"
                     "  train  DeiT LoRA training img/s vs PyTorch + PEFT (eager, torch.compile)\n"
                     "  spmm   V:N:M SpMM vs cuBLASLt dense and cuSPARSELt 2:4; writes the select-vm table\n"
-                    "  infer  DeiT forward img/s, dense vs V:N:M sparse layers\n");
+                    "  infer  DeiT forward img/s, dense vs V:N:M sparse layers\n"
+                    "  sddmm  (CPU) masked-LoRA weight gradient: dense dyᵀx vs the V:N:M SDDMM\n");
     return 2;
 }
 
