@@ -231,7 +231,9 @@ static int run_variant(const Config *job, Variant *v, Err *err) {
         v->flip_rate = tr.sched.last_flip_rate;
         v->permute_gain = tr.sched.n_layers ? tr.sched.permute_gain / tr.sched.n_layers : 0;
         // the exported file, loaded into a fresh copy of the model, must score the same
-        rc = model_load_export(&tr.model, c.export.path, true, err);  // through the V:N:M SpMM
+        // GPU: through the sparse tensor-core SpMM; CPU: the decompressed export (the CPU SpMM is the
+        // slow reference, which `vnmtune eval --model=` and the tests run)
+        rc = model_load_export(&tr.model, c.export.path, tr.dev == DEV_CUDA, err);
         if (rc == 0) v->export_accuracy = trainer_evaluate(&tr, NULL);
     }
     trainer_free(&tr);
