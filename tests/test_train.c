@@ -9,17 +9,17 @@
 
 #include "autograd/rng.h"
 #include "data/imageset.h"
+#include "scratch_dir.h"
 #include "train/checkpoint.h"
 #include "train/pipeline.h"
 #include "train/trainer.h"
 #include "train/vnm_export.h"
 #include "train/vnm_linear.h"
 
-static char dir[64];
 
+// The synthetic image set (and the run outputs) live in the test's scratch directory.
 static void make_dataset(void) {
-    snprintf(dir, sizeof dir, "/tmp/vnm_train_XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    scratch_make();
     Rng r;
     rng_seed(&r, 5);
     const char *splits[] = {"train", "test"};
@@ -34,10 +34,12 @@ static void make_dataset(void) {
         }
         char path[128];
         Err err;
-        cr_assert_eq(imageset_write_h5(imageset_split_path(path, sizeof path, dir, splits[s]), &set, &err), 0, "%s", err.msg);
+        cr_assert_eq(imageset_write_h5(imageset_split_path(path, sizeof path, scratch, splits[s]), &set, &err), 0, "%s", err.msg);
         imageset_free(&set);
     }
 }
+
+TestSuite(train, .init = make_dataset, .fini = scratch_remove);
 
 static Config tiny_job(const char *mode) {
     Config c;
@@ -46,11 +48,11 @@ static Config tiny_job(const char *mode) {
     m->img_size = 8, m->patch_size = 4, m->in_chans = 1, m->num_classes = 4;
     m->embed_dim = 16, m->depth = 1, m->num_heads = 2, m->mlp_ratio = 2;
     snprintf(c.data.dataset, sizeof c.data.dataset, "hdf5");
-    snprintf(c.data.path, sizeof c.data.path, "%s", dir);
+    snprintf(c.data.path, sizeof c.data.path, "%s", scratch);
     c.data.mean = 0.3f, c.data.std = 0.3f, c.data.augment = false;
     c.train.batch_size = 16, c.train.steps = 12, c.eval.batch_size = 32;
     c.optim.lr = 3e-3f, c.optim.warmup = 2;
-    snprintf(c.train.out_dir, sizeof c.train.out_dir, "%s/run", dir);
+    snprintf(c.train.out_dir, sizeof c.train.out_dir, "%.200s/run", scratch);
     if (mode) {
         c.lora.enabled = true, c.lora.rank = 2, c.lora.dropout = 0.1f;
         c.sparsity.enabled = true;
@@ -76,7 +78,7 @@ static void check_resume(Config c, int cut) {
     cr_assert_eq(trainer_setup(&tr, &c, &err), 0, "%s", err.msg);
     run_steps(&tr, cut, part);
     char ckpt[128];
-    snprintf(ckpt, sizeof ckpt, "%s/cut.h5", dir);
+    snprintf(ckpt, sizeof ckpt, "%s", scratch_path("cut.h5"));
     cr_assert_eq(trainer_save(&tr, ckpt, &err), 0, "%s", err.msg);
     trainer_free(&tr);
 
@@ -88,16 +90,16 @@ static void check_resume(Config c, int cut) {
     trainer_free(&tr);
 }
 
-Test(train, resume_is_exact, .init = make_dataset) { check_resume(tiny_job(NULL), 5); }
-Test(train, resume_inside_mask_search_is_exact, .init = make_dataset) { check_resume(tiny_job("three_stage"), 5); }
-Test(train, resume_inside_fixed_mask_stage_is_exact, .init = make_dataset) { check_resume(tiny_job("three_stage"), 9); }
-Test(train, resume_with_permutation_is_exact, .init = make_dataset) {
+Test(train, resume_is_exact) { check_resume(tiny_job(NULL), 5); }
+Test(train, resume_inside_mask_search_is_exact) { check_resume(tiny_job("three_stage"), 5); }
+Test(train, resume_inside_fixed_mask_stage_is_exact) { check_resume(tiny_job("three_stage"), 9); }
+Test(train, resume_with_permutation_is_exact) {
     Config c = tiny_job("three_stage");
     c.sparsity.permute = true;
     check_resume(c, 6);
 }
 
-Test(train, three_stage_masks_have_vnm_structure, .init = make_dataset) {
+Test(train, three_stage_masks_have_vnm_structure) {
     Config c = tiny_job("three_stage");
     Trainer tr;
     Err err = {0};
@@ -115,7 +117,7 @@ Test(train, three_stage_masks_have_vnm_structure, .init = make_dataset) {
     trainer_free(&tr);
 }
 
-Test(train, loss_goes_down, .init = make_dataset) {
+Test(train, loss_goes_down) {
     Config c = tiny_job(NULL);
     c.train.steps = 100;
     c.optim.lr = 1e-2f;
@@ -132,7 +134,7 @@ Test(train, loss_goes_down, .init = make_dataset) {
 // Export after three-stage training (with permutation): the file reloaded into the model (sparse
 // layers computed by the V:N:M SpMM of the compressed weights) gives the logits of the merged,
 // masked model up to bf16 rounding of the kept values, and the same accuracy.
-Test(train, export_round_trip_matches_masked_model, .init = make_dataset) {
+Test(train, export_round_trip_matches_masked_model) {
     Config c = tiny_job("three_stage");
     c.sparsity.permute = true;
     Trainer tr;
@@ -140,7 +142,7 @@ Test(train, export_round_trip_matches_masked_model, .init = make_dataset) {
     cr_assert_eq(trainer_setup(&tr, &c, &err), 0, "%s", err.msg);
     for (int i = 0; i < 12; i++) trainer_step(&tr);
     char path[128];
-    snprintf(path, sizeof path, "%s/export.h5", dir);
+    snprintf(path, sizeof path, "%s", scratch_path("export.h5"));
     cr_assert_eq(export_trainer_model(&tr, path, &err), 0, "%s", err.msg);
     float acc_merged = trainer_evaluate(&tr, NULL);
     tr.tape.record = false;
@@ -159,7 +161,7 @@ Test(train, export_round_trip_matches_masked_model, .init = make_dataset) {
     // honest dispatch: a speed table saying fc1's sparse kernel is slower sends fc1 to the dense GEMM
     Linear *fc1 = &tr.model.blocks[0].fc1;
     char table[128], line[128];
-    snprintf(table, sizeof table, "%s/speed.txt", dir);
+    snprintf(table, sizeof table, "%s", scratch_path("speed.txt"));
     FILE *f = fopen(table, "w");
     snprintf(line, sizeof line, "%lld %lld 64 %d %d 0.40\n", (long long)fc1->out, (long long)fc1->in, fc1->vnm->m.p.V, fc1->vnm->m.p.M);
     fputs("# out in n V M speedup\n", f), fputs(line, f), fclose(f);
@@ -182,7 +184,7 @@ Test(train, export_round_trip_matches_masked_model, .init = make_dataset) {
 
 // Bad input: a checkpoint whose mask for a sparse layer has the wrong shape is refused with the
 // file, the dataset and both shapes named; nothing is half-loaded into a running job.
-Test(train, mask_of_wrong_shape_is_refused, .init = make_dataset) {
+Test(train, mask_of_wrong_shape_is_refused) {
     Config c = tiny_job("three_stage");
     Trainer tr;
     Err err = {0};
@@ -194,7 +196,7 @@ Test(train, mask_of_wrong_shape_is_refused, .init = make_dataset) {
     for (int i = 0; i < tr.sched.n_layers; i++) masks[i] = (CkptMask){tr.sched.layers[i]->name, i ? tr.sched.layers[i]->mask : bad};
     CkptContent cc = {.params = &tr.model.params, .masks = masks, .n_masks = tr.sched.n_layers};
     char path[128];
-    snprintf(path, sizeof path, "%s/badmask.h5", dir);
+    snprintf(path, sizeof path, "%s", scratch_path("badmask.h5"));
     cr_assert_eq(ckpt_save(path, &cc, &err), 0, "%s", err.msg);
     trainer_free(&tr);
     snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%s", path);
