@@ -102,7 +102,8 @@ static const Key KEYS[] = {
 
     BOOL(sparsity, enabled, "false", "prune the target layers to V:N:M"),
     STR(sparsity, pattern, "64:2:5", "\"V:N:M\" (e.g. 64:2:5) or \"N:M\" (2:4)"),
-    ENUM(sparsity, score, "magnitude|wanda|ria", "magnitude", "importance score for the mask"),
+    ENUM(sparsity, score, "magnitude|wanda|ria|sparsegpt", "magnitude",
+         "importance score for the mask (sparsegpt: one-shot pruning with weight reconstruction, mode one_shot without LoRA)"),
     FLT(sparsity, ria_alpha, 0, 10, "0.5", "ria: exponent of the activation norm"),
     BOOL(sparsity, permute, "false", "search an input-channel permutation per layer"),
     INT(sparsity, calib_batches, 0, 1000000, "4", "training batches for activation norms (wanda, ria)"),
@@ -616,8 +617,12 @@ int config_validate(const Config *c, Err *err) {
         INVALID("sparsity.pattern: '%s': N must be 2 and M at least 4 (2:4 inside 4 kept columns of M)", src,
                 c->sparsity.pattern);
     if (c->sparsity.n_targets == 0) INVALID("sparsity.targets: empty while sparsity.enabled", src);
-    if ((strcmp(c->sparsity.score, "wanda") == 0 || strcmp(c->sparsity.score, "ria") == 0) && c->sparsity.calib_batches == 0)
+    if ((strcmp(c->sparsity.score, "wanda") == 0 || strcmp(c->sparsity.score, "ria") == 0 ||
+         strcmp(c->sparsity.score, "sparsegpt") == 0) && c->sparsity.calib_batches == 0)
         INVALID("sparsity.calib_batches: must be > 0 for score %s", src, c->sparsity.score);
+    if (c->sparsity.enabled && strcmp(c->sparsity.score, "sparsegpt") == 0 &&
+        (strcmp(c->schedule.mode, "one_shot") != 0 || c->lora.enabled))
+        INVALID("sparsity.score: sparsegpt rewrites the weights: it needs schedule.mode one_shot and lora.enabled false%s", src, "");
     const ScheduleConfig *s = &c->schedule;
     bool lora_mode = strcmp(s->mode, "three_stage") == 0 || strcmp(s->mode, "fixed_mask_lora") == 0;
     if (lora_mode && !c->lora.enabled) INVALID("schedule.mode: %s needs lora.enabled: true", src, s->mode);

@@ -9,8 +9,12 @@
 static void collect_act_sq(const Linear *l, const Tensor *x) {
     float *p = x->device == DEV_CPU && x->dtype == DT_F32 ? tensor_f32(x) : xmalloc((size_t)x->numel * sizeof(float));
     if (p != x->data) tensor_get_f32(x, p, x->numel);  // GPU / bf16 activations: a host copy
-    for (int64_t r = 0; r < x->numel / l->in; r++)
+    int64_t rows = x->numel / l->in;
+    for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < l->in; j++) l->act_sq[j] += (double)p[r * l->in + j] * p[r * l->in + j];
+    for (int64_t r = 0; l->act_gram && r < rows; r++)
+        for (int64_t i = 0; i < l->in; i++)
+            for (int64_t j = 0; j < l->in; j++) l->act_gram[i * l->in + j] += (double)p[r * l->in + i] * p[r * l->in + j];
     if (p != x->data) free(p);
 }
 

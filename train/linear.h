@@ -19,6 +19,7 @@ typedef struct Linear {
     int mask_V, mask_M;   // the mask's V:N:M blocks in this layer's own row/column order (0 = not
                           // known, e.g. permuted): the CPU backward then uses the V:N:M SDDMM
     double *act_sq;       // when set (calibration), forward adds Σ x_j² over tokens per input channel
+    double *act_gram;     // when set (sparsegpt calibration), forward adds XᵀX (in, in)
     struct VnmLayer *vnm; // when set (a loaded V:N:M export, inference only), forward runs the SpMM of
                           // the compressed weight instead of w (owned; freed by linear_free_sparse)
 } Linear;

@@ -242,9 +242,9 @@ static int run_variant(const Config *job, Variant *v, Err *err) {
 }
 
 // Training-free baselines: one-shot pruning of the dense model (no LoRA) per score and pattern.
-static const char *BASELINE_SCORES[] = {"magnitude", "wanda", "ria"};
+static const char *BASELINE_SCORES[] = {"magnitude", "wanda", "ria", "sparsegpt"};
 static const char *BASELINE_PATTERNS[] = {"2:4", "64:2:5", "64:2:8"};
-#define N_BASE_SCORES 3
+#define N_BASE_SCORES 4
 #define N_BASE_PATTERNS 3
 
 static int one_shot_baselines(const Config *job, float acc[N_BASE_PATTERNS][N_BASE_SCORES], Err *err) {
@@ -268,7 +268,9 @@ static void print_baselines(FILE *o, float acc[N_BASE_PATTERNS][N_BASE_SCORES], 
     fprintf(o, "\nTraining-free one-shot pruning (calibration: sparsity.calib_batches training batches), dense %.2f%%\n\n", 100 * dense_acc);
     fprintf(o, "| pattern |");
     for (int s = 0; s < N_BASE_SCORES; s++) fprintf(o, " %s |", BASELINE_SCORES[s]);
-    fprintf(o, "\n|---|---|---|---|\n");
+    fprintf(o, "\n|---|");
+    for (int s = 0; s < N_BASE_SCORES; s++) fprintf(o, "---|");
+    fprintf(o, "\n");
     for (int p = 0; p < N_BASE_PATTERNS; p++) {
         fprintf(o, "| %s |", BASELINE_PATTERNS[p]);
         for (int s = 0; s < N_BASE_SCORES; s++) fprintf(o, " %.2f%% |", 100 * acc[p][s]);

@@ -8,6 +8,7 @@
 #include "autograd/cpu_gemm.h"
 #include "autograd/device.h"
 #include "train/lora.h"
+#include "train/sparsegpt.h"
 #include "train/vnm_permute.h"
 
 #define SDDMM_MIN_M 12
@@ -50,7 +51,9 @@ int schedule_init(Schedule *s, const Config *c, Linear **linears, int n, int64_t
     s->sparse = c->sparsity.enabled && strcmp(c->schedule.mode, "dense") != 0;
     if (!s->sparse) return 0;
     if (mask_spec_parse(c->sparsity.pattern, &s->spec, err)) return err_set(err, "%s: sparsity.pattern: %s", c->source, err->msg);
-    if (score_kind_parse(c->sparsity.score, &s->score, err)) return err_set(err, "%s: sparsity.score: %s", c->source, err->msg);
+    s->sparsegpt = !strcmp(c->sparsity.score, "sparsegpt");
+    if (!s->sparsegpt && score_kind_parse(c->sparsity.score, &s->score, err))
+        return err_set(err, "%s: sparsity.score: %s", c->source, err->msg);
     s->ria_alpha = c->sparsity.ria_alpha;
     s->permute = c->sparsity.permute;
     s->layers = xcalloc((size_t)n, sizeof *s->layers);
@@ -59,6 +62,7 @@ int schedule_init(Schedule *s, const Config *c, Linear **linears, int n, int64_t
     if (!s->n_layers) return err_set(err, "%s: sparsity.targets match no layer", c->source);
     s->layer_pattern = xcalloc((size_t)s->n_layers, sizeof *s->layer_pattern);
     s->act_norm = xcalloc((size_t)s->n_layers, sizeof *s->act_norm);
+    s->gram = xcalloc((size_t)s->n_layers, sizeof *s->gram);
     s->host_mask = xcalloc((size_t)s->n_layers, sizeof *s->host_mask);
     s->perm_in = xcalloc((size_t)s->n_layers, sizeof *s->perm_in);
     s->perm_out = xcalloc((size_t)s->n_layers, sizeof *s->perm_out);
@@ -96,13 +100,13 @@ int schedule_init(Schedule *s, const Config *c, Linear **linears, int n, int64_t
 
 void schedule_free(Schedule *s) {
     for (int i = 0; i < s->n_layers; i++) {
-        free(s->act_norm[i]), free(s->host_mask[i]);
+        free(s->act_norm[i]), free(s->host_mask[i]), free(s->gram[i]);
         s->layers[i]->mask = NULL;
         s->layers[i]->masked = false;
         s->layers[i]->mask_V = s->layers[i]->mask_M = 0;
     }
     arena_free(&s->host_arena);
-    free(s->layers), free(s->layer_pattern), free(s->act_norm), free(s->host_mask), free(s->perm_in), free(s->perm_out);
+    free(s->layers), free(s->layer_pattern), free(s->act_norm), free(s->host_mask), free(s->gram), free(s->perm_in), free(s->perm_out);
     memset(s, 0, sizeof *s);
 }
 
@@ -148,8 +152,26 @@ static int permuted_mask(Schedule *s, int i, const float *scores, uint8_t *mask,
     return rc;
 }
 
+// SparseGPT: mask and reconstructed weights at once (one-shot, no LoRA: w itself is rewritten).
+static void layer_sparsegpt(Schedule *s, int i) {
+    Linear *l = s->layers[i];
+    if (!s->gram[i]) fatal("sparsegpt for '%s' needs calibration", l->name);
+    float *W = effective_weight(l);
+    MaskSpec spec = s->spec;
+    spec.vnm = s->layer_pattern[i];
+    Err err;
+    if (sparsegpt_prune(W, s->gram[i], l->out, l->in, &spec, l->name, s->host_mask[i], &err)) fatal("%s", err.msg);
+    tensor_set_f32(l->w, W, l->w->numel);
+    mask_to_tensor(l->mask, s->host_mask[i]);
+    free(W);
+}
+
 static double layer_update_mask(Schedule *s, int i) {
     Linear *l = s->layers[i];
+    if (s->sparsegpt) {
+        layer_sparsegpt(s, i);
+        return 0.0;
+    }
     int64_t n = l->out * l->in;
     float *W = effective_weight(l), *scores = xmalloc((size_t)n * sizeof *scores);
     vnm_scores(W, l->out, l->in, s->score, s->act_norm[i], s->ria_alpha, scores);
@@ -216,10 +238,14 @@ void schedule_after_backward(Schedule *s) {
     }
 }
 
-bool schedule_needs_calibration(const Schedule *s) { return s->sparse && s->score != SCORE_MAGNITUDE; }
+bool schedule_needs_calibration(const Schedule *s) { return s->sparse && (s->sparsegpt || s->score != SCORE_MAGNITUDE); }
 
 void schedule_begin_calibration(Schedule *s) {
-    for (int i = 0; i < s->n_layers; i++) s->layers[i]->act_sq = xcalloc((size_t)s->layers[i]->in, sizeof(double));
+    for (int i = 0; i < s->n_layers; i++) {
+        Linear *l = s->layers[i];
+        l->act_sq = xcalloc((size_t)l->in, sizeof(double));
+        if (s->sparsegpt) l->act_gram = xcalloc((size_t)(l->in * l->in), sizeof(double));
+    }
 }
 
 void schedule_end_calibration(Schedule *s) {
@@ -230,5 +256,8 @@ void schedule_end_calibration(Schedule *s) {
         for (int64_t j = 0; j < l->in; j++) s->act_norm[i][j] = (float)sqrt(l->act_sq[j]);
         free(l->act_sq);
         l->act_sq = NULL;
+        free(s->gram[i]);
+        s->gram[i] = l->act_gram;  // XᵀX for sparsegpt (NULL otherwise)
+        l->act_gram = NULL;
     }
 }

@@ -19,6 +19,8 @@ typedef struct Schedule {
     bool sparse;                 // sparsity enabled and mode != dense
     MaskSpec spec;               // the requested pattern (V may be lowered per layer, see below)
     ScoreKind score;
+    bool sparsegpt;              // sparsity.score sparsegpt: masks and weights from sparsegpt_prune
+    double **gram;               // per layer XᵀX of the calibration inputs (sparsegpt), or NULL
     float ria_alpha;
     bool permute;
     VnmPattern *layer_pattern;   // per layer: the pattern actually used
