@@ -145,11 +145,28 @@ bool tensor_same_shape(const Tensor *a, const Tensor *b) {
 
 const char *tensor_shape_str(const Tensor *t, char *buf, size_t n) { return dims_str(t->ndim, t->shape, buf, n); }
 
+void tensor_write_host(Tensor *t, const void *src) {
+    size_t bytes = (size_t)t->numel * dtype_size(t->dtype);
+    if (t->device == DEV_CPU) memcpy(t->data, src, bytes);
+    else device_copy_h2d(t->data, src, bytes);
+}
+
+void tensor_read_host(const Tensor *t, void *dst) {
+    size_t bytes = (size_t)t->numel * dtype_size(t->dtype);
+    if (t->device == DEV_CPU) memcpy(dst, t->data, bytes);
+    else device_copy_d2h(dst, t->data, bytes);
+}
+
+float *tensor_to_host_f32(const Tensor *t) {
+    float *h = xmalloc((size_t)t->numel * sizeof *h);
+    tensor_get_f32(t, h, t->numel);
+    return h;
+}
+
 void tensor_set_f32(Tensor *t, const float *src, int64_t n) {
     if (n != t->numel) fatal("tensor_set_f32('%s'): %lld values for %lld elements", t->name, (long long)n, (long long)t->numel);
     if (t->dtype == DT_F32) {
-        if (t->device == DEV_CPU) memcpy(t->data, src, (size_t)n * 4);
-        else device_copy_h2d(t->data, src, (size_t)n * 4);
+        tensor_write_host(t, src);
         return;
     }
     if (t->dtype != DT_BF16) fatal("tensor_set_f32('%s'): dtype %s", t->name, dtype_name(t->dtype));
@@ -164,8 +181,7 @@ void tensor_set_f32(Tensor *t, const float *src, int64_t n) {
 void tensor_get_f32(const Tensor *t, float *dst, int64_t n) {
     if (n != t->numel) fatal("tensor_get_f32('%s'): %lld values for %lld elements", t->name, (long long)n, (long long)t->numel);
     if (t->dtype == DT_F32) {
-        if (t->device == DEV_CPU) memcpy(dst, t->data, (size_t)n * 4);
-        else device_copy_d2h(dst, t->data, (size_t)n * 4);
+        tensor_read_host(t, dst);
         return;
     }
     if (t->dtype != DT_BF16) fatal("tensor_get_f32('%s'): dtype %s", t->name, dtype_name(t->dtype));

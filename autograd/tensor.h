@@ -80,7 +80,12 @@ static inline float bf16_to_f32(uint16_t h) {
     return v.f;
 }
 
+// ---- host <-> tensor, raw: numel · dtype-size bytes, whatever the tensor's device ----
+void tensor_write_host(Tensor *t, const void *src);
+void tensor_read_host(const Tensor *t, void *dst);
+
 // ---- host <-> tensor in fp32 (converting to/from the tensor's dtype, copying to/from its device) ----
 // Only for f32 and bf16 tensors. n must equal t->numel.
 void tensor_set_f32(Tensor *t, const float *src, int64_t n);
 void tensor_get_f32(const Tensor *t, float *dst, int64_t n);
+float *tensor_to_host_f32(const Tensor *t);  // malloc'd fp32 copy of all of t

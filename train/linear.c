@@ -7,8 +7,8 @@
 #include "train/vnm_linear.h"
 
 static void collect_act_sq(const Linear *l, const Tensor *x) {
-    float *p = x->device == DEV_CPU && x->dtype == DT_F32 ? tensor_f32(x) : xmalloc((size_t)x->numel * sizeof(float));
-    if (p != x->data) tensor_get_f32(x, p, x->numel);  // GPU / bf16 activations: a host copy
+    // GPU / bf16 activations: a host copy
+    float *p = x->device == DEV_CPU && x->dtype == DT_F32 ? tensor_f32(x) : tensor_to_host_f32(x);
     int64_t rows = x->numel / l->in;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < l->in; j++) l->act_sq[j] += (double)p[r * l->in + j] * p[r * l->in + j];

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/device.h"
 #include "autograd/rng.h"
 
 static bool matches_any(const Linear *l, const LoraConfig *cfg) {
@@ -53,16 +52,10 @@ int lora_attach(Linear **linears, int n, ParamList *params, Arena *arena, const 
     return adapted;
 }
 
-static float *host_copy(const Tensor *t) {
-    float *h = xmalloc((size_t)t->numel * sizeof *h);
-    tensor_get_f32(t, h, t->numel);
-    return h;
-}
-
 void lora_merge(Linear *l, ParamList *params) {
     if (!l->lora_A) return;
     int64_t out = l->out, in = l->in, r = l->lora_A->shape[0];
-    float *W = host_copy(l->w), *A = host_copy(l->lora_A), *B = host_copy(l->lora_B);
+    float *W = tensor_to_host_f32(l->w), *A = tensor_to_host_f32(l->lora_A), *B = tensor_to_host_f32(l->lora_B);
     for (int64_t o = 0; o < out; o++)
         for (int64_t k = 0; k < r; k++) {
             float s = l->lora_scale * B[o * r + k];
@@ -79,10 +72,9 @@ void lora_merge(Linear *l, ParamList *params) {
 
 void linear_apply_mask(Linear *l) {
     if (!l->mask) return;
-    float *W = host_copy(l->w);
+    float *W = tensor_to_host_f32(l->w);
     uint8_t *mask = xmalloc((size_t)l->mask->numel);
-    if (l->mask->device == DEV_CPU) memcpy(mask, l->mask->data, (size_t)l->mask->numel);
-    else device_copy_d2h(mask, l->mask->data, (size_t)l->mask->numel);
+    tensor_read_host(l->mask, mask);
     for (int64_t i = 0; i < l->w->numel; i++)
         if (!mask[i]) W[i] = 0.0f;
     tensor_set_f32(l->w, W, l->w->numel);

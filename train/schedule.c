@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "autograd/cpu_gemm.h"
-#include "autograd/device.h"
 #include "train/lora.h"
 #include "train/sparsegpt.h"
 #include "train/vnm_permute.h"
@@ -22,17 +21,10 @@ static bool is_target(const Linear *l, const SparsityConfig *sc) {
 
 static int64_t steps_of(float v, int64_t total) { return v < 1.0f ? (int64_t)llroundf(v * (float)total) : (int64_t)v; }
 
-static void mask_to_tensor(Tensor *t, const uint8_t *host) {
-    if (t->device == DEV_CPU) memcpy(t->data, host, (size_t)t->numel);
-    else device_copy_h2d(t->data, host, (size_t)t->numel);
-}
-
 void schedule_masks_loaded(Schedule *s) {
     for (int i = 0; i < s->n_layers; i++) {
         s->layers[i]->masked = s->masks_valid;
-        Tensor *t = s->layers[i]->mask;
-        if (t->device == DEV_CPU) memcpy(s->host_mask[i], t->data, (size_t)t->numel);
-        else device_copy_d2h(s->host_mask[i], t->data, (size_t)t->numel);
+        tensor_read_host(s->layers[i]->mask, s->host_mask[i]);
     }
 }
 
@@ -82,7 +74,7 @@ int schedule_init(Schedule *s, const Config *c, Linear **linears, int n, int64_t
             l->mask_V = s->layer_pattern[i].V, l->mask_M = s->layer_pattern[i].M;
         s->host_mask[i] = xmalloc((size_t)l->mask->numel);
         memset(s->host_mask[i], 1, (size_t)l->mask->numel);     // dense until the first mask is computed
-        mask_to_tensor(l->mask, s->host_mask[i]);
+        tensor_write_host(l->mask, s->host_mask[i]);
         if (s->permute && s->spec.kind == MASK_VNM) {
             snprintf(nm, sizeof nm, "%s.perm_in", l->name);
             s->perm_in[i] = tensor_new1(&s->host_arena, DT_I32, l->in, nm);
@@ -111,17 +103,11 @@ void schedule_free(Schedule *s) {
 }
 
 // W + s·B A on the host (fp32), the weight whose mask stages 2-3 search.
-static float *host_f32(const Tensor *t) {
-    float *h = xmalloc((size_t)t->numel * sizeof *h);
-    tensor_get_f32(t, h, t->numel);
-    return h;
-}
-
 static float *effective_weight(const Linear *l) {
-    float *W = host_f32(l->w);
+    float *W = tensor_to_host_f32(l->w);
     if (!l->lora_A) return W;
     int64_t r = l->lora_A->shape[0];
-    float *A = host_f32(l->lora_A), *B = host_f32(l->lora_B);
+    float *A = tensor_to_host_f32(l->lora_A), *B = tensor_to_host_f32(l->lora_B);
     cpu_gemm(false, false, (int)l->out, (int)l->in, (int)r, l->lora_scale, B, (int)r, A, (int)l->in, 1.0f, W, (int)l->in);
     free(A), free(B);
     return W;
@@ -162,7 +148,7 @@ static void layer_sparsegpt(Schedule *s, int i) {
     Err err;
     if (sparsegpt_prune(W, s->gram[i], l->out, l->in, &spec, l->name, s->host_mask[i], &err)) fatal("%s", err.msg);
     tensor_set_f32(l->w, W, l->w->numel);
-    mask_to_tensor(l->mask, s->host_mask[i]);
+    tensor_write_host(l->mask, s->host_mask[i]);
     free(W);
 }
 
@@ -184,7 +170,7 @@ static double layer_update_mask(Schedule *s, int i) {
     if (rc) fatal("mask of '%s': %s", l->name, err.msg);
     double flips = s->masks_valid ? mask_flip_rate(s->host_mask[i], mask, n) : 0.0;
     memcpy(s->host_mask[i], mask, (size_t)n);
-    mask_to_tensor(l->mask, mask);
+    tensor_write_host(l->mask, mask);
     if (!l->lora_A) linear_apply_mask(l);  // no LoRA to train through the mask: prune W itself
     free(W), free(scores), free(mask);
     return flips;
@@ -228,8 +214,8 @@ void schedule_after_backward(Schedule *s) {
             if (m[k]) P[k] = 0.0f;
         int r = (int)l->lora_A->shape[0], out = (int)l->out, in = (int)l->in;
         float c = s->cfg.reg_lambda * l->lora_scale;
-        float *A = host_f32(l->lora_A), *B = host_f32(l->lora_B);
-        float *dA = host_f32(l->lora_A->grad), *dB = host_f32(l->lora_B->grad);
+        float *A = tensor_to_host_f32(l->lora_A), *B = tensor_to_host_f32(l->lora_B);
+        float *dA = tensor_to_host_f32(l->lora_A->grad), *dB = tensor_to_host_f32(l->lora_B->grad);
         cpu_gemm(false, true, out, r, in, c, P, in, A, in, 1.0f, dB, r);
         cpu_gemm(true, false, r, in, out, c, B, r, P, in, 1.0f, dA, in);
         tensor_set_f32(l->lora_A->grad, dA, l->lora_A->numel);

@@ -115,7 +115,7 @@ static void allocate_arenas(Trainer *tr) {
     tr->acts.no_zero = tr->dev != DEV_CPU;  // GPU kernels write every output fully
     size_t img = (size_t)c->model.in_chans * c->model.img_size * c->model.img_size;
     arena_init(&tr->inputs, "inputs", tr->dev, (size_t)bmax * (img + 1) * 4 + 4096);
-    tr->host_x = xmalloc((size_t)bmax * img * sizeof(float));
+    if (tr->dev != DEV_CPU) tr->host_x = xmalloc((size_t)bmax * img * sizeof(float));
     tr->host_y = xmalloc((size_t)bmax * sizeof(int32_t));
     tr->host_logits = xmalloc((size_t)bmax * (size_t)c->model.num_classes * sizeof(float));
 }
@@ -222,25 +222,19 @@ void trainer_free(Trainer *tr) {
 
 // ---- one step ----
 
-// The next batch from L into tr->x (images) and tr->y (labels) on the model's device, through the
-// host staging buffers (bf16 upload on the GPU). Rows past the batch's count get label -1 (ignored).
+// The next batch from L into tr->x (images) and tr->y (labels) on the model's device (on the GPU
+// through the host staging buffer, uploaded as bf16). Rows past the batch's count get label -1.
 static int next_batch(Trainer *tr, Loader *L, int b, bool wrap) {
     arena_reset(&tr->inputs);
     const ModelConfig *m = &tr->cfg.model;
     int64_t shape[4] = {b, m->in_chans, m->img_size, m->img_size};
-    int n = wrap ? loader_next_wrap(L, tr->host_x, tr->host_y) : loader_next(L, tr->host_x, tr->host_y);
+    tr->x = tensor_new(&tr->inputs, tr->dev == DEV_CPU ? DT_F32 : DT_BF16, 4, shape, "images");
+    tr->y = tensor_new1(&tr->inputs, DT_I32, b, "labels");
+    float *images = tr->dev == DEV_CPU ? tensor_f32(tr->x) : tr->host_x;  // the CPU loads into the batch itself
+    int n = wrap ? loader_next_wrap(L, images, tr->host_y) : loader_next(L, images, tr->host_y);
     for (int i = n > 0 ? n : 0; i < b; i++) tr->host_y[i] = -1;
-    if (tr->dev == DEV_CPU) {  // the CPU computes on the staging buffers directly
-        tr->x = tensor_new(&tr->inputs, DT_F32, 4, shape, "images");
-        tr->y = tensor_new1(&tr->inputs, DT_I32, b, "labels");
-        memcpy(tr->x->data, tr->host_x, (size_t)tr->x->numel * sizeof(float));
-        memcpy(tr->y->data, tr->host_y, (size_t)b * sizeof(int32_t));
-    } else {
-        tr->x = tensor_new(&tr->inputs, DT_BF16, 4, shape, "images");
-        tr->y = tensor_new1(&tr->inputs, DT_I32, b, "labels");
-        tensor_set_f32(tr->x, tr->host_x, tr->x->numel);
-        device_copy_h2d(tr->y->data, tr->host_y, (size_t)b * sizeof(int32_t));
-    }
+    if (tr->dev != DEV_CPU) tensor_set_f32(tr->x, tr->host_x, tr->x->numel);
+    tensor_write_host(tr->y, tr->host_y);
     return n;
 }
 

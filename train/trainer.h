@@ -24,7 +24,8 @@ typedef struct Trainer {
     ImageSet train_set, test_set;
     Loader loader;
     Tensor *x, *y;                 // current batch (inputs arena, on dev)
-    float *host_x;                 // host staging of the batch (B, C, H, W) and its labels
+    float *host_x;                 // GPU: host staging of the batch images (B, C, H, W)
+                                   // host_y: the batch labels (both devices)
     int32_t *host_y;
     float *host_logits;            // eval: logits copied back
     struct AdamwCudaGroup *opt_cuda;  // dev == DEV_CUDA: fused AdamW (fp32 masters on the GPU)
