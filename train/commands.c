@@ -103,14 +103,10 @@ int cmd_eval(int argc, char **argv) {
         c.checkpoint.resume[0] = 0;
     } else if (model) {
         snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%s", model);
-    } else if (!c.checkpoint.resume[0] &&
-               snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%s/checkpoint.h5", c.train.out_dir) >= (int)sizeof c.checkpoint.resume) {
-        fprintf(stderr, "vnmtune: error: train.out_dir is too long\n");
-        return 1;
     }
-    Trainer tr;
+    Trainer tr = {0};  // freed on every path, also when setup never ran
     Err err = {0};
-    rc = trainer_setup(&tr, &c, &err);
+    rc = !model && job_resume_default(&c, &err) ? -1 : trainer_setup(&tr, &c, &err);
     if (rc == 0 && is_export) rc = model_load_export(&tr.model, model, true, &err);
     if (rc == 0) {
         float loss, acc = trainer_evaluate(&tr, &loss);

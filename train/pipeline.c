@@ -153,11 +153,11 @@ int cmd_export(int argc, char **argv) {
                            "into the weights under the V:N:M masks, compresses the sparse layers and writes export.path\n"
                            "(default <train.out_dir>/export.h5). `vnmtune inspect FILE` lists what was written.", &c);
     if (rc) return rc < 0;
-    if (!c.checkpoint.resume[0]) snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%.200s/checkpoint.h5", c.train.out_dir);
     char path[CFG_STR + 16];
-    Trainer tr;
+    Trainer tr = {0};  // freed on every path, also when setup never ran
     Err err = {0};
-    rc = export_path(&c, path, sizeof path) ? err_set(&err, "export path too long") : trainer_setup(&tr, &c, &err);
+    rc = job_resume_default(&c, &err) ? -1
+         : export_path(&c, path, sizeof path) ? err_set(&err, "export path too long") : trainer_setup(&tr, &c, &err);
     if (rc == 0) rc = export_trainer_model(&tr, path, &err);
     if (rc == 0) {
         float acc = trainer_evaluate(&tr, NULL);
@@ -182,6 +182,14 @@ static bool file_exists(const char *p) {
     return stat(p, &st) == 0;
 }
 
+// The embedded dense job must build the model the sparse job loads (only model.init differs).
+static bool same_model(const ModelConfig *a, const ModelConfig *b) {
+    return !strcmp(a->arch, b->arch) && a->img_size == b->img_size && a->patch_size == b->patch_size &&
+           a->in_chans == b->in_chans && a->num_classes == b->num_classes && a->embed_dim == b->embed_dim &&
+           a->depth == b->depth && a->num_heads == b->num_heads && a->mlp_ratio == b->mlp_ratio &&
+           a->qkv_bias == b->qkv_bias;
+}
+
 // Trains the dense model with the embedded deit_fmnist job when model.init does not exist yet.
 static int ensure_dense(const Config *job, Err *err) {
     if (file_exists(job->model.init)) {
@@ -191,8 +199,7 @@ static int ensure_dense(const Config *job, Err *err) {
     Config d;
     config_defaults(&d);
     if (config_load_string(&d, embedded_config("deit_fmnist"), "<embedded configs/deit_fmnist.yaml>", err)) return -1;
-    if (memcmp(&d.model, &job->model, offsetof(ModelConfig, init)) || d.model.embed_dim != job->model.embed_dim ||
-        d.model.depth != job->model.depth || d.model.patch_size != job->model.patch_size)
+    if (!same_model(&d.model, &job->model))
         return err_set(err, "%s: model.init '%s' does not exist and the embedded dense job has another model", job->source, job->model.init);
     char dir[CFG_STR];
     snprintf(dir, sizeof dir, "%s", job->model.init);

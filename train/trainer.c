@@ -333,9 +333,19 @@ static int open_outputs(Trainer *tr, Err *err) {
     return 0;
 }
 
+int job_resume_default(Config *c, Err *err) {
+    if (c->checkpoint.resume[0]) return 0;
+    if (snprintf(c->checkpoint.resume, sizeof c->checkpoint.resume, "%s/checkpoint.h5", c->train.out_dir) >=
+        (int)sizeof c->checkpoint.resume)
+        return err_set(err, "%s: train.out_dir is too long for a checkpoint path", c->source);
+    return 0;
+}
+
 static int save_checkpoint(Trainer *tr, Err *err) {
-    char path[CFG_STR + 32];
-    snprintf(path, sizeof path, "%s/checkpoint.h5", tr->cfg.train.out_dir);
+    Config c = tr->cfg;
+    c.checkpoint.resume[0] = 0;
+    if (job_resume_default(&c, err)) return -1;
+    const char *path = c.checkpoint.resume;
     if (trainer_save(tr, path, err)) return -1;
     if (!tr->quiet) printf("saved %s (step %lld)\n", path, (long long)tr->step);
     return 0;

@@ -49,5 +49,7 @@ float trainer_step(Trainer *tr);
 // Accuracy (0..1) and mean loss over the test set (or its first data.test_limit samples).
 float trainer_evaluate(Trainer *tr, float *loss_out);
 int trainer_save(Trainer *tr, const char *path, Err *err);
+// The job's checkpoint, <train.out_dir>/checkpoint.h5, into checkpoint.resume unless that is set.
+int job_resume_default(Config *c, Err *err);
 int trainer_load(Trainer *tr, const char *path, Err *err);
 void trainer_free(Trainer *tr);
