@@ -91,10 +91,12 @@ static void calibrate(Trainer *tr) {
 
 // train.device: auto -> cuda when this build has CUDA and a GPU is visible, else cpu.
 static int resolve_device(Config *c, Device *dev, Err *err) {
+    *dev = DEV_CPU;
+    if (!strcmp(c->train.device, "cpu")) return 0;  // no GPU probe for CPU jobs
     bool gpu = device_cuda_available();
     if (!strcmp(c->train.device, "auto")) snprintf(c->train.device, sizeof c->train.device, "%s", gpu ? "cuda" : "cpu");
-    *dev = strcmp(c->train.device, "cuda") ? DEV_CPU : DEV_CUDA;
-    if (*dev == DEV_CPU) return 0;
+    if (!strcmp(c->train.device, "cpu")) return 0;
+    *dev = DEV_CUDA;
 #ifdef VNMTUNE_HAVE_CUDA
     if (!gpu) return err_set(err, "%s: train.device: cuda, but no GPU is visible (use train.device=cpu)", c->source);
     ops_cuda_register();
