@@ -74,17 +74,6 @@ int export_trainer_model(Trainer *tr, const char *path, Err *err) {
 
 // ---- loading an export back into a model ----
 
-bool vnm_export_is_export(const char *path) {
-    H5File f;
-    Err err;
-    if (h5_open_read(&f, path, &err)) return false;
-    char *format = h5_get_attr_str(&f, "/", "format", &err);
-    bool yes = format && !strcmp(format, VNM_EXPORT_FORMAT);
-    free(format);
-    h5_close_commit(&f, &err);
-    return yes;
-}
-
 static int load_sparse_weight(Linear *l, const VnmMatrix *v, const char *path, Err *err) {
     if (v->out != l->out || v->in != l->in)
         return err_set(err, "%s: layer '%s' is %lldx%lld, the model's is %lldx%lld", path, l->name, (long long)v->out,

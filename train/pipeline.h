@@ -14,8 +14,6 @@ int export_trainer_model(Trainer *tr, const char *path, Err *err);
 // With `sparse` the layers also keep the compressed matrix and compute with the V:N:M SpMM
 // (train/vnm_linear.h: CPU reference or sparse tensor cores); for inference only.
 int model_load_export(Deit *m, const char *path, bool sparse, Err *err);
-// True when path is a V:N:M export file (format attribute), false for checkpoints and the rest.
-bool vnm_export_is_export(const char *path);
 
 int cmd_export(int argc, char **argv);
 int cmd_pipeline(int argc, char **argv);

@@ -266,6 +266,15 @@ static int check_format(H5File *f, Err *err) {
     return bad ? -1 : 0;
 }
 
+bool vnm_export_is_export(const char *path) {
+    H5File f;
+    Err err;
+    if (h5_open_read(&f, path, &err)) return false;
+    bool yes = check_format(&f, &err) == 0;
+    h5_close_commit(&f, &err);
+    return yes;
+}
+
 int vnm_export_read(const char *path, VnmExport *e, Err *err) {
     memset(e, 0, sizeof *e);
     H5File f;

@@ -58,6 +58,8 @@ typedef struct VnmExport {
 } VnmExport;
 
 int vnm_export_read(const char *path, VnmExport *e, Err *err);
+// True when path is a V:N:M export (its format attribute), false for checkpoints and anything else.
+bool vnm_export_is_export(const char *path);
 void vnm_export_free(VnmExport *e);
 
 // One layer from an open file (used by vnm_export_read and inspect), validated as above.
