@@ -1,7 +1,7 @@
 // OP_ATTENTION on qkv (B, T, 3C) viewed as (B, T, 3, H, D): head h of batch b reads Q, K, V with
 // row stride 3C, so nothing is transposed.
 //
-// Flash path (opt-in with VNM_FLASH=1; D = 64, T <= 256: ViT/DeiT): register-resident mma.sync
+// Flash path (default; VNM_FLASH=0 turns it off; D = 64, T <= 256: ViT/DeiT): register-resident mma.sync
 // kernels in cuda_flash.cu; saved[0] = row log-sum-exp (B, H, T), P is never stored.
 //
 // WMMA fused path (other D = 64 or 128 cases where the whole key sequence fits in shared memory, e.g. ViT T = 197):

@@ -335,7 +335,8 @@ Test(ops_cuda, attention_causal) {
     NEED_GPU();
     attention_case("attention causal", 2, 21, 2, 32, true);
 }
-// The flash kernels are opt-in (VNM_FLASH=1, read once per process; each test is its own process).
+// The flash kernels are the default for D = 64, T <= 256; VNM_FLASH=0 selects the WMMA kernels (the
+// variable is read once per process; each Criterion test is its own process).
 Test(ops_cuda, attention_flash_causal) {
     NEED_GPU();
     setenv("VNM_FLASH", "1", 1);
@@ -348,6 +349,7 @@ Test(ops_cuda, attention_flash_deit_small_shape) {
 }
 Test(ops_cuda, attention_deit_small_shape) {  // WMMA fused kernels, D = 64, T = 197
     NEED_GPU();
+    setenv("VNM_FLASH", "0", 1);
     attention_case("attention T=197 H=6 D=64", 2, 197, 6, 64, false);
 }
 Test(ops_cuda, attention_wmma_d128_causal) {  // WMMA fused kernels
