@@ -1,4 +1,5 @@
-// op_linear on the CPU: y = x Wᵀ + b with a dense LoRA branch or a masked LoRA weight (ops.h).
+// op_linear on the CPU: y = x Wᵀ + b (+ residual) with a dense LoRA branch or a masked LoRA weight
+// (ops.h).
 // Dense LoRA keeps h = drop(x) Aᵀ (rows, r) in saved[0] for the dB gradient; the dropout mask is
 // recomputed from hash_uniform(seed=i[0], stream=i[1], index of the element of x).
 // Masked mode rebuilds W' = (W + s·B A) ⊙ mask in scratch in forward and again in backward
@@ -89,6 +90,7 @@ void cpu_linear_forward(TapeNode *n) {
         }
     }
     if (a.b) add_bias(y, cpu_f32(n, a.b), a.rows, a.out);
+    if (n->in[6]) cpu_axpy1(y, cpu_f32(n, n->in[6]), (int64_t)a.rows * a.out);  // op_linear_residual
 }
 
 // Masked mode: dx = dy W'; G = dyᵀ x; dW += G⊙M; dA += s·Bᵀ(G⊙M); dB += s·(G⊙M)Aᵀ.
@@ -189,4 +191,6 @@ void cpu_linear_backward(TapeNode *n) {
         if (a.A) lora_backward(n, &a, dy, dx, dA, dB);
     }
     if (db) cpu_add_colsum(db, dy, a.rows, a.out);
+    float *dres = cpu_grad(n->in[6]);
+    if (dres) cpu_axpy1(dres, dy, (int64_t)a.rows * a.out);
 }

@@ -72,7 +72,12 @@ static Tensor *run1(Tape *t, TapeNode *n) {
 }
 
 Tensor *op_linear(Tape *t, Tensor *x, Tensor *w, Tensor *b, const LoraRef *lora, const char *name) {
-    const char *op = "op_linear";
+    return op_linear_residual(t, x, w, b, lora, NULL, name);
+}
+
+Tensor *op_linear_residual(Tape *t, Tensor *x, Tensor *w, Tensor *b, const LoraRef *lora, Tensor *residual,
+                           const char *name) {
+    const char *op = residual ? "op_linear_residual" : "op_linear";
     if (!name) name = op;
     check_float_pair(t, op, name, "x", x, "w", w);
     check_ndim(op, name, "x", x, 1, TENSOR_MAX_DIMS);
@@ -115,6 +120,14 @@ Tensor *op_linear(Tape *t, Tensor *x, Tensor *w, Tensor *b, const LoraRef *lora,
     n.i[0] = (int64_t)t->seed;
     n.i[1] = (int64_t)t->counter;
     n.out[0] = new_output_last(t, x, out, name);
+    if (residual) {
+        check_float_pair(t, op, name, "x", x, "residual", residual);
+        if (!tensor_same_shape(residual, n.out[0]) || residual->dtype != x->dtype)
+            fatal("%s('%s'): residual %s (%s) must match the output %s (%s)", op, name, shape_of(residual),
+                  dtype_name(residual->dtype), shape_of(n.out[0]), dtype_name(x->dtype));
+        n.in[6] = residual;
+        n.nin = 7;
+    }
     return run1(t, &n);
 }
 

@@ -31,6 +31,11 @@ typedef struct LoraRef {
 // rebuilt in backward).
 // In masked mode dA = s·Bᵀ(G⊙M), dB = s·(G⊙M)Aᵀ with G = dyᵀx (DESIGN.md §2).
 Tensor *op_linear(Tape *t, Tensor *x, Tensor *w, Tensor *b, const LoraRef *lora, const char *name);
+// The same plus a residual (shaped like the output): y = linear(x) + residual, in[6] = residual
+// (nin = 7). The transformer's "x + proj(...)" in one node: the CUDA GEMM adds it in its epilogue
+// and its gradient passes the output gradient through without a copy where it can.
+Tensor *op_linear_residual(Tape *t, Tensor *x, Tensor *w, Tensor *b, const LoraRef *lora, Tensor *residual,
+                           const char *name);
 
 // Layer norm over the last dim: (..., C) -> (..., C). in[0]=x in[1]=gamma in[2]=beta (either may
 // be NULL); f[0]=eps.

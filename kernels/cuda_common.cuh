@@ -35,7 +35,10 @@ cudaStream_t cuda_stream(void);
 // Profiler hooks (ops_cuda.cu): an id from begin (−1 when off) to pass to end.
 extern bool g_cuda_profiling;
 int cuda_prof_begin(int op, int dir);
+int cuda_prof_gemm_begin(int plan);  // a GEMM, timed per plan (shape) as well
 void cuda_prof_end(int id);
+// "m×n×k ta tb" of a GEMM plan, for the profile report (cuda_gemm.cu); returns its FLOPs.
+double gemm_plan_describe(int plan, char *buf, size_t size);
 
 // Temporary device buffers that live for one kernel call (grown on demand, never shrunk).
 // Slots let one call hold several at once. Contents are undefined.
@@ -239,7 +242,8 @@ typedef struct Gemm {
     int64_t lda;
     const void *b;
     int64_t ldb;
-    void *c;
+    void *c;            // D (the output); also C unless c_in is set
+    const void *c_in;   // optional C read by beta (same type and ld as c): D = alpha·AB + beta·C_in
     int64_t ldc;
     cudaDataType_t ab_type, c_type;
     float alpha, beta;
@@ -260,6 +264,13 @@ static inline cudaDataType_t cuda_type(DType dt) {
 // Elementwise: out[i] (+)= ... helpers shared by several files.
 // g[i] += scale · x[i] (x bf16, g in its dtype): the gradient of an identity-like path.
 void cuda_acc_into(Tensor *g, const bf16 *x, int64_t n, float scale);
+// An output gradient gy that nothing reads after the current node (only its producer reads it):
+// an input gradient g that is still unwritten (same dtype and size) takes gy's buffer over, a
+// pointer swap instead of a copy (cuda_grad_take returns false when it cannot). cuda_grad_pass:
+// g += gy, by the swap where it can, else by a copy.
+bool cuda_grad_can_take(const Tensor *g, const Tensor *gy);
+bool cuda_grad_take(Tensor *g, Tensor *gy);
+void cuda_grad_pass(Tensor *g, Tensor *gy);
 
 // ---- the kernels registered in ops_cuda.cu ----
 #define CUDA_OP(name) void cuda_##name##_fwd(TapeNode *n); void cuda_##name##_bwd(TapeNode *n)

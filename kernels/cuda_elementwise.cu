@@ -96,9 +96,9 @@ template <typename F> static void map_fwd(TapeNode *n, const char *op, bool two)
     CUDA_LAUNCH_CHECK();
 }
 
-template <typename F> static void map_bwd(TapeNode *n, const char *op, bool two) {
+// The gradients ga, gb (either may be NULL) of a map node.
+template <typename F> static void map_bwd_into(TapeNode *n, const char *op, bool two, Tensor *ga, Tensor *gb) {
     Tensor *a = n->in[0], *b = two ? n->in[1] : NULL, *y = n->out[0];
-    Tensor *ga = grad_of(a), *gb = grad_of(b);
     if (!ga && !gb) return;
     cuda_expect(y->grad, DT_BF16, op, "output gradient");
     const bf16 *bp = b ? cbf(b) : NULL, *dy = cbf(y->grad);
@@ -115,11 +115,24 @@ template <typename F> static void map_bwd(TapeNode *n, const char *op, bool two)
     }));
     CUDA_LAUNCH_CHECK();
 }
+template <typename F> static void map_bwd(TapeNode *n, const char *op, bool two) {
+    map_bwd_into<F>(n, op, two, grad_of(n->in[0]), two ? grad_of(n->in[1]) : NULL);
+}
 
 void cuda_gelu_fwd(TapeNode *n) { map_fwd<GeluF>(n, "gelu", false); }
 void cuda_gelu_bwd(TapeNode *n) { map_bwd<GeluF>(n, "gelu", false); }
 void cuda_add_fwd(TapeNode *n) { map_fwd<AddF>(n, "add", true); }
-void cuda_add_bwd(TapeNode *n) { map_bwd<AddF>(n, "add", true); }
+// One input's gradient takes the output gradient's buffer over where it can (cuda_grad_take: the
+// residual stream passes through the adds without a copy); the other gets a copy.
+void cuda_add_bwd(TapeNode *n) {
+    Tensor *ga = grad_of(n->in[0]), *gb = grad_of(n->in[1]), *gy = n->out[0]->grad;
+    if (ga == gb || !cuda_grad_can_take(gb, gy)) {  // add(a, a), or gb cannot take the buffer: one kernel
+        map_bwd<AddF>(n, "add", true);
+        return;
+    }
+    map_bwd_into<AddF>(n, "add", true, ga, NULL);  // ga first: the take below moves gy's buffer
+    cuda_grad_take(gb, gy);
+}
 void cuda_swiglu_fwd(TapeNode *n) { map_fwd<SwigluF>(n, "swiglu", true); }
 void cuda_swiglu_bwd(TapeNode *n) { map_bwd<SwigluF>(n, "swiglu", true); }
 

@@ -8,6 +8,9 @@
 //            recomputes P from lse, dP = dO·Vᵀ, dS = P ⊙ (dP − Di)·scale, dQ += dS·K); dK/dV
 //            kernel per 64 keys (loops over 32-query chunks: Pᵀ, dV += Pᵀ·dO, dPᵀ = V·dOᵀ,
 //            dSᵀ, dK += dSᵀ·Q). Every gradient element has one writer.
+// Each CTA owns one (b, h) and walks its 64-row tiles (tile_loop): K/V (or Q/dO) are loaded once
+// with cp.async, the per-tile operands are double-buffered so the next tile's copies overlap the
+// current tile's products (one CTA per tile reloaded the whole sequence and waited for it).
 // Fragment layouts (PTX ISA, mma.m16n8k16, g = lane/4, t = lane%4):
 //   A (16×16): a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..)
 //   B (16×8):  b0 (k 2t..2t+1, n g) b1 (k 2t+8.., n g);  C (16×8): c0,c1 (g, 2t..) c2,c3 (g+8, 2t..)
@@ -125,89 +128,104 @@ __device__ __forceinline__ void store_tile(const float o[8][4], G *dst, int64_t 
         }
 }
 
+// A CTA owns one (b, h) and walks its 64-row tiles (queries, or keys for dK/dV): the operands
+// that span the whole sequence are loaded once (the caller issues their copies before this, so
+// they join the first group), the per-tile operands are double-buffered: tile i+1's copies are in
+// flight while tile i is computed. body(i, buf) computes tile i from buffer buf.
+template <typename Load, typename Body>
+__device__ __forceinline__ void tile_loop(int ntiles, Load load_tile, Body body) {
+    load_tile(0, 0);
+    cp_async_commit();
+    for (int i = 0; i < ntiles; i++) {
+        if (i + 1 < ntiles) load_tile(i + 1, (i + 1) & 1);
+        cp_async_commit();   // possibly empty: one group per iteration keeps the count below right
+        cp_async_wait<1>();  // all but the newest group: tile i and the resident operands landed
+        __syncthreads();
+        body(i, i & 1);
+        __syncthreads();  // buffer i & 1 is free for tile i + 2
+    }
+}
+
 // ---- forward ----
 __global__ void __launch_bounds__(128, 2) flash_fwd_kernel(const bf16 *__restrict__ qkv, bf16 *__restrict__ out,
                                                             float *__restrict__ lse, int T, int Tp, int H, int64_t C,
                                                             float scale, bool causal) {
     extern __shared__ __align__(128) unsigned char smem[];
-    bf16 *sK = (bf16 *)smem, *sV = sK + Tp * FLD, *sQ = sV + Tp * FLD;
-    int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * FQ;
+    bf16 *sK = (bf16 *)smem, *sV = sK + Tp * FLD, *sQ = sV + Tp * FLD;  // sQ: two FQ-row buffers
+    int bh = blockIdx.x, b = bh / H, h = bh % H;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const bf16 *base = qkv + (int64_t)b * T * 3 * C + h * FD;
-    flash_load(sQ, base + (int64_t)q0 * 3 * C, 3 * C, min(FQ, T - q0), FQ);
     flash_load(sK, base + C, 3 * C, T, Tp);
-    cp_async_commit();
-    flash_load(sV, base + 2 * C, 3 * C, T, Tp);  // arrives while S and the softmax are computed
-    cp_async_commit();
-    cp_async_wait<1>();
-    __syncthreads();
-    int r0 = q0 + 16 * warp;  // this warp's first query
-    bool active = r0 < T;     // warps past T still take part in the barrier below
-    uint32_t qa[4][4];
-    load_a_rows(qa, sQ, 16 * warp);
-    int nt = active ? Tp / 8 : 0;  // an inactive warp skips the products (its rows are never stored)
-    float s[FNT][4];
+    flash_load(sV, base + 2 * C, 3 * C, T, Tp);
+    auto load_q = [&](int i, int buf) {
+        flash_load(sQ + buf * FQ * FLD, base + (int64_t)i * FQ * 3 * C, 3 * C, min(FQ, T - i * FQ), FQ);
+    };
+    tile_loop((T + FQ - 1) / FQ, load_q, [&](int i, int buf) {
+        int r0 = i * FQ + 16 * warp;  // this warp's first query
+        if (r0 >= T) return;          // (the last tile's spare warps)
+        uint32_t qa[4][4];
+        load_a_rows(qa, sQ + buf * FQ * FLD, 16 * warp);
+        int nt = Tp / 8;
+        float s[FNT][4];
 #pragma unroll
-    for (int j = 0; j < FNT; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+        for (int j = 0; j < FNT; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
 #pragma unroll
-    for (int j = 0; j < FNT; j += 4) {  // nt is even (Tp is a multiple of 16)
-        if (j + 4 <= nt) mma_abt<4>(&s[j], qa, sK, 8 * j);
-        else if (j + 2 <= nt) mma_abt<2>(&s[j], qa, sK, 8 * j);
-    }
-    // softmax over keys < limit for rows r0 + g (c0, c1) and r0 + g + 8 (c2, c3)
-    float m[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int j = 0; j < FNT; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int key = 8 * j + 2 * t + (e & 1), row = r0 + g + 8 * (e >> 1);
-            bool ok = j < nt && key < T && (!causal || key <= row);
-            s[j][e] = ok ? s[j][e] * scale : -INFINITY;
-            m[e >> 1] = fmaxf(m[e >> 1], s[j][e]);
+        for (int j = 0; j < FNT; j += 4) {  // nt is even (Tp is a multiple of 16)
+            if (j + 4 <= nt) mma_abt<4>(&s[j], qa, sK, 8 * j);
+            else if (j + 2 <= nt) mma_abt<2>(&s[j], qa, sK, 8 * j);
         }
-    float sum[2] = {0.0f, 0.0f};
+        // softmax over keys < limit for rows r0 + g (c0, c1) and r0 + g + 8 (c2, c3)
+        float m[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int h2 = 0; h2 < 2; h2++) {
-        m[h2] = fmaxf(m[h2], __shfl_xor_sync(0xffffffffu, m[h2], 1));
-        m[h2] = fmaxf(m[h2], __shfl_xor_sync(0xffffffffu, m[h2], 2));
-    }
+        for (int j = 0; j < FNT; j++)
 #pragma unroll
-    for (int j = 0; j < FNT; j++)
+            for (int e = 0; e < 4; e++) {
+                int key = 8 * j + 2 * t + (e & 1), row = r0 + g + 8 * (e >> 1);
+                bool ok = j < nt && key < T && (!causal || key <= row);
+                s[j][e] = ok ? s[j][e] * scale : -INFINITY;
+                m[e >> 1] = fmaxf(m[e >> 1], s[j][e]);
+            }
+        float sum[2] = {0.0f, 0.0f};
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            float p = s[j][e] == -INFINITY ? 0.0f : __expf(s[j][e] - m[e >> 1]);
-            s[j][e] = p;
-            sum[e >> 1] += p;
+        for (int h2 = 0; h2 < 2; h2++) {
+            m[h2] = fmaxf(m[h2], __shfl_xor_sync(0xffffffffu, m[h2], 1));
+            m[h2] = fmaxf(m[h2], __shfl_xor_sync(0xffffffffu, m[h2], 2));
         }
 #pragma unroll
-    for (int h2 = 0; h2 < 2; h2++) {
-        sum[h2] += __shfl_xor_sync(0xffffffffu, sum[h2], 1);
-        sum[h2] += __shfl_xor_sync(0xffffffffu, sum[h2], 2);
-    }
-    float inv[2] = {1.0f / sum[0], 1.0f / sum[1]};
-    cp_async_wait<0>();
-    __syncthreads();
-    if (!active) return;
-    // O = P·V, 16 keys per k-step: P of key tiles 2kk, 2kk+1 is the A fragment
-    float o[8][4];
+        for (int j = 0; j < FNT; j++)
 #pragma unroll
-    for (int jd = 0; jd < 8; jd++) o[jd][0] = o[jd][1] = o[jd][2] = o[jd][3] = 0.0f;
+            for (int e = 0; e < 4; e++) {
+                float p = s[j][e] == -INFINITY ? 0.0f : __expf(s[j][e] - m[e >> 1]);
+                s[j][e] = p;
+                sum[e >> 1] += p;
+            }
 #pragma unroll
-    for (int kk = 0; kk < FNT / 2; kk++) {
-        if (2 * kk < nt) {
-            uint32_t a[4] = {pack2(s[2 * kk][0] * inv[0], s[2 * kk][1] * inv[0]),
-                             pack2(s[2 * kk][2] * inv[1], s[2 * kk][3] * inv[1]),
-                             pack2(s[2 * kk + 1][0] * inv[0], s[2 * kk + 1][1] * inv[0]),
-                             pack2(s[2 * kk + 1][2] * inv[1], s[2 * kk + 1][3] * inv[1])};
-            mma_ay(o, a, sV, 16 * kk);
+        for (int h2 = 0; h2 < 2; h2++) {
+            sum[h2] += __shfl_xor_sync(0xffffffffu, sum[h2], 1);
+            sum[h2] += __shfl_xor_sync(0xffffffffu, sum[h2], 2);
         }
-    }
-    store_tile<bf16>(o, out + (int64_t)b * T * C + h * FD, C, r0, T, false);
-    if (t == 0) {
-        float *l = lse + (int64_t)bh * T;
-        if (r0 + g < T) l[r0 + g] = m[0] + logf(sum[0]);
-        if (r0 + g + 8 < T) l[r0 + g + 8] = m[1] + logf(sum[1]);
-    }
+        float inv[2] = {1.0f / sum[0], 1.0f / sum[1]};
+        // O = P·V, 16 keys per k-step: P of key tiles 2kk, 2kk+1 is the A fragment
+        float o[8][4];
+#pragma unroll
+        for (int jd = 0; jd < 8; jd++) o[jd][0] = o[jd][1] = o[jd][2] = o[jd][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < FNT / 2; kk++) {
+            if (2 * kk < nt) {
+                uint32_t a[4] = {pack2(s[2 * kk][0] * inv[0], s[2 * kk][1] * inv[0]),
+                                 pack2(s[2 * kk][2] * inv[1], s[2 * kk][3] * inv[1]),
+                                 pack2(s[2 * kk + 1][0] * inv[0], s[2 * kk + 1][1] * inv[0]),
+                                 pack2(s[2 * kk + 1][2] * inv[1], s[2 * kk + 1][3] * inv[1])};
+                mma_ay(o, a, sV, 16 * kk);
+            }
+        }
+        store_tile<bf16>(o, out + (int64_t)b * T * C + h * FD, C, r0, T, false);
+        if (t == 0) {
+            float *l = lse + (int64_t)bh * T;
+            if (r0 + g < T) l[r0 + g] = m[0] + logf(sum[0]);
+            if (r0 + g + 8 < T) l[r0 + g + 8] = m[1] + logf(sum[1]);
+        }
+    });
 }
 
 // Di = Σ_d dO·O per row (one warp per row of 64).
@@ -230,61 +248,63 @@ __global__ void __launch_bounds__(128, 2) flash_dq_kernel(const bf16 *__restrict
                                                            G *__restrict__ dqkv, int T, int Tp, int H, int64_t C, float scale,
                                                            bool causal, bool add) {
     extern __shared__ __align__(128) unsigned char smem[];
-    bf16 *sK = (bf16 *)smem, *sV = sK + Tp * FLD, *sQ = sV + Tp * FLD, *sO = sQ + FQ * FLD;
-    int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * FQ;
+    bf16 *sK = (bf16 *)smem, *sV = sK + Tp * FLD, *sQb = sV + Tp * FLD, *sOb = sQb + 2 * FQ * FLD;  // Q, dO: 2 buffers
+    int bh = blockIdx.x, b = bh / H, h = bh % H;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const bf16 *base = qkv + (int64_t)b * T * 3 * C + h * FD;
-    flash_load(sQ, base + (int64_t)q0 * 3 * C, 3 * C, min(FQ, T - q0), FQ);
-    flash_load(sO, dout + ((int64_t)b * T + q0) * C + h * FD, C, min(FQ, T - q0), FQ);
     flash_load(sK, base + C, 3 * C, T, Tp);
     flash_load(sV, base + 2 * C, 3 * C, T, Tp);
-    cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();
-    int r0 = q0 + 16 * warp;
-    if (r0 >= T) return;
-    uint32_t qa[4][4], oa[4][4];
-    load_a_rows(qa, sQ, 16 * warp);
-    load_a_rows(oa, sO, 16 * warp);
-    float l[2], d[2];
+    auto load_qo = [&](int i, int buf) {
+        int q0 = i * FQ, rows = min(FQ, T - q0);
+        flash_load(sQb + buf * FQ * FLD, base + (int64_t)q0 * 3 * C, 3 * C, rows, FQ);
+        flash_load(sOb + buf * FQ * FLD, dout + ((int64_t)b * T + q0) * C + h * FD, C, rows, FQ);
+    };
+    tile_loop((T + FQ - 1) / FQ, load_qo, [&](int i, int buf) {
+        int r0 = i * FQ + 16 * warp;
+        if (r0 >= T) return;
+        uint32_t qa[4][4], oa[4][4];
+        load_a_rows(qa, sQb + buf * FQ * FLD, 16 * warp);
+        load_a_rows(oa, sOb + buf * FQ * FLD, 16 * warp);
+        float l[2], d[2];
 #pragma unroll
-    for (int h2 = 0; h2 < 2; h2++) {
-        int r = min(r0 + g + 8 * h2, T - 1);
-        l[h2] = lse[(int64_t)bh * T + r];
-        d[h2] = Di[(int64_t)bh * T + r];
-    }
-    float dq[8][4];
-#pragma unroll
-    for (int jd = 0; jd < 8; jd++) dq[jd][0] = dq[jd][1] = dq[jd][2] = dq[jd][3] = 0.0f;
-    for (int k0 = 0; k0 < Tp; k0 += 32) {
-        float s[4][4] = {{0}}, dp[4][4] = {{0}};
-        int nj = min(4, (Tp - k0) / 8);  // Tp is a multiple of 16: 2 or 4 key tiles
-        if (nj == 4) {
-            mma_abt<4>(s, qa, sK, k0);
-            mma_abt<4>(dp, oa, sV, k0);
-        } else {
-            mma_abt<2>(s, qa, sK, k0);
-            mma_abt<2>(dp, oa, sV, k0);
+        for (int h2 = 0; h2 < 2; h2++) {
+            int r = min(r0 + g + 8 * h2, T - 1);
+            l[h2] = lse[(int64_t)bh * T + r];
+            d[h2] = Di[(int64_t)bh * T + r];
         }
+        float dq[8][4];
 #pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int key = k0 + 8 * j + 2 * t + (e & 1), row = r0 + g + 8 * (e >> 1);
-                bool ok = j < nj && key < T && (!causal || key <= row);
-                float p = ok ? __expf(s[j][e] * scale - l[e >> 1]) : 0.0f;
-                s[j][e] = p * (dp[j][e] - d[e >> 1]) * scale;  // dS
+        for (int jd = 0; jd < 8; jd++) dq[jd][0] = dq[jd][1] = dq[jd][2] = dq[jd][3] = 0.0f;
+        for (int k0 = 0; k0 < Tp; k0 += 32) {
+            float s[4][4] = {{0}}, dp[4][4] = {{0}};
+            int nj = min(4, (Tp - k0) / 8);  // Tp is a multiple of 16: 2 or 4 key tiles
+            if (nj == 4) {
+                mma_abt<4>(s, qa, sK, k0);
+                mma_abt<4>(dp, oa, sV, k0);
+            } else {
+                mma_abt<2>(s, qa, sK, k0);
+                mma_abt<2>(dp, oa, sV, k0);
             }
 #pragma unroll
-        for (int kk = 0; kk < 2; kk++) {
-            if (2 * kk < nj) {
-                uint32_t a[4] = {pack2(s[2 * kk][0], s[2 * kk][1]), pack2(s[2 * kk][2], s[2 * kk][3]),
-                                 pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-                mma_ay(dq, a, sK, k0 + 16 * kk);
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int key = k0 + 8 * j + 2 * t + (e & 1), row = r0 + g + 8 * (e >> 1);
+                    bool ok = j < nj && key < T && (!causal || key <= row);
+                    float p = ok ? __expf(s[j][e] * scale - l[e >> 1]) : 0.0f;
+                    s[j][e] = p * (dp[j][e] - d[e >> 1]) * scale;  // dS
+                }
+#pragma unroll
+            for (int kk = 0; kk < 2; kk++) {
+                if (2 * kk < nj) {
+                    uint32_t a[4] = {pack2(s[2 * kk][0], s[2 * kk][1]), pack2(s[2 * kk][2], s[2 * kk][3]),
+                                     pack2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+                    mma_ay(dq, a, sK, k0 + 16 * kk);
+                }
             }
         }
-    }
-    store_tile<G>(dq, dqkv + (int64_t)b * T * 3 * C + h * FD, 3 * C, r0, T, add);
+        store_tile<G>(dq, dqkv + (int64_t)b * T * 3 * C + h * FD, 3 * C, r0, T, add);
+    });
 }
 
 // ---- dK, dV: per 64 keys, loop over 32-query chunks ----
@@ -294,80 +314,82 @@ __global__ void __launch_bounds__(128, 2) flash_dkv_kernel(const bf16 *__restric
                                                             G *__restrict__ dqkv, int T, int Tp, int H, int64_t C,
                                                             float scale, bool causal, bool add) {
     extern __shared__ __align__(128) unsigned char smem[];
-    bf16 *sQ = (bf16 *)smem, *sO = sQ + Tp * FLD, *sK = sO + Tp * FLD, *sV = sK + FQ * FLD;
-    float *sL = (float *)(sV + FQ * FLD), *sD = sL + Tp;
-    int bh = blockIdx.y, b = bh / H, h = bh % H, k0 = blockIdx.x * FQ;
+    bf16 *sQ = (bf16 *)smem, *sO = sQ + Tp * FLD, *sKb = sO + Tp * FLD, *sVb = sKb + 2 * FQ * FLD;  // K, V: 2 buffers
+    float *sL = (float *)(sVb + 2 * FQ * FLD), *sD = sL + Tp;
+    int bh = blockIdx.x, b = bh / H, h = bh % H;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const bf16 *base = qkv + (int64_t)b * T * 3 * C + h * FD;
     flash_load(sQ, base, 3 * C, T, Tp);
     flash_load(sO, dout + (int64_t)b * T * C + h * FD, C, T, Tp);
-    flash_load(sK, base + (int64_t)k0 * 3 * C + C, 3 * C, min(FQ, T - k0), FQ);
-    flash_load(sV, base + (int64_t)k0 * 3 * C + 2 * C, 3 * C, min(FQ, T - k0), FQ);
     for (int i = threadIdx.x; i < Tp; i += blockDim.x) {
         sL[i] = i < T ? lse[(int64_t)bh * T + i] : 0.0f;
         sD[i] = i < T ? Di[(int64_t)bh * T + i] : 0.0f;
     }
-    cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();
-    int r0 = k0 + 16 * warp;  // this warp's first key
-    if (r0 >= T) return;
-    uint32_t ka[4][4], va[4][4];
-    load_a_rows(ka, sK, 16 * warp);
-    load_a_rows(va, sV, 16 * warp);
-    float dk[8][4], dv[8][4];
+    auto load_kv = [&](int i, int buf) {
+        int k0 = i * FQ, rows = min(FQ, T - k0);
+        flash_load(sKb + buf * FQ * FLD, base + (int64_t)k0 * 3 * C + C, 3 * C, rows, FQ);
+        flash_load(sVb + buf * FQ * FLD, base + (int64_t)k0 * 3 * C + 2 * C, 3 * C, rows, FQ);
+    };
+    tile_loop((T + FQ - 1) / FQ, load_kv, [&](int i, int buf) {
+        int r0 = i * FQ + 16 * warp;  // this warp's first key
+        if (r0 >= T) return;
+        uint32_t ka[4][4], va[4][4];
+        load_a_rows(ka, sKb + buf * FQ * FLD, 16 * warp);
+        load_a_rows(va, sVb + buf * FQ * FLD, 16 * warp);
+        float dk[8][4], dv[8][4];
 #pragma unroll
-    for (int jd = 0; jd < 8; jd++)
+        for (int jd = 0; jd < 8; jd++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) dk[jd][e] = dv[jd][e] = 0.0f;
-    int qstart = causal ? (r0 / 32) * 32 : 0;  // causal: queries before this warp's keys see none of them
-    for (int c0 = qstart; c0 < Tp; c0 += 32) {
-        float st[4][4] = {{0}}, dpt[4][4] = {{0}};
-        int nj = min(4, (Tp - c0) / 8);
-        if (nj == 4) {
-            mma_abt<4>(st, ka, sQ, c0);   // Sᵀ = K·Qᵀ (keys × queries)
-            mma_abt<4>(dpt, va, sO, c0);  // dPᵀ = V·dOᵀ
-        } else {
-            mma_abt<2>(st, ka, sQ, c0);
-            mma_abt<2>(dpt, va, sO, c0);
-        }
-        float pt[4][4];
+            for (int e = 0; e < 4; e++) dk[jd][e] = dv[jd][e] = 0.0f;
+        int qstart = causal ? (r0 / 32) * 32 : 0;  // causal: queries before this warp's keys see none of them
+        for (int c0 = qstart; c0 < Tp; c0 += 32) {
+            float st[4][4] = {{0}}, dpt[4][4] = {{0}};
+            int nj = min(4, (Tp - c0) / 8);
+            if (nj == 4) {
+                mma_abt<4>(st, ka, sQ, c0);   // Sᵀ = K·Qᵀ (keys × queries)
+                mma_abt<4>(dpt, va, sO, c0);  // dPᵀ = V·dOᵀ
+            } else {
+                mma_abt<2>(st, ka, sQ, c0);
+                mma_abt<2>(dpt, va, sO, c0);
+            }
+            float pt[4][4];
 #pragma unroll
-        for (int j = 0; j < 4; j++)
+            for (int j = 0; j < 4; j++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int q = c0 + 8 * j + 2 * t + (e & 1), key = r0 + g + 8 * (e >> 1);
-                bool ok = j < nj && q < T && (!causal || key <= q);
-                float p = 0.0f, ds = 0.0f;  // q may be past the smem rows when !ok: read only if ok
-                if (ok) {
-                    p = __expf(st[j][e] * scale - sL[q]);
-                    ds = p * (dpt[j][e] - sD[q]) * scale;
+                for (int e = 0; e < 4; e++) {
+                    int q = c0 + 8 * j + 2 * t + (e & 1), key = r0 + g + 8 * (e >> 1);
+                    bool ok = j < nj && q < T && (!causal || key <= q);
+                    float p = 0.0f, ds = 0.0f;  // q may be past the smem rows when !ok: read only if ok
+                    if (ok) {
+                        p = __expf(st[j][e] * scale - sL[q]);
+                        ds = p * (dpt[j][e] - sD[q]) * scale;
+                    }
+                    pt[j][e] = p;
+                    st[j][e] = ds;  // dSᵀ
                 }
-                pt[j][e] = p;
-                st[j][e] = ds;  // dSᵀ
-            }
 #pragma unroll
-        for (int kk = 0; kk < 2; kk++) {
-            if (2 * kk < nj) {
-                uint32_t a[4] = {pack2(pt[2 * kk][0], pt[2 * kk][1]), pack2(pt[2 * kk][2], pt[2 * kk][3]),
-                                 pack2(pt[2 * kk + 1][0], pt[2 * kk + 1][1]), pack2(pt[2 * kk + 1][2], pt[2 * kk + 1][3])};
-                mma_ay(dv, a, sO, c0 + 16 * kk);
-                uint32_t as[4] = {pack2(st[2 * kk][0], st[2 * kk][1]), pack2(st[2 * kk][2], st[2 * kk][3]),
-                                  pack2(st[2 * kk + 1][0], st[2 * kk + 1][1]), pack2(st[2 * kk + 1][2], st[2 * kk + 1][3])};
-                mma_ay(dk, as, sQ, c0 + 16 * kk);
+            for (int kk = 0; kk < 2; kk++) {
+                if (2 * kk < nj) {
+                    uint32_t a[4] = {pack2(pt[2 * kk][0], pt[2 * kk][1]), pack2(pt[2 * kk][2], pt[2 * kk][3]),
+                                     pack2(pt[2 * kk + 1][0], pt[2 * kk + 1][1]), pack2(pt[2 * kk + 1][2], pt[2 * kk + 1][3])};
+                    mma_ay(dv, a, sO, c0 + 16 * kk);
+                    uint32_t as[4] = {pack2(st[2 * kk][0], st[2 * kk][1]), pack2(st[2 * kk][2], st[2 * kk][3]),
+                                      pack2(st[2 * kk + 1][0], st[2 * kk + 1][1]), pack2(st[2 * kk + 1][2], st[2 * kk + 1][3])};
+                    mma_ay(dk, as, sQ, c0 + 16 * kk);
+                }
             }
         }
-    }
-    G *dbase = dqkv + (int64_t)b * T * 3 * C + h * FD;
-    store_tile<G>(dk, dbase + C, 3 * C, r0, T, add);
-    store_tile<G>(dv, dbase + 2 * C, 3 * C, r0, T, add);
+        G *dbase = dqkv + (int64_t)b * T * 3 * C + h * FD;
+        store_tile<G>(dk, dbase + C, 3 * C, r0, T, add);
+        store_tile<G>(dv, dbase + 2 * C, 3 * C, r0, T, add);
+    });
 }
 
 // ---- host side ----
 static int64_t pad16(int64_t T) { return (T + 15) / 16 * 16; }
-static size_t fwd_smem(int64_t Tp) { return (size_t)(2 * Tp + FQ) * FLD * 2; }
-static size_t dq_smem(int64_t Tp) { return (size_t)(2 * Tp + 2 * FQ) * FLD * 2; }
-static size_t dkv_smem(int64_t Tp) { return (size_t)(2 * Tp + 2 * FQ) * FLD * 2 + (size_t)Tp * 8; }
+static size_t fwd_smem(int64_t Tp) { return (size_t)(2 * Tp + 2 * FQ) * FLD * 2; }
+static size_t dq_smem(int64_t Tp) { return (size_t)(2 * Tp + 4 * FQ) * FLD * 2; }
+static size_t dkv_smem(int64_t Tp) { return (size_t)(2 * Tp + 4 * FQ) * FLD * 2 + (size_t)Tp * 8; }
 
 // On by default for head dim 64 and T <= 256 (H100, DeiT-small: attention 16 ms per step against
 // 25 ms for the WMMA kernels with P in memory); VNM_FLASH=0 in the environment selects the WMMA /
@@ -387,8 +409,7 @@ void flash_fwd(const bf16 *qkv, bf16 *out, float *lse, int64_t B, int64_t T, int
     static size_t raised;
     size_t sm = fwd_smem(Tp);
     if (sm > raised) raise_smem((const void *)flash_fwd_kernel, raised = sm);
-    dim3 grid(cdiv(T, FQ), (unsigned)(B * H));
-    flash_fwd_kernel<<<grid, 128, sm, cuda_stream()>>>(qkv, out, lse, (int)T, (int)Tp, (int)H, C, 0.125f, causal);
+    flash_fwd_kernel<<<(unsigned)(B * H), 128, sm, cuda_stream()>>>(qkv, out, lse, (int)T, (int)Tp, (int)H, C, 0.125f, causal);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -403,7 +424,7 @@ static void flash_bwd_t(const bf16 *qkv, const bf16 *out, const bf16 *dout, cons
     size_t smq = dq_smem(Tp), smkv = dkv_smem(Tp);
     if (smq > raised_q) raise_smem((const void *)flash_dq_kernel<G>, raised_q = smq);
     if (smkv > raised_kv) raise_smem((const void *)flash_dkv_kernel<G>, raised_kv = smkv);
-    dim3 grid(cdiv(T, FQ), (unsigned)(B * H));
+    unsigned grid = (unsigned)(B * H);  // one CTA per (b, h): see tile_loop
     flash_dq_kernel<G><<<grid, 128, smq, cuda_stream()>>>(qkv, dout, lse, Di, dqkv, (int)T, (int)Tp, (int)H, C, 0.125f, causal, add);
     CUDA_LAUNCH_CHECK();
     flash_dkv_kernel<G><<<grid, 128, smkv, cuda_stream()>>>(qkv, dout, lse, Di, dqkv, (int)T, (int)Tp, (int)H, C, 0.125f, causal,

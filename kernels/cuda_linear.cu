@@ -1,7 +1,9 @@
 // OP_LINEAR (plain, dense LoRA, masked LoRA) and OP_PATCH_EMBED on cuBLASLt.
 //
 // Node layout (autograd/ops.h): in[0]=x (M×K) in[1]=w (N×K) in[2]=b (N) in[3]=A (r×K) in[4]=B (N×r)
-// in[5]=mask (N×K; u8, f32 or bf16 0/1); f[0]=scale f[1]=dropout; i[0]=seed i[1]=stream.
+// in[5]=mask (N×K; u8, f32 or bf16 0/1) in[6]=residual (M×N, op_linear_residual: C of the GEMM
+// with beta 1; its gradient takes dy over, cuda_grad_pass); f[0]=scale f[1]=dropout; i[0]=seed
+// i[1]=stream.
 //
 // Dense LoRA forward: h = drop(x)·Aᵀ (saved[0], M×r bf16; drop(x) is saved[1] when dropout > 0),
 // y = x·Wᵀ + b (bias epilogue), y += s·h·Bᵀ (second GEMM, beta = 1).
@@ -128,15 +130,17 @@ static void merge_weight(const Tensor *w, const Tensor *A, const Tensor *B, cons
     CUDA_LAUNCH_CHECK();
 }
 
-// y (M×N) = x·wᵀ + b, over bf16 pointers.
-static void linear_plain(const bf16 *x, const bf16 *w, const Tensor *b, bf16 *y, int64_t M, int64_t N, int64_t K) {
+// y (M×N) = x·wᵀ + b (+ res, read by the GEMM's epilogue), over bf16 pointers.
+static void linear_plain(const bf16 *x, const bf16 *w, const Tensor *b, const bf16 *res, bf16 *y, int64_t M, int64_t N,
+                         int64_t K) {
     Gemm g = gemm_into(NULL);
     g.tb = true;
     g.m = M, g.n = N, g.k = K;
     g.a = x, g.lda = K;
     g.b = w, g.ldb = K;
     g.c = y, g.ldc = N;
-    g.beta = 0.0f;
+    g.c_in = res;
+    g.beta = res ? 1.0f : 0.0f;
     g.bias = b ? b->data : NULL;
     gemm(&g);
 }
@@ -169,16 +173,18 @@ void cuda_linear_fwd(TapeNode *n) {
     Tensor *x = n->in[0], *w = n->in[1], *b = n->in[2], *A = n->in[3], *B = n->in[4], *mask = n->in[5];
     Tensor *y = n->out[0];
     cuda_expect(y, DT_BF16, OPN, "output");
+    if (n->in[6]) cuda_expect(n->in[6], DT_BF16, OPN, "residual");
+    const bf16 *res = n->in[6] ? cbf(n->in[6]) : NULL;
     float s = n->f[0];
     if (!A) {
-        linear_plain(cbf(x), cbf(w), b, mbf(y), M, N, K);
+        linear_plain(cbf(x), cbf(w), b, res, mbf(y), M, N, K);
         return;
     }
     if (mask) {
         int64_t shp[2] = {N, K};
         bf16 *wm = (bf16 *)cuda_keep(n, 0, SCRATCH_A, DT_BF16, 2, shp, "w_masked");
         merge_weight(w, A, B, mask, s, wm);
-        linear_plain(cbf(x), wm, b, mbf(y), M, N, K);
+        linear_plain(cbf(x), wm, b, res, mbf(y), M, N, K);
         return;
     }
     float p = dropout_p(n);
@@ -193,7 +199,7 @@ void cuda_linear_fwd(TapeNode *n) {
     }
     int64_t hs[2] = {M, r};
     bf16 *h = (bf16 *)cuda_keep(n, 0, SCRATCH_A, DT_BF16, 2, hs, "lora_h");
-    linear_plain(xd, cbf(A), NULL, h, M, r, K);
+    linear_plain(xd, cbf(A), NULL, NULL, h, M, r, K);
     if (N > K && K % 8 == 0 && r % 8 == 0) {
         // y = [x | h] · [W | s·B]ᵀ + b: one GEMM over K + r. Copying x (M×K) costs less than the
         // read-modify-write of y (M×N) that a second GEMM would do, when N > K (qkv, fc1).
@@ -201,10 +207,10 @@ void cuda_linear_fwd(TapeNode *n) {
         bf16 *wb = (bf16 *)cuda_scratch(SCRATCH_C, (size_t)(N * (K + r)) * sizeof(bf16));
         concat_cols(cbf(x), K, h, r, 1.0f, xh, M);
         concat_cols(cbf(w), K, cbf(B), r, s, wb, N);
-        linear_plain(xh, wb, b, mbf(y), M, N, K + r);
+        linear_plain(xh, wb, b, res, mbf(y), M, N, K + r);
         return;
     }
-    linear_plain(cbf(x), cbf(w), b, mbf(y), M, N, K);
+    linear_plain(cbf(x), cbf(w), b, res, mbf(y), M, N, K);
     Gemm g = gemm_into(y);  // y += s·h·Bᵀ
     g.tb = true;
     g.m = M, g.n = N, g.k = r;
@@ -336,14 +342,13 @@ void cuda_linear_bwd(TapeNode *n) {
     bias_grad(grad_of(n->in[2]), dy, M, N);
     if (n->in[5] && n->in[3]) {
         masked_bwd(n, dy, M, N, K, r);
-        return;
+    } else {
+        if (grad_of(w)) weight_grad(grad_of(w), dy, cbf(x), M, N, K, 1.0f);
+        if (!n->in[3] && grad_of(x)) input_grad(grad_of(x), dy, cbf(w), M, N, K);
+        if (n->in[3]) lora_bwd(n, dy, M, N, K, r);
     }
-    if (grad_of(w)) weight_grad(grad_of(w), dy, cbf(x), M, N, K, 1.0f);
-    if (!n->in[3]) {
-        if (grad_of(x)) input_grad(grad_of(x), dy, cbf(w), M, N, K);
-        return;
-    }
-    lora_bwd(n, dy, M, N, K, r);
+    // op_linear_residual: after every use of dy above (the pass may move its buffer)
+    if (grad_of(n->in[6])) cuda_grad_pass(grad_of(n->in[6]), y->grad);
 }
 
 // ---- patch embedding: im2col + GEMM ----
@@ -409,7 +414,7 @@ void cuda_patch_embed_fwd(TapeNode *n) {
     PatchDims d = patch_dims(n);
     cuda_expect(n->out[0], DT_BF16, "patch_embed", "output");
     bf16 *cols = im2col(n->in[0], d);
-    linear_plain(cols, cbf(n->in[1]), n->in[2], mbf(n->out[0]), d.rows, d.D, d.cpp);
+    linear_plain(cols, cbf(n->in[1]), n->in[2], NULL, mbf(n->out[0]), d.rows, d.D, d.cpp);
 }
 
 void cuda_patch_embed_bwd(TapeNode *n) {

@@ -39,6 +39,7 @@ extern "C" void ops_cuda_register(void) {
 #define PROF_GEMM OP_COUNT  // pseudo-op: time inside gemm()
 typedef struct ProfEntry {
     int op, dir;  // dir 0 forward, 1 backward
+    int plan;     // GEMM plan (shape) for PROF_GEMM entries, else -1
     cudaEvent_t start, stop;
 } ProfEntry;
 static ProfEntry *g_prof;
@@ -52,9 +53,14 @@ int cuda_prof_begin(int op, int dir) {
         CUDA_CHECK(cudaEventCreate(&e->start));
         CUDA_CHECK(cudaEventCreate(&e->stop));
     }
-    e->op = op, e->dir = dir;
+    e->op = op, e->dir = dir, e->plan = -1;
     CUDA_CHECK(cudaEventRecord(e->start, cuda_stream()));
     return g_prof_n++;
+}
+int cuda_prof_gemm_begin(int plan) {
+    int id = cuda_prof_begin(PROF_GEMM, 0);
+    if (id >= 0) g_prof[id].plan = plan;
+    return id;
 }
 void cuda_prof_end(int id) {
     if (id >= 0) CUDA_CHECK(cudaEventRecord(g_prof[id].stop, cuda_stream()));
@@ -80,6 +86,35 @@ extern "C" void ops_cuda_profile(bool on) {
         op_register((OpId)op, DEV_CUDA, on ? prof_fwd : g_fwd[op], on ? prof_bwd : g_bwd[op]);
 }
 
+// The GEMM shapes that take the most time, with their achieved TFLOP/s.
+static void report_gemm_shapes(FILE *f, int steps) {
+    enum { PLANS = 1024, TOP = 16 };
+    static double ms[PLANS];
+    static int calls[PLANS];
+    memset(ms, 0, sizeof ms);
+    memset(calls, 0, sizeof calls);
+    for (int i = 0; i < g_prof_n; i++) {
+        int p = g_prof[i].plan;
+        if (p < 0 || p >= PLANS) continue;
+        float t = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&t, g_prof[i].start, g_prof[i].stop));
+        ms[p] += t;
+        calls[p]++;
+    }
+    fprintf(f, "  top GEMM shapes (m×n×k, row-major; per step):\n");
+    for (int r = 0; r < TOP; r++) {
+        int best = -1;
+        for (int p = 0; p < PLANS; p++)
+            if (calls[p] && (best < 0 || ms[p] > ms[best])) best = p;
+        if (best < 0) break;
+        char desc[96];
+        double flops = gemm_plan_describe(best, desc, sizeof desc);
+        fprintf(f, "    %-32s %8.3f ms %4d calls %7.1f TFLOP/s\n", desc, ms[best] / steps, calls[best] / steps,
+                flops * calls[best] / (ms[best] * 1e-3) / 1e12);
+        calls[best] = 0;
+    }
+}
+
 extern "C" void ops_cuda_profile_report(FILE *f, int steps, double step_ms) {
     CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
     double ms[OP_COUNT + 1][2] = {{0}};
@@ -100,5 +135,6 @@ extern "C" void ops_cuda_profile_report(FILE *f, int steps, double step_ms) {
             if (op != PROF_GEMM) total += ms[op][d] / steps;
         }
     fprintf(f, "  ops total %.3f ms; outside ops (grad zeroing, optimizer, gaps) %.3f ms\n", total, step_ms - total);
+    report_gemm_shapes(f, steps);
     g_prof_n = 0;
 }

@@ -5,19 +5,25 @@ TestSuite(ops, .init = op_check_setup, .fini = op_check_teardown);
 
 // ---- linear ----
 typedef struct LinearCase {
-    Tensor *x, *w, *b;
+    Tensor *x, *w, *b, *res;
     LoraRef lora;
     bool use_lora;
 } LinearCase;
 
 static Tensor *build_linear(Tape *t, void *ctx) {
     LinearCase *c = ctx;
-    return op_linear(t, c->x, c->w, c->b, c->use_lora ? &c->lora : NULL, "lin");
+    return op_linear_residual(t, c->x, c->w, c->b, c->use_lora ? &c->lora : NULL, c->res, "lin");
 }
 
 Test(ops, linear_with_bias) {
     LinearCase c = {.x = IN3("x", true, 2, 3, 5), .w = IN2("w", true, 4, 5), .b = IN1("b", true, 4)};
     GRAD_CHECK("linear+bias", build_linear, &c, c.x, c.w, c.b);
+}
+
+Test(ops, linear_residual) {
+    LinearCase c = {.x = IN3("x", true, 2, 3, 5), .w = IN2("w", true, 4, 5), .b = IN1("b", true, 4),
+                    .res = IN3("res", true, 2, 3, 4)};
+    GRAD_CHECK("linear+bias+residual", build_linear, &c, c.x, c.w, c.b, c.res);
 }
 
 Test(ops, linear_without_bias) {
@@ -49,6 +55,13 @@ Test(ops, lora_dense_trainable_w) {
     LinearCase c = {.x = IN2("x", true, 4, 6), .w = IN2("w", true, 5, 6), .use_lora = true};
     c.lora = (LoraRef){.A = IN2("A", true, 3, 6), .B = IN2("B", true, 5, 3), .scale = 0.5f};
     GRAD_CHECK("lora dense", build_linear, &c, c.x, c.w, c.lora.A, c.lora.B);
+}
+
+Test(ops, lora_dense_residual) {
+    LinearCase c = {.x = IN2("x", true, 4, 6), .w = frozen(IN2("w", true, 5, 6)), .res = IN2("res", true, 4, 5),
+                    .use_lora = true};
+    c.lora = (LoraRef){.A = IN2("A", true, 3, 6), .B = IN2("B", true, 5, 3), .scale = 0.5f};
+    GRAD_CHECK("lora dense + residual", build_linear, &c, c.x, c.lora.A, c.lora.B, c.res);
 }
 
 static Tensor *random_mask(const char *name, DType dt, int64_t out, int64_t in) {

@@ -130,13 +130,11 @@ Tensor *deit_forward(Deit *m, Tape *t, Tensor *img) {
         Tensor *h = op_layernorm(t, x, b->norm1_w, b->norm1_b, c->ln_eps, b->norm1_w->name);
         h = linear_forward(t, &b->qkv, h);
         h = op_attention(t, h, c->num_heads, false, "attn");
-        h = linear_forward(t, &b->proj, h);
-        x = op_add(t, x, h, "residual1");
+        x = linear_forward_residual(t, &b->proj, h, x);  // x + proj(h)
         h = op_layernorm(t, x, b->norm2_w, b->norm2_b, c->ln_eps, b->norm2_w->name);
         h = linear_forward(t, &b->fc1, h);
         h = op_gelu(t, h, "gelu");
-        h = linear_forward(t, &b->fc2, h);
-        x = op_add(t, x, h, "residual2");
+        x = linear_forward_residual(t, &b->fc2, h, x);
     }
     x = op_layernorm(t, x, m->norm_w, m->norm_b, c->ln_eps, "norm");
     x = op_select_token(t, x, 0, "cls");

@@ -25,6 +25,8 @@ typedef struct Linear {
 } Linear;
 
 Tensor *linear_forward(Tape *t, Linear *l, Tensor *x);
+// residual + linear(x) (residual shaped like the output), one op_linear_residual node.
+Tensor *linear_forward_residual(Tape *t, Linear *l, Tensor *x, Tensor *residual);
 // True when `pattern` names this layer: it matches the last dotted component ("qkv", "fc1"), or
 // any substring of the name when it contains a dot ("attn.proj"), or "all".
 bool linear_name_matches(const Linear *l, const char *pattern);

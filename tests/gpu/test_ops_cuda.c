@@ -184,11 +184,13 @@ static void compare(const char *label, Case *c, Build build, double out_tol, dou
 }
 
 // ---- linear ----
-// in: 0 x, 1 w, 2 b (or NULL via ip[0]=0), 3 A, 4 B, 5 mask; ip[1] = lora, ip[2] = mask; p[0] scale, p[1] dropout
+// in: 0 x, 1 w, 2 b (or NULL via ip[0]=0), 3 A, 4 B, 5 mask; ip[1] = lora, ip[2] = mask, ip[3] = index
+// of a residual input (0: none); p[0] scale, p[1] dropout
 static Tensor *build_linear(Tape *t, Tensor **in, const Case *c) {
     LoraRef lora = {.A = c->ip[1] ? in[3] : NULL, .B = c->ip[1] ? in[4] : NULL, .mask = c->ip[2] ? in[5] : NULL,
                     .scale = c->p[0], .dropout = c->p[1]};
-    return op_linear(t, in[0], in[1], c->ip[0] ? in[2] : NULL, c->ip[1] ? &lora : NULL, "lin");
+    return op_linear_residual(t, in[0], in[1], c->ip[0] ? in[2] : NULL, c->ip[1] ? &lora : NULL,
+                              c->ip[3] ? in[c->ip[3]] : NULL, "lin");
 }
 
 static Case linear_case(int64_t M0, int64_t M1, int64_t K, int64_t N, int64_t r, bool bias, GradKind wk) {
@@ -229,6 +231,22 @@ Test(ops_cuda, lora_dense_concat_path) {  // N > K: one GEMM over [x | h]
     Case c = linear_case(2, 9, 48, 144, 16, true, G_NONE);
     c.p[0] = 2.0f;
     compare("lora dense, N > K", &c, build_linear, 1e-2, 2e-2);
+}
+
+// op_linear_residual: the residual is C of the GEMM; its gradient takes dy's buffer over.
+static void residual_case(const char *label, int64_t K, int64_t N) {
+    Case c = linear_case(2, 9, K, N, 16, true, G_NONE);
+    c.p[0] = 2.0f;
+    c.ip[3] = add_input(&c, "res", G_ACT, 1.0f, 3, 2, 9, N, 0);
+    compare(label, &c, build_linear, 1e-2, 2e-2);
+}
+Test(ops_cuda, lora_residual) {
+    NEED_GPU();
+    residual_case("lora dense + residual, N <= K", 64, 48);
+}
+Test(ops_cuda, lora_residual_concat_path) {
+    NEED_GPU();
+    residual_case("lora dense + residual, N > K", 48, 144);
 }
 
 Test(ops_cuda, lora_dense_concat_dropout) {
