@@ -11,46 +11,20 @@
 // Each CTA owns one (b, h) and walks its 64-row tiles (tile_loop): K/V (or Q/dO) are loaded once
 // with cp.async, the per-tile operands are double-buffered so the next tile's copies overlap the
 // current tile's products (one CTA per tile reloaded the whole sequence and waited for it).
-// Fragment layouts (PTX ISA, mma.m16n8k16, g = lane/4, t = lane%4):
-//   A (16×16): a0 (g, 2t..2t+1) a1 (g+8, 2t..) a2 (g, 2t+8..) a3 (g+8, 2t+8..)
-//   B (16×8):  b0 (k 2t..2t+1, n g) b1 (k 2t+8.., n g);  C (16×8): c0,c1 (g, 2t..) c2,c3 (g+8, 2t..)
+// Fragment layouts: kernels/mma_sync.cuh.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cuda_common.cuh"
 #include "kernels/cuda_flash.cuh"
+#include "kernels/mma_sync.cuh"
 
 #define FD 64             // head dim
 #define FLD (FD + 8)      // padded smem row (144 bytes: ldmatrix rows hit distinct banks)
 #define FQ 64             // queries (forward, dQ) or keys (dK/dV) per CTA: 4 warps × 16
 #define FMAXT 256         // longest sequence
 #define FNT (FMAXT / 8)   // n8 key tiles in the forward's registers
-
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-
-__device__ __forceinline__ void ldsm4(uint32_t r[4], const bf16 *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(p)));
-}
-__device__ __forceinline__ void ldsm4t(uint32_t r[4], const bf16 *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(p)));
-}
-// Not volatile: a pure register operation, so the compiler may interleave independent accumulator
-// chains (volatile kept every mma in program order: each waited for the previous one's result).
-__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t *)&v;
-}
 
 // A fragments (16 rows × 64) of rows [r0, r0+16) of a smem tile (ld FLD): 4 k-steps.
 __device__ __forceinline__ void load_a_rows(uint32_t a[4][4], const bf16 *tile, int r0) {
@@ -98,17 +72,8 @@ __device__ __forceinline__ void flash_load(bf16 *__restrict__ dst, const bf16 *_
                                            int pad) {
     for (int i = threadIdx.x; i < pad * 8; i += blockDim.x) {
         int r = i >> 3, c = (i & 7) * 8;
-        const bf16 *from = src + (int64_t)min(r, rows - 1) * ld + c;  // a valid address even when zero-filling
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst + r * FLD + c)), "l"(from),
-                     "r"(r < rows ? 16 : 0)
-                     : "memory");
+        cp_async16(dst + r * FLD + c, src + (int64_t)min(r, rows - 1) * ld + c, r < rows);
     }
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-// Waits until at most N of this thread's committed copy groups are still pending.
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 // Stores a warp's 16 × 64 f32 accumulator tile (rows r0 + g, r0 + g + 8) to global rows < T as G.

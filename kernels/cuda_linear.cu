@@ -13,6 +13,7 @@
 // Masked: W' = (W + s·B·A) ⊙ mask (saved[0], N×K bf16), y = x·W'ᵀ + b. Backward: dx += dy·W';
 //   G = dyᵀx (N×K, scratch); Gm = G ⊙ mask; dA += s·Bᵀ·Gm; dB += s·Gm·Aᵀ; dW += Gm (DESIGN.md §2).
 #include "kernels/cuda_common.cuh"
+#include "kernels/lora_bwd.cuh"
 
 static const char *OPN = "linear";
 
@@ -296,10 +297,15 @@ static void lora_bwd(TapeNode *n, const bf16 *dy, int64_t M, int64_t N, int64_t 
     float s = n->f[0], p = dropout_p(n);
     const bf16 *xd = p > 0.0f ? cbf(n->saved[1]) : cbf(x);
     const Tensor *h = n->saved[0];
-    if (gB) weight_grad(gB, dy, cbf(h), M, N, r, s);  // dB += s·dyᵀ·h
-    bf16 *dh = NULL;
-    if (gA || (gx && p > 0.0f)) {  // dh (M×r) = s·dy·B
-        dh = (bf16 *)cuda_scratch(SCRATCH_A, (size_t)(M * r) * sizeof(bf16));
+    bool need_dh = gA || (gx && p > 0.0f);
+    bf16 *dh = need_dh ? (bf16 *)cuda_scratch(SCRATCH_A, (size_t)(M * r) * sizeof(bf16)) : NULL;
+    if (gB && need_dh && lora_dy_fused_ok(N, r)) {  // both from one pass over dy (lora_bwd.cu)
+        lora_dy_fused(dy, cbf(B), cbf(h), dh, gB, M, N, s);
+        need_dh = false;
+    } else if (gB) {
+        weight_grad(gB, dy, cbf(h), M, N, r, s);  // dB += s·dyᵀ·h
+    }
+    if (need_dh) {  // dh (M×r) = s·dy·B
         Gemm g = gemm_into(NULL);
         g.m = M, g.n = r, g.k = N;
         g.a = dy, g.lda = N;
