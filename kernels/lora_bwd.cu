@@ -2,7 +2,7 @@
 // (M×N), the largest tensor a LoRA linear's backward reads. As two cuBLAS GEMMs (M×16×N and
 // N×16×M) each read dy once, bandwidth-bound (H100, DeiT-base batch 256, fc1: ~120 µs each).
 //
-// One CTA per SM: CTA p owns rows [p·rows, p·rows + rows) (rows a multiple of 64) and walks the
+// Three CTAs per SM: CTA p owns rows [p·rows, p·rows + rows) (rows a multiple of 64) and walks the
 // steps (64-column chunk c of dy) × (64-row block b of its rows), chunks outer:
 //   dh[b]        += dy[b, c] · B[c]    warp w: rows 16w.. of the block; f32 sums in shared memory
 //   dBpart[p][c] += dy[b, c]ᵀ · h[b]   warp w: chunk columns 16w..; registers, stored to global
@@ -20,13 +20,14 @@ constexpr int R = 16;                        // the rank handled here
 constexpr int TM = 64, TN = 64;              // dy tile: rows × columns
 constexpr int LDT = TN + 8;                  // dy tile pitch (bf16): 144-byte rows, ldmatrix conflict-free
 constexpr int LDR = R + 8;                   // B chunk / h pitch: 48-byte rows, conflict-free
-constexpr int NST = 6;                       // ring stages
+constexpr int NST = 4;                       // ring stages
+constexpr int CTAS_PER_SM = 3;               // a CTA's step is latency-bound: three interleave
 constexpr int STAGE = TM * LDT + TN * LDR;   // bf16 per stage: the dy tile, then the B chunk
 constexpr int MAX_ROWS = 1024;               // rows per CTA (shared memory: h and the dh sums)
 
 static size_t smem_bytes(int rows) { return (size_t)NST * STAGE * 2 + (size_t)rows * (LDR * 2 + R * 4); }
 
-__global__ void __launch_bounds__(128) dy_kernel(const bf16 *__restrict__ dy, const bf16 *__restrict__ B,
+__global__ void __launch_bounds__(128, CTAS_PER_SM) dy_kernel(const bf16 *__restrict__ dy, const bf16 *__restrict__ B,
                                                  const bf16 *__restrict__ h, bf16 *__restrict__ dh,
                                                  float *__restrict__ part, int M, int N, int rows, float s) {
     extern __shared__ __align__(128) unsigned char smem[];
@@ -131,7 +132,7 @@ void lora_dy_fused(const bf16 *dy, const bf16 *B, const bf16 *h, bf16 *dh, Tenso
         CUDA_CHECK(cudaGetDevice(&dev));
         CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     }
-    int64_t rows = (M + sms - 1) / sms;  // one CTA per SM, rows rounded up to whole 64-row blocks
+    int64_t rows = (M + CTAS_PER_SM * sms - 1) / (CTAS_PER_SM * sms);  // rounded up to whole 64-row blocks
     rows = (rows + TM - 1) / TM * TM;
     if (rows > MAX_ROWS) rows = MAX_ROWS;
     int P = (int)((M + rows - 1) / rows);
