@@ -249,8 +249,9 @@ Test(ops_cuda, lora_residual_concat_path) {
     residual_case("lora dense + residual, N > K", 48, 144);
 }
 
-Test(ops_cuda, lora_dense_fused_dy_many_ctas) {  // r = 16: dh and dB from one pass (lora_bwd.cu), 3 row blocks per CTA
+Test(ops_cuda, lora_dense_fused_dy_many_ctas) {  // r = 16: dh and dB from one pass (lora_bwd.cu, opt-in)
     NEED_GPU();
+    setenv("VNM_LORA_FUSED", "1", 1);
     Case c = linear_case(4, 5000, 64, 200, 16, false, G_NONE);
     c.p[0] = 0.5f;
     compare("lora dense, fused dy pass, M=20000 N=200", &c, build_linear, 1e-2, 2e-2);
