@@ -208,13 +208,12 @@ __global__ void flash_di_kernel(const bf16 *dout, const bf16 *out, float *Di, in
 
 // ---- dQ: per 64 queries, loop over 32-key chunks ----
 template <typename G>
-__global__ void __launch_bounds__(128, 2) flash_dq_kernel(const bf16 *__restrict__ qkv, const bf16 *__restrict__ dout,
-                                                           const float *__restrict__ lse, const float *__restrict__ Di,
-                                                           G *__restrict__ dqkv, int T, int Tp, int H, int64_t C, float scale,
-                                                           bool causal, bool add) {
-    extern __shared__ __align__(128) unsigned char smem[];
+__device__ __forceinline__ void flash_dq(unsigned char *smem, int bh, const bf16 *__restrict__ qkv,
+                                         const bf16 *__restrict__ dout, const float *__restrict__ lse,
+                                         const float *__restrict__ Di, G *__restrict__ dqkv, int T, int Tp, int H, int64_t C,
+                                         float scale, bool causal, bool add) {
     bf16 *sK = (bf16 *)smem, *sV = sK + Tp * FLD, *sQb = sV + Tp * FLD, *sOb = sQb + 2 * FQ * FLD;  // Q, dO: 2 buffers
-    int bh = blockIdx.x, b = bh / H, h = bh % H;
+    int b = bh / H, h = bh % H;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const bf16 *base = qkv + (int64_t)b * T * 3 * C + h * FD;
     flash_load(sK, base + C, 3 * C, T, Tp);
@@ -274,14 +273,13 @@ __global__ void __launch_bounds__(128, 2) flash_dq_kernel(const bf16 *__restrict
 
 // ---- dK, dV: per 64 keys, loop over 32-query chunks ----
 template <typename G>
-__global__ void __launch_bounds__(128, 2) flash_dkv_kernel(const bf16 *__restrict__ qkv, const bf16 *__restrict__ dout,
-                                                            const float *__restrict__ lse, const float *__restrict__ Di,
-                                                            G *__restrict__ dqkv, int T, int Tp, int H, int64_t C,
-                                                            float scale, bool causal, bool add) {
-    extern __shared__ __align__(128) unsigned char smem[];
+__device__ __forceinline__ void flash_dkv(unsigned char *smem, int bh, const bf16 *__restrict__ qkv,
+                                          const bf16 *__restrict__ dout, const float *__restrict__ lse,
+                                          const float *__restrict__ Di, G *__restrict__ dqkv, int T, int Tp, int H,
+                                          int64_t C, float scale, bool causal, bool add) {
     bf16 *sQ = (bf16 *)smem, *sO = sQ + Tp * FLD, *sKb = sO + Tp * FLD, *sVb = sKb + 2 * FQ * FLD;  // K, V: 2 buffers
     float *sL = (float *)(sVb + 2 * FQ * FLD), *sD = sL + Tp;
-    int bh = blockIdx.x, b = bh / H, h = bh % H;
+    int b = bh / H, h = bh % H;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const bf16 *base = qkv + (int64_t)b * T * 3 * C + h * FD;
     flash_load(sQ, base, 3 * C, T, Tp);
@@ -350,6 +348,20 @@ __global__ void __launch_bounds__(128, 2) flash_dkv_kernel(const bf16 *__restric
     });
 }
 
+// dQ and dK/dV in one launch (they are independent): CTAs [0, BH) compute dQ of (b, h) =
+// blockIdx.x, the rest dK/dV of (b, h) = blockIdx.x − BH. One grid instead of two halves the
+// partial last wave, and the two kinds of CTA overlap.
+template <typename G>
+__global__ void __launch_bounds__(128, 2) flash_bwd_kernel(const bf16 *__restrict__ qkv, const bf16 *__restrict__ dout,
+                                                            const float *__restrict__ lse, const float *__restrict__ Di,
+                                                            G *__restrict__ dqkv, int BH, int T, int Tp, int H, int64_t C,
+                                                            float scale, bool causal, bool add) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    int i = blockIdx.x;
+    if (i < BH) flash_dq<G>(smem, i, qkv, dout, lse, Di, dqkv, T, Tp, H, C, scale, causal, add);
+    else flash_dkv<G>(smem, i - BH, qkv, dout, lse, Di, dqkv, T, Tp, H, C, scale, causal, add);
+}
+
 // ---- host side ----
 static int64_t pad16(int64_t T) { return (T + 15) / 16 * 16; }
 static size_t fwd_smem(int64_t Tp) { return (size_t)(2 * Tp + 2 * FQ) * FLD * 2; }
@@ -385,15 +397,12 @@ static void flash_bwd_t(const bf16 *qkv, const bf16 *out, const bf16 *dout, cons
     float *Di = (float *)cuda_scratch(SCRATCH_B, (size_t)(B * H * T) * sizeof(float));
     flash_di_kernel<<<cdiv(B * H * T, 8), 256, 0, cuda_stream()>>>(dout, out, Di, B, (int)T, (int)H, C);
     CUDA_LAUNCH_CHECK();
-    static size_t raised_q, raised_kv;
-    size_t smq = dq_smem(Tp), smkv = dkv_smem(Tp);
-    if (smq > raised_q) raise_smem((const void *)flash_dq_kernel<G>, raised_q = smq);
-    if (smkv > raised_kv) raise_smem((const void *)flash_dkv_kernel<G>, raised_kv = smkv);
-    unsigned grid = (unsigned)(B * H);  // one CTA per (b, h): see tile_loop
-    flash_dq_kernel<G><<<grid, 128, smq, cuda_stream()>>>(qkv, dout, lse, Di, dqkv, (int)T, (int)Tp, (int)H, C, 0.125f, causal, add);
-    CUDA_LAUNCH_CHECK();
-    flash_dkv_kernel<G><<<grid, 128, smkv, cuda_stream()>>>(qkv, dout, lse, Di, dqkv, (int)T, (int)Tp, (int)H, C, 0.125f, causal,
-                                                            add);
+    static size_t raised;
+    size_t sm = dq_smem(Tp) > dkv_smem(Tp) ? dq_smem(Tp) : dkv_smem(Tp);
+    if (sm > raised) raise_smem((const void *)flash_bwd_kernel<G>, raised = sm);
+    int BH = (int)(B * H);  // one dQ CTA and one dK/dV CTA per (b, h): see tile_loop
+    flash_bwd_kernel<G><<<2 * BH, 128, sm, cuda_stream()>>>(qkv, dout, lse, Di, dqkv, BH, (int)T, (int)Tp, (int)H, C, 0.125f,
+                                                            causal, add);
     CUDA_LAUNCH_CHECK();
 }
 

@@ -113,16 +113,23 @@ static void concat_cols(const bf16 *a, int64_t ka, const bf16 *b, int64_t kb, fl
     CUDA_LAUNCH_CHECK();
 }
 
-// out (N×K bf16) = (w + s·B·A) [⊙ mask]; `d` is an f32 scratch of N×K.
+// out (N×K bf16) = (w + s·B·A) [⊙ mask]. Without a mask one GEMM with C = w (rounded once to
+// bf16); with one, the product goes to an f32 scratch and a kernel adds w and masks.
 static void merge_weight(const Tensor *w, const Tensor *A, const Tensor *B, const Tensor *mask, float s, bf16 *out) {
     int64_t N = w->shape[0], K = w->shape[1], r = A->shape[0];
-    float *d = (float *)cuda_scratch(SCRATCH_C, (size_t)(N * K) * sizeof(float));
     Gemm g = gemm_into(NULL);
     g.m = N, g.n = K, g.k = r;
     g.a = B->data, g.lda = r;
     g.b = A->data, g.ldb = K;
-    g.c = d, g.ldc = K, g.c_type = CUDA_R_32F;
-    g.alpha = s, g.beta = 0.0f;
+    g.ldc = K;
+    g.alpha = s;
+    if (!mask) {
+        g.c = out, g.c_in = w->data, g.beta = 1.0f;
+        gemm(&g);
+        return;
+    }
+    float *d = (float *)cuda_scratch(SCRATCH_C, (size_t)(N * K) * sizeof(float));
+    g.c = d, g.c_type = CUDA_R_32F, g.beta = 0.0f;
     gemm(&g);
     DISPATCH_MASK(mask, MT, {
         merge_kernel<MT><<<grid_for(N * K), 256, 0, cuda_stream()>>>(cbf(w), d, mask ? (const MT *)mask->data : NULL, out,
