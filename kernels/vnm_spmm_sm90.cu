@@ -45,6 +45,10 @@ constexpr int EPI_PITCH_FM = BN + 8;  // feature-major staging: floats per row (
 #ifndef VNM_FM_CG
 #define VNM_FM_CG 0
 #endif
+#ifndef VNM_FM_PF
+#define VNM_FM_PF 4
+#endif
+constexpr int FM_PREFETCH = VNM_FM_PF;  // rows filler: stages of kept-channel lists loaded ahead
 
 template <int FILL>
 struct Cfg {
@@ -62,9 +66,9 @@ struct Cfg {
     // Register split: the CTA is launched with 384 × 168 = 64512 registers (launch bounds 384, 1) and
     // 128 × PRODUCER_REGS + 256 × CONSUMER_REGS must fit in that, or setmaxnreg.inc waits forever.
     static constexpr int PRODUCER_REGS =
-        FILL == VNM_FILL_TMA ? 40 : FILL == VNM_FILL_WINDOW ? 120 : FILL == VNM_FILL_GENERIC ? 104 : 56;
+        FILL == VNM_FILL_TMA ? 40 : FILL == VNM_FILL_WINDOW ? 120 : FILL == VNM_FILL_GENERIC ? 104 : 96;
     static constexpr int CONSUMER_REGS =
-        FILL == VNM_FILL_TMA ? 232 : FILL == VNM_FILL_WINDOW ? 192 : FILL == VNM_FILL_GENERIC ? 200 : 224;
+        FILL == VNM_FILL_TMA ? 232 : FILL == VNM_FILL_WINDOW ? 192 : FILL == VNM_FILL_GENERIC ? 200 : 200;
     static_assert(128 * PRODUCER_REGS + 256 * CONSUMER_REGS <= 384 * 168, "register split");
     static_assert(SLOT_BYTES % 1024 == 0, "B tiles must stay 1024-byte aligned");
     static_assert(SMEM <= 227 * 1024, "shared memory");
@@ -135,20 +139,9 @@ __device__ __forceinline__ uint64_t b_desc(uint32_t smem_addr) { return smem_des
 // SW128 layout is, in 16-byte units, ((8,n),(8,k)) : ((1,LBO),(8,SBO)), i.e. LBO = stride between
 // 64-element groups along N, SBO = stride between 8-row groups along K (PTX ISA "Strides": for
 // MN-major swizzled layouts LBO steps the MN repeats of the swizzle atom, SBO the next 8 k).
+// Checked on an H100: these values pass the feature-major tests, LBO and SBO swapped fail them all.
 constexpr uint32_t MN_LBO = 1024, MN_SBO = 2048;
-// TEMP (device run 1): VNM_FM_DESC_SWAP=1 swaps LBO and SBO, to test the other reading.
-__constant__ int fm_desc_swap;
-__device__ __forceinline__ uint64_t b_desc_mn(uint32_t smem_addr) {
-    return fm_desc_swap ? smem_desc(smem_addr, MN_SBO, MN_LBO) : smem_desc(smem_addr, MN_LBO, MN_SBO);
-}
-static void vnm_fm_desc_variant_init(void) {
-    static int done = 0;
-    if (done) return;
-    done = 1;
-    const char *v = getenv("VNM_FM_DESC_SWAP");
-    int swap = v && atoi(v) == 1;
-    cudaMemcpyToSymbol(fm_desc_swap, &swap, sizeof swap);
-}
+__device__ __forceinline__ uint64_t b_desc_mn(uint32_t smem_addr) { return smem_desc(smem_addr, MN_LBO, MN_SBO); }
 // Byte offset of the 16-byte chunk (k-row k, tokens 8c .. 8c+7) in that tile.
 __device__ __forceinline__ uint32_t swz_mn(int k, int c) {
     return (uint32_t)((((k >> 3) * 2 + (c >> 3)) << 10) + (k & 7) * 128 + ((((c & 7) ^ (k & 7))) << 4));
@@ -379,31 +372,47 @@ __global__ void __launch_bounds__(384, 1)
             if (tid == 0) copy_a(s, slot, 0);
         };
         if (FILL == VNM_FILL_ROWS) {
-            // Thread = 16-byte chunk c (tokens 8c .. 8c+7) of k-rows kq + 8i, i < 4, of every tile:
-            // a warp copies 2 whole 256-byte rows of xT per instruction. Kept channel k of k-step s
-            // for group g is cols[(g·KB + 8s)·4 + k]; tokens >= n and padding blocks (>= C) are zero.
-            const int c = tid & 15, kq = tid >> 4;
+            // Thread = 16-byte chunk c (tokens 8c .. 8c+7) of the 4 kept channels of column block jb
+            // (k-rows 4jb .. 4jb+3) of the k-step, in every tile: a warp copies 2 whole 256-byte rows
+            // of xT per instruction. The channels, one 8-byte load per tile (cols[(g·KB + 8s + jb)·4
+            // ..]), are loaded FM_PREFETCH stages ahead so that their latency does not serialize the
+            // stages. Tokens >= n and padding blocks (>= C) are zero-filled.
+            constexpr int PF = FM_PREFETCH;
+            const int c = tid & 15, jb = tid >> 4;
             const int64_t t = t0 + 8 * c;
             const uint32_t bytes = t >= e.n ? 0u : (uint32_t)min((int64_t)16, 2 * (e.n - t));
             const uint16_t *xt = x + (bytes ? t : 0);
-            const uint16_t *cols[4];  // this thread's kept-channel list of each tile, at k-step 0
+            const uint2 *cols[4];  // block jb of k-step 0 in each tile's channel list
 #pragma unroll
-            for (int k = 0; k < 4; k++) cols[k] = d.cols + group_of(k < ntiles ? k : 0) * KB * 4 + kq;
-            for (int s = 0; s < nstages; s++) {
-                const int slot = s % CF::NST;
-                begin_stage(s, slot);
+            for (int k = 0; k < 4; k++) cols[k] = (const uint2 *)(d.cols + (group_of(k < ntiles ? k : 0) * KB + jb) * 4);
+            auto block_ok = [&](int s) { return bytes && s < nstages && 8 * (int64_t)s + jb < d.C; };
+            auto load_cols = [&](int s, uint2 (&q)[4]) {
+                const bool ok = block_ok(s);
 #pragma unroll
-                for (int k = 0; k < 4; k++) {
-                    if (k >= ntiles) break;
+                for (int k = 0; k < 4; k++) q[k] = ok && k < ntiles ? __ldg(cols[k] + 8 * s) : make_uint2(0, 0);
+            };
+            uint2 ch[PF][4];
 #pragma unroll
-                    for (int i = 0; i < 4; i++) {
-                        const bool ok = bytes && 8 * (int64_t)s + 2 * i + (kq >> 2) < d.C;
-                        const int64_t ch = ok ? (int64_t)vnm_ldg_u16(cols[k] + 32 * s + 8 * i) : 0;
-                        cp_async16(tile_addr(slot, k) + swz_mn(kq + 8 * i, c), xt + ch * e.ld, ok ? bytes : 0u);
+            for (int u = 0; u < PF; u++) load_cols(u, ch[u]);
+            for (int s0 = 0; s0 < nstages; s0 += PF)
+#pragma unroll
+                for (int u = 0; u < PF; u++) {
+                    const int s = s0 + u, slot = s % CF::NST;
+                    if (s >= nstages) break;
+                    begin_stage(s, slot);
+                    const uint32_t nb = block_ok(s) ? bytes : 0u;
+#pragma unroll
+                    for (int k = 0; k < 4; k++) {
+                        if (k >= ntiles) break;
+#pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            const uint32_t w = i < 2 ? ch[u][k].x : ch[u][k].y, chan = (w >> (16 * (i & 1))) & 0xffff;
+                            cp_async16(tile_addr(slot, k) + swz_mn(4 * jb + i, c), xt + (int64_t)chan * e.ld, nb);
+                        }
                     }
+                    cp_async_arrive(full_bar + 8 * slot);
+                    load_cols(s + PF, ch[u]);
                 }
-                cp_async_arrive(full_bar + 8 * slot);
-            }
             return;
         }
         const int j = tid & 15, tq = tid >> 4;  // block j of the stage; tokens tq + 8*i, i < 16
@@ -664,10 +673,7 @@ int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint1
                         cudaStream_t stream) {
     CUtensorMap map;
     memset(&map, 0, sizeof map);
-    if (e.ld) {
-        vnm_fm_desc_variant_init();  // TEMP (device run 1)
-        return launch<VNM_FILL_ROWS>(d, dev, x, e, map, stream);
-    }
+    if (e.ld) return launch<VNM_FILL_ROWS>(d, dev, x, e, map, stream);
     if (d->fill == VNM_FILL_TMA) {
         VnmDeviceMatrix *dm = (VnmDeviceMatrix *)d;  // the cache is logically const
         TmapCache *c = (TmapCache *)dm->tmap_cache;

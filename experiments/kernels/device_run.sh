@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Device-side build + checks + benchmark for the V:N:M SpMM kernels (one `run` call).
-#   bash experiments/kernels/device_run.sh [probe] [test] [fmswap] [sass] [ncu] [bench ARGS... --] [variants]
+#   bash experiments/kernels/device_run.sh [probe] [test] [sass] [ncu] [bench ARGS... --] [variants]
 # Everything after `bench` up to `--` goes to the benchmark. `variants` rebuilds vnm_spmm_sm90.cu
 # with each VARIANTS entry's flags (name:-DFLAG=V,...) into its own bench binary and runs
 # VARIANT_ARGS with it (compiled in the background while the other steps run).
@@ -61,9 +61,6 @@ for step in "${STEPS[@]}"; do
       echo "== $step (rc $?)"; grep -E "bad [1-9]" "$OUT/$step.txt" | head -8
       grep -E "^(wgmma|mma)" "$OUT/$step.txt" | awk '{print $1}' | sort | uniq -c
       grep -E "Synthesis" "$OUT/$step.txt" ;;
-    fmswap)  # the feature-major tests with the descriptor's LBO and SBO swapped (VNM_FM_DESC_SWAP=1)
-      VNM_FM_DESC_SWAP=1 timeout 100 $TEST --jobs 1 --verbose --filter 'vnm_spmm_gpu/feature_major*' > "$OUT/fmswap.txt" 2>&1
-      echo "== fmswap (rc $?)"; grep -cE "bad [1-9]" "$OUT/fmswap.txt"; grep -E "Synthesis" "$OUT/fmswap.txt" ;;
     sass)
       cuobjdump -sass $LIB 2>/dev/null | grep -oE "HGMMA[.A-Z0-9x]*" | sort | uniq -c | tee "$OUT/sass.txt"
       cuobjdump -res-usage $LIB 2>/dev/null | grep -A1 -E "vnm_(wgmma|mma|decode)" | grep -oE "(Function.*|REG:[0-9]+|LOCAL:[0-9]+)" | tee -a "$OUT/sass.txt"
@@ -72,12 +69,12 @@ for step in "${STEPS[@]}"; do
         grep -oE "HGMMA[.A-Z0-9x]*|LDGSTS[.A-Z0-9]*|ARRIVES[.A-Z0-9]*|LDL|STL" | sort | uniq -c | tee -a "$OUT/sass.txt" ;;
     ncu)  # NCU_RUNS="pattern@n:kernel-regex ..."
       for r in ${NCU_RUNS:-2:4@2048:vnm_wgmma 64:2:8@2048:vnm_wgmma 64:2:8@16:vnm_decode}; do
-        pat=${r%:*}; kre=${r##*:}; f="$OUT/ncu_$(echo $pat | tr ':@' '__').txt"
+        pat=${r%:*}; kre=${r##*:}; f="$OUT/ncu_$(echo $pat | tr ':@/' '___').txt"
         (cd $B && timeout 90 ncu --kernel-name regex:$kre --launch-skip 2 --launch-count 1 --section SpeedOfLight \
-           --section MemoryWorkloadAnalysis --section WarpStateStats --section ComputeWorkloadAnalysis --section Occupancy \
-           --section SchedulerStats \
+           --section MemoryWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables --section WarpStateStats \
+           --section ComputeWorkloadAnalysis --section Occupancy --section SchedulerStats \
            ./bench_spmm --ncu $pat 2>&1) > "$f"
-        grep -E "ncu run|Duration|Throughput|Issue Slots|Warp Cycles Per Issued|ERROR" "$f" | head -14
+        grep -E "ncu run|Duration|Throughput|Issue Slots|Warp Cycles Per Issued|Hit Rate|Bank|ERROR" "$f" | head -24
       done ;;
     bench)
       (cd $B && timeout ${BENCH_TIMEOUT:-300} ./bench_spmm "${BENCH_ARGS[@]}" 2>&1) | tee "$OUT/bench.txt"
