@@ -39,7 +39,9 @@ NV90="nvcc -std=c++17 -O3 -lineinfo -gencode=arch=compute_90a,code=sm_90a -I."
 for v in ${VARIANTS:-}; do  # background builds for the variants step
   name=${v%%:*}; flags=$(echo ${v#*:} | tr ',' ' ')
   ( $NV90 $flags -c kernels/vnm_spmm_sm90.cu -o $B/sm90_$name.o && \
-    nvcc experiments/kernels/bench_main.c $B/sm90_$name.o $LIB -o $B/bench_$name -lcublasLt -ldl ) > $B/variant_$name.log 2>&1 &
+    nvcc experiments/kernels/bench_main.c $B/sm90_$name.o $LIB -o $B/bench_$name -lcublasLt -ldl && \
+    $NV90 -I/opt/vnmdeps/usr/include tests/gpu/test_vnm_spmm.cu $B/sm90_$name.o $LIB -o $B/test_$name \
+      -L/opt/vnmdeps/usr/lib/x86_64-linux-gnu -lcriterion -lcublasLt -ldl ) > $B/variant_$name.log 2>&1 &
 done
 
 BENCH_ARGS=()
@@ -83,6 +85,8 @@ for step in "${STEPS[@]}"; do
       wait
       for v in ${VARIANTS:-}; do
         name=${v%%:*}; echo "== variant $v"; tail -3 $B/variant_$name.log
+        timeout 60 $B/test_$name --jobs 1 --verbose --filter 'vnm_spmm_gpu/feature_major*' > $B/vtest_$name.txt 2>&1
+        echo "tests (rc $?): $(grep -cE 'bad [1-9]' $B/vtest_$name.txt) bad cases; $(grep Synthesis $B/vtest_$name.txt)"
         (cd $B && timeout 100 ./bench_$name ${VARIANT_ARGS:---prefill --fm-only --no-table --no-check --reps 5} 2>&1) | tee "$OUT/variant_$name.txt" | grep -v "^#"
       done ;;
   esac
