@@ -40,13 +40,6 @@ constexpr int KSTEP_A_BYTES = 8192, KSTEP_META_BYTES = 2048;  // one k-step of o
 constexpr int EPI_PITCH = BM + 4;     // token-major staging: floats per token
 constexpr int EPI_PITCH_FM = BN + 8;  // feature-major staging: floats per row (conflict-free float2 writes)
 constexpr int FM_PREFETCH = 4;        // rows filler: stages of kept-channel lists loaded ahead
-// TEMP (device run 3): how the rows filler hands cp.async data to the wgmma (async proxy):
-// 0 = cp.async.mbarrier.arrive, consumers fence.proxy.async after the wait; 1 = the producer waits
-// for its copies FM_SYNC_LAG stages later (cp.async.wait_group), fences and arrives; 2 = like 0
-// without the consumer fence.
-#ifndef VNM_FM_SYNC
-#define VNM_FM_SYNC 0
-#endif
 
 template <int FILL>
 struct Cfg {
@@ -220,11 +213,6 @@ __device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
 // share channels (half the requests hit L1 at 64:2:8; .cg measured the same on an H100).
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, uint32_t src_bytes) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 __device__ __forceinline__ void cp_async_arrive(uint32_t bar) {
 #ifdef VNM_SM90A
@@ -409,25 +397,9 @@ __global__ void __launch_bounds__(384, 1)
                             cp_async16(tile_addr(slot, k) + swz_mn(4 * jb + i, c), xt + (int64_t)chan * e.ld, nb);
                         }
                     }
-#if VNM_FM_SYNC == 1
-                    constexpr int LAG = CF::NST - 2;
-                    cp_async_commit();
-                    if (s >= LAG) {
-                        cp_async_wait<LAG>();
-                        fence_proxy_async();
-                        mbar_arrive(full_bar + 8 * ((s - LAG) % CF::NST));
-                    }
-#else
                     cp_async_arrive(full_bar + 8 * slot);
-#endif
                     load_cols(s + PF, ch[u]);
                 }
-#if VNM_FM_SYNC == 1
-            cp_async_wait<0>();
-            fence_proxy_async();
-            for (int s = nstages - (CF::NST - 2) > 0 ? nstages - (CF::NST - 2) : 0; s < nstages; s++)
-                mbar_arrive(full_bar + 8 * (s % CF::NST));
-#endif
             return;
         }
         const int j = tid & 15, tq = tid >> 4;  // block j of the stage; tokens tq + 8*i, i < 16
@@ -538,8 +510,7 @@ __global__ void __launch_bounds__(384, 1)
     auto mma_stage = [&](int s, uint4 (&a)[2][KS], uint32_t (&m)[2][KS]) {
         const int slot = s % CF::NST;
         mbar_wait(full_bar + 8 * slot, (uint32_t)((s / CF::NST) & 1));
-        if (FILL != VNM_FILL_TMA && (!CF::ROWS || VNM_FM_SYNC == 0))
-            fence_proxy_async();  // acquired generic-proxy writes -> our async-proxy reads
+        if (FILL != VNM_FILL_TMA) fence_proxy_async();  // acquired generic-proxy writes -> our async-proxy reads
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
