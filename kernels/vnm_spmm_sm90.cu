@@ -210,7 +210,7 @@ __device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
 #endif
 }
 // 16-byte cp.async with zero fill beyond src_bytes, L1-allocating: the 4 gather groups of a CTA
-// share channels (half the requests hit L1 at 64:2:8; .cg measured the same on an H100).
+// share channels (half the requests hit L1 at 64:2:8; .cg was not consistently faster on an H100).
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, uint32_t src_bytes) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
 }
