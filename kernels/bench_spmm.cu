@@ -1,6 +1,7 @@
 // `vnmtune bench spmm`: V:N:M SpMM vs cuBLASLt dense bf16 and cuSPARSELt 2:4, same problem, same run.
 //
-//   bench_spmm [--quick] [--reps N] [--no-flush] [--table FILE | --no-table] [--no-check]
+//   bench_spmm [--quick | --prefill] [--reps N] [--no-flush] [--table FILE | --no-table] [--no-check]
+//              [--no-mmasp] [--fm-only]
 //
 // Times are CUDA-event medians of --reps runs after 3 warm-ups; by default a 128 MB buffer is
 // written before every timed run so that L2 starts cold (--no-flush keeps it warm). Dense uses
@@ -10,6 +11,10 @@
 // extra channels); the dense baseline keeps the true shape, so such speed-ups are slightly low.
 // The table file (for `vnmtune select-vm`) holds rows `out in n V M speedup`, speedup =
 // dense time / ours.
+// Feature-major columns: dense_fm = cuBLASLt on yT (out × n) = W · xT (in × n), both row-major
+// (the same FLOPs), fm = vnm_spmm_cuda_fm on the same layout, fm/xfm = dense_fm / fm.
+// --prefill: only Llama n = 2048, 8192 and DeiT-B 768×3072; --no-mmasp skips the mma_sp column,
+// --fm-only every sparse token-major column (for quick feature-major experiments).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
@@ -33,7 +38,7 @@ namespace {
     } while (0)
 
 struct Opts {
-    int reps = 20, flush = 1, quick = 0, check = 1;
+    int reps = 20, flush = 1, quick = 0, check = 1, prefill = 0, mmasp = 1, fm_only = 0;
     const char *table = "spmm_table.txt";
     const char *ncu = NULL;  // --ncu PATTERN: only 3 launches of ours at 4096x4096, n = 2048 (for profilers)
 };
@@ -93,17 +98,20 @@ struct Dense {
 };
 Dense dense;
 
-// Times the fastest of the top heuristic algorithms; W (out, in) row-major = column-major (in, out).
-double dense_time(const Opts &o, int64_t out, int64_t in, int64_t n, const uint16_t *W, const uint16_t *x, uint16_t *y) {
+// Column-major D (m × n, ld m) = op(A) · op(B), k the reduction: the fastest of the top heuristic
+// algorithms. A is (k × m) when transposed (lda k), else (m × k) (lda m); B is (k × n), ld k.
+double lt_time(const Opts &o, int64_t m, int64_t n, int64_t k, bool trans_a, const uint16_t *A, const uint16_t *B,
+               uint16_t *D) {
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
-    cublasOperation_t tA = CUBLAS_OP_T, tB = CUBLAS_OP_N;
+    cublasOperation_t tA = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tB = CUBLAS_OP_N;
     cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
     cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &tA, sizeof tA);
     cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tB, sizeof tB);
-    cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, in, out, in);
-    cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, in, n, in);
-    cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, out, n, out);
+    if (trans_a) cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, k, m, k);
+    else cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, m, k, m);
+    cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, k, n, k);
+    cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, m, n, m);
     cublasLtMatmulPreference_t pref;
     cublasLtMatmulPreferenceCreate(&pref);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &dense.ws_bytes,
@@ -116,7 +124,7 @@ double dense_time(const Opts &o, int64_t out, int64_t in, int64_t n, const uint1
     for (int i = 0; i < found; i++) {
         if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
         auto run = [&] {
-            cublasLtMatmul(dense.lt, op, &alpha, W, la, x, lb, &beta, y, lc, y, lc, &res[i].algo, dense.ws, dense.ws_bytes, 0);
+            cublasLtMatmul(dense.lt, op, &alpha, A, la, B, lb, &beta, D, lc, D, lc, &res[i].algo, dense.ws, dense.ws_bytes, 0);
         };
         double t = time_us(o, run);
         if (t < best) best = t;
@@ -125,6 +133,16 @@ double dense_time(const Opts &o, int64_t out, int64_t in, int64_t n, const uint1
     cublasLtMatrixLayoutDestroy(la), cublasLtMatrixLayoutDestroy(lb), cublasLtMatrixLayoutDestroy(lc);
     cublasLtMatmulDescDestroy(op);
     return best;
+}
+
+// y (n, out) = x (n, in) · Wᵀ: column-major y (out × n) = Wᵀ (W row-major = column-major (in × out)) · x.
+double dense_time(const Opts &o, int64_t out, int64_t in, int64_t n, const uint16_t *W, const uint16_t *x, uint16_t *y) {
+    return lt_time(o, out, n, in, true, W, x, y);
+}
+// Feature-major yT (out × n) = W · xT, all row-major: column-major y (n × out) = xT' (n × in) · W' (in × out).
+double dense_fm_time(const Opts &o, int64_t out, int64_t in, int64_t n, const uint16_t *W, const uint16_t *xT,
+                     uint16_t *yT) {
+    return lt_time(o, n, out, in, false, xT, W, yT);
 }
 
 // ---- cuSPARSELt 2:4 through dlopen: the few types and entry points used here ----
@@ -257,12 +275,22 @@ void ours_free(Ours *o) {
 
 double ours_time(const Opts &o, const Ours *s, int64_t n, const uint16_t *x, uint16_t *y, int kernel) {
     Err err;
+    if (kernel == VNM_KERNEL_MMA_SP && !o.mmasp) return NAN;
     if (vnm_spmm_cuda_ex(&s->d, x, n, NULL, NULL, VNM_ACT_NONE, y, 0, kernel, &err)) return NAN;
     return time_us(o, [&] { vnm_spmm_cuda_ex(&s->d, x, n, NULL, NULL, VNM_ACT_NONE, y, 0, kernel, &err); });
 }
 
-// Relative error of ours vs cuBLAS on the decompressed matrix (true in only, i.e. M | in).
-double check_vs_dense(const Ours *s, int64_t n, const uint16_t *x, uint16_t *y, uint16_t *y_ref) {
+// Feature-major: xT (in × ld), yT (out × ld), ld = n rounded up to 8.
+double ours_fm_time(const Opts &o, const Ours *s, int64_t n, const uint16_t *xT, uint16_t *yT) {
+    Err err;
+    const int64_t ld = (n + 7) / 8 * 8;
+    if (vnm_spmm_cuda_fm(&s->d, xT, n, ld, NULL, NULL, VNM_ACT_NONE, yT, 0, &err)) return NAN;
+    return time_us(o, [&] { vnm_spmm_cuda_fm(&s->d, xT, n, ld, NULL, NULL, VNM_ACT_NONE, yT, 0, &err); });
+}
+
+// Relative error of ours vs cuBLAS on the decompressed matrix (true in only, i.e. M | in), token-major
+// or feature-major (fm: x is xT, n % 8 == 0 so that ld = n).
+double check_vs_dense(const Ours *s, int64_t n, const uint16_t *x, uint16_t *y, uint16_t *y_ref, bool fm) {
     int64_t out = s->m.out, in = s->m.in;
     float *Wf = (float *)xmalloc((size_t)(out * in) * 4);
     vnm_decompress(&s->m, Wf);
@@ -273,9 +301,14 @@ double check_vs_dense(const Ours *s, int64_t n, const uint16_t *x, uint16_t *y, 
     free(Wf), free(Wh);
     Opts once;
     once.reps = 1, once.flush = 0;
-    dense_time(once, out, in, n, Wd, x, y_ref);
     Err err;
-    vnm_spmm_cuda(&s->d, x, n, NULL, NULL, VNM_ACT_NONE, y, 0, &err);
+    if (fm) {
+        dense_fm_time(once, out, in, n, Wd, x, y_ref);
+        vnm_spmm_cuda_fm(&s->d, x, n, n, NULL, NULL, VNM_ACT_NONE, y, 0, &err);
+    } else {
+        dense_time(once, out, in, n, Wd, x, y_ref);
+        vnm_spmm_cuda(&s->d, x, n, NULL, NULL, VNM_ACT_NONE, y, 0, &err);
+    }
     CK(cudaDeviceSynchronize());
     uint16_t *a = (uint16_t *)xmalloc((size_t)(n * out) * 2), *b = (uint16_t *)xmalloc((size_t)(n * out) * 2);
     CK(cudaMemcpy(a, y, (size_t)(n * out) * 2, cudaMemcpyDeviceToHost));
@@ -310,8 +343,9 @@ void buffers_init(Buffers *b, int64_t max_n, int64_t max_in, int64_t max_out) {
 
 void main_table(const Opts &o, const Buffers &b) {
     const char *patterns[] = {"2:4", "64:2:5", "64:2:8"};
-    printf("%-11s %-13s %5s %-7s %-17s %9s %9s %9s %9s %7s %7s %8s\n", "model", "out x in", "n", "pattern", "kernel",
-           "dense_us", "splt24_us", "ours_us", "mmasp_us", "ours/x", "splt/x", "check");
+    printf("%-11s %-13s %5s %-7s %-17s %9s %9s %9s %9s %7s %7s %8s %9s %9s %7s %7s %8s\n", "model", "out x in", "n",
+           "pattern", "kernel", "dense_us", "splt24_us", "ours_us", "mmasp_us", "ours/x", "splt/x", "check", "dnsfm_us",
+           "fm_us", "fm/xfm", "fm/x", "check_fm");
     struct Group {
         const Shape *s;
         size_t count;
@@ -322,6 +356,7 @@ void main_table(const Opts &o, const Buffers &b) {
         for (size_t si = 0; si < groups[gi].count; si++) {
             const Shape sh = groups[gi].s[si];
             if (o.quick && !(sh.out == 4096 && sh.in == 4096) && !(sh.out == 768 && sh.in == 3072)) continue;
+            if (o.prefill && groups[gi].s != LLAMA && !(sh.out == 768 && sh.in == 3072)) continue;
             Ours ours[3];
             for (int pi = 0; pi < 3; pi++) {
                 VnmPattern p;
@@ -332,20 +367,26 @@ void main_table(const Opts &o, const Buffers &b) {
             for (int ni = 0; ni < groups[gi].nn; ni++) {
                 int64_t n = groups[gi].ns[ni];
                 if (o.quick && n != 2048 && n != 16 && n != DEIT_N) continue;
+                if (o.prefill && n < 2048) continue;
                 double td = dense_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
-                double ts = splt_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
+                double ts = o.fm_only ? NAN : splt_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
+                double tdf = dense_fm_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
                 for (int pi = 0; pi < 3; pi++) {
-                    double t = ours_time(o, &ours[pi], n, b.x, b.y, VNM_KERNEL_AUTO);
+                    double t = o.fm_only ? NAN : ours_time(o, &ours[pi], n, b.x, b.y, VNM_KERNEL_AUTO);
                     double tm = ours_time(o, &ours[pi], n, b.x, b.y, VNM_KERNEL_MMA_SP);
-                    double err = NAN;
-                    if (o.check && ours[pi].m.in == sh.in && (n == 128 || n == DEIT_N)) err = check_vs_dense(&ours[pi], n, b.x, b.y, b.y_ref);
+                    double tf = ours_fm_time(o, &ours[pi], n, b.x, b.y);
+                    double err = NAN, err_fm = NAN;
+                    if (o.check && ours[pi].m.in == sh.in && (n == 128 || n == 2048 || n == DEIT_N)) {
+                        if (!o.fm_only) err = check_vs_dense(&ours[pi], n, b.x, b.y, b.y_ref, false);
+                        err_fm = check_vs_dense(&ours[pi], n, b.x, b.y, b.y_ref, true);
+                    }
                     char shape[32], splt_s[16], splt_r[16];
                     snprintf(shape, sizeof shape, "%lldx%lld", (long long)sh.out, (long long)sh.in);
                     snprintf(splt_s, sizeof splt_s, isnan(ts) ? "n/a" : "%.1f", ts);
                     snprintf(splt_r, sizeof splt_r, isnan(ts) ? "n/a" : "%.2f", td / ts);
-                    printf("%-11s %-13s %5lld %-7s %-17s %9.1f %9s %9.1f %9.1f %7.2f %7s %8.1e\n", sh.model, shape, (long long)n,
-                           patterns[pi], vnm_spmm_kernel_name(&ours[pi].d, n, VNM_KERNEL_AUTO), td, splt_s, t, tm, td / t,
-                           splt_r, err);
+                    printf("%-11s %-13s %5lld %-7s %-17s %9.1f %9s %9.1f %9.1f %7.2f %7s %8.1e %9.1f %9.1f %7.2f %7.2f %8.1e\n",
+                           sh.model, shape, (long long)n, patterns[pi], vnm_spmm_kernel_name(&ours[pi].d, n, VNM_KERNEL_AUTO),
+                           td, splt_s, t, tm, td / t, splt_r, err, tdf, tf, tdf / tf, td / tf, err_fm);
                     fflush(stdout);
                 }
             }
@@ -400,6 +441,9 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
     Opts o;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) o.quick = 1, o.reps = 10;
+        else if (!strcmp(argv[i], "--prefill")) o.prefill = 1, o.reps = 10;
+        else if (!strcmp(argv[i], "--no-mmasp")) o.mmasp = 0;
+        else if (!strcmp(argv[i], "--fm-only")) o.fm_only = 1, o.mmasp = 0;
         else if (!strcmp(argv[i], "--no-flush")) o.flush = 0;
         else if (!strcmp(argv[i], "--no-check")) o.check = 0;
         else if (!strcmp(argv[i], "--no-table")) o.table = NULL;
@@ -407,7 +451,8 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--table") && i + 1 < argc) o.table = argv[++i];
         else if (!strcmp(argv[i], "--ncu") && i + 1 < argc) o.ncu = argv[++i];
         else {
-            fprintf(stderr, "usage: bench spmm [--quick] [--reps N] [--no-flush] [--no-check] [--table FILE | --no-table] [--ncu PATTERN]\n");
+            fprintf(stderr, "usage: bench spmm [--quick | --prefill] [--reps N] [--no-flush] [--no-check] [--no-mmasp] "
+                            "[--fm-only] [--table FILE | --no-table] [--ncu PATTERN[@N][/fm]]\n");
             return 2;
         }
     }
@@ -431,11 +476,13 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
     printf("# bench spmm: %s\n# median of %d runs after 3 warm-ups, L2 %s before each run; ratios = dense time / time\n",
            device, o.reps, o.flush ? "flushed (128 MB write)" : "warm");
     Buffers b;
-    if (o.ncu) {  // PATTERN[@N]
+    if (o.ncu) {  // PATTERN[@N][/fm]: /fm runs the feature-major kernel (n a multiple of 8)
         VnmPattern p;
         Err err;
         char pat[64];
         snprintf(pat, sizeof pat, "%s", o.ncu);
+        char *fm = strstr(pat, "/fm");
+        if (fm) *fm = 0;
         char *at = strchr(pat, '@');
         int64_t n = 2048;
         if (at) *at = 0, n = atoll(at + 1);
@@ -443,9 +490,12 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         buffers_init(&b, n, 4096 + 32, 4096);
         Ours s;
         ours_make(&s, p, 4096, 4096, 5);
-        for (int i = 0; i < 3; i++) vnm_spmm_cuda(&s.d, b.x, n, NULL, NULL, VNM_ACT_NONE, b.y, 0, &err);
+        for (int i = 0; i < 3; i++)
+            if (fm) vnm_spmm_cuda_fm(&s.d, b.x, n, n, NULL, NULL, VNM_ACT_NONE, b.y, 0, &err);
+            else vnm_spmm_cuda(&s.d, b.x, n, NULL, NULL, VNM_ACT_NONE, b.y, 0, &err);
         CK(cudaDeviceSynchronize());
-        printf("ncu run: %s n=%lld %s\n", pat, (long long)n, vnm_spmm_kernel_name(&s.d, n, VNM_KERNEL_AUTO));
+        printf("ncu run: %s n=%lld %s\n", pat, (long long)n,
+               vnm_spmm_kernel_name(&s.d, n, fm ? VNM_KERNEL_FEATURE_MAJOR : VNM_KERNEL_AUTO));
         return 0;
     }
     buffers_init(&b, 12608, 11008 + 32, 11008);

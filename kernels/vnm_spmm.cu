@@ -363,19 +363,24 @@ extern "C" void vnm_device_free(VnmDeviceMatrix *d) {
 // Dispatch
 // ---------------------------------------------------------------------------------------------
 
-static bool wgmma_ok(const VnmDeviceMatrix *d, int64_t n) {
-    return d->cc_major == 9 && vnm_wgmma_sp_available() && d->group_rows % 64 == 0 && n > DECODE_MAX_N;
+// The wgmma kernel (any filler, feature-major too): sm_90a and 64-row groups sharing kept columns.
+static bool wgmma_matrix_ok(const VnmDeviceMatrix *d) {
+    return d->cc_major == 9 && vnm_wgmma_sp_available() && d->group_rows % 64 == 0;
 }
+
+static bool wgmma_ok(const VnmDeviceMatrix *d, int64_t n) { return wgmma_matrix_ok(d) && n > DECODE_MAX_N; }
 
 static int pick_kernel(const VnmDeviceMatrix *d, int64_t n, int kernel) {
     if (kernel == VNM_KERNEL_AUTO) return wgmma_ok(d, n) ? VNM_KERNEL_WGMMA_SP : VNM_KERNEL_MMA_SP;
     if (kernel == VNM_KERNEL_WGMMA_SP && !wgmma_ok(d, n)) return -1;
+    if (kernel == VNM_KERNEL_FEATURE_MAJOR && !wgmma_matrix_ok(d)) return -1;
     return kernel;
 }
 
 extern "C" const char *vnm_spmm_kernel_name(const VnmDeviceMatrix *d, int64_t n, int kernel) {
     static const char *fills[] = {"wgmma_sp/tma", "wgmma_sp/window", "wgmma_sp/generic"};
     int k = pick_kernel(d, n, kernel);
+    if (k == VNM_KERNEL_FEATURE_MAJOR) return "wgmma_sp/rows";
     if (k == VNM_KERNEL_WGMMA_SP) return fills[d->fill];
     if (k == VNM_KERNEL_MMA_SP) return n <= DECODE_MAX_N ? "mma_sp/decode" : "mma_sp";
     return "unavailable";
@@ -405,29 +410,62 @@ static int launch_mma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint
     return 0;
 }
 
-extern "C" int vnm_spmm_cuda_ex(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, const uint16_t *bias,
-                                const uint16_t *residual, int act, uint16_t *y, cudaStream_t stream, int kernel,
-                                Err *err) {
-    if (n < 0 || !x || !y || !d->vals) return err_set(err, "vnm_spmm_cuda: bad arguments (n = %lld)", (long long)n);
-    if (n == 0) return 0;
-    if (n > 65535LL * 128) return err_set(err, "vnm_spmm_cuda: n = %lld is too large", (long long)n);
-    int k = pick_kernel(d, n, kernel);
-    if (k < 0)
-        return err_set(err, "vnm_spmm_cuda: kernel %d cannot run pattern %d:%d:%d (n = %lld) on this device", kernel,
-                       d->p.V, d->p.N, d->p.M, (long long)n);
-    VnmDev dev = vnm_dev_of(d);
+// Argument checks shared by both layouts (0 = go on, 1 = nothing to do, -1 = error) and the epilogue.
+static int check_call(const VnmDeviceMatrix *d, const void *x, int64_t n, const void *y, int kernel, const char *fn,
+                      Err *err) {
+    if (n < 0 || !x || !y || !d->vals) return err_set(err, "%s: bad arguments (n = %lld)", fn, (long long)n);
+    if (n == 0) return 1;
+    if (n > 65535LL * 128) return err_set(err, "%s: n = %lld is too large", fn, (long long)n);
+    if (pick_kernel(d, n, kernel) < 0)
+        return err_set(err, "%s: kernel %d cannot run pattern %d:%d:%d (n = %lld) on this device", fn, kernel, d->p.V,
+                       d->p.N, d->p.M, (long long)n);
+    return 0;
+}
+
+static VnmEpi make_epi(const VnmDeviceMatrix *d, int64_t n, int64_t ld, const uint16_t *bias, const uint16_t *residual,
+                       int act, uint16_t *y) {
     VnmEpi e;
     e.bias = (const __nv_bfloat16 *)bias;
     e.residual = (const __nv_bfloat16 *)residual;
     e.perm = d->row_perm;
     e.y = (__nv_bfloat16 *)y;
     e.ws = NULL;
-    e.n = n, e.out = d->out, e.out_pad = d->out_pad;
+    e.n = n, e.out = d->out, e.out_pad = d->out_pad, e.ld = ld;
     e.act = act;
-    int rc = k == VNM_KERNEL_WGMMA_SP ? vnm_launch_wgmma_sp(d, dev, x, e, stream) : launch_mma_sp(d, dev, x, e, stream);
+    return e;
+}
+
+static int launch_result(int rc, const char *fn, Err *err) {
     cudaError_t ce = cudaGetLastError();
-    if (ce != cudaSuccess) return cuda_fail(err, ce, "vnm_spmm_cuda launch");
-    return rc ? err_set(err, "vnm_spmm_cuda: launch failed") : 0;
+    if (ce != cudaSuccess) return err_set(err, "%s launch: %s", fn, cudaGetErrorString(ce));
+    return rc ? err_set(err, "%s: launch failed", fn) : 0;
+}
+
+extern "C" int vnm_spmm_cuda_ex(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, const uint16_t *bias,
+                                const uint16_t *residual, int act, uint16_t *y, cudaStream_t stream, int kernel,
+                                Err *err) {
+    if (kernel == VNM_KERNEL_FEATURE_MAJOR) return err_set(err, "vnm_spmm_cuda: use vnm_spmm_cuda_fm");
+    int c = check_call(d, x, n, y, kernel, "vnm_spmm_cuda", err);
+    if (c) return c < 0 ? -1 : 0;
+    VnmDev dev = vnm_dev_of(d);
+    VnmEpi e = make_epi(d, n, 0, bias, residual, act, y);
+    int rc = pick_kernel(d, n, kernel) == VNM_KERNEL_WGMMA_SP ? vnm_launch_wgmma_sp(d, dev, x, e, stream)
+                                                              : launch_mma_sp(d, dev, x, e, stream);
+    return launch_result(rc, "vnm_spmm_cuda", err);
+}
+
+extern "C" int vnm_spmm_cuda_fm(const VnmDeviceMatrix *d, const uint16_t *xT, int64_t n, int64_t ld,
+                                const uint16_t *bias, const uint16_t *residualT, int act, uint16_t *yT,
+                                cudaStream_t stream, Err *err) {
+    int c = check_call(d, xT, n, yT, VNM_KERNEL_FEATURE_MAJOR, "vnm_spmm_cuda_fm", err);
+    if (c) return c < 0 ? -1 : 0;
+    const uintptr_t align = (uintptr_t)xT | (uintptr_t)yT | (uintptr_t)residualT;
+    if (ld < n || ld % 8 || align % 16)
+        return err_set(err, "vnm_spmm_cuda_fm: ld = %lld must be >= n = %lld and a multiple of 8, xT/yT/residualT "
+                       "16-byte aligned", (long long)ld, (long long)n);
+    VnmDev dev = vnm_dev_of(d);
+    VnmEpi e = make_epi(d, n, ld, bias, residualT, act, yT);
+    return launch_result(vnm_launch_wgmma_sp(d, dev, xT, e, stream), "vnm_spmm_cuda_fm", err);
 }
 
 extern "C" int vnm_spmm_cuda(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, const uint16_t *bias,

@@ -25,6 +25,14 @@
 //                 Needs V % 64 == 0 or the same columns for all row blocks (e.g. 2:4), n > 16,
 //                 and a build with sm_90a code (checked at run time).
 // The device layout of values/meta (per-thread fragment order) is documented in vnm_spmm.cu.
+//
+// Feature-major path (vnm_spmm_cuda_fm): activations stored transposed, tokens contiguous:
+//   yT (out × ld) = epilogue( W_vnm · xT ),  xT (in × ld), residualT (out × ld),  element (c, t) at [c*ld + t]
+// with ld >= n, ld % 8 == 0 and 16-byte aligned xT / yT / residualT. Columns n .. ld-1 of yT are not
+// written; those of xT are not read. The same epilogue as above, per output row o (bias[o], row_perm).
+// Kernel "wgmma_sp/rows" (sm_90a, same matrices as wgmma_sp, any n >= 1): a kept input channel of
+// a 128-token tile is one contiguous row of xT, so B is built by 16-byte cp.async row copies
+// straight into an N-major (transposed) wgmma operand; D = W·xT is already yT.
 // Measured speeds (H100) and the V × M table for select-vm: experiments/kernels/.
 #pragma once
 #include <stdint.h>
@@ -46,9 +54,11 @@ typedef enum {
     VNM_KERNEL_AUTO = 0,
     VNM_KERNEL_MMA_SP = 1,    // mma.sp.sync (any arch >= sm_80)
     VNM_KERNEL_WGMMA_SP = 2,  // wgmma.mma_async.sp (sm_90a only)
+    VNM_KERNEL_FEATURE_MAJOR = 3,  // only for vnm_spmm_kernel_name: the vnm_spmm_cuda_fm kernel
 } VnmKernel;
 
-typedef enum { VNM_FILL_TMA = 0, VNM_FILL_WINDOW = 1, VNM_FILL_GENERIC = 2 } VnmFill;
+// VNM_FILL_ROWS is the feature-major kernel's filler (cp.async row copies of xT); d->fill never holds it.
+typedef enum { VNM_FILL_TMA = 0, VNM_FILL_WINDOW = 1, VNM_FILL_GENERIC = 2, VNM_FILL_ROWS = 3 } VnmFill;
 
 typedef struct VnmDeviceMatrix {
     VnmPattern p;
@@ -81,7 +91,13 @@ int vnm_spmm_cuda(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, const 
 int vnm_spmm_cuda_ex(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, const uint16_t *bias,
                      const uint16_t *residual, int act, uint16_t *y, cudaStream_t stream, int kernel,
                      Err *err);
+// Feature-major product (layout above): yT = epilogue(W · xT), ld = token stride of xT, yT and
+// residualT. Returns -1 with err filled when the device or matrix cannot run it (needs sm_90a and
+// V % 64 == 0 or the same kept columns for all rows) or on bad arguments / a CUDA error.
+int vnm_spmm_cuda_fm(const VnmDeviceMatrix *d, const uint16_t *xT, int64_t n, int64_t ld, const uint16_t *bias,
+                     const uint16_t *residualT, int act, uint16_t *yT, cudaStream_t stream, Err *err);
 // Which kernel vnm_spmm_cuda picks for this matrix and n: "wgmma_sp/window", "mma_sp", ...
+// (kernel = VNM_KERNEL_FEATURE_MAJOR: the kernel of vnm_spmm_cuda_fm, "wgmma_sp/rows" or "unavailable").
 const char *vnm_spmm_kernel_name(const VnmDeviceMatrix *d, int64_t n, int kernel);
 
 #ifdef __cplusplus

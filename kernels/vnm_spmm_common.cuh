@@ -21,16 +21,23 @@ struct VnmEpi {
     __nv_bfloat16 *y;
     float *ws;              // split-K accumulation target (decode), else NULL
     int64_t n, out, out_pad;
+    int64_t ld;             // 0: token-major y/residual (n × out); else feature-major (out × ld)
     int act;
 };
 
+// Element offset of (output channel o, token t) in y and residual.
+__host__ __device__ __forceinline__ int64_t vnm_epi_offset(const VnmEpi &e, int64_t o, int64_t t) {
+    return e.ld ? o * e.ld + t : t * e.out + o;
+}
+
 // Index (in uint4 A fragments or u32 metadata words) of lane `lane` of 16-row group q, k-step ks.
-// Order: [256-row tile][stage of 2 k-steps][m64 row group][k-step in stage][warp][lane], so that
-// one wgmma stage of one CTA (256 rows × 2 k-steps) is one contiguous block (16 KB of A, 4 KB of
-// metadata) that a single bulk copy can move. Needs KT even and rows padded to 256.
+// Order: [256-row tile][k-step][m64 row group][warp][lane], so that the A fragments of one CTA
+// (256 rows) for one k-step are one contiguous block (8 KB of A, 2 KB of metadata), and those of
+// consecutive k-steps too: a wgmma ring stage of 1 or 2 k-steps is one bulk copy. Needs rows
+// padded to 256.
 __host__ __device__ __forceinline__ int64_t vnm_frag_index(int64_t q, int64_t ks, int64_t KT, int lane) {
-    const int64_t rt = q >> 4, rg = (q >> 2) & 3, w = q & 3, st = ks >> 1, kk = ks & 1;
-    return ((((rt * (KT >> 1) + st) * 4 + rg) * 2 + kk) * 4 + w) * 32 + lane;
+    const int64_t rt = q >> 4, rg = (q >> 2) & 3, w = q & 3;
+    return (((rt * KT + ks) * 4 + rg) * 4 + w) * 32 + lane;
 }
 
 static inline VnmDev vnm_dev_of(const VnmDeviceMatrix *d) {
@@ -50,14 +57,14 @@ __device__ __forceinline__ float vnm_gelu(float v) { return 0.5f * v * (1.0f + e
 __device__ __forceinline__ float vnm_epi_value(const VnmEpi &e, float acc, int64_t o, int64_t t) {
     float v = acc + (e.bias ? __bfloat162float(e.bias[o]) : 0.0f);
     if (e.act == VNM_ACT_GELU) v = vnm_gelu(v);
-    if (e.residual) v += __bfloat162float(e.residual[t * e.out + o]);
+    if (e.residual) v += __bfloat162float(e.residual[vnm_epi_offset(e, o, t)]);
     return v;
 }
 
 __device__ __forceinline__ void vnm_epi_store(const VnmEpi &e, float acc, int64_t r, int64_t t) {
     if (r >= e.out || t >= e.n) return;
     int64_t o = e.perm ? e.perm[r] : r;
-    e.y[t * e.out + o] = __float2bfloat16(vnm_epi_value(e, acc, o, t));
+    e.y[vnm_epi_offset(e, o, t)] = __float2bfloat16(vnm_epi_value(e, acc, o, t));
 }
 
 __device__ __forceinline__ uint32_t vnm_pack2(uint16_t lo, uint16_t hi) { return (uint32_t)lo | ((uint32_t)hi << 16); }

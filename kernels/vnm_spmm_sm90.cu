@@ -10,12 +10,16 @@
 //   TMA filler    : B = x itself (plain 2:4); one thread issues bulk tensor copies;
 //   window filler : 128 threads load 16-byte windows of x one stage ahead into registers and write
 //                   the selected channels (4 byte permutes per block and tile);
-//   generic filler: per-element loads (permuted inputs, M > 8).
+//   generic filler: per-element loads (permuted inputs, M > 8);
+//   rows filler   : feature-major xT (vnm_spmm_cuda_fm): B is N-major (tokens contiguous), each
+//                   kept channel a 256-byte row of xT copied by 16-byte cp.async straight into
+//                   the swizzled tile; stages of 1 k-step, 5 deep (see b_desc_mn for the layout).
 // The consumers load A (compressed weights) and the metadata from global memory straight into
 // registers (one 16-byte load per thread per m64 row group and k-step) one stage ahead, keep one
 // wgmma group in flight and release a stage once its wgmmas completed.
-// Epilogue: accumulators -> shared memory (fp32) -> bias/GELU/residual -> 16-byte stores
-// (scalar stores through row_perm when the matrix has one).
+// Epilogue: accumulators -> shared memory (fp32) -> bias/GELU/residual -> 16-byte stores along
+// the output's contiguous dimension (rows of y, or tokens of yT); token-major y with row_perm
+// uses scalar stores.
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -32,37 +36,45 @@
 namespace vnm90 {
 
 constexpr int BM = 256, BN = 128;
-constexpr int TILE_BYTES = BN * 128;     // one B tile: 128 tokens × 64 bf16
-constexpr int EPI_PITCH = BM + 4;        // floats per token row of the epilogue staging
-constexpr int EPI_BYTES = BN * EPI_PITCH * 4;
-
-constexpr int A_BYTES = 16384, META_BYTES = 4096;  // one stage of one CTA (vnm_frag_index order)
+constexpr int KSTEP_A_BYTES = 8192, KSTEP_META_BYTES = 2048;  // one k-step of one CTA (vnm_frag_index order)
+constexpr int EPI_PITCH = BM + 4;     // token-major staging: floats per token
+constexpr int EPI_PITCH_FM = BN + 8;  // feature-major staging: floats per row (conflict-free float2 writes)
+constexpr int FM_PREFETCH = 4;        // rows filler: stages of kept-channel lists loaded ahead
 
 template <int FILL>
 struct Cfg {
-    static constexpr int MAXT = FILL == VNM_FILL_TMA ? 1 : 4;    // B tiles per stage
+    static constexpr bool ROWS = FILL == VNM_FILL_ROWS;
+    static constexpr int KS = ROWS ? 1 : 2;                       // wgmma k-steps per ring stage
+    static constexpr int TILE_BYTES = BN * 64 * KS;               // one B tile: 128 tokens × 32·KS logical k
+    static constexpr int A_BYTES = KS * KSTEP_A_BYTES, META_BYTES = KS * KSTEP_META_BYTES;
+    static constexpr int MAXT = FILL == VNM_FILL_TMA ? 1 : 4;     // B tiles per stage
     static constexpr int SLOT_BYTES = MAXT * TILE_BYTES + A_BYTES + META_BYTES;  // B tiles, A, metadata
-    static constexpr int NST = FILL == VNM_FILL_TMA ? 5 : 2;     // ring stages
+    static constexpr int NST = FILL == VNM_FILL_TMA || ROWS ? 5 : 2;  // ring stages
     static constexpr int PIPE_BYTES = NST * SLOT_BYTES;
+    static constexpr int EPI_BYTES = ROWS ? BM * EPI_PITCH_FM * 4 : BN * EPI_PITCH * 4;
     static constexpr int BAR_OFFSET = PIPE_BYTES > EPI_BYTES ? PIPE_BYTES : EPI_BYTES;  // barriers after both uses
     static constexpr int SMEM = BAR_OFFSET + 16 * NST + 1024;
     // Register split: the CTA is launched with 384 × 168 = 64512 registers (launch bounds 384, 1) and
     // 128 × PRODUCER_REGS + 256 × CONSUMER_REGS must fit in that, or setmaxnreg.inc waits forever.
-    static constexpr int PRODUCER_REGS = FILL == VNM_FILL_TMA ? 40 : FILL == VNM_FILL_WINDOW ? 120 : 104;
-    static constexpr int CONSUMER_REGS = FILL == VNM_FILL_TMA ? 232 : FILL == VNM_FILL_WINDOW ? 192 : 200;
+    static constexpr int PRODUCER_REGS =
+        FILL == VNM_FILL_TMA ? 40 : FILL == VNM_FILL_WINDOW ? 120 : FILL == VNM_FILL_GENERIC ? 104 : 96;
+    static constexpr int CONSUMER_REGS =
+        FILL == VNM_FILL_TMA ? 232 : FILL == VNM_FILL_WINDOW ? 192 : FILL == VNM_FILL_GENERIC ? 200 : 200;
     static_assert(128 * PRODUCER_REGS + 256 * CONSUMER_REGS <= 384 * 168, "register split");
     static_assert(SLOT_BYTES % 1024 == 0, "B tiles must stay 1024-byte aligned");
+    static_assert(SMEM <= 227 * 1024, "shared memory");
 };
 
 // wgmma.mma_async.sp m64n128k32 bf16 -> f32, A from registers, D += A·B (generated: 64 accumulators).
-template <int SEL>
+// TRANS_B = imm-trans-b: 0 = K-major B, 1 = N-major B.
+template <int SEL, int TRANS_B>
 __device__ __forceinline__ void wgmma_sp_m64n128k32(float (&d)[64], uint4 a, uint64_t desc_b, uint32_t meta) {
 #ifdef VNM_SM90A
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %71, 0;\n"
         "wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 "
         "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-        "{%64, %65, %66, %67}, %68, %69, %70, p, 1, 1, 0;\n"
+        "{%64, %65, %66, %67}, %68, %69, %70, p, 1, 1, %72;\n"
         "}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
           "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
@@ -72,7 +84,7 @@ __device__ __forceinline__ void wgmma_sp_m64n128k32(float (&d)[64], uint4 a, uin
           "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
           "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
           "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(desc_b), "r"(meta), "n"(SEL), "r"(1));
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(desc_b), "r"(meta), "n"(SEL), "r"(1), "n"(TRANS_B));
 #endif
 }
 
@@ -101,9 +113,29 @@ __device__ __forceinline__ void fence_proxy_async() {
 #endif
 }
 
-// K-major B tile, 128-byte swizzle: 8-row core groups 1024 bytes apart (SBO), LBO unused (1).
-__device__ __forceinline__ uint64_t b_desc(uint32_t smem_addr) {
-    return (uint64_t)((smem_addr & 0x3FFFF) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
+// Shared-memory matrix descriptor (PTX "matrix descriptor"): start, LBO, SBO in 16-byte units,
+// 128-byte swizzle (mode 1 in bits 62-63), base offset 0 (all tiles 1024-byte aligned).
+__device__ __forceinline__ uint64_t smem_desc(uint32_t smem_addr, uint32_t lbo, uint32_t sbo) {
+    return (uint64_t)((smem_addr & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(sbo >> 4) << 32) |
+           (1ull << 62);
+}
+// K-major B tile (tokens × 64 k, 128-byte rows), 128-byte swizzle: 8-row core groups 1024 bytes
+// apart (SBO), LBO unused (1).
+__device__ __forceinline__ uint64_t b_desc(uint32_t smem_addr) { return smem_desc(smem_addr, 16, 1024); }
+
+// N-major B tile of the rows filler (imm-trans-b = 1): 32 k × 128 tokens in 1024-byte swizzle
+// atoms of 8 k-rows × 64 tokens (128 bytes per k-row, 16-byte chunk j of row r stored at chunk
+// j ^ r); atom (k-group kg, token half h) at byte (2·kg + h)·1024. Descriptor fields, from CUTLASS
+// cute/atom/mma_traits_sm90_gmma.hpp (make_gmma_desc<Major::MN>): the canonical MN-major
+// SW128 layout is, in 16-byte units, ((8,n),(8,k)) : ((1,LBO),(8,SBO)), i.e. LBO = stride between
+// 64-element groups along N, SBO = stride between 8-row groups along K (PTX ISA "Strides": for
+// MN-major swizzled layouts LBO steps the MN repeats of the swizzle atom, SBO the next 8 k).
+// Checked on an H100: these values pass the feature-major tests, LBO and SBO swapped fail them all.
+constexpr uint32_t MN_LBO = 1024, MN_SBO = 2048;
+__device__ __forceinline__ uint64_t b_desc_mn(uint32_t smem_addr) { return smem_desc(smem_addr, MN_LBO, MN_SBO); }
+// Byte offset of the 16-byte chunk (k-row k, tokens 8c .. 8c+7) in that tile.
+__device__ __forceinline__ uint32_t swz_mn(int k, int c) {
+    return (uint32_t)((((k >> 3) * 2 + (c >> 3)) << 10) + (k & 7) * 128 + ((((c & 7) ^ (k & 7))) << 4));
 }
 
 // Byte offset of (token t, logical k = 4j .. 4j+3) in a swizzled B tile.
@@ -177,6 +209,16 @@ __device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
     asm volatile("mbarrier.expect_tx.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
 #endif
 }
+// 16-byte cp.async with zero fill beyond src_bytes, L1-allocating: the 4 gather groups of a CTA
+// share channels (half the requests hit L1 at 64:2:8; .cg was not consistently faster on an H100).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, uint32_t src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_arrive(uint32_t bar) {
+#ifdef VNM_SM90A
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+#endif
+}
 __device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_t bytes, uint32_t bar) {
 #ifdef VNM_SM90A
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
@@ -208,10 +250,51 @@ __device__ __forceinline__ void setmaxnreg_dec() {
 }
 __device__ __forceinline__ void consumer_bar() { asm volatile("bar.sync 1, 256;" ::: "memory"); }
 
+// Epilogue of 8 consecutive elements of y in memory, starting at (output channel o, token t):
+// along output channels (token-major y, bias per element) or along tokens (yT, one bias);
+// cnt < 8 only at the end of yT rows.
+__device__ __forceinline__ void epi_vec8(const VnmEpi &e, float (&v)[8], int64_t o, int64_t t, bool along_tokens,
+                                         int cnt) {
+    const int64_t off = vnm_epi_offset(e, o, t);
+    if (e.bias) {
+        if (along_tokens) {
+            const float b = __bfloat162float(e.bias[o]);
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[k] += b;
+        } else {
+            uint4 b = *(const uint4 *)(e.bias + o);
+            const __nv_bfloat16 *bb = (const __nv_bfloat16 *)&b;
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[k] += __bfloat162float(bb[k]);
+        }
+    }
+    if (e.act == VNM_ACT_GELU)
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] = vnm_gelu(v[k]);
+    if (cnt < 8) {
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            if (k < cnt) e.y[off + k] = __float2bfloat16(v[k] + (e.residual ? __bfloat162float(e.residual[off + k]) : 0.0f));
+        return;
+    }
+    if (e.residual) {
+        uint4 rs = *(const uint4 *)(e.residual + off);
+        const __nv_bfloat16 *rr = (const __nv_bfloat16 *)&rs;
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] += __bfloat162float(rr[k]);
+    }
+    uint4 out;
+    __nv_bfloat16 *ob = (__nv_bfloat16 *)&out;
+#pragma unroll
+    for (int k = 0; k < 8; k++) ob[k] = __float2bfloat16(v[k]);
+    *(uint4 *)(e.y + off) = out;
+}
+
 // Warp-specialized kernel: warpgroup 0 fills the ring (bulk copies of the stage's A fragments and
 // metadata, plus B by TMA or by 128 gathering threads), warpgroups 1 and 2 issue the wgmmas (rows
 // 128(w-1) .. +127 of the 256-row tile), reading A and the metadata from shared memory into
 // registers right before. full/empty mbarriers per stage; one wgmma group stays in flight.
+// x is xT (in × e.ld) for the rows filler.
 template <int FILL>
 __global__ void __launch_bounds__(384, 1)
     vnm_wgmma_sp_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e, const __grid_constant__ CUtensorMap tmap) {
@@ -224,12 +307,12 @@ __global__ void __launch_bounds__(384, 1)
 
     const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31;
     const int64_t row0 = (int64_t)blockIdx.x * BM, t0 = (int64_t)blockIdx.y * BN;
-    const int nstages = (int)(d.KT / 2);
+    const int nstages = (int)(d.KT / CF::KS);
     const int ntiles = FILL == VNM_FILL_TMA ? 1 : d.group_rows % 256 == 0 ? 1 : d.group_rows % 128 == 0 ? 2 : 4;
     auto slot_addr = [&](int slot) { return smem_base + (uint32_t)(slot * CF::SLOT_BYTES); };
-    auto tile_addr = [&](int slot, int k) { return slot_addr(slot) + (uint32_t)(k * TILE_BYTES); };
-    auto a_addr = [&](int slot) { return slot_addr(slot) + (uint32_t)(CF::MAXT * TILE_BYTES); };
-    auto m_addr = [&](int slot) { return a_addr(slot) + (uint32_t)A_BYTES; };
+    auto tile_addr = [&](int slot, int k) { return slot_addr(slot) + (uint32_t)(k * CF::TILE_BYTES); };
+    auto a_addr = [&](int slot) { return slot_addr(slot) + (uint32_t)(CF::MAXT * CF::TILE_BYTES); };
+    auto m_addr = [&](int slot) { return a_addr(slot) + (uint32_t)CF::A_BYTES; };
 
     if (tid == 0) {
         for (int b = 0; b < CF::NST; b++) {
@@ -245,22 +328,22 @@ __global__ void __launch_bounds__(384, 1)
         setmaxnreg_dec<CF::PRODUCER_REGS>();
         // The stage's A fragments and metadata: one contiguous block each (vnm_frag_index).
         auto copy_a = [&](int s, int slot, uint32_t extra_tx) {
-            const int64_t base = vnm_frag_index(row0 / 16, 2 * (int64_t)s, d.KT, 0);
+            const int64_t base = vnm_frag_index(row0 / 16, (int64_t)CF::KS * s, d.KT, 0);
             if (FILL == VNM_FILL_TMA)
                 asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(full_bar + 8 * slot),
-                             "r"(A_BYTES + META_BYTES + extra_tx)
+                             "r"(CF::A_BYTES + CF::META_BYTES + extra_tx)
                              : "memory");
             else
-                mbar_expect_tx(full_bar + 8 * slot, A_BYTES + META_BYTES);
-            bulk_load(a_addr(slot), d.vals + base, A_BYTES, full_bar + 8 * slot);
-            bulk_load(m_addr(slot), d.meta + base, META_BYTES, full_bar + 8 * slot);
+                mbar_expect_tx(full_bar + 8 * slot, CF::A_BYTES + CF::META_BYTES);
+            bulk_load(a_addr(slot), d.vals + base, CF::A_BYTES, full_bar + 8 * slot);
+            bulk_load(m_addr(slot), d.meta + base, CF::META_BYTES, full_bar + 8 * slot);
         };
         if (FILL == VNM_FILL_TMA) {
             if (tid == 0)
                 for (int s = 0; s < nstages; s++) {
                     const int slot = s % CF::NST;
                     if (s >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((s / CF::NST - 1) & 1));
-                    copy_a(s, slot, TILE_BYTES);
+                    copy_a(s, slot, CF::TILE_BYTES);
                     asm volatile(
                         "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
                             tile_addr(slot, 0)),
@@ -270,12 +353,56 @@ __global__ void __launch_bounds__(384, 1)
             return;
         }
         const int64_t KB = d.KT * 8;
-        const int j = tid & 15, tq = tid >> 4;  // block j of the stage; tokens tq + 8*i, i < 16
         auto group_of = [&](int k) { return (row0 + (int64_t)k * (BM / ntiles)) / d.group_rows; };
         auto begin_stage = [&](int s, int slot) {
             if (s >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((s / CF::NST - 1) & 1));
             if (tid == 0) copy_a(s, slot, 0);
         };
+        if (FILL == VNM_FILL_ROWS) {
+            // Thread = 16-byte chunk c (tokens 8c .. 8c+7) of the 4 kept channels of column block jb
+            // (k-rows 4jb .. 4jb+3) of the k-step, in every tile: a warp copies 2 whole 256-byte rows
+            // of xT per instruction. The channels, one 8-byte load per tile (cols[(g·KB + 8s + jb)·4
+            // ..]), are loaded FM_PREFETCH stages ahead so that their latency does not serialize the
+            // stages. Tokens >= n and padding blocks (>= C) are zero-filled.
+            constexpr int PF = FM_PREFETCH;
+            const int c = tid & 15, jb = tid >> 4;
+            const int64_t t = t0 + 8 * c;
+            const uint32_t bytes = t >= e.n ? 0u : (uint32_t)min((int64_t)16, 2 * (e.n - t));
+            const uint16_t *xt = x + (bytes ? t : 0);
+            const uint2 *cols[4];  // block jb of k-step 0 in each tile's channel list
+#pragma unroll
+            for (int k = 0; k < 4; k++) cols[k] = (const uint2 *)(d.cols + (group_of(k < ntiles ? k : 0) * KB + jb) * 4);
+            auto block_ok = [&](int s) { return bytes && s < nstages && 8 * (int64_t)s + jb < d.C; };
+            auto load_cols = [&](int s, uint2 (&q)[4]) {
+                const bool ok = block_ok(s);
+#pragma unroll
+                for (int k = 0; k < 4; k++) q[k] = ok && k < ntiles ? __ldg(cols[k] + 8 * s) : make_uint2(0, 0);
+            };
+            uint2 ch[PF][4];
+#pragma unroll
+            for (int u = 0; u < PF; u++) load_cols(u, ch[u]);
+            for (int s0 = 0; s0 < nstages; s0 += PF)
+#pragma unroll
+                for (int u = 0; u < PF; u++) {
+                    const int s = s0 + u, slot = s % CF::NST;
+                    if (s >= nstages) break;
+                    begin_stage(s, slot);
+                    const uint32_t nb = block_ok(s) ? bytes : 0u;
+#pragma unroll
+                    for (int k = 0; k < 4; k++) {
+                        if (k >= ntiles) break;
+#pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            const uint32_t w = i < 2 ? ch[u][k].x : ch[u][k].y, chan = (w >> (16 * (i & 1))) & 0xffff;
+                            cp_async16(tile_addr(slot, k) + swz_mn(4 * jb + i, c), xt + (int64_t)chan * e.ld, nb);
+                        }
+                    }
+                    cp_async_arrive(full_bar + 8 * slot);
+                    load_cols(s + PF, ch[u]);
+                }
+            return;
+        }
+        const int j = tid & 15, tq = tid >> 4;  // block j of the stage; tokens tq + 8*i, i < 16
         auto end_stage = [&](int slot) {
             fence_proxy_async();
             mbar_arrive(full_bar + 8 * slot);
@@ -370,44 +497,48 @@ __global__ void __launch_bounds__(384, 1)
 
     // ================= consumers =================
     setmaxnreg_inc<CF::CONSUMER_REGS>();
+    constexpr int KS = CF::KS;
     const int cw = wg - 1, wl = (tid >> 5) & 3;
-    uint4 A[2][2][2];  // [register slot][row group][k-step]
-    uint32_t Mt[2][2][2];
+    uint4 A[2][2][KS];  // [register slot][row group][k-step]
+    uint32_t Mt[2][2][KS];
     float acc[2][64];
 #pragma unroll
     for (int r = 0; r < 2; r++)
 #pragma unroll
         for (int i = 0; i < 64; i++) acc[r][i] = 0.0f;
 
-    auto mma_stage = [&](int s, uint4 (&a)[2][2], uint32_t (&m)[2][2]) {
+    auto mma_stage = [&](int s, uint4 (&a)[2][KS], uint32_t (&m)[2][KS]) {
         const int slot = s % CF::NST;
         mbar_wait(full_bar + 8 * slot, (uint32_t)((s / CF::NST) & 1));
         if (FILL != VNM_FILL_TMA) fence_proxy_async();  // acquired generic-proxy writes -> our async-proxy reads
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
-            for (int kk = 0; kk < 2; kk++) {
-                const uint32_t idx = (uint32_t)((((2 * cw + r) * 2 + kk) * 4 + wl) * 32 + lane);
+            for (int kk = 0; kk < KS; kk++) {
+                const uint32_t idx = (uint32_t)(((kk * 4 + 2 * cw + r) * 4 + wl) * 32 + lane);
                 a[r][kk] = lds_v4(a_addr(slot) + 16 * idx);
                 m[r][kk] = lds_u32(m_addr(slot) + 4 * idx);
             }
         wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < 2; kk++)
+        for (int kk = 0; kk < KS; kk++)
 #pragma unroll
             for (int r = 0; r < 2; r++) {
-                const int tile = (2 * cw + r) * ntiles / 4;
-                wgmma_sp_m64n128k32<0>(acc[r], a[r][kk], b_desc(tile_addr(slot, tile) + kk * 64), m[r][kk]);
+                const uint32_t tile = tile_addr(slot, (2 * cw + r) * ntiles / 4);
+                if (CF::ROWS)
+                    wgmma_sp_m64n128k32<0, 1>(acc[r], a[r][kk], b_desc_mn(tile + kk * 4 * MN_SBO), m[r][kk]);
+                else
+                    wgmma_sp_m64n128k32<0, 0>(acc[r], a[r][kk], b_desc(tile + kk * 64), m[r][kk]);
             }
         wgmma_commit();
     };
     // After stage s is issued: wait for stage s-1 and release its slot (its A registers too).
-    auto retire_prev = [&](int s, uint4 (&a_prev)[2][2], uint32_t (&m_prev)[2][2]) {
+    auto retire_prev = [&](int s, uint4 (&a_prev)[2][KS], uint32_t (&m_prev)[2][KS]) {
         wgmma_wait_1();
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
-            for (int kk = 0; kk < 2; kk++) keep_operand(a_prev[r][kk], m_prev[r][kk]);
+            for (int kk = 0; kk < KS; kk++) keep_operand(a_prev[r][kk], m_prev[r][kk]);
         if (s >= 1 && lane == 0) mbar_arrive(empty_bar + 8 * ((s - 1) % CF::NST));
     };
     for (int s = 0; s < nstages; s += 2) {
@@ -424,56 +555,44 @@ __global__ void __launch_bounds__(384, 1)
         for (int i = 0; i < 64; i++) fence_operand(acc[r][i]);
 
     // ---- epilogue (consumer threads only) ----
+    // Accumulator i of row group r: tile row acc_row(r, i), token acc_tok(i) (wgmma D fragment).
     const int g = lane >> 2, tig = lane & 3, ct = tid - 128;
-    if (e.perm) {
+    auto acc_row = [&](int r, int i) { return 64 * (2 * cw + r) + 16 * wl + g + ((i & 2) ? 8 : 0); };
+    auto acc_tok = [&](int i) { return 8 * (i >> 2) + 2 * tig + (i & 1); };
+    if (!CF::ROWS && e.perm) {
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
-            for (int i = 0; i < 64; i++) {
-                const int64_t row = row0 + 64 * (2 * cw + r) + 16 * wl + g + ((i & 2) ? 8 : 0);
-                const int64_t t = t0 + 8 * (i >> 2) + 2 * tig + (i & 1);
-                vnm_epi_store(e, acc[r][i], row, t);
-            }
+            for (int i = 0; i < 64; i++) vnm_epi_store(e, acc[r][i], row0 + acc_row(r, i), t0 + acc_tok(i));
         return;
     }
     consumer_bar();  // every consumer is done reading the B ring: reuse it for staging
+    // Staging: [token][row] (pitch EPI_PITCH) for token-major y, [row][token] (EPI_PITCH_FM) for yT,
+    // so that 8 consecutive floats are 8 consecutive elements of the output.
     float *stg = (float *)smem;
 #pragma unroll
     for (int r = 0; r < 2; r++)
 #pragma unroll
-        for (int i = 0; i < 64; i++) {
-            const int row = 64 * (2 * cw + r) + 16 * wl + g + ((i & 2) ? 8 : 0);
-            const int t = 8 * (i >> 2) + 2 * tig + (i & 1);
-            stg[t * EPI_PITCH + row] = acc[r][i];
+        for (int i = 0; i < 64; i += 2) {
+            const int row = acc_row(r, i), t = acc_tok(i);
+            if (CF::ROWS) {
+                *(float2 *)(stg + row * EPI_PITCH_FM + t) = make_float2(acc[r][i], acc[r][i + 1]);
+            } else {
+                stg[t * EPI_PITCH + row] = acc[r][i];
+                stg[(t + 1) * EPI_PITCH + row] = acc[r][i + 1];
+            }
         }
     consumer_bar();
-    for (int c = ct; c < BN * (BM / 8); c += 256) {
-        const int tl = c / (BM / 8), rc = c % (BM / 8);
-        const int64_t t = t0 + tl, row = row0 + 8 * rc;
+    for (int c = ct; c < BN * BM / 8; c += 256) {
+        const int rl = CF::ROWS ? c / (BN / 8) : 8 * (c % (BM / 8));
+        const int tl = CF::ROWS ? 8 * (c % (BN / 8)) : c / (BM / 8);
+        const int64_t row = row0 + rl, t = t0 + tl;
         if (t >= e.n || row >= e.out) continue;
-        const float4 *src = (const float4 *)(stg + tl * EPI_PITCH + 8 * rc);
-        float4 a0 = src[0], a1 = src[1];
+        const float4 *src = (const float4 *)(stg + (CF::ROWS ? rl * EPI_PITCH_FM + tl : tl * EPI_PITCH + rl));
+        const float4 a0 = src[0], a1 = src[1];
         float v[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-        if (e.bias) {
-            uint4 b = *(const uint4 *)(e.bias + row);
-            const __nv_bfloat16 *bb = (const __nv_bfloat16 *)&b;
-#pragma unroll
-            for (int k = 0; k < 8; k++) v[k] += __bfloat162float(bb[k]);
-        }
-        if (e.act == VNM_ACT_GELU)
-#pragma unroll
-            for (int k = 0; k < 8; k++) v[k] = vnm_gelu(v[k]);
-        if (e.residual) {
-            uint4 rs = *(const uint4 *)(e.residual + t * e.out + row);
-            const __nv_bfloat16 *rr = (const __nv_bfloat16 *)&rs;
-#pragma unroll
-            for (int k = 0; k < 8; k++) v[k] += __bfloat162float(rr[k]);
-        }
-        uint4 o;
-        __nv_bfloat16 *ob = (__nv_bfloat16 *)&o;
-#pragma unroll
-        for (int k = 0; k < 8; k++) ob[k] = __float2bfloat16(v[k]);
-        *(uint4 *)(e.y + t * e.out + row) = o;
+        const int64_t o = CF::ROWS && e.perm ? (int64_t)e.perm[row] : row;
+        epi_vec8(e, v, o, t, CF::ROWS, CF::ROWS ? (int)min((int64_t)8, e.n - t) : 8);
     }
 #endif
 }
@@ -536,10 +655,12 @@ int vnm_wgmma_sp_available(void) {
     return avail;
 }
 
+// x: token-major x, or xT when e.ld != 0 (feature-major: rows filler).
 int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const VnmEpi &e,
                         cudaStream_t stream) {
     CUtensorMap map;
     memset(&map, 0, sizeof map);
+    if (e.ld) return launch<VNM_FILL_ROWS>(d, dev, x, e, map, stream);
     if (d->fill == VNM_FILL_TMA) {
         VnmDeviceMatrix *dm = (VnmDeviceMatrix *)d;  // the cache is logically const
         TmapCache *c = (TmapCache *)dm->tmap_cache;

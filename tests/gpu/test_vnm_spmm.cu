@@ -1,7 +1,7 @@
 // GPU tests of the V:N:M SpMM kernels against vnm_spmm_cpu over the same compressed data:
 // every V in {16, 32, 64, 128} × M in 4..16, odd n (decode and prefill sizes), epilogues,
-// row_perm and permuted input channels, for each kernel the device can run.
-// Skips without a GPU.
+// row_perm and permuted input channels, for each kernel the device can run; the feature-major
+// path (vnm_spmm_cuda_fm) on transposed copies of the same data. Skips without a GPU.
 #include <criterion/criterion.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -39,38 +39,102 @@ static void *dev_copy(const void *src, size_t bytes) {
     return p;
 }
 
-// Runs one case with one kernel; returns 1 if the kernel ran, 0 if it is not available for it.
-static int run_case(const Case *c, int kernel, uint64_t seed) {
-    VnmPattern p = {c->V, 2, c->M};
+// One problem: a random matrix on the device, token-major inputs and the CPU reference
+// ref (n × out) = epilogue(x · Wᵀ) over the same compressed data.
+typedef struct Problem {
     VnmMatrix m;
-    vnm_random(p, c->out, c->in, seed, c->flags, &m);
     VnmDeviceMatrix d;
+    int64_t n, out, in;
+    uint16_t *xh, *bh, *rh;  // x (n × in), bias (out), residual (n × out)
+    float *ref;
+    uint16_t *bd;  // bias on the device
+} Problem;
+
+static void problem_make(Problem *P, const Case *c, uint64_t seed) {
+    VnmPattern p = {c->V, 2, c->M};
+    vnm_random(p, c->out, c->in, seed, c->flags, &P->m);
     Err err;
-    cr_assert_eq(vnm_upload(&m, &d, &err), 0, "%s", err.msg);
+    cr_assert_eq(vnm_upload(&P->m, &P->d, &err), 0, "%s", err.msg);
     Rng rng;
     rng_seed(&rng, seed ^ 0x5eed);
-    int64_t n = c->n, out = c->out, in = c->in;
-    uint16_t *xh = (uint16_t *)malloc((size_t)(n * in) * 2), *bh = (uint16_t *)malloc((size_t)out * 2);
-    uint16_t *rh = (uint16_t *)malloc((size_t)(n * out) * 2), *yh = (uint16_t *)malloc((size_t)(n * out) * 2);
+    int64_t n = P->n = c->n, out = P->out = c->out, in = P->in = c->in;
+    P->xh = (uint16_t *)malloc((size_t)(n * in) * 2), P->bh = (uint16_t *)malloc((size_t)out * 2);
+    P->rh = (uint16_t *)malloc((size_t)(n * out) * 2);
     float *xf = (float *)malloc((size_t)(n * in) * 4), *bf = (float *)malloc((size_t)out * 4);
-    float *ref = (float *)malloc((size_t)(n * out) * 4);
-    for (int64_t i = 0; i < n * in; i++) xh[i] = f32_to_bf16(rng_normal(&rng)), xf[i] = bf16_to_f32(xh[i]);
-    for (int64_t i = 0; i < out; i++) bh[i] = f32_to_bf16(rng_normal(&rng)), bf[i] = bf16_to_f32(bh[i]);
-    for (int64_t i = 0; i < n * out; i++) rh[i] = f32_to_bf16(rng_normal(&rng));
-    vnm_spmm_cpu(&m, xf, n, c->bias ? bf : NULL, ref);
+    P->ref = (float *)malloc((size_t)(n * out) * 4);
+    for (int64_t i = 0; i < n * in; i++) P->xh[i] = f32_to_bf16(rng_normal(&rng)), xf[i] = bf16_to_f32(P->xh[i]);
+    for (int64_t i = 0; i < out; i++) P->bh[i] = f32_to_bf16(rng_normal(&rng)), bf[i] = bf16_to_f32(P->bh[i]);
+    for (int64_t i = 0; i < n * out; i++) P->rh[i] = f32_to_bf16(rng_normal(&rng));
+    vnm_spmm_cpu(&P->m, xf, n, c->bias ? bf : NULL, P->ref);
     for (int64_t i = 0; i < n * out; i++) {
-        float v = ref[i];
+        float v = P->ref[i];
         if (c->act == VNM_ACT_GELU) v = 0.5f * v * (1.0f + erff(v * 0.70710678f));
-        if (c->residual) v += bf16_to_f32(rh[i]);
-        ref[i] = v;
+        if (c->residual) v += bf16_to_f32(P->rh[i]);
+        P->ref[i] = v;
     }
-    uint16_t *xd = (uint16_t *)dev_copy(xh, (size_t)(n * in) * 2), *bd = (uint16_t *)dev_copy(bh, (size_t)out * 2);
-    uint16_t *rd = (uint16_t *)dev_copy(rh, (size_t)(n * out) * 2), *yd = NULL;
+    P->bd = (uint16_t *)dev_copy(P->bh, (size_t)out * 2);
+    free(xf), free(bf);
+}
+
+static void problem_free(Problem *P) {
+    cudaFree(P->bd);
+    free(P->xh), free(P->bh), free(P->rh), free(P->ref);
+    vnm_device_free(&P->d);
+    vnm_free(&P->m);
+}
+
+// Compares the GPU result with the reference: y is (n × out) when ld == 0, else yT (out × ld),
+// whose padding columns n .. ld-1 must keep their 0xffff poison. Prints the case (always when
+// `print`, else only when bad) with the norm-wise and the largest elementwise relative error
+// (|y - ref| / max(|ref|, 1)). Returns the number of bad elements.
+static int64_t check_output(const Problem *P, const Case *c, const char *kname, const uint16_t *yh, int64_t ld,
+                            int print) {
+    const int64_t n = P->n, out = P->out;
+    double num = 0, den = 0, worst = 0, max_rel = 0;
+    int64_t bad = 0, first_bad = -1, pad_written = 0;
+    for (int64_t i = 0; i < n * out; i++) {
+        const int64_t t = i / out, o = i % out;
+        double y = bf16_to_f32(yh[ld ? o * ld + t : i]), r = P->ref[i], dlt = fabs(y - r);
+        num += dlt * dlt, den += r * r;
+        if (!(dlt <= 0.01 * fabs(r) + 0.05)) {
+            if (first_bad < 0) first_bad = i;
+            bad++;
+        }
+        if (!(dlt <= worst)) worst = dlt;
+        if (!(dlt / fmax(fabs(r), 1.0) <= max_rel)) max_rel = dlt / fmax(fabs(r), 1.0);
+    }
+    for (int64_t o = 0; ld && o < out; o++)
+        for (int64_t t = n; t < ld; t++) pad_written += yh[o * ld + t] != 0xffff;
+    double rel = sqrt(num / (den > 0 ? den : 1));
+    if (print || bad || pad_written)
+        printf("%-18s V=%3d M=%2d out=%5lld in=%5lld n=%4lld ld=%4lld flags=%u b=%d r=%d act=%d: rel %.2e max_rel %.2e "
+               "worst %.3g bad %lld\n",
+               kname, c->V, c->M, (long long)out, (long long)P->in, (long long)n, (long long)ld, c->flags, c->bias,
+               c->residual, c->act, rel, max_rel, worst, (long long)bad);
+    cr_expect(bad == 0 && rel < 5e-3 && pad_written == 0,
+              "%s V=%d M=%d n=%lld: %lld bad (first at t=%lld o=%lld: %g vs %g), rel %.3g, %lld padding writes", kname,
+              c->V, c->M, (long long)n, (long long)bad, (long long)(first_bad >= 0 ? first_bad / out : -1),
+              (long long)(first_bad >= 0 ? first_bad % out : -1),
+              first_bad >= 0 ? bf16_to_f32(yh[ld ? (first_bad % out) * ld + first_bad / out : first_bad]) : 0.0,
+              first_bad >= 0 ? P->ref[first_bad] : 0.0, rel, (long long)pad_written);
+    return bad + pad_written;
+}
+
+// Runs one case with one kernel (token-major); returns 1 if the kernel ran, 0 if it is not
+// available for it.
+static int run_case(const Case *c, int kernel, uint64_t seed) {
+    Problem P;
+    problem_make(&P, c, seed);
+    const int64_t n = P.n, out = P.out, in = P.in;
+    uint16_t *yh = (uint16_t *)malloc((size_t)(n * out) * 2);
+    uint16_t *xd = (uint16_t *)dev_copy(P.xh, (size_t)(n * in) * 2);
+    uint16_t *rd = (uint16_t *)dev_copy(P.rh, (size_t)(n * out) * 2), *yd = NULL;
     cr_assert_eq(cudaMalloc((void **)&yd, (size_t)(n * out) * 2), cudaSuccess);
     int ran = 0;
+    Err err;
     for (int rep = 0; rep < 2; rep++) {  // twice: the decode workspace must be left clean
         cudaMemset(yd, 0xff, (size_t)(n * out) * 2);  // NaN poison: every element must be written
-        int rc = vnm_spmm_cuda_ex(&d, xd, n, c->bias ? bd : NULL, c->residual ? rd : NULL, c->act, yd, 0, kernel, &err);
+        int rc = vnm_spmm_cuda_ex(&P.d, xd, n, c->bias ? P.bd : NULL, c->residual ? rd : NULL, c->act, yd, 0, kernel, &err);
         if (rc) {
             cr_assert_neq(kernel, VNM_KERNEL_AUTO, "%s", err.msg);
             break;
@@ -78,32 +142,46 @@ static int run_case(const Case *c, int kernel, uint64_t seed) {
         ran = 1;
         cr_assert_eq(cudaDeviceSynchronize(), cudaSuccess, "%s", cudaGetErrorString(cudaGetLastError()));
         cudaMemcpy(yh, yd, (size_t)(n * out) * 2, cudaMemcpyDeviceToHost);
-        double num = 0, den = 0, worst = 0;
-        int64_t bad = 0, first_bad = -1;
-        for (int64_t i = 0; i < n * out; i++) {
-            double y = bf16_to_f32(yh[i]), r = ref[i], dlt = fabs(y - r);
-            num += dlt * dlt, den += r * r;
-            if (!(dlt <= 0.01 * fabs(r) + 0.05)) {
-                if (first_bad < 0) first_bad = i;
-                bad++;
-            }
-            if (!(dlt <= worst)) worst = dlt;
-        }
-        double rel = sqrt(num / (den > 0 ? den : 1));
-        if (rep == 0 || bad)
-            printf("%-18s V=%3d M=%2d out=%5lld in=%5lld n=%4lld flags=%u b=%d r=%d act=%d: rel %.2e worst %.3g bad %lld\n",
-                   vnm_spmm_kernel_name(&d, n, kernel), c->V, c->M, (long long)out, (long long)in, (long long)n,
-                   c->flags, c->bias, c->residual, c->act, rel, worst, (long long)bad);
-        cr_expect(bad == 0 && rel < 5e-3, "%s V=%d M=%d n=%lld: %lld bad (first at t=%lld o=%lld: %g vs %g), rel %.3g",
-                  vnm_spmm_kernel_name(&d, n, kernel), c->V, c->M, (long long)n, (long long)bad,
-                  (long long)(first_bad >= 0 ? first_bad / out : -1), (long long)(first_bad >= 0 ? first_bad % out : -1),
-                  first_bad >= 0 ? bf16_to_f32(yh[first_bad]) : 0.0, first_bad >= 0 ? ref[first_bad] : 0.0, rel);
-        if (bad) break;
+        if (check_output(&P, c, vnm_spmm_kernel_name(&P.d, n, kernel), yh, 0, rep == 0)) break;
     }
-    cudaFree(xd), cudaFree(bd), cudaFree(rd), cudaFree(yd);
-    free(xh), free(bh), free(rh), free(yh), free(xf), free(bf), free(ref);
-    vnm_device_free(&d);
-    vnm_free(&m);
+    cudaFree(xd), cudaFree(rd), cudaFree(yd);
+    free(yh);
+    problem_free(&P);
+    return ran;
+}
+
+// Transposes a (rows × cols) into (cols × ld), padding columns rows .. ld-1 set to `pad`.
+static uint16_t *transpose_padded(const uint16_t *a, int64_t rows, int64_t cols, int64_t ld, uint16_t pad) {
+    uint16_t *t = (uint16_t *)malloc((size_t)(cols * ld) * 2);
+    for (int64_t c = 0; c < cols; c++)
+        for (int64_t r = 0; r < ld; r++) t[c * ld + r] = r < rows ? a[r * cols + c] : pad;
+    return t;
+}
+
+// Feature-major run of one case (vnm_spmm_cuda_fm, token stride ld = n rounded up to 8 plus
+// extra_ld); returns 1 if it ran, 0 if the matrix or device cannot run it.
+static int run_case_fm(const Case *c, uint64_t seed, int64_t extra_ld) {
+    Problem P;
+    problem_make(&P, c, seed);
+    const int64_t n = P.n, out = P.out, in = P.in, ld = (n + 7) / 8 * 8 + extra_ld;
+    uint16_t *xT = transpose_padded(P.xh, n, in, ld, 0x7fc0), *rT = transpose_padded(P.rh, n, out, ld, 0x7fc0);
+    uint16_t *yh = (uint16_t *)malloc((size_t)(out * ld) * 2);
+    uint16_t *xd = (uint16_t *)dev_copy(xT, (size_t)(in * ld) * 2), *rd = (uint16_t *)dev_copy(rT, (size_t)(out * ld) * 2);
+    uint16_t *yd = NULL;
+    cr_assert_eq(cudaMalloc((void **)&yd, (size_t)(out * ld) * 2), cudaSuccess);
+    cudaMemset(yd, 0xff, (size_t)(out * ld) * 2);
+    Err err;
+    int ran = vnm_spmm_cuda_fm(&P.d, xd, n, ld, c->bias ? P.bd : NULL, c->residual ? rd : NULL, c->act, yd, 0, &err) == 0;
+    const char *kname = vnm_spmm_kernel_name(&P.d, n, VNM_KERNEL_FEATURE_MAJOR);
+    cr_assert_eq(ran, strcmp(kname, "unavailable") != 0, "%s: %s", kname, ran ? "ran" : err.msg);
+    if (ran) {
+        cr_assert_eq(cudaDeviceSynchronize(), cudaSuccess, "%s", cudaGetErrorString(cudaGetLastError()));
+        cudaMemcpy(yh, yd, (size_t)(out * ld) * 2, cudaMemcpyDeviceToHost);
+        check_output(&P, c, kname, yh, ld, 1);
+    }
+    cudaFree(xd), cudaFree(rd), cudaFree(yd);
+    free(xT), free(rT), free(yh);
+    problem_free(&P);
     return ran;
 }
 
@@ -152,4 +230,41 @@ Test(vnm_spmm_gpu, shapes_and_epilogues) {
     const int kernels[] = {VNM_KERNEL_AUTO, VNM_KERNEL_MMA_SP, VNM_KERNEL_WGMMA_SP};
     for (size_t i = 0; i < ARRAY_LEN(cases); i++)
         for (size_t k = 0; k < ARRAY_LEN(kernels); k++) run_case(&cases[i], kernels[k], 1000 + i);
+}
+
+// Feature-major path: V in {64, 128} × M in {4, 5, 6, 8, 12, 16} × n in {17, 128, 200, 2048};
+// bias + GELU + residual except at n = 128, row_perm / permuted columns in turn.
+Test(vnm_spmm_gpu, feature_major) {
+    SKIP_WITHOUT_GPU();
+    static const int Vs[] = {64, 128}, Ms[] = {4, 5, 6, 8, 12, 16};
+    static const int64_t ns[] = {17, 128, 200, 2048};
+    static const unsigned flags[] = {0, VNM_RANDOM_PERMUTE_ROWS, VNM_RANDOM_PERMUTE_COLS,
+                                     VNM_RANDOM_PERMUTE_ROWS | VNM_RANDOM_PERMUTE_COLS};
+    int ran = 0, total = 0;
+    for (size_t vi = 0; vi < ARRAY_LEN(Vs); vi++)
+        for (size_t mi = 0; mi < ARRAY_LEN(Ms); mi++)
+            for (size_t ni = 0; ni < ARRAY_LEN(ns); ni++, total++) {
+                const int epi = ns[ni] != 128;
+                Case c = {Vs[vi], Ms[mi], 384, (int64_t)Ms[mi] * 96, ns[ni], flags[total % 4], epi, epi,
+                          epi ? VNM_ACT_GELU : VNM_ACT_NONE};
+                ran += run_case_fm(&c, 3000 + total, 0);
+            }
+    printf("feature-major: %d of %d cases ran\n", ran, total);
+}
+
+// Feature-major edge cases: uniform 2:4 (one gather group), out not a multiple of 256, a wider
+// token stride, tiny n; V = 16 with M > 4 has no wgmma kernel and must report so.
+Test(vnm_spmm_gpu, feature_major_edges) {
+    SKIP_WITHOUT_GPU();
+    const struct {
+        Case c;
+        int64_t extra_ld;
+    } cases[] = {
+        {{16, 4, 512, 4 * 200, 300, 0, 1, 1, VNM_ACT_GELU}, 0},                        // uniform 2:4
+        {{64, 8, 320, 8 * 52, 129, VNM_RANDOM_PERMUTE_ROWS, 1, 1, VNM_ACT_GELU}, 24},  // out_pad > out, ld > n
+        {{128, 5, 640, 5 * 64, 1, VNM_RANDOM_PERMUTE_COLS, 1, 0, VNM_ACT_NONE}, 0},    // n = 1
+        {{64, 7, 256, 7 * 40, 8, 0, 0, 1, VNM_ACT_NONE}, 8},
+        {{16, 8, 256, 8 * 40, 64, 0, 1, 1, VNM_ACT_NONE}, 0},                          // unavailable
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) run_case_fm(&cases[i].c, 4000 + i, cases[i].extra_ld);
 }
