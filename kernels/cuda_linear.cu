@@ -90,62 +90,6 @@ __global__ void concat_cols_kernel(const bf16 *a, int64_t ka, const bf16 *b, int
     }
 }
 
-// y (M×N) += s·h·Bᵀ for rank UP_R (h: M×r, B: N×r), the LoRA up-projection added to an output.
-// As a cuBLAS GEMM with k = 16 this read-modify-write of y ran at ~1.9 TB/s (H100); here each thread
-// keeps s·B for its 8 output columns in registers and walks rows, 4 rows of y in flight at a time.
-#define UP_R 16
-#define UP_ROWS 64  // rows per CTA
-__global__ void __launch_bounds__(128) lora_up_add_kernel(bf16 *__restrict__ y, const bf16 *__restrict__ h,
-                                                          const bf16 *__restrict__ B, int64_t M, int N, float s) {
-    int col0 = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
-    if (col0 >= N) return;
-    float b[8][UP_R];
-#pragma unroll
-    for (int c = 0; c < 8; c++) {
-        float t[8];
-        load8<true>(B + (int64_t)(col0 + c) * UP_R, t);
-#pragma unroll
-        for (int j = 0; j < 8; j++) b[c][j] = s * t[j];
-        load8<true>(B + (int64_t)(col0 + c) * UP_R + 8, t);
-#pragma unroll
-        for (int j = 0; j < 8; j++) b[c][8 + j] = s * t[j];
-    }
-    int64_t m0 = (int64_t)blockIdx.y * UP_ROWS, m1 = min(M, m0 + UP_ROWS);
-    for (int64_t m = m0; m < m1; m += 4) {
-        float v[4][8], hv[4][UP_R];
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            if (m + u >= m1) break;
-            load8<true>(y + (m + u) * N + col0, v[u]);
-            load8<true>(h + (m + u) * UP_R, hv[u]);
-            load8<true>(h + (m + u) * UP_R + 8, hv[u] + 8);
-        }
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            if (m + u >= m1) break;
-#pragma unroll
-            for (int c = 0; c < 8; c++)
-#pragma unroll
-                for (int j = 0; j < UP_R; j++) v[u][c] += hv[u][j] * b[c][j];
-            store8<true>(y + (m + u) * N + col0, v[u]);
-        }
-    }
-}
-
-static bool lora_up_add_ok(int64_t r, int64_t N) {
-    static int on = -1;  // VNM_LORA_UP=0: the cuBLAS GEMM instead (for comparisons)
-    if (on < 0) on = getenv("VNM_LORA_UP") == NULL || strcmp(getenv("VNM_LORA_UP"), "0") != 0;
-    return on && r == UP_R && N % 8 == 0;
-}
-
-static void lora_up_add(bf16 *y, const bf16 *h, const bf16 *B, int64_t M, int64_t N, float s) {
-    int threads = (int)((N / 8 + 31) / 32 * 32);
-    if (threads > 128) threads = 128;
-    dim3 grid(cdiv(N / 8, threads), cdiv(M, UP_ROWS));
-    lora_up_add_kernel<<<grid, threads, 0, cuda_stream()>>>(y, h, B, M, (int)N, s);
-    CUDA_LAUNCH_CHECK();
-}
-
 static unsigned grid_for(int64_t n) {
     int64_t b = (n + 255) / 256;
     return (unsigned)(b > 8192 ? 8192 : b);
@@ -278,10 +222,6 @@ void cuda_linear_fwd(TapeNode *n) {
         return;
     }
     linear_plain(cbf(x), cbf(w), b, res, mbf(y), M, N, K);
-    if (lora_up_add_ok(r, N)) {  // y += s·h·Bᵀ
-        lora_up_add(mbf(y), h, cbf(B), M, N, s);
-        return;
-    }
     Gemm g = gemm_into(y);  // y += s·h·Bᵀ
     g.tb = true;
     g.m = M, g.n = N, g.k = r;

@@ -373,6 +373,12 @@ Test(ops_cuda, attention_flash_deit_small_shape) {
     setenv("VNM_FLASH", "1", 1);
     attention_case("attention flash T=197 H=6 D=64", 2, 197, 6, 64, false);
 }
+Test(ops_cuda, attention_flash_edges) {  // the longest sequence (T = 256) and a 5-token causal one
+    NEED_GPU();
+    setenv("VNM_FLASH", "1", 1);
+    attention_case("attention flash T=256 H=2 D=64", 1, 256, 2, 64, false);
+    attention_case("attention flash T=5 H=2 D=64 causal", 3, 5, 2, 64, true);
+}
 Test(ops_cuda, attention_deit_small_shape) {  // WMMA fused kernels, D = 64, T = 197
     NEED_GPU();
     setenv("VNM_FLASH", "0", 1);
