@@ -29,6 +29,8 @@ extern "C" void ops_cuda_register(void) {
     REG(OP_ROPE, rope);
     REG(OP_SWIGLU, swiglu);
     REG(OP_EMBEDDING, embedding);
+    REG(OP_CONCAT, concat);
+    g_fwd[OP_ATTENTION_CACHED] = cuda_attention_cached_fwd;  // inference only
 #undef REG
     for (int op = 0; op < OP_COUNT; op++) op_register((OpId)op, DEV_CUDA, g_fwd[op], g_bwd[op]);
     done = true;
