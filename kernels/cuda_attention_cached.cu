@@ -2,10 +2,11 @@
 // is the reference): append the new k, v to the caches, then one CTA per (new token i, head h,
 // batch b) attends over the cached positions 0 .. pos + i.
 //
-// The CTA's NW warps split the keys round-robin. Lane l owns E = D/32 consecutive dims of the head:
-// score = warp_sum(q·k) (q pre-scaled by 1/√D), then an online softmax per warp (running max m, sum
-// l, unnormalised output acc, rescaled by exp(m_old − m_new) when the max grows), so the scores are
-// never stored and any cache length works. At the end the warps' (m, l, acc) are merged through
+// The CTA's NW warps split the keys round-robin in groups of KU consecutive keys (KU rows of K and
+// of V in flight per warp: the loop is latency-bound otherwise). Lane l owns E = D/32 consecutive
+// dims of the head: score = warp_sum(q·k) (q pre-scaled by 1/√D), then an online softmax per warp
+// (running max m, sum l, unnormalised output acc, rescaled by exp(m_old − m_new) when the max
+// grows), so the scores are never stored and any cache length works. At the end the warps' (m, l, acc) are merged through
 // shared memory: out = Σ_w acc_w·exp(m_w − M) / Σ_w l_w·exp(m_w − M), M = max_w m_w.
 // Decode (Tn = 1) reads each cached K/V row once per head: bandwidth-bound on the cache.
 #include <math.h>
@@ -13,6 +14,7 @@
 #include "kernels/cuda_common.cuh"
 
 #define CACHED_NW 8
+#define CACHED_KU 4
 
 __global__ void cache_append_kernel(const bf16 *x, bf16 *cache, int64_t B, int64_t Tn, int64_t C, int64_t Tmax,
                                     int64_t pos) {
@@ -44,23 +46,45 @@ __global__ void __launch_bounds__(32 * CACHED_NW)
     int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int64_t len = pos + i + 1, col = h * D + lane * E;
-    float qr[E], acc[E], kv[E];
+    float qr[E], acc[E];
     load_e<E>(q + (b * Tn + i) * C + col, qr);
 #pragma unroll
     for (int e = 0; e < E; e++) qr[e] *= scale, acc[e] = 0.0f;
     float m = -INFINITY, l = 0.0f;
     const bf16 *kb = kc + b * Tmax * C + col, *vb = vc + b * Tmax * C + col;
-    for (int64_t j = warp; j < len; j += CACHED_NW) {
-        load_e<E>(kb + j * C, kv);
-        float s = 0.0f;
+    for (int64_t j0 = (int64_t)warp * CACHED_KU; j0 < len; j0 += CACHED_NW * CACHED_KU) {
+        float sc[CACHED_KU], kr[CACHED_KU][E];
 #pragma unroll
-        for (int e = 0; e < E; e++) s += qr[e] * kv[e];
-        s = warp_sum(s);
-        float m_new = fmaxf(m, s), corr = __expf(m - m_new), p = __expf(s - m_new);
-        load_e<E>(vb + j * C, kv);
-        l = l * corr + p;
+        for (int u = 0; u < CACHED_KU; u++)
+            if (j0 + u < len) load_e<E>(kb + (j0 + u) * C, kr[u]);
+        float m_new = m;
 #pragma unroll
-        for (int e = 0; e < E; e++) acc[e] = acc[e] * corr + p * kv[e];
+        for (int u = 0; u < CACHED_KU; u++) {
+            float s = 0.0f;
+#pragma unroll
+            for (int e = 0; e < E; e++) s += qr[e] * kr[u][e];
+            s = warp_sum(s);
+            sc[u] = j0 + u < len ? s : -INFINITY;  // j0 < len: at least sc[0] is finite
+            m_new = fmaxf(m_new, sc[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < CACHED_KU; u++) {  // the V rows, into the K registers (0 past the end: p = 0 there)
+            if (j0 + u < len) load_e<E>(vb + (j0 + u) * C, kr[u]);
+            else
+#pragma unroll
+                for (int e = 0; e < E; e++) kr[u][e] = 0.0f;
+        }
+        float corr = __expf(m - m_new);
+        l *= corr;
+#pragma unroll
+        for (int e = 0; e < E; e++) acc[e] *= corr;
+#pragma unroll
+        for (int u = 0; u < CACHED_KU; u++) {
+            float p = j0 + u < len ? __expf(sc[u] - m_new) : 0.0f;
+            l += p;
+#pragma unroll
+            for (int e = 0; e < E; e++) acc[e] += p * kr[u][e];
+        }
         m = m_new;
     }
     __shared__ float s_m[CACHED_NW], s_l[CACHED_NW], s_acc[CACHED_NW][D];

@@ -93,11 +93,10 @@ static double time_forward(Deit *m, Tape *t, Tensor *img, int iters, float *logi
 }
 #endif
 
-int bench_infer_main(int argc, char **argv) {
-    InferOpts o;
-    if (parse(argc, argv, &o)) return 2;
-    if (!strncmp(o.model, "llama", 5)) return bench_infer_llama(&o.llama);
+static int bench_deit(const InferOpts *op) {
+    InferOpts o = *op;
 #ifndef VNMTUNE_HAVE_CUDA
+    (void)o;
     fprintf(stderr, "vnmtune: error: bench infer needs the CUDA build\n");
     return 1;
 #else
@@ -106,13 +105,7 @@ int bench_infer_main(int argc, char **argv) {
         return 1;
     }
     ops_cuda_register();
-    SpeedTable table = {0};
     Err err = {0};
-    if (o.table && speed_table_load(o.table, &table, &err)) {
-        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
-        return 1;
-    }
-    vnm_dispatch_set_table(o.table ? &table : NULL);
     Config c;
     config_defaults(&c);
     ModelConfig *mc = &c.model;
@@ -174,12 +167,26 @@ int bench_infer_main(int argc, char **argv) {
         printf("  %-22s %lldx%lld %d:2:%d kernel %s\n", s.layers[i]->name, (long long)s.layers[i]->out,
                (long long)s.layers[i]->in, s.layer_pattern[i].V, s.layer_pattern[i].M, s.layers[i]->vnm->kernel);
     free(dense), free(sparse);
-    vnm_dispatch_set_table(NULL);
-    speed_table_free(&table);
     schedule_free(&s);
     deit_free(&m);
     tape_free(&t);
     arena_free(&params), arena_free(&acts), arena_free(&inputs);
     return 0;
 #endif
+}
+
+int bench_infer_main(int argc, char **argv) {
+    InferOpts o;
+    if (parse(argc, argv, &o)) return 2;
+    SpeedTable table = {0};
+    Err err = {0};
+    if (o.table && speed_table_load(o.table, &table, &err)) {
+        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
+        return 1;
+    }
+    vnm_dispatch_set_table(o.table ? &table : NULL);
+    int rc = strncmp(o.model, "llama", 5) ? bench_deit(&o) : bench_infer_llama(&o.llama);
+    vnm_dispatch_set_table(NULL);
+    speed_table_free(&table);
+    return rc;
 }

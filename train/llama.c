@@ -43,6 +43,13 @@ static void add_linear(Llama *m, Linear *l, const char *prefix, const char *name
     m->linears[m->n_linears++] = l;
 }
 
+// model.layers.<layer>.<which>.weight (C), an RMSNorm weight.
+static Tensor *layer_norm_param(Llama *m, int layer, const char *which) {
+    char nm[TENSOR_NAME_LEN];
+    snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", layer, which);
+    return add_param(m, nm, m->cfg.hidden_size, 0, false);
+}
+
 void llama_alloc(Llama *m, const ModelConfig *cfg, Arena *arena) {
     Err err = {0};
     if (llama_check_config(cfg, &err)) fatal("%s", err.msg);
@@ -55,16 +62,13 @@ void llama_alloc(Llama *m, const ModelConfig *cfg, Arena *arena) {
     m->embed = add_param(m, "model.embed_tokens.weight", V, C, false);
     for (int i = 0; i < cfg->n_layers; i++) {
         LlamaLayer *L = &m->layers[i];
-        char pre[64], nm[TENSOR_NAME_LEN];
-        snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", i);
-        L->attn_norm = add_param(m, nm, C, 0, false);
+        char pre[64];
+        L->attn_norm = layer_norm_param(m, i, "input_layernorm");
         snprintf(pre, sizeof pre, "model.layers.%d.self_attn", i);
-        add_linear(m, &L->q, pre, "q_proj", C, C);
-        add_linear(m, &L->k, pre, "k_proj", C, C);
-        add_linear(m, &L->v, pre, "v_proj", C, C);
-        add_linear(m, &L->o, pre, "o_proj", C, C);
-        snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", i);
-        L->mlp_norm = add_param(m, nm, C, 0, false);
+        Linear *attn[4] = {&L->q, &L->k, &L->v, &L->o};
+        const char *attn_names[4] = {"q_proj", "k_proj", "v_proj", "o_proj"};
+        for (int k = 0; k < 4; k++) add_linear(m, attn[k], pre, attn_names[k], C, C);
+        L->mlp_norm = layer_norm_param(m, i, "post_attention_layernorm");
         snprintf(pre, sizeof pre, "model.layers.%d.mlp", i);
         add_linear(m, &L->gate, pre, "gate_proj", C, F);
         add_linear(m, &L->up, pre, "up_proj", C, F);
