@@ -54,6 +54,7 @@ static int parse(int argc, char **argv, InferOpts *o) {
         else if (!strcmp(a, "--decode-batch")) o->llama.decode_batch = atoi(v);
         else if (!strcmp(a, "--context")) o->llama.context = atoi(v);
         else if (!strcmp(a, "--steps")) o->llama.steps = atoi(v);
+        else if (!strcmp(a, "--profile")) o->llama.profile = atoi(v);
         else bad = 1;
     }
     LlamaInferOpts *l = &o->llama;
@@ -62,6 +63,7 @@ static int parse(int argc, char **argv, InferOpts *o) {
                 "usage: vnmtune bench infer [--model deit_small|deit_base|llama_tiny|llama2_7b] [--pattern 64:2:8] [--iters N]\n"
                 "  DeiT:  [--batch 256] [--table FILE]      forward img/s (magnitude masks on random weights)\n"
                 "  Llama: [--layers N] [--seq 2048] [--batches 1,2,4,8] [--decode-batch 16] [--context 512] [--steps 64]\n"
+                "         [--profile STEPS] (per-op GPU time of extra decode steps)\n"
                 "         prefill tok/s of batches × seq tokens, decode tok/s of one token per sequence per step\n"
                 "         over a KV cache of `context` tokens (random V:N:M weights)\n"
                 "Dense vs V:N:M sparse in one run, with the max relative difference of the logits.\n"

@@ -13,5 +13,6 @@ typedef struct LlamaInferOpts {
     int seq, iters;                // prefill: tokens per sequence, timed repetitions
     int batches[INFER_MAX_BATCHES], n_batches;  // prefill batch sizes
     int decode_batch, context, steps;           // decode: sequences, cached positions, timed steps
+    int profile;                   // > 0: per-op GPU time of this many extra decode steps (dense and sparse)
 } LlamaInferOpts;
 int bench_infer_llama(const LlamaInferOpts *o);

@@ -175,7 +175,9 @@ static double time_prefill(Bench *b, Tensor *ids, int iters, float **out) {
 
 // Seconds per decode step: prefill `context` tokens into a fresh cache (not timed), one untimed
 // step, then `steps` timed steps. The last step's logits into *out.
-static double time_decode(Bench *b, LlamaCache *cache, Tensor *prompt, Tensor **step_ids, int steps, float **out) {
+// With `profile` > 0, that many more steps (ids reused) run under the per-op profiler afterwards.
+static double time_decode(Bench *b, LlamaCache *cache, Tensor *prompt, Tensor **step_ids, int steps, int profile,
+                          float **out) {
     cache->len = 0;
     tape_reset(b->t);
     llama_forward_cached(b->m, b->t, prompt, cache);
@@ -189,6 +191,15 @@ static double time_decode(Bench *b, LlamaCache *cache, Tensor *prompt, Tensor **
     device_synchronize();
     double secs = (now_seconds() - t0) / steps;
     *out = tensor_to_host_f32(y);
+    if (profile > 0 && cache->len + profile <= cache->max_len) {
+        ops_cuda_profile(true);
+        for (int s = 0; s < profile; s++) {
+            tape_reset(b->t);
+            llama_forward_cached(b->m, b->t, step_ids[s], cache);
+        }
+        ops_cuda_profile_report(stdout, profile, 1e3 * secs);
+        ops_cuda_profile(false);
+    }
     return secs;
 }
 
@@ -228,7 +239,7 @@ int bench_infer_llama(const LlamaInferOpts *o) {
         layer_acts[k].no_zero = true;
     }
     acts.no_zero = true;
-    int64_t max_len = o->context + o->steps + 1;
+    int64_t max_len = o->context + o->steps + 1 + o->profile;
     arena_init(&inputs, "inputs", DEV_CUDA, (size_t)(sumB * T + (int64_t)o->decode_batch * (max_len + 1)) * 4 + (size_t)(o->steps + 8) * 256);
     arena_init(&kv, "kv cache", DEV_CUDA, (size_t)(2 * c.n_layers) * (size_t)(o->decode_batch * max_len * C) * 2 + 65536);
     Llama m;
@@ -280,9 +291,9 @@ int bench_infer_llama(const LlamaInferOpts *o) {
         for (int s = 0; s <= o->steps; s++) step_ids[s] = random_ids(&b, Bd, 1, "step");
         float *yd, *ys;
         set_sparse(&m, sparse, false);
-        double td = time_decode(&b, &cache, prompt, step_ids, o->steps, &yd);
+        double td = time_decode(&b, &cache, prompt, step_ids, o->steps, o->profile, &yd);
         set_sparse(&m, sparse, true);
-        double ts = time_decode(&b, &cache, prompt, step_ids, o->steps, &ys);
+        double ts = time_decode(&b, &cache, prompt, step_ids, o->steps, o->profile, &ys);
         printf("  decode (batch %lld, one new token per sequence per step over a KV cache of %d..%d positions,\n"
                "          given token ids, full logits; cache filled by an untimed prefill; mean of %d steps):\n",
                (long long)Bd, o->context + 1, o->context + o->steps, o->steps);
