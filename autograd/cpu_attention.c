@@ -121,3 +121,45 @@ void cpu_attention_backward(TapeNode *n) {
         }
     cpu_scratch_end(n, m);
 }
+
+// ---- attention over a KV cache (inference): see op_attention_cached in ops.h ----
+// Per (b, h, new token i): scores over positions j <= pos + i, softmax, weighted sum of V rows.
+void cpu_attention_cached_forward(TapeNode *n) {
+    const Tensor *qt = n->in[0];
+    int64_t B = qt->shape[0], Tn = qt->shape[1], C = qt->shape[2], H = n->i[0], D = C / H, pos = n->i[1];
+    int64_t Tmax = n->in[3]->shape[1];
+    const float *q = cpu_f32(n, qt), *k = cpu_f32(n, n->in[1]), *v = cpu_f32(n, n->in[2]);
+    float *kc = cpu_f32(n, n->in[3]), *vc = cpu_f32(n, n->in[4]), *out = cpu_f32(n, n->out[0]);
+    for (int64_t b = 0; b < B; b++) {  // append the new keys and values
+        size_t bytes = (size_t)(Tn * C) * sizeof *kc;
+        memcpy(kc + (b * Tmax + pos) * C, k + b * Tn * C, bytes);
+        memcpy(vc + (b * Tmax + pos) * C, v + b * Tn * C, bytes);
+    }
+    float scale = 1.0f / sqrtf((float)D);
+    ScratchMark m = cpu_scratch_begin(n);
+    float *p = cpu_scratch(n, pos + Tn);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < Tn; i++)
+            for (int64_t h = 0; h < H; h++) {
+                const float *qi = q + (b * Tn + i) * C + h * D;
+                int64_t len = pos + i + 1;
+                float mx = -INFINITY;
+                for (int64_t j = 0; j < len; j++) {
+                    const float *kj = kc + (b * Tmax + j) * C + h * D;
+                    float s = 0.0f;
+                    for (int64_t d = 0; d < D; d++) s += qi[d] * kj[d];
+                    p[j] = s * scale;
+                    mx = fmaxf(mx, p[j]);
+                }
+                double sum = 0.0;
+                for (int64_t j = 0; j < len; j++) sum += p[j] = expf(p[j] - mx);
+                float *o = out + (b * Tn + i) * C + h * D;
+                memset(o, 0, (size_t)D * sizeof *o);
+                for (int64_t j = 0; j < len; j++) {
+                    const float *vj = vc + (b * Tmax + j) * C + h * D;
+                    float w = (float)(p[j] / sum);
+                    for (int64_t d = 0; d < D; d++) o[d] += w * vj[d];
+                }
+            }
+    cpu_scratch_end(n, m);
+}

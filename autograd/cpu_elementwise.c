@@ -1,5 +1,6 @@
-// Elementwise ops on the CPU: gelu, add, swiglu, rope.
+// Elementwise ops on the CPU: gelu, add, swiglu, rope, concat.
 #include <math.h>
+#include <string.h>
 
 #include "cpu_kernels.h"
 
@@ -54,8 +55,9 @@ void cpu_swiglu_backward(TapeNode *n) {
     }
 }
 
-// ---- rope (HF Llama rotate_half): per head, with half = D/2 and for d < half,
-//   angle = t · inv_freq[d],  inv_freq[d] = theta^(-2d/D)   (fp32, as HF computes it)
+// ---- rope (HF Llama rotate_half): per head, with half = D/2 and for d < half, at position
+// p = i[1] + t (i[1]: the first position),
+//   angle = p · inv_freq[d],  inv_freq[d] = theta^(-2d/D)   (fp32, as HF computes it)
 //   y[d] = x[d]·cos - x[d+half]·sin,  y[d+half] = x[d+half]·cos + x[d]·sin
 // Backward applies the inverse rotation (angle -> -angle) to dy.
 typedef struct RopeShape {
@@ -75,7 +77,7 @@ static void rope_tables(const TapeNode *n, const RopeShape *s, float *cos_t, flo
     for (int64_t d = 0; d < half; d++) {
         float inv_freq = (float)(1.0 / pow((double)n->f[0], (double)(2 * d) / (double)s->D));
         for (int64_t t = 0; t < s->T; t++) {
-            float angle = (float)t * inv_freq;
+            float angle = (float)(t + n->i[1]) * inv_freq;
             cos_t[t * half + d] = (float)cos((double)angle);
             sin_t[t * half + d] = (float)sin((double)angle);
         }
@@ -116,3 +118,22 @@ void cpu_rope_backward(TapeNode *n) {
     float *dx = cpu_grad(n->in[0]);
     if (dx) rope_apply(n, tensor_f32(n->out[0]->grad), dx, -1.0f, true);
 }
+
+// ---- concat along the last dim: out[r, off_k + c] = x_k[r, c]; dx_k[r, c] += dout[r, off_k + c] ----
+static void concat_copy(TapeNode *n, bool backward) {
+    int64_t rows = cpu_rows(n->out[0]), width = cpu_last(n->out[0]), off = 0;
+    float *out = backward ? tensor_f32(n->out[0]->grad) : cpu_f32(n, n->out[0]);
+    for (int k = 0; k < n->nin; k++) {
+        const Tensor *x = n->in[k];
+        int64_t w = cpu_last(x);
+        float *part = backward ? cpu_grad(x) : cpu_f32(n, x);
+        for (int64_t r = 0; part && r < rows; r++) {
+            if (backward) cpu_axpy1(part + r * w, out + r * width + off, w);
+            else memcpy(out + r * width + off, part + r * w, (size_t)w * sizeof *out);
+        }
+        off += w;
+    }
+}
+
+void cpu_concat_forward(TapeNode *n) { concat_copy(n, false); }
+void cpu_concat_backward(TapeNode *n) { concat_copy(n, true); }

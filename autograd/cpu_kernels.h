@@ -24,7 +24,9 @@ CPU_KERNEL_PAIR(select_token)
 CPU_KERNEL_PAIR(mean_tokens)
 CPU_KERNEL_PAIR(embedding)
 CPU_KERNEL_PAIR(cross_entropy)
+CPU_KERNEL_PAIR(concat)
 #undef CPU_KERNEL_PAIR
+void cpu_attention_cached_forward(TapeNode *n);  // inference only
 
 // fp32 data of an op tensor; fatal() if it is not f32 (the CPU kernels are fp32 only).
 float *cpu_f32(const TapeNode *n, const Tensor *t);

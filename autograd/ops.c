@@ -206,16 +206,21 @@ Tensor *op_swiglu(Tape *t, Tensor *gate, Tensor *up, const char *name) {
 }
 
 Tensor *op_rope(Tape *t, Tensor *x, int n_heads, float theta, const char *name) {
+    return op_rope_at(t, x, n_heads, theta, 0, name);
+}
+
+Tensor *op_rope_at(Tape *t, Tensor *x, int n_heads, float theta, int64_t pos0, const char *name) {
     const char *op = "op_rope";
     if (!name) name = op;
     check_tensor(t, op, name, "x", x);
     check_float(op, name, "x", x);
     int64_t hd = x->ndim == 3 ? x->shape[2] : x->ndim == 4 ? x->shape[2] * x->shape[3] : 0;
     bool heads_ok = n_heads > 0 && (x->ndim == 3 || x->shape[2] == n_heads);
-    if (!hd || !heads_ok || hd % n_heads || (hd / n_heads) % 2 || theta <= 0.0f)
-        fatal("%s('%s'): x %s with %d heads, theta %g: expected (B, T, H·D) or (B, T, H, D), D even, theta > 0", op,
-              name, shape_of(x), n_heads, (double)theta);
-    TapeNode n = {.op = OP_ROPE, .in = {x}, .nin = 1, .nout = 1, .f = {theta}, .i = {n_heads}};
+    if (!hd || !heads_ok || hd % n_heads || (hd / n_heads) % 2 || theta <= 0.0f || pos0 < 0)
+        fatal("%s('%s'): x %s with %d heads, theta %g, first position %lld: expected (B, T, H·D) or (B, T, H, D), D "
+              "even, theta > 0, position >= 0",
+              op, name, shape_of(x), n_heads, (double)theta, (long long)pos0);
+    TapeNode n = {.op = OP_ROPE, .in = {x}, .nin = 1, .nout = 1, .f = {theta}, .i = {n_heads, pos0}};
     n.out[0] = tensor_like(t->act, x, name);
     return run1(t, &n);
 }
@@ -312,5 +317,56 @@ Tensor *op_embedding(Tape *t, Tensor *ids, Tensor *table, const char *name) {
     shape[ids->ndim] = table->shape[1];
     TapeNode n = {.op = OP_EMBEDDING, .in = {ids, table}, .nin = 2, .nout = 1};
     n.out[0] = new_output(t, table->dtype, ids->ndim + 1, shape, name);
+    return run1(t, &n);
+}
+
+Tensor *op_concat(Tape *t, Tensor *const *xs, int count, const char *name) {
+    const char *op = "op_concat";
+    if (!name) name = op;
+    if (count < 1 || count > NODE_MAX_IN) fatal("%s('%s'): %d inputs, expected 1 to %d", op, name, count, NODE_MAX_IN);
+    TapeNode n = {.op = OP_CONCAT, .nin = count, .nout = 1};
+    int64_t last = 0;
+    for (int k = 0; k < count; k++) {
+        const Tensor *x = xs[k], *x0 = xs[0];
+        check_tensor(t, op, name, "input", x);
+        check_float(op, name, "input", x);
+        bool same = x->ndim == x0->ndim && x->dtype == x0->dtype;
+        for (int d = 0; same && d < x->ndim - 1; d++) same = x->shape[d] == x0->shape[d];
+        if (!same)
+            fatal("%s('%s'): input %d '%s' %s %s does not match input 0 '%s' %s %s except in the last dim", op, name, k,
+                  x->name, shape_of(x), dtype_name(x->dtype), x0->name, shape_of(x0), dtype_name(x0->dtype));
+        n.in[k] = xs[k];
+        last += x->shape[x->ndim - 1];
+    }
+    n.out[0] = new_output_last(t, xs[0], last, name);
+    return run1(t, &n);
+}
+
+Tensor *op_attention_cached(Tape *t, Tensor *q, Tensor *k, Tensor *v, Tensor *k_cache, Tensor *v_cache, int n_heads,
+                            int64_t pos, const char *name) {
+    const char *op = "op_attention_cached";
+    if (!name) name = op;
+    Tensor *all[5] = {q, k, v, k_cache, v_cache};
+    const char *roles[5] = {"q", "k", "v", "k_cache", "v_cache"};
+    for (int j = 0; j < 5; j++) {
+        check_tensor(t, op, name, roles[j], all[j]);
+        check_float(op, name, roles[j], all[j]);
+        check_ndim(op, name, roles[j], all[j], 3, 3);
+        if (all[j]->dtype != q->dtype)
+            fatal("%s('%s'): %s '%s' is %s, q is %s", op, name, roles[j], all[j]->name, dtype_name(all[j]->dtype),
+                  dtype_name(q->dtype));
+    }
+    int64_t B = q->shape[0], Tn = q->shape[1], C = q->shape[2], Tmax = k_cache->shape[1];
+    if (!tensor_same_shape(k, q) || !tensor_same_shape(v, q) || !tensor_same_shape(v_cache, k_cache) ||
+        k_cache->shape[0] != B || k_cache->shape[2] != C || n_heads <= 0 || C % n_heads)
+        fatal("%s('%s'): q %s, k %s, v %s, caches %s %s, %d heads: expected q, k, v (B, Tn, H·D) and caches (B, Tmax, "
+              "H·D)",
+              op, name, shape_of(q), shape_of(k), shape_of(v), shape_of(k_cache), shape_of(v_cache), n_heads);
+    if (pos < 0 || pos + Tn > Tmax)
+        fatal("%s('%s'): positions [%lld, %lld) do not fit the cache of %lld positions", op, name, (long long)pos,
+              (long long)(pos + Tn), (long long)Tmax);
+    TapeNode n = {.op = OP_ATTENTION_CACHED, .in = {q, k, v, k_cache, v_cache}, .nin = 5, .nout = 1,
+                  .i = {n_heads, pos}};
+    n.out[0] = tensor_like(t->act, q, name);
     return run1(t, &n);
 }

@@ -78,9 +78,22 @@ Tensor *op_cross_entropy(Tape *t, Tensor *logits, Tensor *labels, float label_sm
 // saved[0]=rstd (rows).
 Tensor *op_rmsnorm(Tape *t, Tensor *x, Tensor *gamma, float eps, const char *name);
 // Rotary embedding (HF Llama "rotate_half" convention) on x (B, T, H, D), positions 0..T-1.
-// x may also be (B, T, H·D). in[0]=x; f[0]=theta; i[0]=n_heads.
+// x may also be (B, T, H·D). in[0]=x; f[0]=theta; i[0]=n_heads i[1]=first position (0 for op_rope).
 Tensor *op_rope(Tape *t, Tensor *x, int n_heads, float theta, const char *name);
+// The same at positions pos0..pos0+T-1 (tokens appended to a KV cache that already holds pos0).
+Tensor *op_rope_at(Tape *t, Tensor *x, int n_heads, float theta, int64_t pos0, const char *name);
 // silu(gate) · up, same shape. in[0]=gate in[1]=up.
 Tensor *op_swiglu(Tape *t, Tensor *gate, Tensor *up, const char *name);
 // ids (B, T) DT_I32, table (V, D) -> (B, T, D). in[0]=ids in[1]=table.
 Tensor *op_embedding(Tape *t, Tensor *ids, Tensor *table, const char *name);
+// Concatenation along the last dim: xs[k] (..., C_k), same leading dims and dtype -> (..., Σ C_k).
+// in[0..n)=xs (n <= NODE_MAX_IN). Llama's separate q, k, v -> the fused qkv of op_attention.
+Tensor *op_concat(Tape *t, Tensor *const *xs, int n, const char *name);
+// Causal attention of Tn new tokens over a KV cache (inference only: no backward).
+// q, k, v (B, Tn, C) with C = H·D (k already rotated); k_cache, v_cache (B, Tmax, C) hold positions
+// [0, pos). The op first writes k, v into the caches at positions [pos, pos + Tn), then
+// out (B, Tn, C): new token i (position pos + i) attends to positions 0 .. pos + i, per head
+//   out_h = softmax(q_h K_hᵀ / √D) V_h   (as op_attention with causal, over the cached keys).
+// in[0]=q in[1]=k in[2]=v in[3]=k_cache in[4]=v_cache; i[0]=n_heads i[1]=pos.
+Tensor *op_attention_cached(Tape *t, Tensor *q, Tensor *k, Tensor *v, Tensor *k_cache, Tensor *v_cache, int n_heads,
+                            int64_t pos, const char *name);

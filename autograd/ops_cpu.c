@@ -24,6 +24,8 @@ void ops_cpu_register(void) {
         {OP_ROPE, "rope", cpu_rope_forward, cpu_rope_backward},
         {OP_SWIGLU, "swiglu", cpu_swiglu_forward, cpu_swiglu_backward},
         {OP_EMBEDDING, "embedding", cpu_embedding_forward, cpu_embedding_backward},
+        {OP_CONCAT, "concat", cpu_concat_forward, cpu_concat_backward},
+        {OP_ATTENTION_CACHED, "attention_cached", cpu_attention_cached_forward, NULL},
     };
     for (size_t k = 0; k < ARRAY_LEN(table); k++) {
         g_ops[table[k].op].name = table[k].name;

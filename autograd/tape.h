@@ -33,6 +33,8 @@ typedef enum {
     OP_ROPE,
     OP_SWIGLU,
     OP_EMBEDDING,
+    OP_CONCAT,
+    OP_ATTENTION_CACHED,  // inference-only attention over a KV cache (no backward)
     OP_VNM_LINEAR,  // inference-only V:N:M sparse linear (train/vnm_linear.h registers its kernels)
     OP_COUNT
 } OpId;

@@ -288,4 +288,7 @@ CUDA_OP(rmsnorm);
 CUDA_OP(rope);
 CUDA_OP(swiglu);
 CUDA_OP(embedding);
+CUDA_OP(concat);
 #undef CUDA_OP
+// inference only (no backward): cuda_attention_cached.cu
+void cuda_attention_cached_fwd(TapeNode *n);

@@ -137,10 +137,11 @@ void cuda_swiglu_fwd(TapeNode *n) { map_fwd<SwigluF>(n, "swiglu", true); }
 void cuda_swiglu_bwd(TapeNode *n) { map_bwd<SwigluF>(n, "swiglu", true); }
 
 // ---- rotary embedding (HF "rotate_half") ----
-// x viewed as (B, T, H, D); pair (i, i + D/2) at position t rotates by t·theta^(−2i/D).
+// x viewed as (B, T, H, D); pair (i, i + D/2) at position p = pos0 + t rotates by p·theta^(−2i/D).
 // dir = +1 forward, −1 backward (the transpose rotation).
 template <typename OT>
-__global__ void rope_kernel(const bf16 *x, OT *y, int64_t B, int T, int H, int D, float theta, float dir, bool grad, bool add) {
+__global__ void rope_kernel(const bf16 *x, OT *y, int64_t B, int T, int H, int D, int64_t pos0, float theta, float dir,
+                            bool grad, bool add) {
     int half = D / 2;
     int64_t total = B * T * H * (int64_t)half;
     for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (int64_t)gridDim.x * blockDim.x) {
@@ -149,7 +150,7 @@ __global__ void rope_kernel(const bf16 *x, OT *y, int64_t B, int T, int H, int D
         int t = (int)((head / H) % T);
         float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)D);
         float s, c;
-        sincosf((float)t * inv_freq, &s, &c);
+        sincosf((float)(pos0 + t) * inv_freq, &s, &c);
         s *= dir;
         int64_t base = head * D;
         float x1 = to_f(x[base + i]), x2 = to_f(x[base + i + half]);
@@ -188,7 +189,7 @@ void cuda_rope_fwd(TapeNode *n) {
     cuda_expect(n->out[0], DT_BF16, "rope", "output");
     int64_t total = B * T * H * (D / 2);
     rope_kernel<bf16><<<cdiv(total, 256) > 65536 ? 65536 : cdiv(total, 256), 256, 0, cuda_stream()>>>(
-        cbf(n->in[0]), mbf(n->out[0]), B, T, H, D, n->f[0], 1.0f, false, false);
+        cbf(n->in[0]), mbf(n->out[0]), B, T, H, D, n->i[1], n->f[0], 1.0f, false, false);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -203,7 +204,7 @@ void cuda_rope_bwd(TapeNode *n) {
     unsigned grid = cdiv(total, 256) > 65536 ? 65536 : cdiv(total, 256);
     bool add = grad_accumulate(gx);
     DISPATCH_GRAD(gx->dtype, G, {
-        rope_kernel<G><<<grid, 256, 0, cuda_stream()>>>(cbf(n->out[0]->grad), (G *)gx->data, B, T, H, D, n->f[0], -1.0f,
+        rope_kernel<G><<<grid, 256, 0, cuda_stream()>>>(cbf(n->out[0]->grad), (G *)gx->data, B, T, H, D, n->i[1], n->f[0], -1.0f,
                                                          true, add);
     });
     CUDA_LAUNCH_CHECK();
@@ -378,4 +379,50 @@ void cuda_embedding_bwd(TapeNode *n) {
                                                                           (G *)gt->data, ids->numel, D, V);
     });
     CUDA_LAUNCH_CHECK();
+}
+
+// ---- concat along the last dim: out[r, off_k + c] = x_k[r, c]; backward dx_k[r, c] += dy[r, off_k + c] ----
+// One launch per input: a (rows × w) block from src (row stride src_ld) to dst (row stride dst_ld),
+// both pointers already at the block's first column; add = false overwrites.
+template <typename G>
+__global__ void copy_block_kernel(const bf16 *src, int64_t src_ld, G *dst, int64_t dst_ld, int64_t rows, int64_t w,
+                                  bool add) {
+    int64_t total = rows * w;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = i / w, c = i % w;
+        acc(dst, r * dst_ld + c, to_f(src[r * src_ld + c]), add);
+    }
+}
+
+void cuda_concat_fwd(TapeNode *n) {
+    Tensor *y = n->out[0];
+    cuda_expect(y, DT_BF16, "concat", "output");
+    int64_t rows = rows_of(y), width = last_dim(y), off = 0;
+    for (int k = 0; k < n->nin; k++) {
+        cuda_expect(n->in[k], DT_BF16, "concat", "input");
+        int64_t w = last_dim(n->in[k]);
+        copy_block_kernel<bf16><<<grid1(rows * w), 256, 0, cuda_stream()>>>(cbf(n->in[k]), w, mbf(y) + off, width, rows,
+                                                                           w, false);
+        CUDA_LAUNCH_CHECK();
+        off += w;
+    }
+}
+
+void cuda_concat_bwd(TapeNode *n) {
+    Tensor *gy = n->out[0]->grad;
+    cuda_expect(gy, DT_BF16, "concat", "output gradient");
+    int64_t rows = rows_of(gy), width = last_dim(gy), off = 0;
+    for (int k = 0; k < n->nin; k++) {
+        int64_t w = last_dim(n->in[k]);
+        Tensor *gx = grad_of(n->in[k]);
+        if (gx) {
+            bool add = grad_accumulate(gx);
+            DISPATCH_GRAD(gx->dtype, G, {
+                copy_block_kernel<G><<<grid1(rows * w), 256, 0, cuda_stream()>>>(cbf(gy) + off, width, (G *)gx->data, w,
+                                                                                rows, w, add);
+            });
+            CUDA_LAUNCH_CHECK();
+        }
+        off += w;
+    }
 }

@@ -29,8 +29,12 @@ extern "C" void ops_cuda_register(void) {
     REG(OP_ROPE, rope);
     REG(OP_SWIGLU, swiglu);
     REG(OP_EMBEDDING, embedding);
+    REG(OP_CONCAT, concat);
+    g_fwd[OP_ATTENTION_CACHED] = cuda_attention_cached_fwd;  // inference only
 #undef REG
-    for (int op = 0; op < OP_COUNT; op++) op_register((OpId)op, DEV_CUDA, g_fwd[op], g_bwd[op]);
+    // ops without kernels here (OP_VNM_LINEAR: train/vnm_linear.c registers its own) keep theirs
+    for (int op = 0; op < OP_COUNT; op++)
+        if (g_fwd[op]) op_register((OpId)op, DEV_CUDA, g_fwd[op], g_bwd[op]);
     done = true;
 }
 
@@ -82,8 +86,13 @@ extern "C" void ops_cuda_profile(bool on) {
     if (on && !g_prof) g_prof = (ProfEntry *)xcalloc(PROF_MAX, sizeof(ProfEntry));
     g_prof_n = 0;
     g_cuda_profiling = on;
-    for (int op = 0; op < OP_COUNT; op++)
-        op_register((OpId)op, DEV_CUDA, on ? prof_fwd : g_fwd[op], on ? prof_bwd : g_bwd[op]);
+    for (int op = 0; op < OP_COUNT; op++) {
+        if (!g_fwd[op] && g_ops[op].forward[DEV_CUDA] != prof_fwd) {  // registered elsewhere (OP_VNM_LINEAR)
+            g_fwd[op] = g_ops[op].forward[DEV_CUDA];
+            g_bwd[op] = g_ops[op].backward[DEV_CUDA];
+        }
+        if (g_fwd[op]) op_register((OpId)op, DEV_CUDA, on ? prof_fwd : g_fwd[op], on && g_bwd[op] ? prof_bwd : g_bwd[op]);
+    }
 }
 
 // The GEMM shapes that take the most time, with their achieved TFLOP/s.

@@ -28,12 +28,14 @@ extern "C" void vnm_linear_cuda_free(VnmLayer *l) {
 extern "C" void vnm_linear_cuda_forward(TapeNode *n) {
     VnmLayer *l = (VnmLayer *)(intptr_t)n->i[0];
     const VnmDeviceMatrix *d = (const VnmDeviceMatrix *)l->device;
-    const Tensor *x = n->in[0], *b = n->in[1];
+    const Tensor *x = n->in[0], *b = n->in[1], *res = n->in[2];
     Tensor *y = n->out[0];
-    if (x->dtype != DT_BF16 || (b && b->dtype != DT_BF16)) fatal("vnm_linear '%s': needs bf16 tensors on the GPU", y->name);
+    if (x->dtype != DT_BF16 || (b && b->dtype != DT_BF16) || (res && res->dtype != DT_BF16))
+        fatal("vnm_linear '%s': needs bf16 tensors on the GPU", y->name);
     int64_t rows = x->numel / l->m.in;
     Err err;
-    if (vnm_spmm_cuda(d, (const uint16_t *)x->data, rows, b ? (const uint16_t *)b->data : NULL, NULL, VNM_ACT_NONE,
+    if (vnm_spmm_cuda(d, (const uint16_t *)x->data, rows, b ? (const uint16_t *)b->data : NULL,
+                      res ? (const uint16_t *)res->data : NULL, VNM_ACT_NONE,
                       (uint16_t *)y->data, cuda_stream(), &err))
         fatal("vnm_linear '%s': %s", y->name, err.msg);
     l->kernel = vnm_spmm_kernel_name(d, rows, VNM_KERNEL_AUTO);

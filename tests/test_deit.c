@@ -8,6 +8,7 @@
 #include "train/lora.h"
 #include "train/model_io.h"
 #include "train/safetensors.h"
+#include "fixture_check.h"
 
 #define FIXTURE VNMTUNE_SOURCE_DIR "/tests/fixtures/deit_small_ref.safetensors"
 
@@ -27,16 +28,6 @@ typedef struct Fixture {
     Tensor *x, *y;
 } Fixture;
 
-static float *read_all(const StFile *st, const char *name, int64_t *n) {
-    const StEntry *e = st_find(st, name);
-    cr_assert(e, "fixture lacks '%s'", name);
-    float *v = malloc((size_t)e->numel * sizeof *v);
-    Err err;
-    cr_assert_eq(st_read_f32(st, name, v, e->ndim, e->shape, &err), 0, "%s", err.msg);
-    *n = e->numel;
-    return v;
-}
-
 static void fixture_open(Fixture *f) {
     Err err = {0};
     cr_assert_eq(st_open(&f->st, FIXTURE, &err), 0, "%s", err.msg);
@@ -48,7 +39,7 @@ static void fixture_open(Fixture *f) {
     deit_init(&f->model, &c, &f->params, 1);
     cr_assert_eq(model_load_safetensors(&f->model.params, FIXTURE, false, &err), 0, "%s", err.msg);
     int64_t n;
-    float *x = read_all(&f->st, "input", &n), *y = read_all(&f->st, "labels", &n);
+    float *x = fixture_read(&f->st, "input", &n), *y = fixture_read(&f->st, "labels", &n);
     f->x = tensor_new(&f->params, DT_F32, 4, (int64_t[]){4, 3, 32, 32}, "input");
     memcpy(f->x->data, x, sizeof(float) * (size_t)f->x->numel);
     f->y = tensor_new1(&f->params, DT_I32, 4, "labels");
@@ -61,20 +52,6 @@ static void fixture_close(Fixture *f) {
     deit_free(&f->model);
     tape_free(&f->tape);
     arena_free(&f->params), arena_free(&f->grads), arena_free(&f->acts);
-}
-
-// max |a - b| / max|b| over the tensor
-static void expect_close(const Fixture *f, const char *ref_name, const float *got, int64_t n, double tol) {
-    int64_t m;
-    float *ref = read_all(&f->st, ref_name, &m);
-    cr_assert_eq(m, n, "%s: %lld values, fixture has %lld", ref_name, (long long)n, (long long)m);
-    double diff = 0, scale = 1e-12;
-    for (int64_t i = 0; i < n; i++) {
-        diff = fmax(diff, fabs((double)got[i] - ref[i]));
-        scale = fmax(scale, fabs((double)ref[i]));
-    }
-    cr_expect(diff / scale < tol, "%s: max abs diff %.3g, relative %.3g (tolerance %.1g)", ref_name, diff, diff / scale, tol);
-    free(ref);
 }
 
 static Tensor *forward_backward(Fixture *f, Tensor **logits) {
@@ -93,8 +70,8 @@ Test(deit, matches_timm_forward_and_gradients) {
     Fixture f;
     fixture_open(&f);
     Tensor *logits, *loss = forward_backward(&f, &logits);
-    expect_close(&f, "logits", tensor_f32(logits), logits->numel, 1e-4);
-    expect_close(&f, "loss", tensor_f32(loss), 1, 1e-5);
+    fixture_expect_close(&f.st, "logits", tensor_f32(logits), logits->numel, 1e-4);
+    fixture_expect_close(&f.st, "loss", tensor_f32(loss), 1, 1e-5);
     const char *grads[] = {"patch_embed.proj.weight", "cls_token", "pos_embed", "blocks.0.norm1.weight",
                            "blocks.0.attn.qkv.weight", "blocks.0.attn.proj.bias", "blocks.1.mlp.fc1.weight",
                            "blocks.1.mlp.fc2.bias", "norm.bias", "head.weight"};
@@ -103,7 +80,7 @@ Test(deit, matches_timm_forward_and_gradients) {
         cr_assert(p, "no parameter %s", grads[i]);
         char ref[128];
         snprintf(ref, sizeof ref, "grad.%s", grads[i]);
-        expect_close(&f, ref, tensor_f32(p->value->grad), p->value->numel, 1e-4);
+        fixture_expect_close(&f.st, ref, tensor_f32(p->value->grad), p->value->numel, 1e-4);
     }
     fixture_close(&f);
 }
@@ -118,8 +95,8 @@ Test(deit, lora_matches_peft) {
     Err err = {0};
     cr_assert_eq(model_load_safetensors(&f.model.params, FIXTURE, true, &err), 0, "%s", err.msg);
     Tensor *logits, *loss = forward_backward(&f, &logits);
-    expect_close(&f, "lora_logits", tensor_f32(logits), logits->numel, 1e-4);
-    expect_close(&f, "lora_loss", tensor_f32(loss), 1, 1e-5);
+    fixture_expect_close(&f.st, "lora_logits", tensor_f32(logits), logits->numel, 1e-4);
+    fixture_expect_close(&f.st, "lora_loss", tensor_f32(loss), 1, 1e-5);
     int checked = 0;
     for (int i = 0; i < f.model.params.n; i++) {
         Param *p = &f.model.params.items[i];
@@ -127,7 +104,7 @@ Test(deit, lora_matches_peft) {
         cr_expect(p->trainable);
         char ref[128];
         snprintf(ref, sizeof ref, "lora_grad.%s", p->value->name);
-        expect_close(&f, ref, tensor_f32(p->value->grad), p->value->numel, 1e-4);
+        fixture_expect_close(&f.st, ref, tensor_f32(p->value->grad), p->value->numel, 1e-4);
         checked++;
     }
     cr_expect_eq(checked, 16);

@@ -199,6 +199,74 @@ Test(ops, rope_split_heads) {
     GRAD_CHECK("rope (B,T,H,D)", build_rope, &c, c.x);
 }
 
+// rope at positions pos0.. equals rope over the whole sequence, sliced from pos0 (and its backward
+// is the inverse rotation there too: grad check)
+typedef struct RopeAtCase {
+    Tensor *x;
+    int64_t pos0;
+} RopeAtCase;
+
+static Tensor *build_rope_at(Tape *t, void *ctx) {
+    RopeAtCase *c = ctx;
+    return op_rope_at(t, c->x, 2, 10.0f, c->pos0, "rope_at");
+}
+
+Test(ops, rope_at_offset) {
+    Tensor *full_x = IN3("x", false, 1, 7, 2 * 4);
+    RopeAtCase c = {.x = IN3("tail", true, 1, 3, 2 * 4), .pos0 = 4};
+    memcpy(tensor_f32(c.x), tensor_f32(full_x) + 4 * 8, 3 * 8 * sizeof(float));
+    tape_reset(&g_tape);
+    Tensor *full = op_rope(&g_tape, full_x, 2, 10.0f, "rope"), *tail = build_rope_at(&g_tape, &c);
+    for (int e = 0; e < 3 * 8; e++)
+        cr_expect_float_eq(tensor_f32(tail)[e], tensor_f32(full)[4 * 8 + e], 1e-6f, "element %d", e);
+    GRAD_CHECK("rope at position 4", build_rope_at, &c, c.x);
+}
+
+// ---- concat ----
+typedef struct ConcatCase {
+    Tensor *x[3];
+} ConcatCase;
+
+static Tensor *build_concat(Tape *t, void *ctx) { return op_concat(t, ((ConcatCase *)ctx)->x, 3, "concat"); }
+
+Test(ops, concat_last_dim) {
+    ConcatCase c = {.x = {IN3("a", true, 2, 3, 4), IN3("b", false, 2, 3, 1), IN3("c", true, 2, 3, 5)}};
+    tape_reset(&g_tape);
+    Tensor *y = build_concat(&g_tape, &c);
+    cr_assert_eq(y->shape[2], 10);
+    cr_expect_eq(tensor_f32(y)[10 + 4], tensor_f32(c.x[1])[1]);      // row 1, column 4 = b[1, 0]
+    cr_expect_eq(tensor_f32(y)[5 * 10 + 9], tensor_f32(c.x[2])[5 * 5 + 4]);
+    GRAD_CHECK("concat", build_concat, &c, c.x[0], c.x[2]);
+}
+
+// ---- attention over a KV cache: prefill 3 tokens, then 2, then 1 = causal attention over all 6 ----
+Test(ops, attention_cached_matches_causal) {
+    const int64_t B = 2, T = 6, H = 2, D = 4, C = H * D;
+    Tensor *qkv = IN3("qkv", false, B, T, 3 * C);
+    Tensor *kc = tensor_new(&g_inputs, DT_F32, 3, (int64_t[]){B, 8, C}, "k_cache");
+    Tensor *vc = tensor_new(&g_inputs, DT_F32, 3, (int64_t[]){B, 8, C}, "v_cache");
+    tape_reset(&g_tape);
+    const float *want = tensor_f32(op_attention(&g_tape, qkv, (int)H, true, "attn"));
+    const int chunks[3] = {3, 2, 1};
+    int64_t pos = 0;
+    for (int k = 0; k < 3; k++) {
+        Tensor *part[3];  // q, k, v of this chunk
+        for (int j = 0; j < 3; j++) {
+            part[j] = tensor_new(&g_inputs, DT_F32, 3, (int64_t[]){B, chunks[k], C}, "part");
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t i = 0; i < chunks[k]; i++)
+                    memcpy(tensor_f32(part[j]) + (b * chunks[k] + i) * C,
+                           tensor_f32(qkv) + (b * T + pos + i) * 3 * C + j * C, (size_t)C * sizeof(float));
+        }
+        const float *got = tensor_f32(op_attention_cached(&g_tape, part[0], part[1], part[2], kc, vc, (int)H, pos, "ac"));
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t e = 0; e < chunks[k] * C; e++)
+                cr_expect_float_eq(got[b * chunks[k] * C + e], want[(b * T + pos) * C + e], 1e-5f, "chunk %d b %lld e %lld",
+                                   k, (long long)b, (long long)e);
+        pos += chunks[k];
+    }
+}
+
 // ---- embeddings ----
 typedef struct EmbedCase {
     Tensor *x, *w, *b, *ids;

@@ -18,24 +18,61 @@
 typedef struct InferOpts {
     const char *model, *pattern, *table;
     int batch, iters;
+    LlamaInferOpts llama;
 } InferOpts;
 
-static int parse(int argc, char **argv, InferOpts *o) {
-    *o = (InferOpts){.model = "deit_base", .pattern = "64:2:8", .batch = 256, .iters = 20};
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--model") && i + 1 < argc) o->model = argv[++i];
-        else if (!strcmp(argv[i], "--pattern") && i + 1 < argc) o->pattern = argv[++i];
-        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) o->batch = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--iters") && i + 1 < argc) o->iters = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--table") && i + 1 < argc) o->table = argv[++i];
-        else {
-            fprintf(stderr, "usage: vnmtune bench infer [--model deit_small|deit_base] [--pattern 64:2:8] [--batch 256] [--iters 20] [--table FILE]\n"
-                            "DeiT forward img/s, dense vs V:N:M sparse (magnitude masks on random weights), one run.\n"
-                            "--table: a `bench spmm` table; layers whose sparse kernel measured slower run dense.\n");
-            return 2;
-        }
+static int parse_batches(const char *s, LlamaInferOpts *o) {
+    o->n_batches = 0;
+    for (const char *p = s; *p && o->n_batches < INFER_MAX_BATCHES; p = strchr(p, ',') ? strchr(p, ',') + 1 : "") {
+        int b = atoi(p);
+        if (b <= 0) return -1;
+        o->batches[o->n_batches++] = b;
     }
-    return o->batch > 0 && o->iters > 0 ? 0 : 2;
+    return o->n_batches ? 0 : -1;
+}
+
+static int parse(int argc, char **argv, InferOpts *o) {
+    *o = (InferOpts){.model = "deit_base", .pattern = "64:2:8", .batch = 256, .iters = 0};
+    o->llama = (LlamaInferOpts){.seq = 2048, .batches = {1, 2, 4, 8}, .n_batches = 4, .decode_batch = 16, .context = 512,
+                                .steps = 64};
+    int bad = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v || strncmp(a, "--", 2)) {
+            bad = 1;
+            break;
+        }
+        i++;
+        if (!strcmp(a, "--model")) o->model = v;
+        else if (!strcmp(a, "--pattern")) o->pattern = v;
+        else if (!strcmp(a, "--batch")) o->batch = atoi(v);
+        else if (!strcmp(a, "--iters")) o->iters = atoi(v);
+        else if (!strcmp(a, "--table")) o->table = v;
+        else if (!strcmp(a, "--layers")) o->llama.layers = atoi(v);
+        else if (!strcmp(a, "--seq")) o->llama.seq = atoi(v);
+        else if (!strcmp(a, "--batches")) bad |= parse_batches(v, &o->llama) != 0;
+        else if (!strcmp(a, "--decode-batch")) o->llama.decode_batch = atoi(v);
+        else if (!strcmp(a, "--context")) o->llama.context = atoi(v);
+        else if (!strcmp(a, "--steps")) o->llama.steps = atoi(v);
+        else if (!strcmp(a, "--profile")) o->llama.profile = atoi(v);
+        else bad = 1;
+    }
+    LlamaInferOpts *l = &o->llama;
+    if (bad || o->batch <= 0 || o->iters < 0 || l->seq <= 0 || l->decode_batch <= 0 || l->context <= 0 || l->steps < 0) {
+        fprintf(stderr,
+                "usage: vnmtune bench infer [--model deit_small|deit_base|llama_tiny|llama2_7b] [--pattern 64:2:8] [--iters N]\n"
+                "  DeiT:  [--batch 256] [--table FILE]      forward img/s (magnitude masks on random weights)\n"
+                "  Llama: [--layers N] [--seq 2048] [--batches 1,2,4,8] [--decode-batch 16] [--context 512] [--steps 64]\n"
+                "         [--profile STEPS] (per-op GPU time of extra decode steps)\n"
+                "         prefill tok/s of batches × seq tokens, decode tok/s of one token per sequence per step\n"
+                "         over a KV cache of `context` tokens (random V:N:M weights)\n"
+                "Dense vs V:N:M sparse in one run, with the max relative difference of the logits.\n"
+                "--table: a `bench spmm` table; layers whose sparse kernel measured slower run dense.\n");
+        return 2;
+    }
+    if (!o->iters) o->iters = strncmp(o->model, "llama", 5) ? 20 : 3;
+    l->model = o->model, l->pattern = o->pattern, l->iters = o->iters;
+    return 0;
 }
 
 #ifdef VNMTUNE_HAVE_CUDA
@@ -58,10 +95,10 @@ static double time_forward(Deit *m, Tape *t, Tensor *img, int iters, float *logi
 }
 #endif
 
-int bench_infer_main(int argc, char **argv) {
-    InferOpts o;
-    if (parse(argc, argv, &o)) return 2;
+static int bench_deit(const InferOpts *op) {
+    InferOpts o = *op;
 #ifndef VNMTUNE_HAVE_CUDA
+    (void)o;
     fprintf(stderr, "vnmtune: error: bench infer needs the CUDA build\n");
     return 1;
 #else
@@ -70,13 +107,7 @@ int bench_infer_main(int argc, char **argv) {
         return 1;
     }
     ops_cuda_register();
-    SpeedTable table = {0};
     Err err = {0};
-    if (o.table && speed_table_load(o.table, &table, &err)) {
-        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
-        return 1;
-    }
-    vnm_dispatch_set_table(o.table ? &table : NULL);
     Config c;
     config_defaults(&c);
     ModelConfig *mc = &c.model;
@@ -138,12 +169,26 @@ int bench_infer_main(int argc, char **argv) {
         printf("  %-22s %lldx%lld %d:2:%d kernel %s\n", s.layers[i]->name, (long long)s.layers[i]->out,
                (long long)s.layers[i]->in, s.layer_pattern[i].V, s.layer_pattern[i].M, s.layers[i]->vnm->kernel);
     free(dense), free(sparse);
-    vnm_dispatch_set_table(NULL);
-    speed_table_free(&table);
     schedule_free(&s);
     deit_free(&m);
     tape_free(&t);
     arena_free(&params), arena_free(&acts), arena_free(&inputs);
     return 0;
 #endif
+}
+
+int bench_infer_main(int argc, char **argv) {
+    InferOpts o;
+    if (parse(argc, argv, &o)) return 2;
+    SpeedTable table = {0};
+    Err err = {0};
+    if (o.table && speed_table_load(o.table, &table, &err)) {
+        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
+        return 1;
+    }
+    vnm_dispatch_set_table(o.table ? &table : NULL);
+    int rc = strncmp(o.model, "llama", 5) ? bench_deit(&o) : bench_infer_llama(&o.llama);
+    vnm_dispatch_set_table(NULL);
+    speed_table_free(&table);
+    return rc;
 }

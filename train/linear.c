@@ -22,12 +22,7 @@ Tensor *linear_forward(Tape *t, Linear *l, Tensor *x) { return linear_forward_re
 
 Tensor *linear_forward_residual(Tape *t, Linear *l, Tensor *x, Tensor *residual) {
     if (l->act_sq) collect_act_sq(l, x);
-    if (l->vnm && vnm_layer_use_sparse(l->vnm, x->numel / l->in)) {
-        Tensor *y = op_vnm_linear(t, x, l->vnm, l->b, l->name);
-        char nm[TENSOR_NAME_LEN];
-        snprintf(nm, sizeof nm, "%.100s.residual", l->name);
-        return residual ? op_add(t, residual, y, nm) : y;
-    }
+    if (l->vnm && vnm_layer_use_sparse(l->vnm, x->numel / l->in)) return op_vnm_linear(t, x, l->vnm, l->b, residual, l->name);
     LoraRef lora = {.A = l->lora_A, .B = l->lora_B, .mask = l->masked ? l->mask : NULL, .scale = l->lora_scale,
                     .dropout = l->lora_dropout, .vnm_V = l->mask_V, .vnm_M = l->mask_M};
     // Without LoRA a mask is already applied to w itself (prune_apply), so the plain GEMM runs.

@@ -27,7 +27,7 @@ int lora_attach(Linear **linears, int n, ParamList *params, Arena *arena, const 
     int adapted = 0;
     for (int k = 0; k < n; k++) {
         Linear *l = linears[k];
-        if (cfg->train_head && strcmp(l->name, "head") == 0) {
+        if (cfg->train_head && (strcmp(l->name, "head") == 0 || strcmp(l->name, "lm_head") == 0)) {
             set_trainable(params_find(params, l->w->name), true);
             if (l->b) set_trainable(params_find(params, l->b->name), true);
             continue;

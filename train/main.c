@@ -32,7 +32,7 @@ static int cmd_bench(int argc, char **argv) {
     fprintf(stderr, "usage: vnmtune bench train|spmm|infer|sddmm [options]   (vnmtune bench <what> --help)\n"
                     "  train  DeiT LoRA training img/s vs PyTorch + PEFT (eager, torch.compile)\n"
                     "  spmm   V:N:M SpMM vs cuBLASLt dense and cuSPARSELt 2:4; writes the select-vm table\n"
-                    "  infer  DeiT forward img/s, dense vs V:N:M sparse layers\n"
+                    "  infer  DeiT forward img/s or Llama prefill/decode tok/s, dense vs V:N:M sparse layers\n"
                     "  sddmm  (CPU) masked-LoRA weight gradient: dense dyᵀx vs the V:N:M SDDMM\n");
     return 2;
 }

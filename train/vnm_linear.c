@@ -10,14 +10,17 @@
 #include "kernels/vnm_linear_cuda.h"
 #endif
 
-// in[0] = x, in[1] = bias (or NULL); i[0] = the VnmLayer pointer.
+// in[0] = x, in[1] = bias (or NULL), in[2] = residual (or NULL); i[0] = the VnmLayer pointer.
 static VnmLayer *node_layer(const TapeNode *n) { return (VnmLayer *)(intptr_t)n->i[0]; }
 
 static void cpu_forward(TapeNode *n) {
     VnmLayer *l = node_layer(n);
     const Tensor *x = n->in[0], *b = n->in[1];
     int64_t rows = x->numel / l->m.in;
-    vnm_spmm_cpu(&l->m, tensor_f32(x), rows, b ? tensor_f32(b) : NULL, tensor_f32(n->out[0]));
+    float *y = tensor_f32(n->out[0]);
+    vnm_spmm_cpu(&l->m, tensor_f32(x), rows, b ? tensor_f32(b) : NULL, y);
+    if (n->in[2])
+        for (int64_t e = 0; e < n->out[0]->numel; e++) y[e] += tensor_f32(n->in[2])[e];
     l->kernel = "cpu";
 }
 
@@ -54,7 +57,7 @@ void vnm_layer_free(VnmLayer *l) {
     memset(l, 0, sizeof *l);
 }
 
-Tensor *op_vnm_linear(Tape *t, Tensor *x, VnmLayer *layer, Tensor *b, const char *name) {
+Tensor *op_vnm_linear(Tape *t, Tensor *x, VnmLayer *layer, Tensor *b, Tensor *residual, const char *name) {
     register_kernels();
     if (x->shape[x->ndim - 1] != layer->m.in)
         fatal("op_vnm_linear('%s'): x has %lld features, the layer takes %lld", name,
@@ -65,7 +68,9 @@ Tensor *op_vnm_linear(Tape *t, Tensor *x, VnmLayer *layer, Tensor *b, const char
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = layer->m.out;
     Tensor *y = tensor_new(t->act, x->dtype, x->ndim, shape, name);
-    TapeNode n = {.op = OP_VNM_LINEAR, .in = {x, b}, .nin = 2, .out = {y}, .nout = 1};
+    if (residual && (!tensor_same_shape(residual, y) || residual->dtype != y->dtype || residual->device != y->device))
+        fatal("op_vnm_linear('%s'): residual '%s' does not match the output (shape, dtype, device)", name, residual->name);
+    TapeNode n = {.op = OP_VNM_LINEAR, .in = {x, b, residual}, .nin = 3, .out = {y}, .nout = 1};
     n.i[0] = (int64_t)(intptr_t)layer;
     tape_exec(t, &n);
     return y;

@@ -23,5 +23,7 @@ bool vnm_layer_use_sparse(VnmLayer *l, int64_t n);
 // Takes ownership of *m; uploads it when dev is DEV_CUDA. Errors name the layer.
 int vnm_layer_init(VnmLayer *l, VnmMatrix *m, Device dev, const char *name, Err *err);
 void vnm_layer_free(VnmLayer *l);
-// x (..., in) -> (..., out) = x · Wᵀ + b (b (out) or NULL). Registers the op's kernels on first use.
-Tensor *op_vnm_linear(Tape *t, Tensor *x, VnmLayer *layer, Tensor *b, const char *name);
+// x (..., in) -> (..., out) = x · Wᵀ + b [+ residual] (b (out) or NULL; residual shaped like the output
+// or NULL: on the GPU it is added in the SpMM epilogue, as op_linear_residual's GEMM does for dense).
+// Registers the op's kernels on first use.
+Tensor *op_vnm_linear(Tape *t, Tensor *x, VnmLayer *layer, Tensor *b, Tensor *residual, const char *name);

@@ -446,6 +446,56 @@ Test(ops_cuda, rope_split_heads) {
     compare("rope (B,T,H,D)", &c, build_rope, 1e-2, 2e-2);
 }
 
+static Tensor *build_rope_at(Tape *t, Tensor **in, const Case *c) {
+    return op_rope_at(t, in[0], c->ip[0], 10000.0f, c->ip[1], "rope_at");
+}
+
+Test(ops_cuda, rope_at_position_offset) {  // a KV-cache step: positions 1000..1002
+    NEED_GPU();
+    Case c = {0};
+    add_input(&c, "x", G_ACT, 1.0f, 3, 4, 3, 2 * 128, 0);
+    c.ip[0] = 2, c.ip[1] = 1000;
+    compare("rope at 1000 (B,T,H*D)", &c, build_rope_at, 1e-2, 2e-2);
+}
+
+static Tensor *build_concat(Tape *t, Tensor **in, const Case *c) { return op_concat(t, in, c->n, "concat"); }
+
+Test(ops_cuda, concat_three) {
+    NEED_GPU();
+    Case c = {0};
+    add_input(&c, "q", G_ACT, 1.0f, 3, 2, 7, 96, 0);
+    add_input(&c, "k", G_PARAM, 1.0f, 3, 2, 7, 96, 0);
+    add_input(&c, "v", G_NONE, 1.0f, 3, 2, 7, 40, 0);
+    compare("concat", &c, build_concat, 1e-2, 2e-2);
+}
+
+// in: q, k, v (B, Tn, C), k_cache, v_cache (B, Tmax, C) holding random "history"; ip[0] heads, ip[1] pos.
+// Forward only (an inference op); the caches' new rows are checked through the next case's reads.
+static Tensor *build_attention_cached(Tape *t, Tensor **in, const Case *c) {
+    return op_attention_cached(t, in[0], in[1], in[2], in[3], in[4], c->ip[0], c->ip[1], "attn_cached");
+}
+
+static void attention_cached_case(const char *label, int64_t B, int64_t Tn, int H, int D, int64_t pos, int64_t Tmax) {
+    Case c = {0};
+    const char *names[3] = {"q", "k", "v"};
+    for (int j = 0; j < 3; j++) add_input(&c, names[j], G_NONE, 1.0f, 3, B, Tn, (int64_t)H * D, 0);
+    add_input(&c, "k_cache", G_NONE, 1.0f, 3, B, Tmax, (int64_t)H * D, 0);
+    add_input(&c, "v_cache", G_NONE, 1.0f, 3, B, Tmax, (int64_t)H * D, 0);
+    c.ip[0] = H, c.ip[1] = (int)pos;
+    compare(label, &c, build_attention_cached, 1e-2, 1e-2);
+    // the appended rows: the GPU caches must hold the new k, v at [pos, pos + Tn)
+    for (int j = 3; j < 5; j++) {
+        float *g = host_copy(c.gpu[j]);
+        double e = rel_l2(g, tensor_f32(c.cpu[j]), c.cpu[j]->numel, 0.0f);
+        cr_expect(e < 1e-2, "%s: cache %d differs after the append (%.3g)", label, j - 3, e);
+        free(g);
+    }
+}
+
+Test(ops_cuda, attention_cached_decode_d128) { NEED_GPU(); attention_cached_case("attn cached decode D=128", 3, 1, 4, 128, 300, 320); }
+Test(ops_cuda, attention_cached_chunk_d64) { NEED_GPU(); attention_cached_case("attn cached 9 new D=64", 2, 9, 3, 64, 20, 40); }
+Test(ops_cuda, attention_cached_prefill_d128) { NEED_GPU(); attention_cached_case("attn cached prefill D=128", 2, 70, 2, 128, 0, 80); }
+
 // ---- embeddings and token ops ----
 static Tensor *build_patch(Tape *t, Tensor **in, const Case *c) { return op_patch_embed(t, in[0], in[1], in[2], c->ip[0], "patch"); }
 static Tensor *build_cls_pos(Tape *t, Tensor **in, const Case *c) { return op_cls_pos(t, in[0], in[1], in[2], "cls_pos"); }

@@ -1,0 +1,135 @@
+// OP_ATTENTION_CACHED on the GPU (inference only; ops.h documents the op, autograd/cpu_attention.c
+// is the reference): append the new k, v to the caches, then one CTA per (new token i, head h,
+// batch b) attends over the cached positions 0 .. pos + i.
+//
+// The CTA's NW warps split the keys round-robin in groups of KU consecutive keys (KU rows of K and
+// of V in flight per warp: the loop is latency-bound otherwise). Lane l owns E = D/32 consecutive
+// dims of the head: score = warp_sum(q·k) (q pre-scaled by 1/√D), then an online softmax per warp
+// (running max m, sum l, unnormalised output acc, rescaled by exp(m_old − m_new) when the max
+// grows), so the scores are never stored and any cache length works. At the end the warps' (m, l, acc) are merged through
+// shared memory: out = Σ_w acc_w·exp(m_w − M) / Σ_w l_w·exp(m_w − M), M = max_w m_w.
+// Decode (Tn = 1) reads each cached K/V row once per head: bandwidth-bound on the cache.
+#include <math.h>
+
+#include "kernels/cuda_common.cuh"
+
+#define CACHED_NW 8
+#define CACHED_KU 4
+
+__global__ void cache_append_kernel(const bf16 *x, bf16 *cache, int64_t B, int64_t Tn, int64_t C, int64_t Tmax,
+                                    int64_t pos) {
+    int64_t total = B * Tn * C;
+    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t b = e / (Tn * C), rest = e % (Tn * C);
+        cache[(b * Tmax + pos) * C + rest] = x[e];
+    }
+}
+
+// E consecutive bf16 -> f32 (E = 4: one 8-byte load)
+template <int E> __device__ __forceinline__ void load_e(const bf16 *p, float v[E]) {
+    if constexpr (E == 4) {
+        uint2 u = *(const uint2 *)p;
+        const bf16 *h = (const bf16 *)&u;
+#pragma unroll
+        for (int k = 0; k < 4; k++) v[k] = to_f(h[k]);
+    } else {
+#pragma unroll
+        for (int k = 0; k < E; k++) v[k] = to_f(p[k]);
+    }
+}
+
+template <int D>
+__global__ void __launch_bounds__(32 * CACHED_NW)
+    attention_cached_kernel(const bf16 *q, const bf16 *kc, const bf16 *vc, bf16 *out, int64_t Tn, int64_t Tmax, int64_t C,
+                            int64_t pos, float scale) {
+    constexpr int E = D / 32;
+    int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int64_t len = pos + i + 1, col = h * D + lane * E;
+    float qr[E], acc[E];
+    load_e<E>(q + (b * Tn + i) * C + col, qr);
+#pragma unroll
+    for (int e = 0; e < E; e++) qr[e] *= scale, acc[e] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    const bf16 *kb = kc + b * Tmax * C + col, *vb = vc + b * Tmax * C + col;
+    for (int64_t j0 = (int64_t)warp * CACHED_KU; j0 < len; j0 += CACHED_NW * CACHED_KU) {
+        float sc[CACHED_KU], kr[CACHED_KU][E];
+#pragma unroll
+        for (int u = 0; u < CACHED_KU; u++)
+            if (j0 + u < len) load_e<E>(kb + (j0 + u) * C, kr[u]);
+        float m_new = m;
+#pragma unroll
+        for (int u = 0; u < CACHED_KU; u++) {
+            float s = 0.0f;
+#pragma unroll
+            for (int e = 0; e < E; e++) s += qr[e] * kr[u][e];
+            s = warp_sum(s);
+            sc[u] = j0 + u < len ? s : -INFINITY;  // j0 < len: at least sc[0] is finite
+            m_new = fmaxf(m_new, sc[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < CACHED_KU; u++) {  // the V rows, into the K registers (0 past the end: p = 0 there)
+            if (j0 + u < len) load_e<E>(vb + (j0 + u) * C, kr[u]);
+            else
+#pragma unroll
+                for (int e = 0; e < E; e++) kr[u][e] = 0.0f;
+        }
+        float corr = __expf(m - m_new);
+        l *= corr;
+#pragma unroll
+        for (int e = 0; e < E; e++) acc[e] *= corr;
+#pragma unroll
+        for (int u = 0; u < CACHED_KU; u++) {
+            float p = j0 + u < len ? __expf(sc[u] - m_new) : 0.0f;
+            l += p;
+#pragma unroll
+            for (int e = 0; e < E; e++) acc[e] += p * kr[u][e];
+        }
+        m = m_new;
+    }
+    __shared__ float s_m[CACHED_NW], s_l[CACHED_NW], s_acc[CACHED_NW][D];
+    if (lane == 0) s_m[warp] = m, s_l[warp] = l;
+#pragma unroll
+    for (int e = 0; e < E; e++) s_acc[warp][lane * E + e] = acc[e];
+    __syncthreads();
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float M = -INFINITY, L = 0.0f, o = 0.0f;
+        for (int w = 0; w < CACHED_NW; w++) M = fmaxf(M, s_m[w]);
+        for (int w = 0; w < CACHED_NW; w++) {
+            float f = s_l[w] > 0.0f ? __expf(s_m[w] - M) : 0.0f;  // a warp that saw no key has l = 0, m = −inf
+            L += s_l[w] * f;
+            o += s_acc[w][d] * f;
+        }
+        out[(b * Tn + i) * C + h * D + d] = __float2bfloat16(o / L);
+    }
+}
+
+void cuda_attention_cached_fwd(TapeNode *n) {
+    const char *op = "attention_cached";
+    const char *roles[5] = {"q", "k", "v", "k_cache", "v_cache"};
+    for (int j = 0; j < 5; j++) cuda_expect(n->in[j], DT_BF16, op, roles[j]);
+    cuda_expect(n->out[0], DT_BF16, op, "output");
+    const Tensor *q = n->in[0];
+    int64_t B = q->shape[0], Tn = q->shape[1], C = q->shape[2], H = n->i[0], D = C / H, pos = n->i[1];
+    int64_t Tmax = n->in[3]->shape[1];
+    if (D != 64 && D != 128)
+        fatal("CUDA attention_cached '%s': head dim %lld is not supported (64 or 128)", n->out[0]->name, (long long)D);
+    if (Tn > 65535 || H > 65535 || B > 65535)
+        fatal("CUDA attention_cached '%s': grid too large (B %lld, Tn %lld, H %lld)", n->out[0]->name, (long long)B,
+              (long long)Tn, (long long)H);
+    int64_t total = B * Tn * C;
+    unsigned grid = cdiv(total, 256) > 65536 ? 65536 : cdiv(total, 256);
+    cache_append_kernel<<<grid, 256, 0, cuda_stream()>>>(cbf(n->in[1]), mbf(n->in[3]), B, Tn, C, Tmax, pos);
+    CUDA_LAUNCH_CHECK();
+    cache_append_kernel<<<grid, 256, 0, cuda_stream()>>>(cbf(n->in[2]), mbf(n->in[4]), B, Tn, C, Tmax, pos);
+    CUDA_LAUNCH_CHECK();
+    dim3 blocks((unsigned)Tn, (unsigned)H, (unsigned)B);
+    float scale = 1.0f / sqrtf((float)D);
+    if (D == 64)
+        attention_cached_kernel<64><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(
+            cbf(q), cbf(n->in[3]), cbf(n->in[4]), mbf(n->out[0]), Tn, Tmax, C, pos, scale);
+    else
+        attention_cached_kernel<128><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(
+            cbf(q), cbf(n->in[3]), cbf(n->in[4]), mbf(n->out[0]), Tn, Tmax, C, pos, scale);
+    CUDA_LAUNCH_CHECK();
+}

@@ -1,0 +1,67 @@
+// Llama (the Llama-2 architecture) as HF transformers' LlamaForCausalLM builds it:
+// token embedding -> n_layers × pre-norm decoder layers
+//   h = rmsnorm(x);  x += o_proj(causal_attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h)))
+//   h = rmsnorm(x);  x += down_proj(silu(gate_proj(h)) · up_proj(h))
+// -> final rmsnorm -> lm_head (not tied to the embedding). No biases. Parameter names are HF's
+// (model.embed_tokens.weight, model.layers.N.self_attn.q_proj.weight, ..., model.norm.weight,
+// lm_head.weight), so HF safetensors load as they are and LoRA targets are q_proj ... down_proj.
+// Multi-head attention only: n_kv_heads must equal n_heads (grouped-query attention, Llama-2-70B
+// style, is not supported). RoPE is HF's rotate_half form (op_rope).
+#pragma once
+#include "autograd/ops.h"
+#include "train/config.h"
+#include "train/linear.h"
+#include "train/params.h"
+
+typedef struct LlamaLayer {
+    Tensor *attn_norm, *mlp_norm;  // input_layernorm.weight, post_attention_layernorm.weight (C)
+    Linear q, k, v, o;             // self_attn.{q,k,v,o}_proj (C, C)
+    Linear gate, up, down;         // mlp.gate_proj, mlp.up_proj (F, C); mlp.down_proj (C, F)
+} LlamaLayer;
+
+typedef struct Llama {
+    ModelConfig cfg;               // vocab_size, hidden_size (C), intermediate_size (F), n_layers,
+                                   // n_heads, n_kv_heads, rope_theta, rms_eps
+    Tensor *embed;                 // (vocab, C)
+    LlamaLayer *layers;
+    Tensor *norm;                  // (C)
+    Linear lm_head;                // (vocab, C)
+    Linear **linears;              // every Linear in forward order (layers..., lm_head)
+    int n_linears;
+    ParamList params;
+    Arena *arena;                  // where parameters live
+    // Optional, inference only (tape not recording): layer i computes in layer_arenas[i % 2], which is
+    // reset first, so activations take two layers' worth of memory instead of n_layers'.
+    Arena *layer_arenas[2];
+} Llama;
+
+// KV cache for inference: per layer k, v (batch, max_len, C) after RoPE; positions [0, len) hold data.
+typedef struct LlamaCache {
+    Tensor **k, **v;
+    int64_t batch, max_len, len;
+} LlamaCache;
+
+// Checks the Llama fields of cfg (sizes positive, head dim even, n_kv_heads == n_heads).
+int llama_check_config(const ModelConfig *cfg, Err *err);
+// Allocates and registers the parameters from `arena` (storage as the arena leaves it: zero unless
+// no_zero); llama_init also initialises them like HF (normal(0, 0.02) for linears and the embedding,
+// ones for the norms). fatal() on a bad config.
+void llama_alloc(Llama *m, const ModelConfig *cfg, Arena *arena);
+void llama_init(Llama *m, const ModelConfig *cfg, Arena *arena, uint64_t seed);
+void llama_free(Llama *m);
+// ids (B, T) DT_I32 -> logits (B, T, vocab), positions 0..T-1, causal.
+Tensor *llama_forward(Llama *m, Tape *t, Tensor *ids);
+// Inference with a KV cache: ids (B, T) at positions cache->len .. cache->len + T - 1; appends their
+// keys and values and advances cache->len. Returns logits (B, T, vocab).
+Tensor *llama_forward_cached(Llama *m, Tape *t, Tensor *ids, LlamaCache *cache);
+// Shifted LM labels, as LlamaForCausalLM(labels=input_ids): labels[b, t] = ids[b, t + 1], and -1
+// (ignored by op_cross_entropy) at t = T - 1. The loss is op_cross_entropy(logits, labels).
+void llama_shift_labels(const int32_t *ids, int64_t B, int64_t T, int32_t *labels);
+void llama_cache_init(LlamaCache *c, const Llama *m, Arena *arena, int64_t batch, int64_t max_len);
+void llama_cache_free(LlamaCache *c);
+// Bytes of parameters (+ alignment slack), and a generous bound on the activation arena of a
+// training step (forward + backward) of B × T tokens.
+size_t llama_param_bytes(const ModelConfig *cfg, DType dt);
+size_t llama_activation_bytes(const ModelConfig *cfg, int64_t B, int64_t T);
+// Multiply-adds ×2 of one forward pass over T tokens of one sequence (linears + attention).
+double llama_forward_flops(const ModelConfig *cfg, int64_t T);
