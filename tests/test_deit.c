@@ -8,17 +8,8 @@
 #include "train/lora.h"
 #include "train/model_io.h"
 #include "train/safetensors.h"
+#include "deit_fixture.h"
 #include "fixture_check.h"
-
-#define FIXTURE VNMTUNE_SOURCE_DIR "/tests/fixtures/deit_small_ref.safetensors"
-
-static ModelConfig fixture_config(void) {
-    ModelConfig c = {0};
-    snprintf(c.arch, sizeof c.arch, "deit");
-    c.img_size = 32, c.patch_size = 8, c.in_chans = 3, c.num_classes = 10;
-    c.embed_dim = 48, c.depth = 2, c.num_heads = 3, c.mlp_ratio = 4.0f, c.qkv_bias = true, c.ln_eps = 1e-6f;
-    return c;
-}
 
 typedef struct Fixture {
     StFile st;
@@ -30,14 +21,14 @@ typedef struct Fixture {
 
 static void fixture_open(Fixture *f) {
     Err err = {0};
-    cr_assert_eq(st_open(&f->st, FIXTURE, &err), 0, "%s", err.msg);
-    ModelConfig c = fixture_config();
+    cr_assert_eq(st_open(&f->st, DEIT_FIXTURE, &err), 0, "%s", err.msg);
+    ModelConfig c = deit_fixture_config();
     arena_init(&f->params, "params", DEV_CPU, 8 << 20);
     arena_init(&f->grads, "grads", DEV_CPU, 8 << 20);
     arena_init(&f->acts, "acts", DEV_CPU, 64 << 20);
     tape_init(&f->tape, &f->acts);
     deit_init(&f->model, &c, &f->params, 1);
-    cr_assert_eq(model_load_safetensors(&f->model.params, FIXTURE, false, &err), 0, "%s", err.msg);
+    cr_assert_eq(model_load_safetensors(&f->model.params, DEIT_FIXTURE, false, &err), 0, "%s", err.msg);
     int64_t n;
     float *x = fixture_read(&f->st, "input", &n), *y = fixture_read(&f->st, "labels", &n);
     f->x = tensor_new(&f->params, DT_F32, 4, (int64_t[]){4, 3, 32, 32}, "input");
@@ -93,7 +84,7 @@ Test(deit, lora_matches_peft) {
     for (int i = 0; i < 4; i++) snprintf(lc.targets[i], sizeof lc.targets[i], "%s", targets[i]);
     cr_assert_eq(lora_attach(f.model.linears, f.model.n_linears, &f.model.params, &f.params, &lc, 3), 8);
     Err err = {0};
-    cr_assert_eq(model_load_safetensors(&f.model.params, FIXTURE, true, &err), 0, "%s", err.msg);
+    cr_assert_eq(model_load_safetensors(&f.model.params, DEIT_FIXTURE, true, &err), 0, "%s", err.msg);
     Tensor *logits, *loss = forward_backward(&f, &logits);
     fixture_expect_close(&f.st, "lora_logits", tensor_f32(logits), logits->numel, 1e-4);
     fixture_expect_close(&f.st, "lora_loss", tensor_f32(loss), 1, 1e-5);
@@ -116,19 +107,19 @@ Test(deit, lora_matches_peft) {
 Test(deit, missing_tensor_is_named) {
     Arena a;
     arena_init(&a, "p", DEV_CPU, 8 << 20);
-    ModelConfig c = fixture_config();
+    ModelConfig c = deit_fixture_config();
     c.depth = 3;  // the fixture has 2 blocks
     Deit m;
     deit_init(&m, &c, &a, 1);
     Err err = {0};
-    cr_expect_eq(model_load_safetensors(&m.params, FIXTURE, false, &err), -1);
+    cr_expect_eq(model_load_safetensors(&m.params, DEIT_FIXTURE, false, &err), -1);
     cr_expect(strstr(err.msg, "blocks.2.norm1.weight") && strstr(err.msg, "deit_small_ref.safetensors"), "%s", err.msg);
-    c = fixture_config();
+    c = deit_fixture_config();
     c.embed_dim = 96, c.num_heads = 3;  // wrong widths
     deit_free(&m);
     arena_reset(&a);
     deit_init(&m, &c, &a, 1);
-    cr_expect_eq(model_load_safetensors(&m.params, FIXTURE, false, &err), -1);
+    cr_expect_eq(model_load_safetensors(&m.params, DEIT_FIXTURE, false, &err), -1);
     cr_expect(strstr(err.msg, "patch_embed.proj.weight"), "%s", err.msg);
     deit_free(&m);
     arena_free(&a);

@@ -10,6 +10,7 @@
 #include "autograd/rng.h"
 #include "data/imageset.h"
 #include "scratch_dir.h"
+#include "synthetic_set.h"
 #include "train/checkpoint.h"
 #include "train/pipeline.h"
 #include "train/trainer.h"
@@ -20,23 +21,7 @@
 // The synthetic image set (and the run outputs) live in the test's scratch directory.
 static void make_dataset(void) {
     scratch_make();
-    Rng r;
-    rng_seed(&r, 5);
-    const char *splits[] = {"train", "test"};
-    for (int s = 0; s < 2; s++) {
-        ImageSet set;
-        imageset_alloc(&set, s ? 64 : 256, 8, 8, 1, 4, "synthetic");
-        for (int64_t i = 0; i < set.n; i++) {
-            int label = (int)(rng_next(&r) % 4);
-            set.labels[i] = label;
-            for (int p = 0; p < 64; p++)  // class k: brightness around 60·k
-                set.pixels[i * 64 + p] = (uint8_t)(rng_next(&r) % 48 + 60 * label);
-        }
-        char path[128];
-        Err err;
-        cr_assert_eq(imageset_write_h5(imageset_split_path(path, sizeof path, scratch, splits[s]), &set, &err), 0, "%s", err.msg);
-        imageset_free(&set);
-    }
+    synthetic_set_write(scratch);
 }
 
 TestSuite(train, .init = make_dataset, .fini = scratch_remove);

@@ -14,12 +14,6 @@
 
 #define FIXTURE VNMTUNE_SOURCE_DIR "/tests/fixtures/llama_tiny_ref.safetensors"
 
-static double rel_l2(const float *got, const float *want, int64_t n) {
-    double num = 0, den = 0;
-    for (int64_t e = 0; e < n; e++) num += (got[e] - want[e]) * (double)(got[e] - want[e]), den += want[e] * (double)want[e];
-    return sqrt(num) / (sqrt(den) + 1e-30);
-}
-
 static ModelConfig config(int hidden, int heads) {
     ModelConfig c = {0};
     c.vocab_size = 64, c.hidden_size = hidden, c.intermediate_size = 2 * hidden, c.n_layers = 2, c.n_heads = heads;
@@ -33,16 +27,6 @@ static Tensor *device_ids(Arena *a, const int32_t *host, int64_t B, int64_t T, c
     return t;
 }
 
-// max over a tensor of rel_l2 against the fixture tensor `ref`
-static void expect_near_fixture(const StFile *st, const char *ref, const Tensor *got, double tol) {
-    int64_t n;
-    float *want = fixture_read(st, ref, &n), *h = tensor_to_host_f32(got);
-    cr_assert_eq(n, got->numel, "%s: size", ref);
-    double e = rel_l2(h, want, n);
-    printf("  %-52s rel err %.2e (tol %.0e)\n", ref, e, tol);
-    cr_expect(e < tol, "%s: relative L2 error %.3g (tolerance %.1g)", ref, e, tol);
-    free(want), free(h);
-}
 
 Test(llama_cuda, matches_transformers_forward_and_gradients) {
     if (!device_cuda_available()) cr_skip_test("no CUDA GPU visible");
@@ -71,15 +55,15 @@ Test(llama_cuda, matches_transformers_forward_and_gradients) {
     Tensor *loss = op_cross_entropy(&t, logits, device_ids(&params, labels, 2, 12, "labels"), 0.0f, "loss");
     tape_backward(&t, loss);
     device_synchronize();
-    expect_near_fixture(&st, "logits", logits, 2e-2);
-    expect_near_fixture(&st, "loss", loss, 1e-2);
+    fixture_expect_near(&st, "logits", logits, 2e-2);
+    fixture_expect_near(&st, "loss", loss, 1e-2);
     const char *names[] = {"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
                            "model.layers.0.self_attn.k_proj.weight", "model.layers.1.mlp.down_proj.weight",
                            "model.layers.1.post_attention_layernorm.weight", "lm_head.weight"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         char ref[160];
         snprintf(ref, sizeof ref, "grad.%s", names[i]);
-        expect_near_fixture(&st, ref, params_find(&m.params, names[i])->value->grad, 5e-2);
+        fixture_expect_near(&st, ref, params_find(&m.params, names[i])->value->grad, 5e-2);
     }
     st_close(&st);
     llama_free(&m);
