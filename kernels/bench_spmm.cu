@@ -38,7 +38,7 @@ namespace {
     } while (0)
 
 struct Opts {
-    int reps = 20, flush = 1, quick = 0, check = 1, prefill = 0, mmasp = 1, fm_only = 0;
+    int reps = 20, flush = 1, quick = 0, check = 1, prefill = 0, decode = 0, mmasp = 1, fm_only = 0;
     const char *table = "spmm_table.txt";
     const char *ncu = NULL;  // --ncu PATTERN: only 3 launches of ours at 4096x4096, n = 2048 (for profilers)
 };
@@ -349,14 +349,15 @@ void main_table(const Opts &o, const Buffers &b) {
     struct Group {
         const Shape *s;
         size_t count;
-        int64_t ns[4];
+        int64_t ns[6];
         int nn;
-    } groups[] = {{LLAMA, 3, {16, 128, 2048, 8192}, 4}, {DEIT_B, 4, {DEIT_N}, 1}, {DEIT_S, 4, {DEIT_N}, 1}};
+    } groups[] = {{LLAMA, 3, {1, 4, 16, 128, 2048, 8192}, 6}, {DEIT_B, 4, {DEIT_N}, 1}, {DEIT_S, 4, {DEIT_N}, 1}};
     for (size_t gi = 0; gi < ARRAY_LEN(groups); gi++)
         for (size_t si = 0; si < groups[gi].count; si++) {
             const Shape sh = groups[gi].s[si];
             if (o.quick && !(sh.out == 4096 && sh.in == 4096) && !(sh.out == 768 && sh.in == 3072)) continue;
             if (o.prefill && groups[gi].s != LLAMA && !(sh.out == 768 && sh.in == 3072)) continue;
+            if (o.decode && groups[gi].s != LLAMA) continue;
             Ours ours[3];
             for (int pi = 0; pi < 3; pi++) {
                 VnmPattern p;
@@ -368,6 +369,7 @@ void main_table(const Opts &o, const Buffers &b) {
                 int64_t n = groups[gi].ns[ni];
                 if (o.quick && n != 2048 && n != 16 && n != DEIT_N) continue;
                 if (o.prefill && n < 2048) continue;
+                if (o.decode ? n > 16 : n == 4) continue;  // n = 4 only in the decode table
                 double td = dense_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
                 double ts = o.fm_only ? NAN : splt_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
                 double tdf = dense_fm_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
@@ -376,7 +378,7 @@ void main_table(const Opts &o, const Buffers &b) {
                     double tm = ours_time(o, &ours[pi], n, b.x, b.y, VNM_KERNEL_MMA_SP);
                     double tf = ours_fm_time(o, &ours[pi], n, b.x, b.y);
                     double err = NAN, err_fm = NAN;
-                    if (o.check && ours[pi].m.in == sh.in && (n == 128 || n == 2048 || n == DEIT_N)) {
+                    if (o.check && ours[pi].m.in == sh.in && (n == 16 || n == 128 || n == 2048 || n == DEIT_N)) {
                         if (!o.fm_only) err = check_vs_dense(&ours[pi], n, b.x, b.y, b.y_ref, false);
                         err_fm = check_vs_dense(&ours[pi], n, b.x, b.y, b.y_ref, true);
                     }
@@ -442,6 +444,7 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) o.quick = 1, o.reps = 10;
         else if (!strcmp(argv[i], "--prefill")) o.prefill = 1, o.reps = 10;
+        else if (!strcmp(argv[i], "--decode")) o.decode = 1, o.table = NULL;
         else if (!strcmp(argv[i], "--no-mmasp")) o.mmasp = 0;
         else if (!strcmp(argv[i], "--fm-only")) o.fm_only = 1, o.mmasp = 0;
         else if (!strcmp(argv[i], "--no-flush")) o.flush = 0;
@@ -451,7 +454,7 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--table") && i + 1 < argc) o.table = argv[++i];
         else if (!strcmp(argv[i], "--ncu") && i + 1 < argc) o.ncu = argv[++i];
         else {
-            fprintf(stderr, "usage: bench spmm [--quick | --prefill] [--reps N] [--no-flush] [--no-check] [--no-mmasp] "
+            fprintf(stderr, "usage: bench spmm [--quick | --prefill | --decode] [--reps N] [--no-flush] [--no-check] [--no-mmasp] "
                             "[--fm-only] [--table FILE | --no-table] [--ncu PATTERN[@N][/fm]]\n");
             return 2;
         }

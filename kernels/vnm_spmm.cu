@@ -27,6 +27,10 @@
 int vnm_wgmma_sp_available(void);
 int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const VnmEpi &epi,
                         cudaStream_t stream);
+// From vnm_spmm_decode.cu (sm_90 cluster split-K for n <= 16).
+int vnm_decode_cluster_ok(const VnmDeviceMatrix *d, int64_t n);
+int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const VnmEpi &e,
+                              cudaStream_t stream);
 
 #define DECODE_MAX_N 16
 
@@ -36,25 +40,6 @@ int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint1
 // (one tile per gather group; 4 per-warp tiles when groups are smaller than 64 rows), then each
 // warp issues BN/8 mma.sp m16n8k32.
 // ---------------------------------------------------------------------------------------------
-#define B_PITCH 40  // halfwords per token row of a B tile: 32 + 8 padding (conflict-free ldmatrix)
-
-__device__ __forceinline__ void mma_sp_16832(float *c, uint4 a, const uint32_t *b, uint32_t e) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile(
-        "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 "
-        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0x0;"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e));
-#endif
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t *r, const void *p) {
-    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-
 template <int BN>
 __global__ void __launch_bounds__(128) vnm_mma_sp_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e) {
     constexpr int UNITS = BN / 16;  // gather units (token, block) per thread per tile
@@ -133,7 +118,7 @@ __global__ void __launch_bounds__(128) vnm_mma_sp_kernel(VnmDev d, const uint16_
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decode kernel (n <= 16): memory-bound, so each CTA (4 warps, 64 rows) takes a slice of at most
+// Decode kernel (n <= 16) without clusters (sm_80; sm_90 uses vnm_spmm_decode.cu): memory-bound, so each CTA (4 warps, 64 rows) takes a slice of at most
 // DECODE_KC k-steps (split-K), issues the loads of all its A fragments at once, gathers the B
 // tiles of all its k-steps into shared memory in one pass (independent loads, no per-step
 // latency chain), then runs the mma.sp. Partial sums go to the fp32 workspace with atomics; the
@@ -382,13 +367,15 @@ extern "C" const char *vnm_spmm_kernel_name(const VnmDeviceMatrix *d, int64_t n,
     int k = pick_kernel(d, n, kernel);
     if (k == VNM_KERNEL_FEATURE_MAJOR) return "wgmma_sp/rows";
     if (k == VNM_KERNEL_WGMMA_SP) return fills[d->fill];
-    if (k == VNM_KERNEL_MMA_SP) return n <= DECODE_MAX_N ? "mma_sp/decode" : "mma_sp";
+    if (k == VNM_KERNEL_MMA_SP && n <= DECODE_MAX_N) return vnm_decode_cluster_ok(d, n) ? "mma_sp/cluster" : "mma_sp/decode";
+    if (k == VNM_KERNEL_MMA_SP) return "mma_sp";
     return "unavailable";
 }
 
 static int launch_mma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEpi e,
                          cudaStream_t stream) {
     const int64_t row_tiles = d->out_pad / 64;
+    if (vnm_decode_cluster_ok(d, e.n)) return vnm_launch_decode_cluster(d, dev, x, e, stream);
     if (e.n <= DECODE_MAX_N) {
         const int ntiles = (d->group_rows % 64 == 0) ? 1 : 4;
         const int64_t splits = (d->KT + DECODE_KC - 1) / DECODE_KC;

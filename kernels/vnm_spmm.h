@@ -14,6 +14,10 @@
 //                 gathered up front; fp32 workspace + the last CTA of each row tile applies the
 //                 epilogue. The workspace belongs to the matrix: concurrent n <= 16 calls on the
 //                 same VnmDeviceMatrix from different streams are not allowed.
+//   - "mma_sp/cluster" (4 < n <= 16, sm_90, in <= 64·8·M): split-K over the CTAs of a
+//                 thread-block cluster, A by cp.async, partial sums reduced through distributed
+//                 shared memory in a fixed order (no workspace, deterministic); where it measured
+//                 faster than "mma_sp/decode". VNM_DECODE=atomic in the environment disables it.
 //   - "wgmma_sp": sm_90a wgmma.mma_async.sp m64n128k32, 256×128 output tiles, warp-specialized
 //                 (1 producer + 2 consumer warpgroups, mbarrier ring). B (the gathered x columns)
 //                 is built in shared memory by one of three fillers:

@@ -97,3 +97,23 @@ __device__ __forceinline__ uint2 vnm_select_window(uint4 w, uint2 sel) {
     uint32_t hi = vnm_prmt(w.y, t1, sel.y >> 16);
     return make_uint2(lo, hi);
 }
+
+// ---- mma.sp.sync m16n8k32 (sm_80+): shared by the mma_sp and decode kernels ----
+#define B_PITCH 40  // halfwords per token row of a B tile: 32 + 8 padding (conflict-free ldmatrix)
+
+__device__ __forceinline__ void mma_sp_16832(float *c, uint4 a, const uint32_t *b, uint32_t e) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0x0;"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e));
+#endif
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t *r, const void *p) {
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
