@@ -55,14 +55,20 @@ static void load_export(Model *md, const char *path, bool sparse) {
     cr_assert_eq(llama_load_export(&md->m, path, sparse, &err), 0, "%s", err.msg);
 }
 
-// The masked dense model: the fixture with every projection pruned to `pattern` (V halved until it
-// divides the rows) by its magnitude mask, the kept values rounded to bf16 when `bf16`.
-static void masked_reference(Model *md, VnmPattern pattern, bool bf16) {
+// The fixture's dense model.
+static void fixture_model(Model *md) {
     ModelConfig c = prune_job(NULL).model;
     Err err = {0};
     arena_init(&md->params, "params", DEV_CPU, llama_param_bytes(&c, DT_F32));
     llama_alloc(&md->m, &c, &md->params);
     cr_assert_eq(model_load_safetensors(&md->m.params, FIXTURE, false, &err), 0, "%s", err.msg);
+}
+
+// The masked dense model: the fixture with every projection pruned to `pattern` (V halved until it
+// divides the rows) by its magnitude mask, the kept values rounded to bf16 when `bf16`.
+static void masked_reference(Model *md, VnmPattern pattern, bool bf16) {
+    fixture_model(md);
+    Err err = {0};
     for (int i = 0; i < md->m.n_linears - 1; i++) {  // all but lm_head
         Linear *l = md->m.linears[i];
         float *W = tensor_f32(l->w), *S = malloc((size_t)l->w->numel * sizeof *S);
@@ -273,4 +279,29 @@ Test(llama_export, prune_refuses_calibration_scores_and_other_models) {
     cr_assert_eq(vnm_export_read(path, &e, &err), 0, "%s", err.msg);
     cr_expect_eq(e.n_layers, 14);
     vnm_export_free(&e);
+}
+
+// The fixture's tensors split over two files: model.init lists both (a sharded HF checkpoint), and
+// the export equals the one pruned from the single file.
+Test(llama_export, prune_reads_a_sharded_checkpoint) {
+    Model md;
+    fixture_model(&md);
+    Err err = {0};
+    ParamList half[2] = {{0}};
+    for (int i = 0; i < md.m.params.n; i++) params_add(&half[i % 2], md.m.params.items[i].value, PARAM_BASE, false, false);
+    char init[600];
+    snprintf(init, sizeof init, "model.init=%s,%s", scratch_path("shard1.safetensors"), scratch_path("shard2.safetensors"));
+    for (int k = 0; k < 2; k++) {
+        cr_assert_eq(model_save_safetensors(&half[k], scratch_path(k ? "shard2.safetensors" : "shard1.safetensors"), false, &err), 0, "%s", err.msg);
+        params_free(&half[k]);
+    }
+    model_free(&md);
+    const char *single = prune_to("single.h5", NULL), *sharded = prune_to("sharded.h5", (const char *[]){init, NULL});
+    VnmExport a, b;
+    cr_assert_eq(vnm_export_read(single, &a, &err), 0, "%s", err.msg);
+    cr_assert_eq(vnm_export_read(sharded, &b, &err), 0, "%s", err.msg);
+    cr_assert_eq(a.n_layers, b.n_layers);
+    for (int i = 0; i < a.n_layers; i++)
+        cr_expect(!memcmp(a.layers[i].values, b.layers[i].values, (size_t)(a.layers[i].out * 2 * a.layers[i].C) * 2), "%s", a.layer_names[i]);
+    vnm_export_free(&a), vnm_export_free(&b);
 }
