@@ -86,11 +86,11 @@ int cmd_prune(int argc, char **argv) {
     int rc = job_from_args(argc, argv, "llama_tiny_prune",
                            "usage: vnmtune prune [job.yaml] [section.key=value ...]\n\n"
                            "One-shot V:N:M pruning of a Hugging Face Llama (model.arch llama, model.init = its safetensors\n"
-                           "file, the model sizes): the projections sparsity.targets names (lm_head and the embedding stay\n"
+                           "file or comma-separated shards, the model sizes): the projections sparsity.targets names (lm_head and the embedding stay\n"
                            "dense) get the sparsity.pattern masks of the magnitude score (V lowered per layer where it does\n"
                            "not divide the rows; sparsity.permute searches channel permutations), and the model is written\n"
                            "as a V:N:M export to export.path (default <train.out_dir>/export.h5). Load it with\n"
-                           "`vnmtune bench infer --model llama --export FILE`. wanda / ria / sparsegpt need token data for\n"
+                           "`vnmtune bench infer --export FILE`. wanda / ria / sparsegpt need token data for\n"
                            "calibration, which is not supported for Llama yet.", &c);
     if (rc) return rc < 0;
     char path[CFG_STR + 16];
