@@ -86,12 +86,12 @@ int cmd_prune(int argc, char **argv) {
     int rc = job_from_args(argc, argv, "llama_tiny_prune",
                            "usage: vnmtune prune [job.yaml] [section.key=value ...]\n\n"
                            "One-shot V:N:M pruning of a Hugging Face Llama (model.arch llama, model.init = its safetensors\n"
-                           "file or comma-separated shards, the model sizes): the projections sparsity.targets names (lm_head and the embedding stay\n"
-                           "dense) get the sparsity.pattern masks of the magnitude score (V lowered per layer where it does\n"
-                           "not divide the rows; sparsity.permute searches channel permutations), and the model is written\n"
-                           "as a V:N:M export to export.path (default <train.out_dir>/export.h5). Load it with\n"
-                           "`vnmtune bench infer --export FILE`. wanda / ria / sparsegpt need token data for\n"
-                           "calibration, which is not supported for Llama yet.", &c);
+                           "file or its shards, comma-separated; the model sizes): the projections sparsity.targets names\n"
+                           "(lm_head and the embedding stay dense) get the sparsity.pattern masks of the magnitude score\n"
+                           "(V lowered per layer where it does not divide the rows; sparsity.permute searches channel\n"
+                           "permutations), and the model is written as a V:N:M export to export.path (default\n"
+                           "<train.out_dir>/export.h5). Load it with `vnmtune bench infer --export FILE`. wanda / ria /\n"
+                           "sparsegpt need token data for calibration, which is not supported for Llama yet.", &c);
     if (rc) return rc < 0;
     char path[CFG_STR + 16];
     Err err = {0};
