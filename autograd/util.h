@@ -24,6 +24,8 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 
 double now_seconds(void);  // monotonic clock
+// mkdir -p: creates path and its missing parents (errors name the directory).
+int make_dirs(const char *path, Err *err);
 
 // "[2, 3, 4]": a shape as text into buf (n bytes, truncated to fit), for error messages. Returns buf.
 const char *dims_str(int ndim, const int64_t *shape, char *buf, size_t n);

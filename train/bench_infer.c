@@ -36,6 +36,7 @@ static int parse(int argc, char **argv, InferOpts *o) {
     o->llama = (LlamaInferOpts){.seq = 2048, .batches = {1, 2, 4, 8}, .n_batches = 4, .decode_batch = 16, .context = 512,
                                 .steps = 64};
     int bad = 0;
+    bool model_given = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v || strncmp(a, "--", 2)) {
@@ -43,7 +44,7 @@ static int parse(int argc, char **argv, InferOpts *o) {
             break;
         }
         i++;
-        if (!strcmp(a, "--model")) o->model = v;
+        if (!strcmp(a, "--model")) o->model = v, model_given = true;
         else if (!strcmp(a, "--pattern")) o->pattern = v;
         else if (!strcmp(a, "--batch")) o->batch = atoi(v);
         else if (!strcmp(a, "--iters")) o->iters = atoi(v);
@@ -55,6 +56,8 @@ static int parse(int argc, char **argv, InferOpts *o) {
         else if (!strcmp(a, "--context")) o->llama.context = atoi(v);
         else if (!strcmp(a, "--steps")) o->llama.steps = atoi(v);
         else if (!strcmp(a, "--profile")) o->llama.profile = atoi(v);
+        else if (!strcmp(a, "--export")) o->llama.export_path = v;
+        else if (!strcmp(a, "--device")) o->llama.device = v;
         else bad = 1;
     }
     LlamaInferOpts *l = &o->llama;
@@ -64,13 +67,22 @@ static int parse(int argc, char **argv, InferOpts *o) {
                 "  DeiT:  [--batch 256] [--table FILE]      forward img/s (magnitude masks on random weights)\n"
                 "  Llama: [--layers N] [--seq 2048] [--batches 1,2,4,8] [--decode-batch 16] [--context 512] [--steps 64]\n"
                 "         [--profile STEPS] (per-op GPU time of extra decode steps)\n"
+                "         [--export FILE] [--device cuda|cpu]\n"
                 "         prefill tok/s of batches × seq tokens, decode tok/s of one token per sequence per step\n"
-                "         over a KV cache of `context` tokens (random V:N:M weights)\n"
+                "         over a KV cache of `context` tokens; random V:N:M weights, or with --export the weights\n"
+                "         and sizes of a V:N:M export (`vnmtune prune`; --model may be left out). --device cpu\n"
+                "         runs the CPU reference ops (checks the logits; the tok/s mean nothing)\n"
                 "Dense vs V:N:M sparse in one run, with the max relative difference of the logits.\n"
                 "--table: a `bench spmm` table; layers whose sparse kernel measured slower run dense.\n");
         return 2;
     }
-    if (!o->iters) o->iters = strncmp(o->model, "llama", 5) ? 20 : 3;
+    bool llama = !strncmp(o->model, "llama", 5);
+    if (o->llama.export_path && !model_given) o->model = "llama", llama = true;
+    if (o->llama.export_path && !llama) {
+        fprintf(stderr, "vnmtune: error: bench infer: --export is for Llama exports (--model llama_tiny|llama2_7b)\n");
+        return 2;
+    }
+    if (!o->iters) o->iters = llama ? 3 : 20;
     l->model = o->model, l->pattern = o->pattern, l->iters = o->iters;
     return 0;
 }

@@ -8,7 +8,9 @@ int bench_infer_main(int argc, char **argv);
 // The Llama part (train/bench_infer_llama.c): prefill and decode tokens/s, dense vs sparse.
 #define INFER_MAX_BATCHES 8
 typedef struct LlamaInferOpts {
-    const char *model, *pattern;   // llama_tiny | llama2_7b; V:N:M pattern of the projections
+    const char *model, *pattern;   // llama_tiny | llama2_7b; V:N:M pattern of the random projections
+    const char *export_path;       // or NULL: weights and sizes from this V:N:M export (vnmtune prune)
+    const char *device;            // "cuda" (NULL) or "cpu" (the CPU reference ops: a check, not a benchmark)
     int layers;                    // > 0: use only this many decoder layers
     int seq, iters;                // prefill: tokens per sequence, timed repetitions
     int batches[INFER_MAX_BATCHES], n_batches;  // prefill batch sizes

@@ -2,10 +2,12 @@
 // dense (cuBLASLt on the masked weights) vs V:N:M sparse linears (the SpMM of the compressed
 // weights), in one run, and how far the sparse logits are from the masked dense model's.
 //
-// Weights are random: every q/k/v/o/gate/up/down projection is a random valid V:N:M matrix
-// (vnm_random: random kept columns and 2:4 positions, values ~ N(0, 1/(kept inputs))); the dense
-// model computes with its decompressed form, i.e. exactly the masked dense weights. Embedding,
-// norms and lm_head stay dense in both (DESIGN.md §2). Attention is the same kernel in both runs.
+// Weights are random by default: every q/k/v/o/gate/up/down projection is a random valid V:N:M
+// matrix (vnm_random: random kept columns and 2:4 positions, values ~ N(0, 1/(kept inputs))).
+// With --export FILE they are a V:N:M export (`vnmtune prune`), model sizes from its config. The
+// dense model computes with the decompressed form, i.e. exactly the masked dense weights.
+// Embedding, norms and lm_head stay dense in both (DESIGN.md §2). Attention is the same kernel in
+// both runs. --device cpu runs the same on the CPU reference ops (a check, not a benchmark).
 //   prefill: B sequences × T tokens from position 0 (causal op_attention), full logits.
 //   decode:  B sequences, a KV cache filled by a prefill of `context` tokens (not timed), then
 //            `steps` timed steps of one new token per sequence (op_attention_cached over the cache,
@@ -20,20 +22,30 @@
 #include "autograd/rng.h"
 #include "train/bench_infer.h"
 #include "train/llama.h"
+#include "train/llama_export.h"
 #include "train/vnm_linear.h"
 #ifdef VNMTUNE_HAVE_CUDA
 #include "kernels/ops_cuda.h"
 #endif
 
-#ifndef VNMTUNE_HAVE_CUDA
-int bench_infer_llama(const LlamaInferOpts *o) {
-    (void)o;
-    fprintf(stderr, "vnmtune: error: bench infer needs the CUDA build\n");
-    return 1;
-}
+// ---- what only the CUDA build has ----
+#ifdef VNMTUNE_HAVE_CUDA
+static void backend_init(void) { ops_cuda_register(); }
+static double gpu_free_gb(void) { return (double)ops_cuda_device_free_bytes() / 1e9; }
+static void profile(bool on) { ops_cuda_profile(on); }
+static void profile_report(int steps, double step_ms) { ops_cuda_profile_report(stdout, steps, step_ms); }
 #else
+static void backend_init(void) {}
+static double gpu_free_gb(void) { return 0; }
+static void profile(bool on) { (void)on; }
+static void profile_report(int steps, double step_ms) { (void)steps, (void)step_ms; }
+#endif
 
 static int model_config(const LlamaInferOpts *o, ModelConfig *c, Err *err) {
+    if (o->export_path) {
+        if (o->layers > 0) return err_set(err, "bench infer: --layers does not apply to --export (the export has its layers)");
+        return llama_export_config(o->export_path, c, err);
+    }
     memset(c, 0, sizeof *c);
     snprintf(c->arch, sizeof c->arch, "llama");
     c->rope_theta = 10000.0f, c->rms_eps = 1e-5f;
@@ -55,7 +67,7 @@ typedef struct Prep {
     VnmPattern p;
     uint64_t seed;
     VnmMatrix m;      // the compressed weight
-    uint16_t *dense;  // its decompressed form, bf16 (out, in)
+    void *dense;      // its decompressed form (out, in) in the weight's dtype (bf16 or fp32)
 } Prep;
 
 typedef struct PrepQueue {
@@ -73,8 +85,13 @@ static void prep_one(Prep *w) {
     int64_t n = w->l->out * w->l->in;
     float *W = xmalloc((size_t)n * sizeof *W);
     vnm_decompress(&w->m, W);
-    w->dense = xmalloc((size_t)n * sizeof *w->dense);
-    for (int64_t e = 0; e < n; e++) w->dense[e] = f32_to_bf16(W[e]);
+    if (w->l->w->dtype == DT_F32) {
+        w->dense = W;
+        return;
+    }
+    uint16_t *h = xmalloc((size_t)n * sizeof *h);
+    for (int64_t e = 0; e < n; e++) h[e] = f32_to_bf16(W[e]);
+    w->dense = h;
     free(W);
 }
 
@@ -97,8 +114,9 @@ static void fill_uniform(Tensor *t, Rng *r, float a) {
     free(h);
 }
 
-// Fills the model; returns the uploaded V:N:M layer of every projection (attached later).
-static VnmLayer **init_weights(Llama *m, VnmPattern want, Err *err) {
+// Fills the model with random weights; returns the V:N:M layer of every linear (NULL for lm_head),
+// on the model's device, attached later.
+static VnmLayer **random_weights(Llama *m, VnmPattern want, Err *err) {
     Rng r;
     rng_seed(&r, 7);
     fill_uniform(m->embed, &r, 1.0f);
@@ -128,16 +146,25 @@ static VnmLayer **init_weights(Llama *m, VnmPattern want, Err *err) {
     for (int k = 0; k < nt; k++) pthread_create(&threads[k], NULL, prep_worker, &q);
     for (int k = 0; k < nt; k++) pthread_join(threads[k], NULL);
     pthread_mutex_destroy(&q.lock);
-    VnmLayer **sparse = xcalloc((size_t)n, sizeof *sparse);
+    VnmLayer **sparse = xcalloc((size_t)m->n_linears, sizeof *sparse);
     for (int i = 0; i < n && !err->msg[0]; i++) {
         Prep *w = &q.items[i];
         tensor_write_host(w->l->w, w->dense);
         free(w->dense);
         sparse[i] = xcalloc(1, sizeof **sparse);
-        if (vnm_layer_init(sparse[i], &w->m, DEV_CUDA, w->l->name, err)) break;
+        if (vnm_layer_init(sparse[i], &w->m, m->arena->device, w->l->name, err)) break;
     }
     free(q.items);
     if (err->msg[0]) return NULL;
+    return sparse;
+}
+
+// The weights of a V:N:M export; returns the V:N:M layer of every linear (NULL where the export keeps
+// it dense), detached: the dense run computes with the decompressed weights.
+static VnmLayer **export_weights(Llama *m, const char *path, Err *err) {
+    if (llama_load_export(m, path, true, err)) return NULL;
+    VnmLayer **sparse = xcalloc((size_t)m->n_linears, sizeof *sparse);
+    for (int i = 0; i < m->n_linears; i++) sparse[i] = m->linears[i]->vnm, m->linears[i]->vnm = NULL;
     return sparse;
 }
 
@@ -148,6 +175,11 @@ typedef struct Bench {
     Arena *inputs;
     Rng rng;
 } Bench;
+
+// Waits for the GPU's queued work (nothing to wait for on the CPU, where no CUDA context may exist).
+static void bench_sync(const Bench *b) {
+    if (b->m->arena->device == DEV_CUDA) device_synchronize();
+}
 
 static Tensor *random_ids(Bench *b, int64_t B, int64_t T, const char *name) {
     Tensor *ids = tensor_new2(b->inputs, DT_I32, B, T, name);
@@ -163,11 +195,11 @@ static double time_prefill(Bench *b, Tensor *ids, int iters, float **out) {
     Tensor *y = NULL;
     double t0 = 0;
     for (int i = -1; i < iters; i++) {
-        if (i == 0) device_synchronize(), t0 = now_seconds();
+        if (i == 0) bench_sync(b), t0 = now_seconds();
         tape_reset(b->t);
         y = llama_forward(b->m, b->t, ids);
     }
-    device_synchronize();
+    bench_sync(b);
     double secs = (now_seconds() - t0) / iters;
     *out = tensor_to_host_f32(y);
     return secs;
@@ -175,8 +207,8 @@ static double time_prefill(Bench *b, Tensor *ids, int iters, float **out) {
 
 // Seconds per decode step: prefill `context` tokens into a fresh cache (not timed), one untimed
 // step, then `steps` timed steps. The last step's logits into *out.
-// With `profile` > 0, that many more steps (ids reused) run under the per-op profiler afterwards.
-static double time_decode(Bench *b, LlamaCache *cache, Tensor *prompt, Tensor **step_ids, int steps, int profile,
+// With `n_profile` > 0 (CUDA), that many more steps (ids reused) run under the per-op profiler afterwards.
+static double time_decode(Bench *b, LlamaCache *cache, Tensor *prompt, Tensor **step_ids, int steps, int n_profile,
                           float **out) {
     cache->len = 0;
     tape_reset(b->t);
@@ -184,21 +216,21 @@ static double time_decode(Bench *b, LlamaCache *cache, Tensor *prompt, Tensor **
     Tensor *y = NULL;
     double t0 = 0;
     for (int s = 0; s <= steps; s++) {
-        if (s == 1) device_synchronize(), t0 = now_seconds();
+        if (s == 1) bench_sync(b), t0 = now_seconds();
         tape_reset(b->t);
         y = llama_forward_cached(b->m, b->t, step_ids[s], cache);
     }
-    device_synchronize();
+    bench_sync(b);
     double secs = (now_seconds() - t0) / steps;
     *out = tensor_to_host_f32(y);
-    if (profile > 0 && cache->len + profile <= cache->max_len) {
-        ops_cuda_profile(true);
-        for (int s = 0; s < profile; s++) {
+    if (n_profile > 0 && cache->len + n_profile <= cache->max_len) {
+        profile(true);
+        for (int s = 0; s < n_profile; s++) {
             tape_reset(b->t);
             llama_forward_cached(b->m, b->t, step_ids[s], cache);
         }
-        ops_cuda_profile_report(stdout, profile, 1e3 * secs);
-        ops_cuda_profile(false);
+        profile_report(n_profile, 1e3 * secs);
+        profile(false);
     }
     return secs;
 }
@@ -210,108 +242,156 @@ static double max_rel_diff(const float *dense, const float *sparse, int64_t n) {
 }
 
 static void set_sparse(Llama *m, VnmLayer **sparse, bool on) {
-    for (int i = 0; i < m->n_linears - 1; i++) m->linears[i]->vnm = on ? sparse[i] : NULL;
+    for (int i = 0; i < m->n_linears; i++) m->linears[i]->vnm = on ? sparse[i] : NULL;
 }
 
-int bench_infer_llama(const LlamaInferOpts *o) {
-    if (!device_cuda_available()) {
-        fprintf(stderr, "vnmtune: error: bench infer needs a GPU\n");
-        return 1;
-    }
-    ops_cuda_register();
-    Err err = {0};
-    ModelConfig c;
-    VnmPattern pat;
-    if (model_config(o, &c, &err) || vnm_pattern_parse(o->pattern, &pat, &err)) {
-        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
-        return 1;
-    }
-    int64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size, T = o->seq;
+static const char *kernel_of(const Linear *l) { return l->vnm && l->vnm->kernel ? l->vnm->kernel : "dense"; }
+
+// ---- the run ----
+
+typedef struct Arenas {
+    Arena params, acts, layer[2], inputs, kv;
+} Arenas;
+
+static void arenas_init(Arenas *a, const ModelConfig *c, const LlamaInferOpts *o, Device dev, int64_t max_len) {
+    int64_t C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size, T = o->seq;
     int64_t maxB = 1, sumB = 0;
     for (int i = 0; i < o->n_batches; i++) maxB = o->batches[i] > maxB ? o->batches[i] : maxB, sumB += o->batches[i];
     int64_t N = maxB * T > o->decode_batch * (int64_t)o->context ? maxB * T : o->decode_batch * (int64_t)o->context;
-    double t_setup = now_seconds();
-    Arena params, acts, layer_acts[2], inputs, kv;
-    arena_init(&params, "params", DEV_CUDA, llama_param_bytes(&c, DT_BF16));
-    arena_init(&acts, "activations", DEV_CUDA, (size_t)(N * (2 * C + V)) * 2 + ((size_t)64 << 20));
+    size_t es = dev == DEV_CPU ? 4 : 2;  // fp32 on the CPU, bf16 on the GPU
+    arena_init(&a->params, "params", dev, llama_param_bytes(c, es == 4 ? DT_F32 : DT_BF16));
+    arena_init(&a->acts, "activations", dev, (size_t)(N * (2 * C + V)) * es + ((size_t)64 << 20));
+    a->acts.no_zero = true;
     for (int k = 0; k < 2; k++) {
-        arena_init(&layer_acts[k], "layer activations", DEV_CUDA, (size_t)(N * (14 * C + 3 * F)) * 2 + ((size_t)64 << 20));
-        layer_acts[k].no_zero = true;
+        arena_init(&a->layer[k], "layer activations", dev, (size_t)(N * (14 * C + 3 * F)) * es + ((size_t)64 << 20));
+        a->layer[k].no_zero = true;
     }
-    acts.no_zero = true;
-    int64_t max_len = o->context + o->steps + 1 + o->profile;
-    arena_init(&inputs, "inputs", DEV_CUDA, (size_t)(sumB * T + (int64_t)o->decode_batch * (max_len + 1)) * 4 + (size_t)(o->steps + 8) * 256);
-    arena_init(&kv, "kv cache", DEV_CUDA, (size_t)(2 * c.n_layers) * (size_t)(o->decode_batch * max_len * C) * 2 + 65536);
-    Llama m;
-    llama_alloc(&m, &c, &params);
-    m.layer_arenas[0] = &layer_acts[0], m.layer_arenas[1] = &layer_acts[1];
-    VnmLayer **sparse = init_weights(&m, pat, &err);
-    if (!sparse) {
-        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
-        return 1;
-    }
-    Tape t;
-    tape_init(&t, &acts);
-    t.record = t.training = false;
-    Bench b = {.m = &m, .t = &t, .inputs = &inputs};
-    rng_seed(&b.rng, 3);
-    device_synchronize();
-    printf("bench infer on %s: %s (%d layers, dim %lld, ffn %lld, %d heads, vocab %lld), bf16, %s random V:N:M\n"
-           "  projections (V lowered where it does not divide the rows); the dense run uses their decompressed\n"
-           "  (masked) weights; embedding, norms, lm_head and attention are the same in both. setup %.1f s, GPU free %.1f GB\n",
-           device_cuda_name(), o->model, c.n_layers, (long long)C, (long long)F, c.n_heads, (long long)V, o->pattern,
-           now_seconds() - t_setup, (double)ops_cuda_device_free_bytes() / 1e9);
+    arena_init(&a->inputs, "inputs", dev, (size_t)(sumB * T + (int64_t)o->decode_batch * (max_len + 1)) * 4 + (size_t)(o->steps + 8) * 256);
+    arena_init(&a->kv, "kv cache", dev, (size_t)(2 * c->n_layers) * (size_t)(o->decode_batch * max_len * C) * es + 65536);
+}
 
+static void arenas_free(Arenas *a) {
+    Arena *all[] = {&a->params, &a->acts, &a->layer[0], &a->layer[1], &a->inputs, &a->kv};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) arena_free(all[i]);
+}
+
+static int pick_device(const LlamaInferOpts *o, Device *dev, Err *err) {
+    if (o->device && !strcmp(o->device, "cpu")) {
+        *dev = DEV_CPU;
+        return 0;
+    }
+    if (o->device && strcmp(o->device, "cuda")) return err_set(err, "bench infer: --device '%s' (cuda or cpu)", o->device);
+    if (!device_cuda_available()) return err_set(err, "bench infer needs a GPU (or --device cpu, a check on the CPU reference ops)");
+    *dev = DEV_CUDA;
+    backend_init();
+    return 0;
+}
+
+static void print_setup(const LlamaInferOpts *o, const Llama *m, Device dev, double setup_s) {
+    const ModelConfig *c = &m->cfg;
+    printf("bench infer on %s: %s (%d layers, dim %d, ffn %d, %d heads, vocab %d), %s, ", dev == DEV_CPU ? "the CPU" : device_cuda_name(),
+           o->export_path ? o->export_path : o->model, c->n_layers, c->hidden_size, c->intermediate_size, c->n_heads,
+           c->vocab_size, dev == DEV_CPU ? "fp32" : "bf16");
+    const VnmLayer *q = m->layers[0].q.vnm;
+    if (o->export_path) printf("V:N:M export (q_proj %d:2:%d)", q ? q->m.p.V : 0, q ? q->m.p.M : 0);
+    else printf("%s random V:N:M", o->pattern);
+    printf("\n  projections (V lowered where it does not divide the rows); the dense run uses their decompressed\n"
+           "  (masked) weights; embedding, norms, lm_head and attention are the same in both. setup %.1f s", setup_s);
+    if (dev == DEV_CUDA) printf(", GPU free %.1f GB", gpu_free_gb());
+    printf("\n");
+}
+
+static void bench_prefill(Bench *b, VnmLayer **sparse, const LlamaInferOpts *o) {
+    Llama *m = b->m;
+    int64_t T = o->seq, V = m->cfg.vocab_size;
     printf("  prefill (T = %lld from position 0, causal, full logits; mean of %d after a warm-up):\n", (long long)T, o->iters);
     printf("    %-9s %14s %10s %14s %10s %7s %12s\n", "batch", "dense tok/s", "ms", "sparse tok/s", "ms", "ratio",
            "max rel diff");
     for (int i = 0; i < o->n_batches; i++) {
         int64_t B = o->batches[i];
-        Tensor *ids = random_ids(&b, B, T, "prompt");
+        Tensor *ids = random_ids(b, B, T, "prompt");
         float *yd, *ys;
-        set_sparse(&m, sparse, false);
-        double td = time_prefill(&b, ids, o->iters, &yd);
-        set_sparse(&m, sparse, true);
-        double ts = time_prefill(&b, ids, o->iters, &ys);
+        set_sparse(m, sparse, false);
+        double td = time_prefill(b, ids, o->iters, &yd);
+        set_sparse(m, sparse, true);
+        double ts = time_prefill(b, ids, o->iters, &ys);
         printf("    %-9lld %14.0f %10.2f %14.0f %10.2f %6.2fx %12.3g\n", (long long)B, B * T / td, 1e3 * td, B * T / ts,
                1e3 * ts, td / ts, max_rel_diff(yd, ys, B * T * V));
         free(yd), free(ys);
         fflush(stdout);
     }
     printf("    kernels at n = %lld: q_proj %s, gate_proj %s, down_proj %s\n", (long long)(o->batches[o->n_batches - 1] * T),
-           m.layers[0].q.vnm ? m.layers[0].q.vnm->kernel : "-", m.layers[0].gate.vnm ? m.layers[0].gate.vnm->kernel : "-",
-           m.layers[0].down.vnm ? m.layers[0].down.vnm->kernel : "-");
+           kernel_of(&m->layers[0].q), kernel_of(&m->layers[0].gate), kernel_of(&m->layers[0].down));
+}
 
-    if (o->steps > 0) {
-        int64_t Bd = o->decode_batch;
-        LlamaCache cache;
-        llama_cache_init(&cache, &m, &kv, Bd, max_len);
-        Tensor *prompt = random_ids(&b, Bd, o->context, "context");
-        Tensor **step_ids = xcalloc((size_t)o->steps + 1, sizeof *step_ids);
-        for (int s = 0; s <= o->steps; s++) step_ids[s] = random_ids(&b, Bd, 1, "step");
-        float *yd, *ys;
-        set_sparse(&m, sparse, false);
-        double td = time_decode(&b, &cache, prompt, step_ids, o->steps, o->profile, &yd);
-        set_sparse(&m, sparse, true);
-        double ts = time_decode(&b, &cache, prompt, step_ids, o->steps, o->profile, &ys);
-        printf("  decode (batch %lld, one new token per sequence per step over a KV cache of %d..%d positions,\n"
-               "          given token ids, full logits; cache filled by an untimed prefill; mean of %d steps):\n",
-               (long long)Bd, o->context + 1, o->context + o->steps, o->steps);
-        printf("    dense  %10.0f tok/s (%.3f ms/step)\n    sparse %10.0f tok/s (%.3f ms/step)  ratio %.2fx  "
-               "last-step logits max rel diff %.3g\n",
-               Bd / td, 1e3 * td, Bd / ts, 1e3 * ts, td / ts, max_rel_diff(yd, ys, Bd * V));
-        printf("    kernels at n = %lld: q_proj %s, down_proj %s\n", (long long)Bd, m.layers[0].q.vnm->kernel,
-               m.layers[0].down.vnm->kernel);
-        free(yd), free(ys), free(step_ids);
-        llama_cache_free(&cache);
-    }
-    set_sparse(&m, sparse, false);
-    for (int i = 0; i < m.n_linears - 1; i++) vnm_layer_free(sparse[i]), free(sparse[i]);
+static void bench_decode(Bench *b, VnmLayer **sparse, const LlamaInferOpts *o, Arena *kv, int64_t max_len) {
+    Llama *m = b->m;
+    int64_t Bd = o->decode_batch;
+    LlamaCache cache;
+    llama_cache_init(&cache, m, kv, Bd, max_len);
+    Tensor *prompt = random_ids(b, Bd, o->context, "context");
+    Tensor **step_ids = xcalloc((size_t)o->steps + 1, sizeof *step_ids);
+    for (int s = 0; s <= o->steps; s++) step_ids[s] = random_ids(b, Bd, 1, "step");
+    float *yd, *ys;
+    set_sparse(m, sparse, false);
+    double td = time_decode(b, &cache, prompt, step_ids, o->steps, o->profile, &yd);
+    set_sparse(m, sparse, true);
+    double ts = time_decode(b, &cache, prompt, step_ids, o->steps, o->profile, &ys);
+    printf("  decode (batch %lld, one new token per sequence per step over a KV cache of %d..%d positions,\n"
+           "          given token ids, full logits; cache filled by an untimed prefill; mean of %d steps):\n",
+           (long long)Bd, o->context + 1, o->context + o->steps, o->steps);
+    printf("    dense  %10.0f tok/s (%.3f ms/step)\n    sparse %10.0f tok/s (%.3f ms/step)  ratio %.2fx  "
+           "last-step logits max rel diff %.3g\n",
+           Bd / td, 1e3 * td, Bd / ts, 1e3 * ts, td / ts, max_rel_diff(yd, ys, Bd * m->cfg.vocab_size));
+    printf("    kernels at n = %lld: q_proj %s, down_proj %s\n", (long long)Bd, kernel_of(&m->layers[0].q),
+           kernel_of(&m->layers[0].down));
+    free(yd), free(ys), free(step_ids);
+    llama_cache_free(&cache);
+}
+
+static void free_sparse(Llama *m, VnmLayer **sparse) {
+    set_sparse(m, sparse, false);
+    for (int i = 0; i < m->n_linears; i++)
+        if (sparse[i]) vnm_layer_free(sparse[i]), free(sparse[i]);
     free(sparse);
+}
+
+int bench_infer_llama(const LlamaInferOpts *o) {
+    Err err = {0};
+    Device dev = DEV_CPU;
+    ModelConfig c;
+    VnmPattern pat;
+    if (pick_device(o, &dev, &err) || model_config(o, &c, &err) || vnm_pattern_parse(o->pattern, &pat, &err)) {
+        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
+        return 1;
+    }
+    double t_setup = now_seconds();
+    int64_t max_len = o->context + o->steps + 1 + o->profile;
+    Arenas a;
+    arenas_init(&a, &c, o, dev, max_len);
+    Llama m;
+    llama_alloc(&m, &c, &a.params);
+    m.layer_arenas[0] = &a.layer[0], m.layer_arenas[1] = &a.layer[1];
+    VnmLayer **sparse = o->export_path ? export_weights(&m, o->export_path, &err) : random_weights(&m, pat, &err);
+    if (!sparse) {
+        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
+        llama_free(&m);
+        arenas_free(&a);
+        return 1;
+    }
+    Tape t;
+    tape_init(&t, &a.acts);
+    t.record = t.training = false;
+    Bench b = {.m = &m, .t = &t, .inputs = &a.inputs};
+    rng_seed(&b.rng, 3);
+    bench_sync(&b);
+    set_sparse(&m, sparse, true);
+    print_setup(o, &m, dev, now_seconds() - t_setup);
+    bench_prefill(&b, sparse, o);
+    if (o->steps > 0) bench_decode(&b, sparse, o, &a.kv, max_len);
+    free_sparse(&m, sparse);
     llama_free(&m);
     tape_free(&t);
-    arena_free(&params), arena_free(&acts), arena_free(&layer_acts[0]), arena_free(&layer_acts[1]);
-    arena_free(&inputs), arena_free(&kv);
+    arenas_free(&a);
     return 0;
 }
-#endif

@@ -14,6 +14,7 @@
 int bench_spmm_main(int argc, char **argv);  // kernels/bench_spmm.cu
 #endif
 #include "train/commands.h"
+#include "train/llama_export.h"
 #include "train/pipeline.h"
 #include "train/select_vm.h"
 #include "train/vnm_export.h"
@@ -48,6 +49,7 @@ static const Command COMMANDS[] = {
     {"eval", cmd_eval, "evaluate a job's checkpoint (or --model=FILE: a checkpoint or V:N:M export) on its test set"},
     {"pipeline", cmd_pipeline, "dense -> one-shot / fixed-mask / three-stage V:N:M LoRA, +/- permutation: accuracy table"},
     {"export", cmd_export, "merge a sparse job's LoRA + masks and write the V:N:M model file (HDF5)"},
+    {"prune", cmd_prune, "one-shot V:N:M pruning of a Hugging Face Llama (model.init) into a V:N:M model file"},
     {"inspect", cmd_inspect, "list the layers of a V:N:M export: pattern, shape, density, sizes"},
     {"select-vm", cmd_select_vm, "choose V and M for a speed-up target from measured kernel speed-ups"},
     {"convert", cmd_convert, "convert a dataset to the HDF5 image-set format (convert fashion_mnist DIR OUT_DIR)"},

@@ -1,24 +1,46 @@
 #include "model_io.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "train/safetensors.h"
 
+#define MAX_SHARDS 64
+
+// Opens every file of the comma-separated list; returns how many (-1 on error, all closed).
+static int open_shards(const char *paths, StFile *files, Err *err) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", paths);
+    int n = 0;
+    for (char *save = NULL, *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        if (n == MAX_SHARDS || st_open(&files[n], p, err)) {
+            if (n == MAX_SHARDS) err_set(err, "%s: more than %d safetensors files", paths, MAX_SHARDS);
+            while (n > 0) st_close(&files[--n]);
+            return -1;
+        }
+        n++;
+    }
+    return n;
+}
+
 int model_load_safetensors(ParamList *pl, const char *path, bool lora_too, Err *err) {
-    StFile f;
-    if (st_open(&f, path, err)) return -1;
+    StFile files[MAX_SHARDS];
+    int n = open_shards(path, files, err);
+    if (n < 0) return -1;
     int rc = 0;
     for (int i = 0; i < pl->n && rc == 0; i++) {
         Param *p = &pl->items[i];
         if (p->kind == PARAM_LORA && !lora_too) continue;
-        if (!st_find(&f, p->value->name)) {
+        int k = 0;
+        while (k < n && !st_find(&files[k], p->value->name)) k++;
+        if (k == n)
             rc = err_set(err, "%s: tensor '%s' is missing (the model needs it with shape %s)", path, p->value->name,
                          tensor_shape_str(p->value, (char[64]){0}, 64));
-            break;
-        }
-        rc = st_read_tensor(&f, p->value->name, p->value, err);
+        else
+            rc = st_read_tensor(&files[k], p->value->name, p->value, err);
     }
-    st_close(&f);
+    while (n > 0) st_close(&files[--n]);
     return rc;
 }
 

@@ -6,133 +6,24 @@
 
 #include "train/commands.h"
 #include "train/lora.h"
+#include "train/model_export.h"
 #include "train/model_io.h"
 #include "train/vnm_export.h"
-#include "train/vnm_linear.h"
-#include "train/vnm_permute.h"
 
 // ---- export ----
 
-// Compress one merged, masked layer. With a permutation the mask has the V:N:M structure only in
-// permuted coordinates: mask_perm[r][k] = mask[perm_out[r]][perm_in[k]].
-static int compress_layer(const Schedule *s, int i, VnmMatrix *m, Err *err) {
-    const Linear *l = s->layers[i];
-    int64_t out = l->out, in = l->in;
-    float *W = xmalloc((size_t)(out * in) * sizeof *W);
-    tensor_get_f32(l->w, W, out * in);
-    const uint8_t *mask = s->host_mask[i];
-    int rc;
-    if (s->perm_in[i]) {
-        const int32_t *pi = s->perm_in[i]->data, *po = s->perm_out[i]->data;
-        uint8_t *mp = xmalloc((size_t)(out * in));
-        for (int64_t r = 0; r < out; r++)
-            for (int64_t k = 0; k < in; k++) mp[r * in + k] = mask[(int64_t)po[r] * in + pi[k]];
-        rc = vnm_compress_permuted(W, mp, out, in, s->layer_pattern[i], pi, po, m, err);
-        free(mp);
-    } else {
-        rc = vnm_compress(W, mask, out, in, s->layer_pattern[i], NULL, m, err);
-    }
-    free(W);
-    if (rc) err_set(err, "layer '%s': %s", l->name, err->msg);
-    return rc;
-}
-
 int export_trainer_model(Trainer *tr, const char *path, Err *err) {
     Deit *md = &tr->model;
-    const Schedule *s = &tr->sched;
-    if (!s->sparse || !s->masks_valid) return err_set(err, "export: the job has no V:N:M masks (sparsity.enabled and a sparse schedule.mode)");
-    for (int i = 0; i < md->n_linears; i++) lora_merge(md->linears[i], &md->params);
-    VnmMatrix *mats = xcalloc((size_t)s->n_layers, sizeof *mats);
-    VnmExportLayer *layers = xcalloc((size_t)s->n_layers, sizeof *layers);
-    VnmDense *dense = xcalloc((size_t)md->params.n, sizeof *dense);
-    int n_dense = 0, rc = 0;
-    for (int i = 0; i < s->n_layers && rc == 0; i++) {
-        rc = compress_layer(s, i, &mats[i], err);
-        layers[i] = (VnmExportLayer){s->layers[i]->name, &mats[i]};
-    }
-    for (int p = 0; p < md->params.n && rc == 0; p++) {
-        const Param *pa = &md->params.items[p];
-        if (pa->kind != PARAM_BASE) continue;
-        bool sparse_weight = false;
-        for (int i = 0; i < s->n_layers; i++) sparse_weight |= s->layers[i]->w == pa->value;
-        if (sparse_weight) continue;
-        VnmDense *d = &dense[n_dense++];
-        d->name = pa->value->name;
-        d->ndim = pa->value->ndim;
-        memcpy(d->shape, pa->value->shape, sizeof d->shape);
-        d->data = xmalloc((size_t)pa->value->numel * sizeof(float));
-        tensor_get_f32(pa->value, d->data, pa->value->numel);
-    }
-    char *yaml = config_to_yaml(&tr->cfg);
-    if (rc == 0) rc = vnm_export_write(path, layers, s->n_layers, dense, n_dense, yaml, err);
-    free(yaml);
-    for (int i = 0; i < s->n_layers; i++) vnm_free(&mats[i]);
-    for (int i = 0; i < n_dense; i++) free(dense[i].data);
-    free(mats), free(layers), free(dense);
-    return rc;
-}
-
-// ---- loading an export back into a model ----
-
-static int load_sparse_weight(Linear *l, const VnmMatrix *v, const char *path, Err *err) {
-    if (v->out != l->out || v->in != l->in)
-        return err_set(err, "%s: layer '%s' is %lldx%lld, the model's is %lldx%lld", path, l->name, (long long)v->out,
-                       (long long)v->in, (long long)l->out, (long long)l->in);
-    float *rows = xmalloc((size_t)(v->out * v->in) * sizeof *rows), *W = xmalloc((size_t)(v->out * v->in) * sizeof *W);
-    vnm_decompress(v, rows);
-    for (int64_t r = 0; r < v->out; r++) {
-        int64_t dst = v->row_perm ? v->row_perm[r] : r;
-        memcpy(W + dst * v->in, rows + r * v->in, (size_t)v->in * sizeof *W);
-    }
-    tensor_set_f32(l->w, W, v->out * v->in);
-    free(rows), free(W);
-    return 0;
-}
-
-static const VnmDense *find_dense(const VnmExport *e, const char *name) {
-    for (int i = 0; i < e->n_dense; i++)
-        if (!strcmp(e->dense[i].name, name)) return &e->dense[i];
-    return NULL;
+    bool has_masks = tr->sched.sparse && tr->sched.masks_valid;  // else model_export_write reports the error
+    for (int i = 0; i < md->n_linears && has_masks; i++) lora_merge(md->linears[i], &md->params);
+    return model_export_write(&md->params, &tr->sched, &tr->cfg, path, err);
 }
 
 int model_load_export(Deit *m, const char *path, bool sparse, Err *err) {
-    VnmExport e;
-    if (vnm_export_read(path, &e, err)) return -1;
-    int rc = 0;
-    bool *is_sparse = xcalloc((size_t)m->params.n, sizeof *is_sparse);
-    for (int k = 0; k < e.n_layers && rc == 0; k++) {
-        Linear *l = NULL;
-        for (int i = 0; i < m->n_linears && !l; i++)
-            if (!strcmp(m->linears[i]->name, e.layer_names[k])) l = m->linears[i];
-        if (!l) rc = err_set(err, "%s: V:N:M layer '%s' is not a linear layer of this model", path, e.layer_names[k]);
-        else rc = load_sparse_weight(l, &e.layers[k], path, err);
-        if (rc == 0 && sparse) {  // keep the compressed matrix: forward runs the SpMM
-            linear_free_sparse(l);
-            l->vnm = xcalloc(1, sizeof *l->vnm);
-            rc = vnm_layer_init(l->vnm, &e.layers[k], l->w->device, l->name, err);
-        }
-        for (int p = 0; p < m->params.n && l; p++) is_sparse[p] |= m->params.items[p].value == l->w;
-    }
-    for (int p = 0; p < m->params.n && rc == 0; p++) {
-        Tensor *t = m->params.items[p].value;
-        if (is_sparse[p] || m->params.items[p].kind != PARAM_BASE) continue;
-        const VnmDense *d = find_dense(&e, t->name);
-        bool same = d && d->ndim == t->ndim && !memcmp(d->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
-        if (!same) rc = err_set(err, "%s: /dense/%s is %s (the model needs %s)", path, t->name, d ? "of another shape" : "missing",
-                                tensor_shape_str(t, (char[64]){0}, 64));
-        else tensor_set_f32(t, d->data, t->numel);
-    }
-    free(is_sparse);
-    vnm_export_free(&e);
-    return rc;
+    return model_export_load(&m->params, m->linears, m->n_linears, path, sparse, err);
 }
 
 // ---- commands ----
-
-static int export_path(const Config *c, char *buf, size_t n) {
-    int w = c->export.path[0] ? snprintf(buf, n, "%s", c->export.path) : snprintf(buf, n, "%s/export.h5", c->train.out_dir);
-    return w < (int)n ? 0 : -1;
-}
 
 int cmd_export(int argc, char **argv) {
     Config c;
@@ -146,7 +37,7 @@ int cmd_export(int argc, char **argv) {
     Trainer tr = {0};  // freed on every path, also when setup never ran
     Err err = {0};
     rc = job_resume_default(&c, &err) ? -1
-         : export_path(&c, path, sizeof path) ? err_set(&err, "export path too long") : trainer_setup(&tr, &c, &err);
+         : model_export_path(&c, path, sizeof path, &err) ? -1 : trainer_setup(&tr, &c, &err);
     if (rc == 0) rc = export_trainer_model(&tr, path, &err);
     if (rc == 0) {
         float acc = trainer_evaluate(&tr, NULL);

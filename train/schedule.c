@@ -13,7 +13,7 @@
 #define SDDMM_MIN_M 12
 
 static bool is_target(const Linear *l, const SparsityConfig *sc) {
-    if (!strcmp(l->name, "head")) return false;  // the classifier stays dense (DESIGN.md §2)
+    if (!strcmp(l->name, "head") || !strcmp(l->name, "lm_head")) return false;  // classifiers stay dense (DESIGN.md §2)
     for (int i = 0; i < sc->n_targets; i++)
         if (linear_name_matches(l, sc->targets[i])) return true;
     return false;

@@ -43,9 +43,10 @@ typedef struct Schedule {
     bool masks_valid;            // layers carry a current mask (computed or loaded from a checkpoint)
 } Schedule;
 
-// Picks the sparse layers (sparsity.targets) and the stage boundaries. A V:N:M pattern whose V
-// does not divide a layer's rows is adapted per layer: V is halved (64 -> 32 -> 16) until it
-// divides `out`; M must divide `in` (error naming the layer otherwise). Masks are allocated here.
+// Picks the sparse layers (sparsity.targets; never DeiT's head or Llama's lm_head) and the stage
+// boundaries. A V:N:M pattern whose V does not divide a layer's rows is adapted per layer: V is
+// halved (64 -> 32 -> 16) until it divides `out`; M must divide `in` (error naming the layer
+// otherwise). Masks are allocated here.
 int schedule_init(Schedule *s, const Config *c, Linear **linears, int n, int64_t total_steps, Arena *arena, Err *err);
 void schedule_free(Schedule *s);
 // Stage of `step`; computes / updates / freezes masks as the stage requires.

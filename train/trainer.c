@@ -19,19 +19,6 @@
 
 // ---- setup ----
 
-static int make_dirs(const char *path, Err *err) {
-    char buf[CFG_STR];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0755) && errno != EEXIST) return err_set(err, "%s: cannot create directory: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) && errno != EEXIST) return err_set(err, "%s: cannot create directory: %s", buf, strerror(errno));
-    return 0;
-}
-
 // data.dataset fashion_mnist: the idx .gz files in data.path; hdf5: <data.path>/{train,test}.h5
 static int dataset_open(const DataConfig *d, ImageSet *train, ImageSet *test, Err *err) {
     if (!strcmp(d->dataset, "fashion_mnist"))

@@ -275,6 +275,16 @@ bool vnm_export_is_export(const char *path) {
     return yes;
 }
 
+char *vnm_export_read_config(const char *path, Err *err) {
+    H5File f;
+    if (h5_open_read(&f, path, err)) return NULL;
+    char *config = NULL;
+    if (check_format(&f, err) == 0 && !(config = h5_get_attr_str(&f, "/", "config", &(Err){{0}})))
+        err_set(err, "%s: the export has no config attribute", path);
+    h5_close_commit(&f, &(Err){{0}});
+    return config;
+}
+
 int vnm_export_read(const char *path, VnmExport *e, Err *err) {
     memset(e, 0, sizeof *e);
     H5File f;

@@ -58,6 +58,9 @@ typedef struct VnmExport {
 } VnmExport;
 
 int vnm_export_read(const char *path, VnmExport *e, Err *err);
+// The config attribute alone (malloc'd), without reading the layers; NULL with err when path is no
+// export or has no config.
+char *vnm_export_read_config(const char *path, Err *err);
 // True when path is a V:N:M export (its format attribute), false for checkpoints and anything else.
 bool vnm_export_is_export(const char *path);
 void vnm_export_free(VnmExport *e);
