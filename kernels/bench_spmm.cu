@@ -40,7 +40,7 @@ namespace {
 struct Opts {
     int reps = 20, flush = 1, quick = 0, check = 1, prefill = 0, decode = 0, mmasp = 1, fm_only = 0;
     const char *table = "spmm_table.txt";
-    const char *ncu = NULL;  // --ncu PATTERN: only 3 launches of ours at 4096x4096, n = 2048 (for profilers)
+    const char *ncu = NULL;  // --ncu PATTERN[@N][/fm][=OUTxIN]: only 3 launches of ours (default 4096x4096, n = 2048), for profilers
 };
 
 struct Shape {
@@ -455,7 +455,7 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--ncu") && i + 1 < argc) o.ncu = argv[++i];
         else {
             fprintf(stderr, "usage: bench spmm [--quick | --prefill | --decode] [--reps N] [--no-flush] [--no-check] [--no-mmasp] "
-                            "[--fm-only] [--table FILE | --no-table] [--ncu PATTERN[@N][/fm]]\n");
+                            "[--fm-only] [--table FILE | --no-table] [--ncu PATTERN[@N][/fm][=OUTxIN]]\n");
             return 2;
         }
     }
@@ -479,25 +479,30 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
     printf("# bench spmm: %s\n# median of %d runs after 3 warm-ups, L2 %s before each run; ratios = dense time / time\n",
            device, o.reps, o.flush ? "flushed (128 MB write)" : "warm");
     Buffers b;
-    if (o.ncu) {  // PATTERN[@N][/fm]: /fm runs the feature-major kernel (n a multiple of 8)
+    if (o.ncu) {  // PATTERN[@N][/fm][=OUTxIN]: /fm runs the feature-major kernel (n a multiple of 8)
         VnmPattern p;
         Err err;
         char pat[64];
         snprintf(pat, sizeof pat, "%s", o.ncu);
+        long long out = 4096, in = 4096;
+        char *eq = strchr(pat, '=');
+        if (eq && sscanf(eq + 1, "%lldx%lld", &out, &in) != 2) fatal("bench_spmm: --ncu %s: shape OUTxIN", o.ncu);
+        if (eq) *eq = 0;
         char *fm = strstr(pat, "/fm");
         if (fm) *fm = 0;
         char *at = strchr(pat, '@');
         int64_t n = 2048;
         if (at) *at = 0, n = atoll(at + 1);
-        if (vnm_pattern_parse(pat, &p, &err) || n < 1 || n > 8192) fatal("bench_spmm: --ncu %s", o.ncu);
-        buffers_init(&b, n, 4096 + 32, 4096);
+        if (vnm_pattern_parse(pat, &p, &err) || n < 1 || n > 8192 || out < 16 || in < 16 || out > 65536 || in > 65000)
+            fatal("bench_spmm: --ncu %s", o.ncu);
+        buffers_init(&b, n, in + 32, out);
         Ours s;
-        ours_make(&s, p, 4096, 4096, 5);
+        ours_make(&s, p, out, in, 5);
         for (int i = 0; i < 3; i++)
             if (fm) vnm_spmm_cuda_fm(&s.d, b.x, n, n, NULL, NULL, VNM_ACT_NONE, b.y, 0, &err);
             else vnm_spmm_cuda(&s.d, b.x, n, NULL, NULL, VNM_ACT_NONE, b.y, 0, &err);
         CK(cudaDeviceSynchronize());
-        printf("ncu run: %s n=%lld %s\n", pat, (long long)n,
+        printf("ncu run: %s %lldx%lld n=%lld %s\n", pat, out, in, (long long)n,
                vnm_spmm_kernel_name(&s.d, n, fm ? VNM_KERNEL_FEATURE_MAJOR : VNM_KERNEL_AUTO));
         return 0;
     }
