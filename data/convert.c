@@ -8,6 +8,7 @@
 
 #include "data/fmnist.h"
 #include "data/imageset.h"
+#include "data/tokens.h"
 
 static int ensure_dir(const char *dir, Err *err) {
     if (mkdir(dir, 0755) == 0 || errno == EEXIST) {
@@ -38,10 +39,13 @@ int imageset_convert_fmnist(const char *dir, const char *out_dir, Err *err) {
 
 static int usage(void) {
     fprintf(stderr, "usage: vnmtune convert fashion_mnist <idx_dir> <out_dir>\n"
+                    "       vnmtune convert tokens <ids.txt> <out.bin>\n"
                     "  writes <out_dir>/train.h5 and <out_dir>/test.h5 (HDF5 image sets: /images uint8\n"
                     "  (N,H,W,C), /labels int32 (N), attributes num_classes, name). Debian's\n"
                     "  dataset-fashion-mnist installs the idx files in " FMNIST_DEFAULT_DIR ".\n"
-                    "  For ImageFolder trees (ImageNet) use data/images_to_h5.py.\n");
+                    "  For ImageFolder trees (ImageNet) use data/images_to_h5.py.\n"
+                    "  tokens: token ids (whitespace or commas between them) -> a token file in llm.c's\n"
+                    "  format (256 int32 header, uint16 tokens; data/tokens.h) for data.dataset tokens.\n");
     return 2;
 }
 
@@ -50,8 +54,10 @@ int data_convert_main(int argc, char **argv) {
     Err err = {{0}};
     if (strcmp(argv[1], "fashion_mnist") == 0) {
         if (imageset_convert_fmnist(argv[2], argv[3], &err) == 0) return 0;
+    } else if (strcmp(argv[1], "tokens") == 0) {
+        if (tokens_convert_text(argv[2], argv[3], &err) == 0) return 0;
     } else {
-        fprintf(stderr, "vnmtune convert: unknown data set kind '%s' (known: fashion_mnist)\n", argv[1]);
+        fprintf(stderr, "vnmtune convert: unknown data set kind '%s' (known: fashion_mnist, tokens)\n", argv[1]);
         return usage();
     }
     fprintf(stderr, "vnmtune: error: %s\n", err.msg);

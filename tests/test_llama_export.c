@@ -12,25 +12,15 @@
 #include "train/vnm_export.h"
 #include "train/vnm_linear.h"
 #include "train/vnm_mask.h"
+#include "llama_fixture.h"
 #include "scratch_dir.h"
 
-#define FIXTURE VNMTUNE_SOURCE_DIR "/tests/fixtures/llama_tiny_ref.safetensors"
 #define B 2
 #define T 12
 
 TestSuite(llama_export, .init = scratch_make, .fini = scratch_remove);
 
-// The embedded prune job on the fixture, with `overrides` ("key=value", NULL-terminated).
-static Config prune_job(const char *const *overrides) {
-    Config c;
-    Err err = {0};
-    config_defaults(&c);
-    cr_assert_eq(config_load_string(&c, embedded_config("llama_tiny_prune"), "llama_tiny_prune", &err), 0, "%s", err.msg);
-    cr_assert_eq(config_override(&c, "model.init=" FIXTURE, &err), 0, "%s", err.msg);
-    for (int i = 0; overrides && overrides[i]; i++) cr_assert_eq(config_override(&c, overrides[i], &err), 0, "%s", err.msg);
-    cr_assert_eq(config_validate(&c, &err), 0, "%s", err.msg);
-    return c;
-}
+static Config prune_job(const char *const *overrides) { return llama_fixture_job(overrides); }
 
 static const char *prune_to(const char *name, const char *const *overrides) {
     Config c = prune_job(overrides);
@@ -61,25 +51,14 @@ static void fixture_model(Model *md) {
     Err err = {0};
     arena_init(&md->params, "params", DEV_CPU, llama_param_bytes(&c, DT_F32));
     llama_alloc(&md->m, &c, &md->params);
-    cr_assert_eq(model_load_safetensors(&md->m.params, FIXTURE, false, &err), 0, "%s", err.msg);
+    cr_assert_eq(model_load_safetensors(&md->m.params, LLAMA_FIXTURE, false, &err), 0, "%s", err.msg);
 }
 
-// The masked dense model: the fixture with every projection pruned to `pattern` (V halved until it
-// divides the rows) by its magnitude mask, the kept values rounded to bf16 when `bf16`.
+// The masked dense model: the fixture with every projection pruned to `pattern` by its magnitude
+// mask, the kept values rounded to bf16 when `bf16`.
 static void masked_reference(Model *md, VnmPattern pattern, bool bf16) {
     fixture_model(md);
-    Err err = {0};
-    for (int i = 0; i < md->m.n_linears - 1; i++) {  // all but lm_head
-        Linear *l = md->m.linears[i];
-        float *W = tensor_f32(l->w), *S = malloc((size_t)l->w->numel * sizeof *S);
-        uint8_t *mask = malloc((size_t)l->w->numel);
-        MaskSpec spec = {.kind = MASK_VNM, .vnm = pattern};
-        while (l->out % spec.vnm.V) spec.vnm.V /= 2;
-        vnm_scores(W, l->out, l->in, SCORE_MAGNITUDE, NULL, 0, S);
-        cr_assert_eq(mask_compute(S, l->out, l->in, &spec, l->name, mask, &err), 0, "%s", err.msg);
-        for (int64_t e = 0; e < l->w->numel; e++) W[e] = !mask[e] ? 0.0f : bf16 ? bf16_to_f32(f32_to_bf16(W[e])) : W[e];
-        free(S), free(mask);
-    }
+    llama_fixture_mask(&md->m, pattern, bf16);
 }
 
 static void model_free(Model *md) {
@@ -264,12 +243,12 @@ Test(llama_export, missing_layer_and_wrong_shape_are_named) {
     expect_load_error(wrong, "model.layers.0.self_attn.q_proj", "128x64");
 }
 
-Test(llama_export, prune_refuses_calibration_scores_and_other_models) {
+Test(llama_export, prune_refuses_calibration_without_tokens_and_other_models) {
     Err err = {0};
-    Config c = prune_job((const char *[]){"sparsity.score=wanda", NULL});
+    Config c = prune_job((const char *[]){"sparsity.score=wanda", "data.dataset=fashion_mnist", NULL});
     cr_expect_eq(llama_prune_export(&c, scratch_path("x.h5"), &err), -1);
-    cr_expect(strstr(err.msg, "wanda") && strstr(err.msg, "magnitude"), "%s", err.msg);
-    c = prune_job((const char *[]){"model.arch=deit", NULL});
+    cr_expect(strstr(err.msg, "wanda") && strstr(err.msg, "data.dataset tokens"), "%s", err.msg);
+    c = prune_job((const char *[]){"model.arch=deit", "data.dataset=fashion_mnist", NULL});
     cr_expect_eq(llama_prune_export(&c, scratch_path("x.h5"), &err), -1);
     cr_expect(strstr(err.msg, "model.arch 'deit'"), "%s", err.msg);
     c = prune_job((const char *[]){"sparsity.targets=all", NULL});  // lm_head stays dense all the same

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "train/llama_eval.h"
 #include "train/pipeline.h"
 #include "train/trainer.h"
 #include "train/vnm_export.h"
@@ -94,9 +95,14 @@ int cmd_eval(int argc, char **argv) {
     int rc = job_from_args(argc, argv, "deit_fmnist",
                            "usage: vnmtune eval [job.yaml] [--model=FILE] [section.key=value ...]\n\n"
                            "Evaluates the job's model on its test set. FILE is a checkpoint or a V:N:M export (vnmtune\n"
-                           "export); without --model: checkpoint.resume, or <train.out_dir>/checkpoint.h5.", &c);
+                           "export); without --model: checkpoint.resume, or <train.out_dir>/checkpoint.h5.\n"
+                           "model.arch llama: perplexity on data.test_path (data.dataset tokens, a token file in llm.c's\n"
+                           "format) in windows of data.seq_len tokens, eval.batch_size windows at a time, the first\n"
+                           "data.test_limit windows (0 = all); FILE is a HF safetensors file (shards comma-separated) or\n"
+                           "a V:N:M export of vnmtune prune (sizes from the export); without --model: model.init.", &c);
     if (rc) return rc < 0;
     const char *model = model_arg(argc, argv);
+    if (!strcmp(c.model.arch, "llama")) return llama_eval_main(&c, model);
     bool is_export = model && vnm_export_is_export(model);
     if (is_export) {  // an export holds merged dense + V:N:M weights: no LoRA, no masks to build
         c.lora.enabled = c.sparsity.enabled = false;
@@ -111,13 +117,7 @@ int cmd_eval(int argc, char **argv) {
     if (rc == 0) {
         float loss, acc = trainer_evaluate(&tr, &loss);
         printf("%s: test loss %.4f | test accuracy %.2f%%\n", model ? model : c.checkpoint.resume, loss, 100 * acc);
-        for (int i = 0; is_export && i < tr.model.n_linears; i++) {  // which kernel each sparse layer ran
-            const Linear *l = tr.model.linears[i];
-            if (!l->vnm) continue;
-            printf("  %-22s %d:2:%d %s", l->name, l->vnm->m.p.V, l->vnm->m.p.M, l->vnm->kernel ? l->vnm->kernel : "-");
-            if (l->vnm->measured >= 0) printf(" (table: sparse %.2fx dense)", l->vnm->measured);
-            printf("\n");
-        }
+        linear_print_kernels(stdout, tr.model.linears, tr.model.n_linears);  // which kernel each sparse layer ran
     } else {
         fprintf(stderr, "vnmtune: error: %s\n", err.msg);
     }

@@ -60,13 +60,16 @@ static const Key KEYS[] = {
     FLT(model, rope_theta, 1, 1e9, "10000", "llama: RoPE base"),
     FLT(model, rms_eps, 0, 1, "1e-5", "llama: RMSNorm epsilon"),
 
-    ENUM(data, dataset, "fashion_mnist|hdf5", "fashion_mnist", "training data source"),
-    STR(data, path, "/usr/share/datasets/fashion-mnist", "fashion_mnist: directory of idx .gz files; hdf5: the file"),
+    ENUM(data, dataset, "fashion_mnist|hdf5|tokens", "fashion_mnist", "data source (tokens: llama, llm.c token files)"),
+    STR(data, path, "/usr/share/datasets/fashion-mnist",
+        "fashion_mnist: directory of idx .gz files; hdf5: the file; tokens: training token file (calibration)"),
+    STR(data, test_path, "", "tokens: test token file (vnmtune eval: perplexity)"),
+    INT(data, seq_len, 2, 10000000, "2048", "tokens: tokens per window (model input; seq_len - 1 predicted per window)"),
     BOOL(data, augment, "true", "random crop (pad 2) + horizontal flip for training"),
     FLT(data, mean, -1000, 1000, "0.2860", "normalisation mean (of x/255)"),
     FLT(data, std, 1e-6, 1000, "0.3530", "normalisation std (of x/255)"),
     I64(data, train_limit, 0, 1e15, "0", "use only the first N training samples (0 = all)"),
-    I64(data, test_limit, 0, 1e15, "0", "use only the first N test samples (0 = all)"),
+    I64(data, test_limit, 0, 1e15, "0", "use only the first N test samples (tokens: windows) (0 = all)"),
 
     BOOL(lora, enabled, "false", "train LoRA adapters on a frozen base (false: train all params)"),
     INT(lora, rank, 0, 65536, "16", "LoRA rank r"),
@@ -106,7 +109,8 @@ static const Key KEYS[] = {
          "importance score for the mask (sparsegpt: one-shot pruning with weight reconstruction, mode one_shot without LoRA)"),
     FLT(sparsity, ria_alpha, 0, 10, "0.5", "ria: exponent of the activation norm"),
     BOOL(sparsity, permute, "false", "search an input-channel permutation per layer"),
-    INT(sparsity, calib_batches, 0, 1000000, "4", "training batches for activation norms (wanda, ria)"),
+    INT(sparsity, calib_batches, 0, 1000000, "4",
+        "calibration for wanda / ria / sparsegpt: training batches (llama: windows of data.seq_len tokens)"),
     LST(sparsity, targets, n_targets, "qkv,proj,fc1,fc2", "layer-name patterns that get pruned"),
 
     ENUM(schedule, mode, "dense|one_shot|fixed_mask_lora|three_stage", "three_stage", "training schedule"),
@@ -597,6 +601,10 @@ int config_validate(const Config *c, Err *err) {
             INVALID("model.n_kv_heads: model.n_heads %d is not a multiple of %d", src, m->n_heads, m->n_kv_heads);
     }
     if (strcmp(c->data.dataset, "hdf5") == 0 && !c->data.path[0]) INVALID("data.path: empty (the hdf5 file)", src);
+    bool tokens = strcmp(c->data.dataset, "tokens") == 0, llama = strcmp(m->arch, "llama") == 0;
+    if (tokens && !llama) INVALID("data.dataset: tokens with model.arch %s: token files are for llama", src, m->arch);
+    if (tokens && c->data.seq_len > m->max_seq_len)
+        INVALID("data.seq_len: %d is longer than model.max_seq_len %d", src, c->data.seq_len, m->max_seq_len);
     if (c->lora.enabled && c->lora.rank <= 0) INVALID("lora.rank: must be > 0 when lora.enabled", src);
     if (c->lora.enabled && c->lora.n_targets == 0 && !c->lora.train_head)
         INVALID("lora.targets: empty and lora.train_head is false: nothing to train", src);

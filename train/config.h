@@ -27,12 +27,14 @@ typedef struct ModelConfig {
 } ModelConfig;
 
 typedef struct DataConfig {
-    char dataset[32];       // "fashion_mnist" | "hdf5"
-    char path[CFG_STR];     // fashion_mnist: directory of idx .gz files; hdf5: the file
+    char dataset[32];       // "fashion_mnist" | "hdf5" | "tokens" (llama)
+    char path[CFG_STR];     // fashion_mnist: directory of idx .gz files; hdf5: the file; tokens: training token file
+    char test_path[CFG_STR];  // tokens: test token file
+    int seq_len;            // tokens: tokens per window
     bool augment;           // random crop (pad 2) + horizontal flip for training
     float mean, std;        // normalisation applied to all channels (x/255 - mean) / std
     int64_t train_limit;    // use only the first N training samples (0 = all)
-    int64_t test_limit;     // use only the first N test samples (0 = all)
+    int64_t test_limit;     // use only the first N test samples (tokens: windows) (0 = all)
 } DataConfig;
 
 typedef struct LoraConfig {
@@ -78,7 +80,7 @@ typedef struct SparsityConfig {
     char score[16];         // "magnitude" | "wanda" | "ria"
     float ria_alpha;
     bool permute;           // V:N:M channel permutation
-    int calib_batches;      // batches of training data for activation norms (wanda, ria)
+    int calib_batches;      // calibration batches (wanda, ria, sparsegpt); llama: windows
     char targets[CFG_MAX_TARGETS][32];
     int n_targets;
 } SparsityConfig;

@@ -42,3 +42,13 @@ void linear_free_sparse(Linear *l) {
     free(l->vnm);
     l->vnm = NULL;
 }
+
+void linear_print_kernels(FILE *f, Linear *const *linears, int n) {
+    for (int i = 0; i < n; i++) {
+        const Linear *l = linears[i];
+        if (!l->vnm) continue;
+        fprintf(f, "  %-22s %d:2:%d %s", l->name, l->vnm->m.p.V, l->vnm->m.p.M, l->vnm->kernel ? l->vnm->kernel : "-");
+        if (l->vnm->measured >= 0) fprintf(f, " (table: sparse %.2fx dense)", l->vnm->measured);
+        fprintf(f, "\n");
+    }
+}

@@ -3,6 +3,7 @@
 // which picks the dense-LoRA or masked mode from what is attached.
 #pragma once
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "autograd/ops.h"
 
@@ -31,3 +32,5 @@ Tensor *linear_forward_residual(Tape *t, Linear *l, Tensor *x, Tensor *residual)
 // any substring of the name when it contains a dot ("attn.proj"), or "all".
 bool linear_name_matches(const Linear *l, const char *pattern);
 void linear_free_sparse(Linear *l);
+// One line per V:N:M sparse layer (loaded export): its pattern and the kernel its last forward ran.
+void linear_print_kernels(FILE *f, Linear *const *linears, int n);

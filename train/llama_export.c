@@ -4,10 +4,13 @@
 #include <string.h>
 
 #include "train/commands.h"
+#include "train/llama_eval.h"
 #include "train/model_export.h"
 #include "train/model_io.h"
 #include "train/schedule.h"
 #include "train/vnm_export.h"
+
+static bool needs_calibration(const Config *c) { return strcmp(c->sparsity.score, "magnitude") != 0; }
 
 static int check_prune_job(const Config *c, Err *err) {
     const char *src = c->source;
@@ -16,19 +19,23 @@ static int check_prune_job(const Config *c, Err *err) {
                             "schedule.mode one_shot)", src, c->model.arch);
     if (!c->model.init[0]) return err_set(err, "%s: model.init is empty: prune needs the Llama safetensors file", src);
     if (!c->sparsity.enabled) return err_set(err, "%s: sparsity.enabled is false: nothing to prune", src);
-    if (strcmp(c->sparsity.score, "magnitude"))
-        return err_set(err, "%s: sparsity.score %s needs calibration activations from token data, which vnmtune "
-                            "cannot load for Llama yet: use sparsity.score magnitude", src, c->sparsity.score);
+    if (needs_calibration(c) && strcmp(c->data.dataset, "tokens"))
+        return err_set(err, "%s: sparsity.score %s needs calibration windows of token data: data.dataset tokens and "
+                            "data.path = a token file (data.dataset is %s; sparsity.score magnitude needs no data)", src,
+                       c->sparsity.score, c->data.dataset);
     return llama_check_config(&c->model, err);
 }
 
-// Masks of the target projections (magnitude, one-shot: the weights are pruned in place) -> export.
-static int prune_model(Llama *m, const Config *c, Arena *masks, const char *path, Err *err) {
+// Masks of the target projections (one-shot: the weights are pruned in place; wanda / ria / sparsegpt
+// after calibration on sparsity.calib_batches random windows of data.path) -> export.
+static int prune_model(LlamaRun *r, const Config *c, Arena *masks, const char *path, Err *err) {
     Schedule s;
-    int rc = schedule_init(&s, c, m->linears, m->n_linears, 0, masks, err);
+    int rc = schedule_init(&s, c, r->m.linears, r->m.n_linears, 0, masks, err);
+    if (rc == 0 && schedule_needs_calibration(&s))
+        rc = llama_calibrate(r, &s, c->data.path, c->sparsity.calib_batches, c->train.seed, err);
     if (rc == 0) {
         schedule_update_masks(&s);
-        rc = model_export_write(&m->params, &s, c, path, err);
+        rc = model_export_write(&r->m.params, &s, c, path, err);
     }
     schedule_free(&s);
     return rc;
@@ -39,15 +46,15 @@ int llama_prune_export(const Config *job, const char *path, Err *err) {
     Config c = *job;  // what the export records: one-shot pruning, no LoRA
     c.lora.enabled = false;
     snprintf(c.schedule.mode, sizeof c.schedule.mode, "one_shot");
-    Arena params, masks;
-    arena_init(&params, "params", DEV_CPU, llama_param_bytes(&c.model, DT_F32));
+    int batch = c.eval.batch_size < c.sparsity.calib_batches ? c.eval.batch_size : c.sparsity.calib_batches;
+    LlamaRun r;  // on the CPU in fp32: the export keeps fp32 dense parameters
+    llama_run_init(&r, &c.model, DEV_CPU, needs_calibration(&c) ? batch : 0, c.data.seq_len);
+    Arena masks;
     arena_init(&masks, "masks", DEV_CPU, llama_param_bytes(&c.model, DT_U8));  // a byte per weight bounds them
-    Llama m;
-    llama_alloc(&m, &c.model, &params);
-    int rc = model_load_safetensors(&m.params, c.model.init, false, err);
-    if (rc == 0) rc = prune_model(&m, &c, &masks, path, err);
-    llama_free(&m);
-    arena_free(&params), arena_free(&masks);
+    int rc = model_load_safetensors(&r.m.params, c.model.init, false, err);
+    if (rc == 0) rc = prune_model(&r, &c, &masks, path, err);
+    llama_run_free(&r);
+    arena_free(&masks);
     return rc;
 }
 
@@ -75,6 +82,9 @@ static int prune_to(const Config *c, const char *path, Err *err) {
     printf("pruning %s (llama: %d layers, dim %d, ffn %d, vocab %d) to %s, score %s -> %s\n", c->model.init,
            c->model.n_layers, c->model.hidden_size, c->model.intermediate_size, c->model.vocab_size,
            c->sparsity.pattern, c->sparsity.score, path);
+    if (needs_calibration(c))
+        printf("calibration: %d random windows of %d tokens of %s (seed %llu)\n", c->sparsity.calib_batches,
+               c->data.seq_len, c->data.path, (unsigned long long)c->train.seed);
     double t0 = now_seconds();
     if (llama_prune_export(c, path, err)) return -1;
     printf("wrote %s in %.1f s\n", path, now_seconds() - t0);
@@ -87,11 +97,14 @@ int cmd_prune(int argc, char **argv) {
                            "usage: vnmtune prune [job.yaml] [section.key=value ...]\n\n"
                            "One-shot V:N:M pruning of a Hugging Face Llama (model.arch llama, model.init = its safetensors\n"
                            "file or its shards, comma-separated; the model sizes): the projections sparsity.targets names\n"
-                           "(lm_head and the embedding stay dense) get the sparsity.pattern masks of the magnitude score\n"
+                           "(lm_head and the embedding stay dense) get the sparsity.pattern masks of sparsity.score\n"
                            "(V lowered per layer where it does not divide the rows; sparsity.permute searches channel\n"
                            "permutations), and the model is written as a V:N:M export to export.path (default\n"
-                           "<train.out_dir>/export.h5). Load it with `vnmtune bench infer --export FILE`. wanda / ria /\n"
-                           "sparsegpt need token data for calibration, which is not supported for Llama yet.", &c);
+                           "<train.out_dir>/export.h5). wanda / ria (activation norms) and sparsegpt (Gram matrices of the\n"
+                           "projection inputs, weights reconstructed) calibrate on sparsity.calib_batches random windows\n"
+                           "of data.seq_len tokens of data.path (data.dataset tokens), eval.batch_size windows a forward,\n"
+                           "on the CPU. Evaluate the export with `vnmtune eval job.yaml --model=FILE` (perplexity), time\n"
+                           "it with `vnmtune bench infer --export FILE`.", &c);
     if (rc) return rc < 0;
     char path[CFG_STR + 16];
     Err err = {0};

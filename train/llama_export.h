@@ -1,13 +1,12 @@
 // Llama into a V:N:M export and back (issue #7, item 3).
 //   prune: model.init (a Hugging Face LlamaForCausalLM safetensors file) -> V:N:M masks of the
 //          projections that sparsity.targets names (q/k/v/o/gate/up/down; lm_head and the embedding
-//          always stay dense) from the magnitude score, one-shot, with V lowered per layer where it
+//          always stay dense) from sparsity.score, one-shot (wanda / ria / sparsegpt calibrated on
+//          random windows of the data.path token file, llama_eval.h), with V lowered per layer where it
 //          does not divide the rows (schedule.h) and the optional channel permutation -> the export
 //          file (model_export.h: /vnm/<projection>, /dense/<embedding, norms, lm_head>, the job's YAML)
 //   load:  an export into a Llama of the export's sizes: the projections as their masked dense
 //          weights and, with `sparse`, also as V:N:M sparse linears (OP_VNM_LINEAR, CPU or CUDA)
-// Scores that need calibration activations (wanda, ria, sparsegpt) need token data, which vnmtune
-// does not load for Llama yet: prune refuses them.
 #pragma once
 #include "train/config.h"
 #include "train/llama.h"

@@ -52,7 +52,7 @@ static const Command COMMANDS[] = {
     {"prune", cmd_prune, "one-shot V:N:M pruning of a Hugging Face Llama (model.init) into a V:N:M model file"},
     {"inspect", cmd_inspect, "list the layers of a V:N:M export: pattern, shape, density, sizes"},
     {"select-vm", cmd_select_vm, "choose V and M for a speed-up target from measured kernel speed-ups"},
-    {"convert", cmd_convert, "convert a dataset to the HDF5 image-set format (convert fashion_mnist DIR OUT_DIR)"},
+    {"convert", cmd_convert, "convert data: fashion_mnist DIR OUT_DIR (HDF5 image sets), tokens IDS.txt OUT.bin (token file)"},
     {"bench", cmd_bench, "GPU benchmarks: train (vs PyTorch + PEFT), spmm (vs cuBLASLt, cuSPARSELt), infer"},
 };
 

@@ -247,3 +247,9 @@ void schedule_end_calibration(Schedule *s) {
         l->act_gram = NULL;
     }
 }
+
+void schedule_calibrate(Schedule *s, int n_batches, CalibrationForward forward, void *ctx) {
+    schedule_begin_calibration(s);
+    for (int b = 0; b < n_batches; b++) forward(ctx, b);
+    schedule_end_calibration(s);
+}

@@ -55,10 +55,14 @@ void schedule_before_step(Schedule *s, int64_t step);
 void schedule_after_backward(Schedule *s);
 // Recompute every layer's mask from the scores of W + s·BA now (returns the mean flip rate).
 float schedule_update_masks(Schedule *s);
-// Calibration for wanda / ria: the caller runs forward passes with l->act_sq collecting Σx² per
-// input channel; this turns them into act_norm and stops collecting.
+// Calibration for wanda / ria / sparsegpt, for any model: between begin and end the caller runs
+// forward passes (tape not recording) while the sparse layers collect Σx² per input channel
+// (l->act_sq) and, for sparsegpt, XᵀX (l->act_gram); end turns them into act_norm / gram and stops
+// collecting. schedule_calibrate does all three with `forward(ctx, b)` running batch b.
 void schedule_begin_calibration(Schedule *s);
 void schedule_end_calibration(Schedule *s);
+typedef void (*CalibrationForward)(void *ctx, int batch);
+void schedule_calibrate(Schedule *s, int n_batches, CalibrationForward forward, void *ctx);
 bool schedule_needs_calibration(const Schedule *s);
 // After masks were loaded into the layers' mask tensors (checkpoint): refresh the host copies.
 void schedule_masks_loaded(Schedule *s);

@@ -54,30 +54,35 @@ static int load_data(Trainer *tr, Err *err) {
 
 static int next_batch(Trainer *tr, Loader *L, int b, bool wrap);
 
-// Activation norms for wanda / ria: forward passes (no augmentation, no recording) over
-// sparsity.calib_batches training batches while the sparse layers collect Σx² per input channel.
+typedef struct Calibration {
+    Trainer *tr;
+    Loader loader;
+} Calibration;
+
+static void calibration_forward(void *ctx, int batch) {
+    Calibration *cal = ctx;
+    next_batch(cal->tr, &cal->loader, cal->tr->cfg.train.batch_size, true);
+    tape_reset(&cal->tr->tape);
+    deit_forward(&cal->tr->model, &cal->tr->tape, cal->tr->x);
+}
+
+// Activation statistics for wanda / ria / sparsegpt: forward passes (no augmentation, no recording)
+// over sparsity.calib_batches training batches.
 static void calibrate(Trainer *tr) {
     const Config *c = &tr->cfg;
     LoaderOptions lo = loader_options(c, true);
     lo.augment = false;
     lo.seed ^= 0xca11b;
-    Loader cal;
+    Calibration cal = {.tr = tr};
     Err err;
-    if (loader_init(&cal, &tr->train_set, &lo, &err)) fatal("%s", err.msg);
-    schedule_begin_calibration(&tr->sched);
+    if (loader_init(&cal.loader, &tr->train_set, &lo, &err)) fatal("%s", err.msg);
     tr->tape.record = tr->tape.training = false;
-    for (int b = 0; b < c->sparsity.calib_batches; b++) {
-        next_batch(tr, &cal, c->train.batch_size, true);
-        tape_reset(&tr->tape);
-        deit_forward(&tr->model, &tr->tape, tr->x);
-    }
+    schedule_calibrate(&tr->sched, c->sparsity.calib_batches, calibration_forward, &cal);
     tape_reset(&tr->tape);
-    schedule_end_calibration(&tr->sched);
-    loader_free(&cal);
+    loader_free(&cal.loader);
 }
 
-// train.device: auto -> cuda when this build has CUDA and a GPU is visible, else cpu.
-static int resolve_device(Config *c, Device *dev, Err *err) {
+int trainer_resolve_device(Config *c, Device *dev, Err *err) {
     *dev = DEV_CPU;
     if (!strcmp(c->train.device, "cpu")) return 0;  // no GPU probe for CPU jobs
     bool gpu = device_cuda_available();
@@ -164,7 +169,7 @@ int trainer_setup(Trainer *tr, const Config *cfg, Err *err) {
     memset(tr, 0, sizeof *tr);
     tr->cfg = *cfg;
     const Config *c = &tr->cfg;
-    if (resolve_device(&tr->cfg, &tr->dev, err)) return -1;
+    if (trainer_resolve_device(&tr->cfg, &tr->dev, err)) return -1;
     if (strcmp(c->model.arch, "deit") != 0)
         return err_set(err, "%s: model.arch: '%s' is not supported by the trainer (deit)", c->source, c->model.arch);
     if (load_data(tr, err)) return -1;

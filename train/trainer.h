@@ -42,6 +42,9 @@ typedef struct Trainer {
 // Reads the data, builds the model (random init or model.init safetensors), attaches LoRA,
 // and resumes from checkpoint.resume when set. Errors name the file / key.
 int trainer_setup(Trainer *tr, const Config *cfg, Err *err);
+// train.device: auto -> cuda when this build has CUDA and a GPU is visible, else cpu (rewritten in
+// c->train.device); cuda registers the CUDA ops. Errors when cuda is asked for but not available.
+int trainer_resolve_device(Config *c, Device *dev, Err *err);
 // Runs until total_steps (or `until` if > 0), evaluating / checkpointing as configured.
 int trainer_run(Trainer *tr, int64_t until, Err *err);
 // Mean loss of one training step on the next batch (forward, backward, clip, AdamW).
