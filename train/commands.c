@@ -73,7 +73,7 @@ int cmd_train(int argc, char **argv) {
     rc = trainer_setup(&tr, &c, &err);
     if (rc == 0) {
         printf("model: %lld parameters, %lld trainable | %lld steps (%lld per epoch)\n",
-               (long long)params_count(&tr.model.params, false), (long long)params_count(&tr.model.params, true),
+               (long long)params_count(tr.net.params, false), (long long)params_count(tr.net.params, true),
                (long long)tr.total_steps, (long long)tr.steps_per_epoch);
         double t0 = now_seconds();
         rc = trainer_run(&tr, 0, &err);

@@ -46,18 +46,22 @@ int llama_run_load(LlamaRun *r, const char *path, Err *err) {
     return model_load_safetensors(&r->m.params, path, false, err);
 }
 
+LlamaPass llama_run_pass(LlamaRun *r) {
+    return (LlamaPass){.m = &r->m, .tape = &r->tape, .inputs = &r->inputs, .batch = r->batch, .seq_len = r->seq_len};
+}
+
 // Logits of `count` windows (count, seq_len) of ids; with `labels`, the mean loss of their shifted
 // labels into *loss.
-static void forward_windows(LlamaRun *r, const int32_t *ids, int count, const int32_t *labels, float *loss) {
-    arena_reset(&r->inputs);
-    tape_reset(&r->tape);
-    Tensor *x = tensor_new2(&r->inputs, DT_I32, count, r->seq_len, "ids");
+static void forward_windows(const LlamaPass *r, const int32_t *ids, int count, const int32_t *labels, float *loss) {
+    arena_reset(r->inputs);
+    tape_reset(r->tape);
+    Tensor *x = tensor_new2(r->inputs, DT_I32, count, r->seq_len, "ids");
     tensor_write_host(x, ids);
-    Tensor *logits = llama_forward(&r->m, &r->tape, x);
+    Tensor *logits = llama_forward(r->m, r->tape, x);
     if (!labels) return;
-    Tensor *y = tensor_new2(&r->inputs, DT_I32, count, r->seq_len, "labels");
+    Tensor *y = tensor_new2(r->inputs, DT_I32, count, r->seq_len, "labels");
     tensor_write_host(y, labels);
-    float *l = tensor_to_host_f32(op_cross_entropy(&r->tape, logits, y, 0.0f, "loss"));
+    float *l = tensor_to_host_f32(op_cross_entropy(r->tape, logits, y, 0.0f, "loss"));
     *loss = l[0];
     free(l);
 }
@@ -71,6 +75,11 @@ static void print_progress(FILE *f, const Perplexity *p, int64_t total, int64_t 
 }
 
 int llama_perplexity(LlamaRun *r, const TokenFile *f, int64_t limit, FILE *progress, Perplexity *out, Err *err) {
+    LlamaPass p = llama_run_pass(r);
+    return llama_pass_perplexity(&p, f, limit, progress, out, err);
+}
+
+int llama_pass_perplexity(const LlamaPass *r, const TokenFile *f, int64_t limit, FILE *progress, Perplexity *out, Err *err) {
     memset(out, 0, sizeof *out);
     TokenWindows w;
     if (token_windows_init(&w, f, r->seq_len, false, 0, err)) return -1;
@@ -98,7 +107,7 @@ int llama_perplexity(LlamaRun *r, const TokenFile *f, int64_t limit, FILE *progr
 // ---- calibration ----
 
 typedef struct Calibration {
-    LlamaRun *r;
+    const LlamaPass *r;
     TokenWindows w;
     int left;       // windows still to run
     int32_t *ids;
@@ -112,14 +121,19 @@ static void calibration_forward(void *ctx, int batch) {
 }
 
 int llama_calibrate(LlamaRun *r, Schedule *s, const char *path, int n_windows, uint64_t seed, Err *err) {
+    LlamaPass p = llama_run_pass(r);
+    return llama_pass_calibrate(&p, s, path, n_windows, seed, err);
+}
+
+int llama_pass_calibrate(const LlamaPass *r, Schedule *s, const char *path, int n_windows, uint64_t seed, Err *err) {
     TokenFile f;
-    if (token_file_open(&f, path, r->m.cfg.vocab_size, err)) return -1;
+    if (token_file_open(&f, path, r->m->cfg.vocab_size, err)) return -1;
     Calibration cal = {.r = r, .left = n_windows};
     int rc = token_windows_init(&cal.w, &f, r->seq_len, true, seed, err);
     if (rc == 0) {
         cal.ids = xmalloc((size_t)(r->batch * r->seq_len) * sizeof *cal.ids);
         schedule_calibrate(s, (n_windows + r->batch - 1) / r->batch, calibration_forward, &cal);
-        tape_reset(&r->tape);
+        tape_reset(r->tape);
         free(cal.ids);
     }
     token_file_close(&f);

@@ -23,6 +23,16 @@ typedef struct LlamaRun {
     Tape tape;                  // not recording
 } LlamaRun;
 
+// What forward passes over windows need, borrowed from a LlamaRun or a trainer: the model, a tape
+// (not recording), an arena for the ids and labels, windows per forward and tokens per window.
+typedef struct LlamaPass {
+    Llama *m;
+    Tape *tape;
+    Arena *inputs;
+    int batch;
+    int64_t seq_len;
+} LlamaPass;
+
 typedef struct Perplexity {
     int64_t windows, tokens;    // windows evaluated; tokens predicted (windows × (seq_len − 1))
     double loss, ppl;           // mean cross-entropy (nats) and exp(loss)
@@ -35,12 +45,15 @@ void llama_run_free(LlamaRun *r);
 // Weights from a V:N:M export (its projections as sparse linears) or HF safetensors (shards
 // comma-separated). For an export, r must have the export's sizes (llama_export_config).
 int llama_run_load(LlamaRun *r, const char *path, Err *err);
+LlamaPass llama_run_pass(LlamaRun *r);
 // Perplexity over the first `limit` windows of f (0 = all); with `progress`, a line there every few
 // seconds.
 int llama_perplexity(LlamaRun *r, const TokenFile *f, int64_t limit, FILE *progress, Perplexity *out, Err *err);
+int llama_pass_perplexity(const LlamaPass *p, const TokenFile *f, int64_t limit, FILE *progress, Perplexity *out, Err *err);
 // The schedule's calibration over `n_windows` random windows of the token file at `path` (seeded
 // by `seed`: the same seed gives the same windows), in batches of r->batch.
 int llama_calibrate(LlamaRun *r, Schedule *s, const char *path, int n_windows, uint64_t seed, Err *err);
+int llama_pass_calibrate(const LlamaPass *p, Schedule *s, const char *path, int n_windows, uint64_t seed, Err *err);
 // `vnmtune eval` of a llama job: perplexity on data.test_path of `model` (an export or safetensors;
 // NULL: model.init). Returns the exit code.
 int llama_eval_main(Config *c, const char *model);

@@ -13,10 +13,10 @@
 // ---- export ----
 
 int export_trainer_model(Trainer *tr, const char *path, Err *err) {
-    Deit *md = &tr->model;
+    TrainerModel *md = &tr->net;
     bool has_masks = tr->sched.sparse && tr->sched.masks_valid;  // else model_export_write reports the error
-    for (int i = 0; i < md->n_linears && has_masks; i++) lora_merge(md->linears[i], &md->params);
-    return model_export_write(&md->params, &tr->sched, &tr->cfg, path, err);
+    for (int i = 0; i < md->n_linears && has_masks; i++) lora_merge(md->linears[i], md->params);
+    return model_export_write(md->params, &tr->sched, &tr->cfg, path, err);
 }
 
 int model_load_export(Deit *m, const char *path, bool sparse, Err *err) {
@@ -40,8 +40,9 @@ int cmd_export(int argc, char **argv) {
          : model_export_path(&c, path, sizeof path, &err) ? -1 : trainer_setup(&tr, &c, &err);
     if (rc == 0) rc = export_trainer_model(&tr, path, &err);
     if (rc == 0) {
-        float acc = trainer_evaluate(&tr, NULL);
-        printf("wrote %s (step %lld, merged model test accuracy %.2f%%)\n", path, (long long)tr.step, 100 * acc);
+        char metric[64];
+        trainer_metric_str(&tr, trainer_evaluate(&tr, NULL), metric, sizeof metric);
+        printf("wrote %s (step %lld, merged model %s)\n", path, (long long)tr.step, metric);
         rc = vnm_inspect(path, stdout, &err);
     }
     if (rc) fprintf(stderr, "vnmtune: error: %s\n", err.msg);

@@ -1,0 +1,32 @@
+// What the training loop (train/trainer.c) needs from a model family: its data, batches, forward +
+// loss and evaluation. Everything else (LoRA, schedule, optimizer, checkpoints, export) works on
+// tr->net's parameters and linear layers and is shared.
+#pragma once
+#include "train/trainer.h"
+
+typedef struct TrainerArch {
+    const char *name;       // model.arch
+    const char *unit;       // what batch_items counts: "img" | "tok" (progress, metrics)
+    const char *metric;     // the evaluation metric: "accuracy" (printed in %) | "perplexity"
+    // Data, arenas, the model (random init, then model.init) into tr->net; steps_per_epoch and
+    // batch_items. Errors name the file / key.
+    int (*setup)(Trainer *tr, Err *err);
+    // The next training batch into tr->x, tr->y.
+    void (*next_batch)(Trainer *tr);
+    // Forward of the current batch on tr->tape -> the mean loss (a scalar tensor).
+    Tensor *(*loss)(Trainer *tr, float label_smoothing);
+    // The metric and the mean loss over the test data (tape not recording).
+    float (*evaluate)(Trainer *tr, float *loss);
+    // The schedule's calibration passes over training data (tape not recording).
+    void (*calibrate)(Trainer *tr);
+    // The training data position, saved in checkpoints (/state/loader0..) for exact resume.
+    void (*data_state)(const Trainer *tr, uint64_t out[LOADER_STATE_WORDS]);
+    int (*set_data_state)(Trainer *tr, const uint64_t in[LOADER_STATE_WORDS], Err *err);
+    void (*free)(Trainer *tr);
+} TrainerArch;
+
+extern const TrainerArch trainer_deit, trainer_llama;
+
+// The arenas every model needs: parameters and gradients (f32 room for LoRA factors and masks too),
+// activations, inputs (bytes each).
+void trainer_arenas(Trainer *tr, size_t param_bytes, size_t act_bytes, size_t input_bytes);
