@@ -181,46 +181,34 @@ static void run_steps(Trainer *tr, int n, float *losses) {
 }
 
 // 12 steps straight == `cut` steps + checkpoint + resume + the rest, bit for bit.
-static void check_resume(const Config *c, int cut) {
+static void check_resume(const char *mode, int cut) {
+    Config c = job(mode, NULL);
     float full[12], part[12];
     Trainer tr;
     Err err = {0};
-    setup(&tr, c);
+    setup(&tr, &c);
     run_steps(&tr, 12, full);
     trainer_free(&tr);
 
-    setup(&tr, c);
+    setup(&tr, &c);
     run_steps(&tr, cut, part);
     char ckpt[256];
     snprintf(ckpt, sizeof ckpt, "%.200s", scratch_path("cut.h5"));
     cr_assert_eq(trainer_save(&tr, ckpt, &err), 0, "%s", err.msg);
     trainer_free(&tr);
 
-    Config r = *c;
-    snprintf(r.checkpoint.resume, sizeof r.checkpoint.resume, "%s", ckpt);
-    setup(&tr, &r);
+    snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%s", ckpt);
+    setup(&tr, &c);
     cr_assert_eq(tr.step, cut);
     run_steps(&tr, 12 - cut, part + cut);
     for (int i = 0; i < 12; i++) cr_expect_eq(full[i], part[i], "step %d: %.9g (straight) vs %.9g (resumed at %d)", i, full[i], part[i], cut);
     trainer_free(&tr);
 }
 
-Test(llama_train, resume_is_exact) {
-    Config c = job("dense", NULL);
-    check_resume(&c, 5);
-}
-Test(llama_train, resume_inside_mask_search_is_exact) {
-    Config c = job("three_stage", NULL);
-    check_resume(&c, 5);
-}
-Test(llama_train, resume_inside_fixed_mask_stage_is_exact) {
-    Config c = job("three_stage", NULL);
-    check_resume(&c, 9);
-}
-Test(llama_train, resume_of_fixed_mask_lora_is_exact) {
-    Config c = job("fixed_mask_lora", NULL);
-    check_resume(&c, 7);
-}
+Test(llama_train, resume_is_exact) { check_resume("dense", 5); }
+Test(llama_train, resume_inside_mask_search_is_exact) { check_resume("three_stage", 5); }
+Test(llama_train, resume_inside_fixed_mask_stage_is_exact) { check_resume("three_stage", 9); }
+Test(llama_train, resume_of_fixed_mask_lora_is_exact) { check_resume("fixed_mask_lora", 7); }
 
 // A checkpoint of another token file (other size) does not resume silently with other windows.
 Test(llama_train, resume_with_other_data_is_refused) {
