@@ -50,9 +50,9 @@ int trainer_resolve_device(Config *c, Device *dev, Err *err) {
 #endif
 }
 
-void trainer_arenas(Trainer *tr, size_t param_bytes, size_t act_bytes, size_t input_bytes) {
-    arena_init(&tr->params, "params", tr->dev, param_bytes * 2 + ((size_t)16 << 20));
-    arena_init(&tr->grads, "grads", tr->dev, param_bytes * 2 + ((size_t)16 << 20));
+void trainer_arenas(Trainer *tr, size_t param_bytes, size_t grad_bytes, size_t act_bytes, size_t input_bytes) {
+    arena_init(&tr->params, "params", tr->dev, param_bytes);
+    arena_init(&tr->grads, "grads", tr->dev, grad_bytes);
     arena_init(&tr->acts, "activations", tr->dev, act_bytes);
     tr->acts.no_zero = tr->dev != DEV_CPU;  // GPU kernels write every output fully
     arena_init(&tr->inputs, "inputs", tr->dev, input_bytes);

@@ -27,6 +27,6 @@ typedef struct TrainerArch {
 
 extern const TrainerArch trainer_deit, trainer_llama;
 
-// The arenas every model needs: parameters and gradients (f32 room for LoRA factors and masks too),
-// activations, inputs (bytes each).
-void trainer_arenas(Trainer *tr, size_t param_bytes, size_t act_bytes, size_t input_bytes);
+// The arenas every model needs, of these sizes in bytes: parameters (with LoRA factors and masks),
+// gradients (of the trainable parameters), activations, inputs.
+void trainer_arenas(Trainer *tr, size_t param_bytes, size_t grad_bytes, size_t act_bytes, size_t input_bytes);

@@ -48,8 +48,8 @@ static void allocate_arenas(Trainer *tr) {
     DType dt = tr->dev == DEV_CPU ? DT_F32 : DT_BF16;
     int bmax = c->train.batch_size > c->eval.batch_size ? c->train.batch_size : c->eval.batch_size;
     size_t img = (size_t)c->model.in_chans * c->model.img_size * c->model.img_size;
-    trainer_arenas(tr, deit_param_bytes(&c->model, DT_F32), deit_activation_bytes(&c->model, bmax, dt),
-                   (size_t)bmax * (img + 1) * 4 + 4096);
+    size_t pbytes = deit_param_bytes(&c->model, DT_F32) * 2 + ((size_t)16 << 20);  // f32: room for LoRA and masks too
+    trainer_arenas(tr, pbytes, pbytes, deit_activation_bytes(&c->model, bmax, dt), (size_t)bmax * (img + 1) * 4 + 4096);
     if (tr->dev != DEV_CPU) tr->host_x = xmalloc((size_t)bmax * img * sizeof(float));
     tr->host_y = xmalloc((size_t)bmax * sizeof(int32_t));
     tr->host_logits = xmalloc((size_t)bmax * (size_t)c->model.num_classes * sizeof(float));

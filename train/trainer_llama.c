@@ -43,12 +43,28 @@ static int open_tokens(Trainer *tr, Err *err) {
     return 0;
 }
 
+// Bytes of LoRA factors (fp32 bound) if every linear had them.
+static size_t lora_bytes(const Config *c) {
+    if (!c->lora.enabled) return 0;
+    const ModelConfig *m = &c->model;
+    size_t C = (size_t)m->hidden_size, F = (size_t)m->intermediate_size, V = (size_t)m->vocab_size;
+    size_t in_out = (size_t)m->n_layers * (8 * C + 3 * (C + F)) + V + C;  // Σ (in + out) over the linears
+    return 4 * (size_t)c->lora.rank * in_out + (size_t)(7 * m->n_layers + 1) * 2 * 4096;  // + alignment
+}
+
+// Sized for what is there (a 7B model must fit one GPU): the base weights (bf16 on the GPU), masks
+// (a byte a weight) and LoRA factors; gradients for the trainable parameters only.
 static void allocate_arenas(Trainer *tr) {
     const Config *c = &tr->cfg;
+    const ModelConfig *m = &c->model;
     int bmax = c->train.batch_size > c->eval.batch_size ? c->train.batch_size : c->eval.batch_size;
-    size_t tokens = (size_t)bmax * (size_t)c->data.seq_len;
-    trainer_arenas(tr, llama_param_bytes(&c->model, DT_F32), llama_activation_bytes(&c->model, bmax, c->data.seq_len),
-                   tokens * 2 * sizeof(int32_t) + 4096);
+    size_t tokens = (size_t)bmax * (size_t)c->data.seq_len, slack = (size_t)16 << 20;
+    size_t base = llama_param_bytes(m, tr->dev == DEV_CPU ? DT_F32 : DT_BF16);
+    size_t masks = c->sparsity.enabled ? llama_param_bytes(m, DT_U8) : 0;
+    size_t head = c->lora.train_head ? (size_t)m->vocab_size * (size_t)m->hidden_size * 4 : 0;
+    size_t trainable = c->lora.enabled ? lora_bytes(c) + head : llama_param_bytes(m, DT_F32);
+    trainer_arenas(tr, base + masks + lora_bytes(c) + slack, trainable + slack,
+                   llama_activation_bytes(m, bmax, c->data.seq_len), tokens * 2 * sizeof(int32_t) + 4096);
     tr->host_ids = xmalloc(tokens * sizeof *tr->host_ids);
     tr->host_labels = xmalloc(tokens * sizeof *tr->host_labels);
 }
