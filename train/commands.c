@@ -65,7 +65,10 @@ int cmd_train(int argc, char **argv) {
                            "usage: vnmtune train [job.yaml] [section.key=value ...]\n\n"
                            "Trains the job's model: progress every train.log_every steps, metrics as JSONL, the resolved\n"
                            "config, checkpoints and model.safetensors in train.out_dir, test accuracy at the end.\n"
-                           "checkpoint.resume=FILE continues a run exactly.", &c);
+                           "checkpoint.resume=FILE continues a run exactly.\n"
+                           "model.arch llama: LoRA on token data (data.dataset tokens): train.batch_size windows of\n"
+                           "data.seq_len tokens of data.path at seeded random offsets a step, perplexity on data.test_path\n"
+                           "(example: configs/llama_tiny_lora.yaml).", &c);
     if (rc) return rc < 0;
     print_resolved(&c);
     Trainer tr;
