@@ -43,20 +43,11 @@ TestSuite(llama_train, .init = make_data, .fini = scratch_remove);
 // The embedded configs/llama_tiny_lora.yaml on the fixture and the scratch token files, with
 // schedule.mode `mode` and `overrides` (NULL-terminated), validated.
 static Config job(const char *mode, const char *const *overrides) {
-    Config c;
-    Err err = {0};
-    config_defaults(&c);
-    cr_assert_eq(config_load_string(&c, embedded_config("llama_tiny_lora"), "llama_tiny_lora", &err), 0, "%s", err.msg);
-    char set[4][600];
-    snprintf(set[0], sizeof set[0], "model.init=%s", LLAMA_FIXTURE);
-    snprintf(set[1], sizeof set[1], "data.path=%s", scratch_path("train.bin"));
-    snprintf(set[2], sizeof set[2], "data.test_path=%s", scratch_path("test.bin"));
-    snprintf(set[3], sizeof set[3], "train.out_dir=%s", scratch_path("run"));
-    for (int i = 0; i < 4; i++) cr_assert_eq(config_override(&c, set[i], &err), 0, "%s", err.msg);
-    snprintf(c.schedule.mode, sizeof c.schedule.mode, "%s", mode);
-    for (int i = 0; overrides && overrides[i]; i++) cr_assert_eq(config_override(&c, overrides[i], &err), 0, "%s", err.msg);
-    cr_assert_eq(config_validate(&c, &err), 0, "%s", err.msg);
-    return c;
+    char set[64];
+    const char *all[8] = {set};
+    snprintf(set, sizeof set, "schedule.mode=%s", mode);
+    for (int i = 0; overrides && overrides[i]; i++) all[i + 1] = overrides[i];
+    return llama_lora_job(scratch_path("train.bin"), scratch_path("test.bin"), scratch_path("run"), all);
 }
 
 static void setup(Trainer *tr, const Config *c) {

@@ -14,17 +14,11 @@
 enum { STEPS = 12 };
 
 static void train_losses(const char *device, float *losses) {
-    Config c;
+    char out[600], dev[64];
+    snprintf(out, sizeof out, "%.300s/run_%s", scratch, device);
+    snprintf(dev, sizeof dev, "train.device=%s", device);
+    Config c = llama_lora_job(LLAMA_TOKENS, LLAMA_TOKENS, out, (const char *[]){dev, NULL});
     Err err = {0};
-    config_defaults(&c);
-    cr_assert_eq(config_load_string(&c, embedded_config("llama_tiny_lora"), "llama_tiny_lora", &err), 0, "%s", err.msg);
-    char set[5][600];
-    snprintf(set[0], sizeof set[0], "model.init=%s", LLAMA_FIXTURE);
-    snprintf(set[1], sizeof set[1], "data.path=%s", LLAMA_TOKENS);
-    snprintf(set[2], sizeof set[2], "data.test_path=%s", LLAMA_TOKENS);
-    snprintf(set[3], sizeof set[3], "train.out_dir=%s/run_%s", scratch, device);
-    snprintf(set[4], sizeof set[4], "train.device=%s", device);
-    for (int i = 0; i < 5; i++) cr_assert_eq(config_override(&c, set[i], &err), 0, "%s", err.msg);
     c.lora.dropout = 0.0f;
     Trainer tr;
     cr_assert_eq(trainer_setup(&tr, &c, &err), 0, "%s", err.msg);
