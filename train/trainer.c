@@ -283,6 +283,8 @@ int trainer_run(Trainer *tr, int64_t until, Err *err) {
 
 // ---- checkpoints: params, AdamW moments, masks, and the state that makes resume exact ----
 
+// /state/loader0.. hold the training data position: the image Loader's state (DeiT) or the token
+// windows' tag, fingerprint and Rng words (Llama); see each TrainerArch's data_state.
 enum { ST_STEP, ST_OPT_STEP, ST_STAGE, ST_MASK_UPDATES, ST_MASKS_VALID, ST_PERMS_VALID, ST_LOADER0 };
 #define N_STATE (ST_LOADER0 + LOADER_STATE_WORDS)
 
