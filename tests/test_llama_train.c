@@ -14,6 +14,7 @@
 #include "train/trainer.h"
 #include "llama_fixture.h"
 #include "scratch_dir.h"
+#include "train_resume.h"
 
 // A repetitive token sequence: 8 of the 64 ids in a fixed random order, over and over, so that each
 // token determines the next one (and every window of 12 repeats itself).
@@ -50,17 +51,11 @@ static Config job(const char *mode, const char *const *overrides) {
     return llama_lora_job(scratch_path("train.bin"), scratch_path("test.bin"), scratch_path("run"), all);
 }
 
-static void setup(Trainer *tr, const Config *c) {
-    Err err = {0};
-    cr_assert_eq(trainer_setup(tr, c, &err), 0, "%s", err.msg);
-    tr->quiet = 1;
-}
-
 Test(llama_train, lora_lowers_the_loss_on_a_repetitive_sequence) {
     const char *o[] = {"train.steps=40", "optim.lr=1e-2", "lora.dropout=0", NULL};
     Config c = job("dense", o);
     Trainer tr;
-    setup(&tr, &c);
+    setup_quiet(&tr, &c);
     float loss0, ppl0 = trainer_evaluate(&tr, &loss0), first = 0, last = 0;
     for (int i = 0; i < 40; i++) {
         float l = trainer_step(&tr);
@@ -94,7 +89,7 @@ static void check_frozen(bool train_head) {
     const char *o[] = {"train.steps=6", train_head ? "lora.train_head=true" : "lora.train_head=false", NULL};
     Config c = job("dense", o);
     Trainer tr;
-    setup(&tr, &c);
+    setup_quiet(&tr, &c);
     ParamList *pl = tr.net.params;
     float **before = snapshot(pl);
     for (int i = 0; i < 6; i++) trainer_step(&tr);
@@ -145,7 +140,7 @@ Test(llama_train, three_stage_ends_with_vnm_masks_and_a_matching_export) {
     const char *o[] = {"sparsity.pattern=128:2:8", NULL};  // 128 rows for gate / up, V lowered to 64 elsewhere
     Config c = job("three_stage", o);
     Trainer tr;
-    setup(&tr, &c);
+    setup_quiet(&tr, &c);
     Err err = {0};
     for (int i = 0; i < 12; i++) {
         trainer_step(&tr);
@@ -167,34 +162,7 @@ Test(llama_train, three_stage_ends_with_vnm_masks_and_a_matching_export) {
     trainer_free(&tr);
 }
 
-static void run_steps(Trainer *tr, int n, float *losses) {
-    for (int i = 0; i < n; i++) losses[i] = trainer_step(tr);
-}
-
-// 12 steps straight == `cut` steps + checkpoint + resume + the rest, bit for bit.
-static void check_resume(const char *mode, int cut) {
-    Config c = job(mode, NULL);
-    float full[12], part[12];
-    Trainer tr;
-    Err err = {0};
-    setup(&tr, &c);
-    run_steps(&tr, 12, full);
-    trainer_free(&tr);
-
-    setup(&tr, &c);
-    run_steps(&tr, cut, part);
-    char ckpt[256];
-    snprintf(ckpt, sizeof ckpt, "%.200s", scratch_path("cut.h5"));
-    cr_assert_eq(trainer_save(&tr, ckpt, &err), 0, "%s", err.msg);
-    trainer_free(&tr);
-
-    snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%s", ckpt);
-    setup(&tr, &c);
-    cr_assert_eq(tr.step, cut);
-    run_steps(&tr, 12 - cut, part + cut);
-    for (int i = 0; i < 12; i++) cr_expect_eq(full[i], part[i], "step %d: %.9g (straight) vs %.9g (resumed at %d)", i, full[i], part[i], cut);
-    trainer_free(&tr);
-}
+static void check_resume(const char *mode, int cut) { check_resume_exact(job(mode, NULL), cut); }
 
 Test(llama_train, resume_is_exact) { check_resume("dense", 5); }
 Test(llama_train, resume_inside_mask_search_is_exact) { check_resume("three_stage", 5); }
@@ -206,7 +174,7 @@ Test(llama_train, resume_with_other_data_is_refused) {
     Config c = job("dense", NULL);
     Trainer tr;
     Err err = {0};
-    setup(&tr, &c);
+    setup_quiet(&tr, &c);
     trainer_step(&tr);
     cr_assert_eq(trainer_save(&tr, scratch_path("one.h5"), &err), 0, "%s", err.msg);
     trainer_free(&tr);
@@ -221,7 +189,7 @@ Test(llama_train, resume_with_other_data_is_refused) {
 Test(llama_train, one_shot_prunes_without_training) {
     Config c = job("one_shot", (const char *[]){"lora.enabled=false", NULL});
     Trainer tr;
-    setup(&tr, &c);
+    setup_quiet(&tr, &c);
     cr_expect_eq(tr.total_steps, 0);
     Err err = {0};
     for (int i = 0; i < tr.sched.n_layers; i++)

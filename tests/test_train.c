@@ -16,6 +16,7 @@
 #include "train/trainer.h"
 #include "train/vnm_export.h"
 #include "train/vnm_linear.h"
+#include "train_resume.h"
 
 
 // The synthetic image set (and the run outputs) live in the test's scratch directory.
@@ -48,40 +49,13 @@ static Config tiny_job(const char *mode) {
     return c;
 }
 
-static void run_steps(Trainer *tr, int n, float *losses) {
-    for (int i = 0; i < n; i++) losses[i] = trainer_step(tr);
-}
-
-static void check_resume(Config c, int cut) {
-    float full[12], part[12];
-    Trainer tr;
-    Err err = {0};
-    cr_assert_eq(trainer_setup(&tr, &c, &err), 0, "%s", err.msg);
-    run_steps(&tr, 12, full);
-    trainer_free(&tr);
-
-    cr_assert_eq(trainer_setup(&tr, &c, &err), 0, "%s", err.msg);
-    run_steps(&tr, cut, part);
-    char ckpt[128];
-    snprintf(ckpt, sizeof ckpt, "%s", scratch_path("cut.h5"));
-    cr_assert_eq(trainer_save(&tr, ckpt, &err), 0, "%s", err.msg);
-    trainer_free(&tr);
-
-    snprintf(c.checkpoint.resume, sizeof c.checkpoint.resume, "%s", ckpt);
-    cr_assert_eq(trainer_setup(&tr, &c, &err), 0, "%s", err.msg);
-    cr_assert_eq(tr.step, cut);
-    run_steps(&tr, 12 - cut, part + cut);
-    for (int i = 0; i < 12; i++) cr_expect_eq(full[i], part[i], "step %d: %.9g (straight) vs %.9g (resumed at %d)", i, full[i], part[i], cut);
-    trainer_free(&tr);
-}
-
-Test(train, resume_is_exact) { check_resume(tiny_job(NULL), 5); }
-Test(train, resume_inside_mask_search_is_exact) { check_resume(tiny_job("three_stage"), 5); }
-Test(train, resume_inside_fixed_mask_stage_is_exact) { check_resume(tiny_job("three_stage"), 9); }
+Test(train, resume_is_exact) { check_resume_exact(tiny_job(NULL), 5); }
+Test(train, resume_inside_mask_search_is_exact) { check_resume_exact(tiny_job("three_stage"), 5); }
+Test(train, resume_inside_fixed_mask_stage_is_exact) { check_resume_exact(tiny_job("three_stage"), 9); }
 Test(train, resume_with_permutation_is_exact) {
     Config c = tiny_job("three_stage");
     c.sparsity.permute = true;
-    check_resume(c, 6);
+    check_resume_exact(c, 6);
 }
 
 Test(train, three_stage_masks_have_vnm_structure) {
