@@ -122,6 +122,8 @@ int loader_next(Loader *L, float *x, int32_t *labels) {
     const int64_t image_bytes = imageset_image_bytes(L->set);
     const int64_t image_floats = image_bytes;  // C*H*W either way
     const int pad = L->opt.pad;
+    int lo = 0, hi = count;  // this shard's samples
+    if (L->opt.shards > 1) lo = count * L->opt.shard / L->opt.shards, hi = count * (L->opt.shard + 1) / L->opt.shards;
     for (int b = 0; b < count; b++) {
         int64_t k = L->order[L->pos + b];
         int dy = 0, dx = 0;
@@ -132,13 +134,14 @@ int loader_next(Loader *L, float *x, int32_t *labels) {
             dx = (int)rng_below(&L->aug_rng, 2 * (uint64_t)pad + 1) - pad;
             flip = rng_next(&L->aug_rng) >> 63;
         }
-        convert_image(L, L->set->pixels + k * image_bytes, x + b * image_floats, dy, dx, flip);
-        labels[b] = L->set->labels[k];
+        if (b < lo || b >= hi) continue;
+        convert_image(L, L->set->pixels + k * image_bytes, x + (b - lo) * image_floats, dy, dx, flip);
+        labels[b - lo] = L->set->labels[k];
     }
     L->batch_start = L->pos;
     L->batch_count = count;
     L->pos += count;
-    return count;
+    return hi - lo;
 }
 
 int loader_next_wrap(Loader *L, float *x, int32_t *labels) {

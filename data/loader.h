@@ -39,6 +39,10 @@ typedef struct LoaderOptions {
     uint64_t seed;                     // shuffling and augmentation
     float mean[LOADER_MAX_CHANNELS];   // per channel, in [0, 1] units
     float std[LOADER_MAX_CHANNELS];
+    int shard, shards;                 // data parallel: loader_next returns only samples
+                                       // [shard·count/shards, (shard+1)·count/shards) of each batch
+                                       // (shards <= 1: all); order and augmentation draws stay those
+                                       // of the whole batch, so the shards of all ranks = the batch
 } LoaderOptions;
 
 // Training: shuffle, augment with pad 2, drop_last. Eval: none of these. Both: mean 0, std 1.
@@ -66,7 +70,7 @@ int loader_init(Loader *L, const ImageSet *set, const LoaderOptions *opt, Err *e
 void loader_free(Loader *L);
 
 // Fills x (batch_size * C * H * W floats) and labels (batch_size ints) and returns the number
-// of samples in the batch (batch_size, or fewer for the last batch without drop_last), or 0 at
+// of samples in the batch (in this shard, see LoaderOptions.shards) (batch_size, or fewer for the last batch without drop_last), or 0 at
 // the end of an epoch (see above).
 int loader_next(Loader *L, float *x, int32_t *labels);
 // Like loader_next, but never returns 0: crosses epoch boundaries (for step-based training).

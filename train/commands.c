@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "train/dist.h"
 #include "train/llama_eval.h"
 #include "train/pipeline.h"
 #include "train/trainer.h"
@@ -70,20 +71,34 @@ int cmd_train(int argc, char **argv) {
                            "data.seq_len tokens of data.path at seeded random offsets a step, perplexity on data.test_path\n"
                            "(example: configs/llama_tiny_lora.yaml).", &c);
     if (rc) return rc < 0;
-    print_resolved(&c);
-    Trainer tr;
+    Trainer tr = {0};
     Err err = {0};
+    if (dist_init(c.dist.backend, &err)) {
+        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
+        return 1;
+    }
+    bool lead = dist_rank() == 0;  // rank 0 prints (and, in trainer_run, writes the outputs)
+    if (lead) print_resolved(&c);
     rc = trainer_setup(&tr, &c, &err);
     if (rc == 0) {
-        printf("model: %lld parameters, %lld trainable | %lld steps (%lld per epoch)\n",
-               (long long)params_count(tr.net.params, false), (long long)params_count(tr.net.params, true),
-               (long long)tr.total_steps, (long long)tr.steps_per_epoch);
+        if (lead)
+            printf("model: %lld parameters, %lld trainable | %lld steps (%lld per epoch)\n",
+                   (long long)params_count(tr.net.params, false), (long long)params_count(tr.net.params, true),
+                   (long long)tr.total_steps, (long long)tr.steps_per_epoch);
+        if (lead && tr.ranks > 1)
+            printf("data parallel: %d processes, %d of the %d samples of every batch each; gradients averaged\n",
+                   tr.ranks, tr.local_batch, c.train.batch_size);
         double t0 = now_seconds();
-        rc = trainer_run(&tr, 0, &err);
-        if (rc == 0) printf("done in %.1f s; outputs in %s\n", now_seconds() - t0, c.train.out_dir);
+        rc = trainer_run(&tr, c.train.until, &err);
+        if (rc == 0 && lead) printf("done in %.1f s; outputs in %s\n", now_seconds() - t0, c.train.out_dir);
     }
-    if (rc) fprintf(stderr, "vnmtune: error: %s\n", err.msg);
+    if (rc) {
+        if (dist_size() > 1) fprintf(stderr, "vnmtune: error (rank %d): %s\n", dist_rank(), err.msg);
+        else fprintf(stderr, "vnmtune: error: %s\n", err.msg);
+        if (dist_size() > 1) dist_abort(1);  // the other ranks may be waiting for this one
+    }
     trainer_free(&tr);
+    dist_finalize();
     return rc ? 1 : 0;
 }
 

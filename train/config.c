@@ -89,9 +89,10 @@ static const Key KEYS[] = {
     FLT(optim, label_smoothing, 0, 0.999, "0", "label smoothing of the cross-entropy"),
 
     ENUM(train, device, "auto|cpu|cuda", "auto", "where to train (auto: cuda when a GPU is visible, else cpu)"),
-    INT(train, batch_size, 1, 1000000, "128", "samples per optimizer step (per process)"),
+    INT(train, batch_size, 1, 1000000, "128", "samples per optimizer step (all processes together: each of N dist processes takes 1/N)"),
     INT(train, epochs, 1, 1000000, "1", "epochs (used when train.steps = 0)"),
     I64(train, steps, 0, 1e15, "0", "optimizer steps (0 = derive from epochs)"),
+    I64(train, until, 0, 1e15, "0", "stop after this step, checkpointed (0 = train to the end); continue with checkpoint.resume"),
     NUM(K_UINT64, train, seed, 0, 0, "42", "random seed"),
     INT(train, log_every, 1, INT_MAX, "20", "log metrics every N steps"),
     STR(train, out_dir, "runs/default", "directory for metrics, config, checkpoints, exports"),

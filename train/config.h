@@ -58,6 +58,7 @@ typedef struct TrainConfig {
     int batch_size;
     int epochs;             // used when steps == 0
     int64_t steps;          // total optimizer steps (0 = derive from epochs)
+    int64_t until;          // stop after this step (0 = at the end): a partial run, continued by resume
     uint64_t seed;
     int log_every;
     char out_dir[CFG_STR];  // metrics.jsonl, config.yaml, checkpoints, exports go here

@@ -12,6 +12,7 @@
 #include "kernels/ops_cuda.h"
 #endif
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/lora.h"
 #include "train/model_io.h"
 #include "train/trainer_arch.h"
@@ -62,17 +63,17 @@ void trainer_arenas(Trainer *tr, size_t param_bytes, size_t grad_bytes, size_t a
 
 static void optimizer_init(Trainer *tr) {
     adamw_init(&tr->opt, tr->net.params, tr->dev);
+    tr->trainable = xcalloc((size_t)tr->opt.n + 1, sizeof *tr->trainable);
+    for (int i = 0; i < tr->opt.n; i++) tr->trainable[i] = tr->opt.params[i]->value;
 #ifdef VNMTUNE_HAVE_CUDA
     if (tr->dev == DEV_CUDA) {
-        Tensor **values = xcalloc((size_t)tr->opt.n + 1, sizeof *values);
         bool *decay = xcalloc((size_t)tr->opt.n + 1, sizeof *decay);
         for (int i = 0; i < tr->opt.n; i++) {
-            values[i] = tr->opt.params[i]->value;
             decay[i] = tr->opt.params[i]->decay;
-            tensor_ensure_grad(values[i], &tr->grads);
+            tensor_ensure_grad(tr->trainable[i], &tr->grads);
         }
-        tr->opt_cuda = adamw_cuda_create(tr->opt.n, values, decay);
-        free(values), free(decay);
+        tr->opt_cuda = adamw_cuda_create(tr->opt.n, tr->trainable, decay);
+        free(decay);
     }
 #endif
 }
@@ -94,6 +95,7 @@ static void optimizer_free(Trainer *tr) {
 #ifdef VNMTUNE_HAVE_CUDA
     if (tr->opt_cuda) adamw_cuda_free(tr->opt_cuda);
 #endif
+    free(tr->trainable);
     adamw_free(&tr->opt);
 }
 
@@ -109,22 +111,57 @@ static void optimizer_sync(Trainer *tr, bool to_host) {
 #endif
 }
 
+// This process's part of the data-parallel job (one process: rank 0 of 1): its share of each batch,
+// its GPU and NCCL communicator.
+static int setup_ranks(Trainer *tr, Err *err) {
+    const Config *c = &tr->cfg;
+    tr->rank = dist_rank(), tr->ranks = dist_size();
+    tr->quiet = tr->rank > 0;
+    if (c->train.batch_size % tr->ranks)
+        return err_set(err, "%s: train.batch_size=%d is not divisible by the %d processes (each takes an equal share)",
+                       c->source, c->train.batch_size, tr->ranks);
+    tr->local_batch = c->train.batch_size / tr->ranks;
+    if (tr->ranks > 1 && strcmp(c->train.device, "cpu") && dist_cuda_select_device(err)) return -1;
+    if (trainer_resolve_device(&tr->cfg, &tr->dev, err)) return -1;
+    return tr->dev == DEV_CUDA ? dist_cuda_init(err) : 0;
+}
+
+// Rank 0's masks (and permutations) on every rank after a mask update. Every rank computes them from
+// the same weights, but the permutation search runs on a time budget: rank 0's result is the one.
+static void share_masks(Trainer *tr) {
+    const Schedule *s = &tr->sched;
+    for (int i = 0; tr->ranks > 1 && i < s->n_layers; i++) {
+        Linear *l = s->layers[i];
+        dist_broadcast(s->host_mask[i], (size_t)(l->out * l->in), 0);
+        tensor_write_host(l->mask, s->host_mask[i]);
+        if (s->perm_in[i]) dist_broadcast(s->perm_in[i]->data, (size_t)s->perm_in[i]->numel * sizeof(int32_t), 0);
+        if (s->perm_out[i]) dist_broadcast(s->perm_out[i]->data, (size_t)s->perm_out[i]->numel * sizeof(int32_t), 0);
+        if (!l->lora_A) linear_apply_mask(l);
+    }
+}
+
+static void schedule_step(Trainer *tr, int64_t step) {
+    int64_t updates = tr->sched.mask_updates;
+    schedule_before_step(&tr->sched, step);
+    if (tr->sched.mask_updates != updates) share_masks(tr);
+}
+
 int trainer_setup(Trainer *tr, const Config *cfg, Err *err) {
     memset(tr, 0, sizeof *tr);
     tr->cfg = *cfg;
     const Config *c = &tr->cfg;
-    if (trainer_resolve_device(&tr->cfg, &tr->dev, err)) return -1;
+    if (setup_ranks(tr, err)) return -1;
     if (!(tr->net.arch = arch_of(c, err)) || tr->net.arch->setup(tr, err)) return -1;
     tr->total_steps = c->train.steps > 0 ? c->train.steps : (int64_t)c->train.epochs * tr->steps_per_epoch;
     tape_init(&tr->tape, &tr->acts);
-    tr->tape.seed = c->train.seed;
+    tr->tape.seed = c->train.seed + (uint64_t)tr->rank * 0x9e3779b97f4a7c15ull;  // ranks drop out independently
 
     TrainerModel *m = &tr->net;
     if (c->lora.enabled) lora_attach(m->linears, m->n_linears, m->params, &tr->params, &c->lora, c->train.seed);
     if (!strcmp(c->schedule.mode, "one_shot") && c->sparsity.enabled) tr->total_steps = 0;
     if (schedule_init(&tr->sched, c, m->linears, m->n_linears, tr->total_steps, &tr->params, err)) return -1;
     if (schedule_needs_calibration(&tr->sched)) calibrate(tr);
-    if (tr->sched.sparse && tr->sched.stage1_end == 0) schedule_before_step(&tr->sched, 0);  // prune before training
+    if (tr->sched.sparse && tr->sched.stage1_end == 0) schedule_step(tr, 0);  // prune before training
     optimizer_init(tr);
     tr->opt_ready = true;
 
@@ -152,7 +189,7 @@ void trainer_free(Trainer *tr) {
 
 float trainer_step(Trainer *tr) {
     const Config *c = &tr->cfg;
-    schedule_before_step(&tr->sched, tr->step);
+    schedule_step(tr, tr->step);
     tr->net.arch->next_batch(tr);
     tape_reset(&tr->tape);
     tr->tape.record = tr->tape.training = true;
@@ -161,11 +198,13 @@ float trainer_step(Trainer *tr) {
     Tensor *loss = tr->net.arch->loss(tr, c->optim.label_smoothing);
     tape_backward(&tr->tape, loss);
     schedule_after_backward(&tr->sched);
+    dist_allreduce_grads(tr->trainable, tr->opt.n);  // the global batch's gradient on every rank
     float lr = lr_schedule(&c->optim, tr->step, tr->total_steps);
     optimizer_step(tr, lr);
     tr->step++;
     float value;
     tensor_get_f32(loss, &value, 1);
+    dist_allreduce_mean(&value, 1);
     return value;
 }
 
@@ -227,6 +266,7 @@ int job_resume_default(Config *c, Err *err) {
 }
 
 static int save_checkpoint(Trainer *tr, Err *err) {
+    if (tr->rank > 0) return 0;  // rank 0 writes
     Config c = tr->cfg;
     c.checkpoint.resume[0] = 0;
     if (job_resume_default(&c, err)) return -1;
@@ -239,7 +279,7 @@ static int save_checkpoint(Trainer *tr, Err *err) {
 int trainer_run(Trainer *tr, int64_t until, Err *err) {
     const Config *c = &tr->cfg;
     int64_t end = until > 0 && until < tr->total_steps ? until : tr->total_steps;
-    if (open_outputs(tr, err)) return -1;
+    if (tr->rank == 0 && open_outputs(tr, err)) return -1;
     tr->t_start = now_seconds();
     tr->step_at_start = tr->step;
     double window_t = tr->t_start;
@@ -263,18 +303,21 @@ int trainer_run(Trainer *tr, int64_t until, Err *err) {
                 printf("step %5lld/%lld | stage %d | epoch %.2f | loss %.4f | lr %.2e | %.0f %s/s | ETA %s\n",
                        (long long)tr->step, (long long)tr->total_steps, tr->sched.stage,
                        (double)tr->step / (double)tr->steps_per_epoch, mean, lr, ips, tr->net.arch->unit, eta);
-            fprintf(tr->metrics,
-                    "{\"step\": %lld, \"stage\": %d, \"loss\": %.6f, \"lr\": %.6e, \"%s_per_s\": %.1f, \"mask_flip_rate\": %.6f}\n",
-                    (long long)tr->step, tr->sched.stage, mean, lr, tr->net.arch->unit, ips, tr->sched.last_flip_rate);
-            fflush(tr->metrics);
+            if (tr->metrics) {  // rank 0
+                fprintf(tr->metrics,
+                        "{\"step\": %lld, \"stage\": %d, \"loss\": %.6f, \"lr\": %.6e, \"%s_per_s\": %.1f, \"mask_flip_rate\": %.6f}\n",
+                        (long long)tr->step, tr->sched.stage, mean, lr, tr->net.arch->unit, ips, tr->sched.last_flip_rate);
+                fflush(tr->metrics);
+            }
             fflush(stdout);
             window_t = t, window_step = tr->step, loss_sum = 0, loss_n = 0;
         }
-        if (c->eval.every > 0 && tr->step % c->eval.every == 0 && !last) log_eval(tr);
+        if (c->eval.every > 0 && tr->step % c->eval.every == 0 && !last && tr->rank == 0) log_eval(tr);
         if (c->checkpoint.every > 0 && tr->step % c->checkpoint.every == 0 && !last && save_checkpoint(tr, err)) return -1;
     }
-    if (end == tr->total_steps) log_eval(tr);
+    if (end == tr->total_steps && tr->rank == 0) log_eval(tr);
     if (save_checkpoint(tr, err)) return -1;
+    if (tr->rank > 0) return 0;
     // the weights alone, with timm / HF names, for other tools and as model.init of later jobs
     char path[CFG_STR + 32];
     snprintf(path, sizeof path, "%s/model.safetensors", c->train.out_dir);

@@ -57,7 +57,11 @@ typedef struct Trainer {
     FILE *metrics;                 // <out_dir>/metrics.jsonl
     double t_start;                // wall clock at the start of this process's training
     int64_t step_at_start;
-    int quiet;                     // no progress lines (tests)
+    int quiet;                     // no progress lines (tests; ranks > 0)
+    int rank, ranks;               // data parallel (train/dist.h): this process of `ranks`; rank 0 logs,
+                                   // evaluates and writes the outputs
+    int local_batch;               // this rank's share of every train.batch_size batch
+    Tensor **trainable;            // the optimizer's parameter values (their gradients are all-reduced)
 } Trainer;
 
 // Reads the data, builds the model (random init or model.init safetensors), attaches LoRA,

@@ -37,6 +37,7 @@ static int load_data(Trainer *tr, Err *err) {
     if (tr->train_set.num_classes > m->num_classes)
         return err_set(err, "%s: %d classes but model.num_classes=%d", d->path, tr->train_set.num_classes, m->num_classes);
     LoaderOptions lo = loader_options(&tr->cfg, true);
+    lo.shard = tr->rank, lo.shards = tr->ranks;  // data parallel: this rank's share of each batch
     if (loader_init(&tr->loader, &tr->train_set, &lo, err)) return -1;
     tr->steps_per_epoch = loader_batches_per_epoch(&tr->loader);
     if (tr->steps_per_epoch < 1) return err_set(err, "%s: fewer training images than train.batch_size", d->path);
@@ -82,7 +83,7 @@ static int next_batch(Trainer *tr, Loader *L, int b, bool wrap) {
     return n;
 }
 
-static void deit_next_batch(Trainer *tr) { next_batch(tr, &tr->loader, tr->cfg.train.batch_size, true); }
+static void deit_next_batch(Trainer *tr) { next_batch(tr, &tr->loader, tr->local_batch, true); }
 
 static Tensor *deit_loss(Trainer *tr, float smoothing) {
     Tensor *logits = deit_forward(&tr->model, &tr->tape, tr->x);

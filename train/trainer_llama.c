@@ -79,15 +79,18 @@ static int llama_setup(Trainer *tr, Err *err) {
     return 0;
 }
 
+// Every rank draws the whole batch's windows (the same Rng sequence as one process) and trains on
+// its share: windows [rank·B, (rank+1)·B) of B = local_batch.
 static void llama_next_batch(Trainer *tr) {
-    int B = tr->cfg.train.batch_size;
+    int B = tr->local_batch;
     int64_t T = tr->cfg.data.seq_len;
     arena_reset(&tr->inputs);
-    token_windows_next(&tr->windows, B, tr->host_ids);
-    llama_shift_labels(tr->host_ids, B, T, tr->host_labels);
+    token_windows_next(&tr->windows, tr->cfg.train.batch_size, tr->host_ids);
+    const int32_t *ids = tr->host_ids + (size_t)tr->rank * (size_t)B * (size_t)T;
+    llama_shift_labels(ids, B, T, tr->host_labels);
     tr->x = tensor_new2(&tr->inputs, DT_I32, B, T, "ids");
     tr->y = tensor_new2(&tr->inputs, DT_I32, B, T, "labels");
-    tensor_write_host(tr->x, tr->host_ids);
+    tensor_write_host(tr->x, ids);
     tensor_write_host(tr->y, tr->host_labels);
 }
 
