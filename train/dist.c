@@ -100,13 +100,10 @@ void dist_barrier(void) {
 }
 
 int dist_cuda_select_device(Err *err) {
-    if (g.size < 2) return 0;
 #ifdef VNMTUNE_HAVE_NCCL
-    return dist_nccl_select_device(g.local_rank, err);
-#else
-    return err_set(err, "dist: %d processes on the GPU need NCCL, but this vnmtune was built without it "
-                        "(or use train.device=cpu)", g.size);
+    if (g.size > 1) return dist_nccl_select_device(g.local_rank, err);
 #endif
+    return 0;  // without NCCL, dist_cuda_init refuses GPU training over several ranks
 }
 
 int dist_cuda_init(Err *err) {
@@ -116,7 +113,8 @@ int dist_cuda_init(Err *err) {
     g.cuda = true;
     return 0;
 #else
-    return dist_cuda_select_device(err);
+    return err_set(err, "dist: %d processes on the GPU need NCCL, but this vnmtune was built without it "
+                        "(or use train.device=cpu)", g.size);
 #endif
 }
 

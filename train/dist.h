@@ -15,6 +15,10 @@
 #include "autograd/tensor.h"
 #include "autograd/util.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 // backend "none" | "mpi". "mpi" starts MPI (an error naming dist.backend in a build without MPI);
 // "none" in a process that mpirun started as one of several is an error too (N copies of the same
 // single-process job would race on train.out_dir). Calling it again is a no-op.
@@ -30,17 +34,14 @@ void dist_allreduce_mean(float *buf, int64_t n);
 void dist_broadcast(void *buf, size_t bytes, int root);
 void dist_barrier(void);
 
-// GPU training over several ranks: this rank's GPU (before the first CUDA work) and the NCCL
-// communicator. Errors in a build without NCCL. No-ops with one rank.
+// GPU training over several ranks: this rank's GPU (before the first CUDA work; none without a GPU
+// or NCCL) and the NCCL communicator (an error in a build without NCCL). No-ops with one rank.
 int dist_cuda_select_device(Err *err);
 int dist_cuda_init(Err *err);
 // The gradients (value->grad) of n tensors, all on CPU or all on the GPU: mean over the ranks.
 void dist_allreduce_grads(Tensor *const *values, int n);
 
 // kernels/dist_nccl.cu (VNMTUNE_HAVE_NCCL): the NCCL side of the above.
-#ifdef __cplusplus
-extern "C" {
-#endif
 int dist_nccl_select_device(int local_rank, Err *err);
 int dist_nccl_init(int rank, int size, Err *err);
 void dist_nccl_allreduce_grads(Tensor *const *values, int n);
