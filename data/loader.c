@@ -123,7 +123,10 @@ int loader_next(Loader *L, float *x, int32_t *labels) {
     const int64_t image_floats = image_bytes;  // C*H*W either way
     const int pad = L->opt.pad;
     int lo = 0, hi = count;  // this shard's samples
-    if (L->opt.shards > 1) lo = count * L->opt.shard / L->opt.shards, hi = count * (L->opt.shard + 1) / L->opt.shards;
+    if (L->opt.shards > 1) {
+        lo = count * L->opt.shard / L->opt.shards;
+        hi = count * (L->opt.shard + 1) / L->opt.shards;
+    }
     for (int b = 0; b < count; b++) {
         int64_t k = L->order[L->pos + b];
         int dy = 0, dx = 0;

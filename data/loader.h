@@ -75,7 +75,7 @@ void loader_free(Loader *L);
 int loader_next(Loader *L, float *x, int32_t *labels);
 // Like loader_next, but never returns 0: crosses epoch boundaries (for step-based training).
 int loader_next_wrap(Loader *L, float *x, int32_t *labels);
-// Indices into the set of the samples of the last returned batch; *count is its size.
+// Indices into the set of the samples of the last returned batch (the whole batch, all shards); *count is its size.
 const int64_t *loader_batch_indices(const Loader *L, int *count);
 // Full batches per epoch (plus the partial one without drop_last).
 int64_t loader_batches_per_epoch(const Loader *L);

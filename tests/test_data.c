@@ -382,6 +382,32 @@ Test(loader, deterministic_for_a_seed) {
     imageset_free(&s);
 }
 
+// Data parallel: the shards of 2 loaders (augmenting, crossing epochs) are the halves of each batch.
+Test(loader, shards_split_each_batch) {
+    ImageSet s = synthetic_set(50, 6, 5, 3, 7);
+    LoaderOptions o = loader_train_options(8, 42);
+    Loader whole, part[2];
+    init_ok(&whole, &s, &o);
+    Record rw, rp[2];
+    record(&whole, 20, &rw);
+    o.shards = 2;
+    for (int r = 0; r < 2; r++) {
+        o.shard = r;
+        init_ok(&part[r], &s, &o);
+        record(&part[r], 20, &rp[r]);
+    }
+    int64_t floats = 8 * imageset_image_bytes(&s), half = floats / 2;
+    for (int i = 0; i < 20; i++)
+        for (int r = 0; r < 2; r++) {
+            cr_assert_eq(rp[r].counts[i], rw.counts[i] / 2, "call %d", i);
+            cr_assert_arr_eq(rp[r].x + i * floats, rw.x + i * floats + r * half, (size_t)half * sizeof(float), "call %d", i);
+            cr_assert_arr_eq(rp[r].y + i * 8, rw.y + i * 8 + r * 4, 4 * sizeof(int32_t), "call %d", i);
+        }
+    free_record(&rw), free_record(&rp[0]), free_record(&rp[1]);
+    loader_free(&whole), loader_free(&part[0]), loader_free(&part[1]);
+    imageset_free(&s);
+}
+
 // Collects the sample indices of one epoch (until loader_next returns 0).
 static int collect_epoch(Loader *L, float *x, int32_t *y, int64_t *seen, int *batches) {
     int total = 0, count;

@@ -60,6 +60,25 @@ static void print_resolved(const Config *c) {
     printf("\n");
 }
 
+static void print_model(const Trainer *tr) {
+    printf("model: %lld parameters, %lld trainable | %lld steps (%lld per epoch)\n",
+           (long long)params_count(tr->net.params, false), (long long)params_count(tr->net.params, true),
+           (long long)tr->total_steps, (long long)tr->steps_per_epoch);
+    if (tr->ranks > 1)
+        printf("data parallel: %d processes, %d of the %d samples of every batch each; gradients averaged\n",
+               tr->ranks, tr->local_batch, tr->cfg.train.batch_size);
+}
+
+// With several processes an error ends them all: the others may be waiting for this one.
+static void train_error(const Err *err) {
+    if (dist_size() < 2) {
+        fprintf(stderr, "vnmtune: error: %s\n", err->msg);
+        return;
+    }
+    fprintf(stderr, "vnmtune: error (rank %d): %s\n", dist_rank(), err->msg);
+    dist_abort(1);
+}
+
 int cmd_train(int argc, char **argv) {
     Config c;
     int rc = job_from_args(argc, argv, "deit_fmnist",
@@ -73,30 +92,16 @@ int cmd_train(int argc, char **argv) {
     if (rc) return rc < 0;
     Trainer tr = {0};
     Err err = {0};
-    if (dist_init(c.dist.backend, &err)) {
-        fprintf(stderr, "vnmtune: error: %s\n", err.msg);
-        return 1;
-    }
-    bool lead = dist_rank() == 0;  // rank 0 prints (and, in trainer_run, writes the outputs)
-    if (lead) print_resolved(&c);
-    rc = trainer_setup(&tr, &c, &err);
-    if (rc == 0) {
-        if (lead)
-            printf("model: %lld parameters, %lld trainable | %lld steps (%lld per epoch)\n",
-                   (long long)params_count(tr.net.params, false), (long long)params_count(tr.net.params, true),
-                   (long long)tr.total_steps, (long long)tr.steps_per_epoch);
-        if (lead && tr.ranks > 1)
-            printf("data parallel: %d processes, %d of the %d samples of every batch each; gradients averaged\n",
-                   tr.ranks, tr.local_batch, c.train.batch_size);
+    if ((rc = dist_init(c.dist.backend, &err)) == 0) {
+        bool lead = dist_rank() == 0;  // rank 0 prints (and, in trainer_run, writes the outputs)
+        if (lead) print_resolved(&c);
+        rc = trainer_setup(&tr, &c, &err);
+        if (rc == 0 && lead) print_model(&tr);
         double t0 = now_seconds();
-        rc = trainer_run(&tr, c.train.until, &err);
+        if (rc == 0) rc = trainer_run(&tr, c.train.until, &err);
         if (rc == 0 && lead) printf("done in %.1f s; outputs in %s\n", now_seconds() - t0, c.train.out_dir);
     }
-    if (rc) {
-        if (dist_size() > 1) fprintf(stderr, "vnmtune: error (rank %d): %s\n", dist_rank(), err.msg);
-        else fprintf(stderr, "vnmtune: error: %s\n", err.msg);
-        if (dist_size() > 1) dist_abort(1);  // the other ranks may be waiting for this one
-    }
+    if (rc) train_error(&err);
     trainer_free(&tr);
     dist_finalize();
     return rc ? 1 : 0;
