@@ -123,7 +123,8 @@ static const Key KEYS[] = {
     STR(export, path, "", "V:N:M export file (\"\" = <out_dir>/export.h5)"),
     STR(export, speed_table, "", "speed table of `vnmtune bench spmm`: exported sparse layers run dense where sparse measured slower"),
 
-    ENUM(dist, backend, "none|mpi", "none", "multi-process backend"),
+    ENUM(dist, backend, "none|mpi", "none",
+         "data parallel: mpi under mpirun -np N (train.batch_size split over the N processes)"),
 };
 #define N_KEYS ((int)ARRAY_LEN(KEYS))
 
