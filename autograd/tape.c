@@ -55,15 +55,16 @@ void tape_exec(Tape *t, TapeNode *node) {
     t->nodes[t->n++] = *node;
 }
 
-void tape_backward(Tape *t, Tensor *loss) {
+void tape_backward(Tape *t, Tensor *loss) { tape_backward_seeded(t, loss, 1.0f); }
+
+void tape_backward_seeded(Tape *t, Tensor *loss, float seed) {
     if (loss->numel != 1) fatal("tape_backward: loss '%s' has %lld elements, expected 1", loss->name, (long long)loss->numel);
     Tensor *g = tensor_ensure_grad(loss, t->act);
     if (g->device == DEV_CPU) {
-        tensor_f32(g)[0] = 1.0f;
+        tensor_f32(g)[0] = seed;
     } else {
-        float one = 1.0f;
-        uint16_t one_bf16 = f32_to_bf16(1.0f);
-        device_copy_h2d(g->data, g->dtype == DT_F32 ? (void *)&one : (void *)&one_bf16, dtype_size(g->dtype));
+        uint16_t seed_bf16 = f32_to_bf16(seed);
+        device_copy_h2d(g->data, g->dtype == DT_F32 ? (void *)&seed : (void *)&seed_bf16, dtype_size(g->dtype));
     }
     for (int k = t->n - 1; k >= 0; k--) {
         TapeNode *node = &t->nodes[k];

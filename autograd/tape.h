@@ -88,3 +88,6 @@ void tape_exec(Tape *t, TapeNode *node);
 // Gradients of activations are allocated from the activation arena; parameters that need a
 // gradient must already have ->grad (see model code), which is accumulated into.
 void tape_backward(Tape *t, Tensor *loss);
+// The same with d(loss) = seed (gradient accumulation: 1/micro-batches, so that the summed gradients
+// are those of the mean loss over the whole batch).
+void tape_backward_seeded(Tape *t, Tensor *loss, float seed);

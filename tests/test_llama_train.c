@@ -169,6 +169,23 @@ Test(llama_train, resume_inside_mask_search_is_exact) { check_resume("three_stag
 Test(llama_train, resume_inside_fixed_mask_stage_is_exact) { check_resume("three_stage", 9); }
 Test(llama_train, resume_of_fixed_mask_lora_is_exact) { check_resume("fixed_mask_lora", 7); }
 
+// Gradient accumulation: the same 12 steps in 2 or 3 micro-batches (LoRA dropout 0, see train_resume.h).
+static Config accum_job(const char *mode, const char *accum) {
+    const char *o[] = {"lora.dropout=0", "train.batch_size=6", accum, NULL};
+    return job(mode, o);
+}
+Test(llama_train, grad_accum_agrees_with_the_whole_batch) { check_accum_agrees(accum_job("dense", "train.grad_accum=1"), 3, 1e-5); }
+Test(llama_train, grad_accum_agrees_in_three_stage) { check_accum_agrees(accum_job("three_stage", "train.grad_accum=1"), 2, 1e-5); }
+Test(llama_train, resume_with_grad_accum_is_exact) { check_resume_exact(accum_job("three_stage", "train.grad_accum=2"), 5); }
+Test(llama_train, grad_accum_not_dividing_the_batch_is_refused) {
+    Config c = accum_job("dense", "train.grad_accum=4");
+    Trainer tr;
+    Err err = {0};
+    cr_assert_eq(trainer_setup(&tr, &c, &err), -1);
+    cr_expect(strstr(err.msg, "train.grad_accum=4") && strstr(err.msg, "train.batch_size=6"), "%s", err.msg);
+    trainer_free(&tr);
+}
+
 // A checkpoint of another token file (other size) does not resume silently with other windows.
 Test(llama_train, resume_with_other_data_is_refused) {
     Config c = job("dense", NULL);
