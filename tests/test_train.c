@@ -76,14 +76,25 @@ Test(train, resume_with_grad_accum_is_exact) {
     c.train.grad_accum = 2;
     check_resume_exact(c, 5);
 }
-Test(train, grad_accum_not_dividing_the_batch_is_refused) {
-    Config c = tiny_job(NULL);
-    c.train.grad_accum = 3;
+// trainer_setup of c fails with an error naming `key` and `detail`.
+static void check_refused(Config c, const char *key, const char *detail) {
     Trainer tr;
     Err err = {0};
     cr_assert_eq(trainer_setup(&tr, &c, &err), -1);
-    cr_expect(strstr(err.msg, "train.grad_accum=3") && strstr(err.msg, "train.batch_size=16"), "%s", err.msg);
+    cr_expect(strstr(err.msg, key) && strstr(err.msg, detail), "%s", err.msg);
     trainer_free(&tr);
+}
+
+Test(train, grad_accum_not_dividing_the_batch_is_refused) {
+    Config c = tiny_job(NULL);
+    c.train.grad_accum = 3;
+    check_refused(c, "train.grad_accum=3", "train.batch_size=16");
+}
+
+Test(train, recompute_is_refused_for_deit) {
+    Config c = tiny_job(NULL);
+    snprintf(c.train.recompute, sizeof c.train.recompute, "layers");
+    check_refused(c, "train.recompute", "llama");
 }
 
 Test(train, three_stage_masks_have_vnm_structure) {

@@ -159,6 +159,7 @@ int trainer_setup(Trainer *tr, const Config *cfg, Err *err) {
     if (!(tr->net.arch = arch_of(c, err)) || tr->net.arch->setup(tr, err)) return -1;
     tr->total_steps = c->train.steps > 0 ? c->train.steps : (int64_t)c->train.epochs * tr->steps_per_epoch;
     tape_init(&tr->tape, &tr->acts);
+    if (tr->segments.base) tr->tape.segment = &tr->segments;  // train.recompute layers
     tr->tape.seed = c->train.seed + (uint64_t)tr->rank * 0x9e3779b97f4a7c15ull;  // ranks drop out independently
 
     TrainerModel *m = &tr->net;
@@ -188,6 +189,7 @@ void trainer_free(Trainer *tr) {
     if (tr->net.arch) tr->net.arch->free(tr);
     tape_free(&tr->tape);
     arena_free(&tr->params), arena_free(&tr->grads), arena_free(&tr->acts), arena_free(&tr->inputs);
+    arena_free(&tr->segments);
 }
 
 // ---- one step ----

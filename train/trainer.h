@@ -34,6 +34,7 @@ typedef struct Trainer {
     Deit model;                    // model.arch deit
     Llama llama;                   // model.arch llama
     Arena params, grads, acts, inputs;
+    Arena segments;                // train.recompute layers: one recomputed layer's activations (llama)
     Tape tape;
     AdamW opt;
     bool opt_ready;

@@ -58,6 +58,9 @@ static void allocate_arenas(Trainer *tr) {
 
 static int deit_setup(Trainer *tr, Err *err) {
     const Config *c = &tr->cfg;
+    if (strcmp(c->train.recompute, "none"))
+        return err_set(err, "%s: train.recompute: %s is for model.arch llama (deit keeps its activations)", c->source,
+                       c->train.recompute);
     if (load_data(tr, err)) return -1;
     tr->batch_items = c->train.batch_size;
     allocate_arenas(tr);
