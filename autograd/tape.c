@@ -131,12 +131,12 @@ static void segment_backward(TapeNode *node) {
     int first = t->n;
     Arena *main_arena = t->act;
     uint64_t counter = t->counter;
-    bool training = t->training;
-    t->act = t->segment, t->counter = (uint64_t)seg.i[0], t->training = seg.i[1] != 0;
+    bool training = t->training, record = t->record;
+    t->act = t->segment, t->counter = (uint64_t)seg.i[0], t->training = seg.i[1] != 0, t->record = true;
     arena_reset(t->segment);
     Tensor *y = seg.segment(t, x, seg.segment_ctx);
     y->grad = seg.out[0]->grad;
     backward_nodes(t, first, t->n);
     t->n = first;
-    t->act = main_arena, t->counter = counter, t->training = training;
+    t->act = main_arena, t->counter = counter, t->training = training, t->record = record;
 }
