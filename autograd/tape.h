@@ -36,12 +36,15 @@ typedef enum {
     OP_CONCAT,
     OP_ATTENTION_CACHED,  // inference-only attention over a KV cache (no backward)
     OP_VNM_LINEAR,  // inference-only V:N:M sparse linear (train/vnm_linear.h registers its kernels)
+    OP_SEGMENT,     // a recomputed checkpoint segment (tape_segment): no kernels, tape.c runs it
     OP_COUNT
 } OpId;
 
 typedef struct TapeNode TapeNode;
 typedef struct Tape Tape;
 typedef void (*KernelFn)(TapeNode *node);
+// A checkpoint segment's forward (tape_segment): ops on t from input x to the returned output.
+typedef Tensor *(*SegmentFn)(Tape *t, Tensor *x, void *ctx);
 
 typedef struct OpDef {
     const char *name;
@@ -59,6 +62,8 @@ struct TapeNode {
     float f[6];                      // scalar parameters, meaning documented per op in ops.h
     int64_t i[8];
     Tape *tape;
+    SegmentFn segment;  // OP_SEGMENT: the forward to re-run (with segment_ctx); i[0]=tape counter,
+    void *segment_ctx;  // i[1]=training at the segment's start
 };
 
 struct Tape {
@@ -69,6 +74,7 @@ struct Tape {
     bool training;     // dropout active
     uint64_t seed;     // dropout seed; each dropout draw also uses node index for its stream
     uint64_t counter;  // incremented per op call, so masks differ between layers and steps
+    Arena *segment;    // activation recomputation (tape_segment) computes segments here; NULL: off
 };
 
 extern OpDef g_ops[OP_COUNT];
@@ -88,3 +94,16 @@ void tape_exec(Tape *t, TapeNode *node);
 // Gradients of activations are allocated from the activation arena; parameters that need a
 // gradient must already have ->grad (see model code), which is accumulated into.
 void tape_backward(Tape *t, Tensor *loss);
+// The same with d(loss) = seed (gradient accumulation: 1/micro-batches, so that the summed gradients
+// are those of the mean loss over the whole batch).
+void tape_backward_seeded(Tape *t, Tensor *loss, float seed);
+
+// Activation recomputation (a checkpoint segment): y = fn(t, x, ctx), but when t->segment is set, fn
+// runs without recording in the scratch arena t->segment and only x and a copy of y (in t->act) are
+// kept: when the tape records, one OP_SEGMENT node. Its backward resets t->segment, re-runs fn there
+// recording (the same ops on the same input, the tape counter and training flag of the forward:
+// the same dropout masks), back-propagates y's gradient through those nodes (parameter gradients
+// accumulate as usual, x's into x->grad) and forgets them. So a segment's activations exist once at
+// a time, in t->segment, at the cost of a second forward. fn must depend on nothing but x, ctx and
+// parameters, and ctx must live until the backward. Without t->segment: fn(t, x, ctx).
+Tensor *tape_segment(Tape *t, SegmentFn fn, Tensor *x, void *ctx, const char *name);

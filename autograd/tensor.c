@@ -114,6 +114,20 @@ Tensor *tensor_like(Arena *a, const Tensor *like, const char *name) {
     return tensor_new(a, like->dtype, like->ndim, like->shape, name);
 }
 
+Tensor *tensor_rows(Arena *a, const Tensor *t, int64_t row0, int64_t rows, const char *name) {
+    if (t->ndim < 1 || row0 < 0 || rows < 1 || row0 + rows > t->shape[0])
+        fatal("tensor_rows('%s'): rows [%lld, %lld) of %lld", t->name, (long long)row0, (long long)(row0 + rows),
+              (long long)(t->ndim ? t->shape[0] : 0));
+    Tensor *v = tensor_header(a);
+    *v = *t;
+    snprintf(v->name, sizeof v->name, "%s", name);
+    v->grad = NULL;
+    v->shape[0] = rows;
+    v->numel = t->numel / t->shape[0] * rows;
+    v->data = (char *)t->data + (size_t)(t->numel / t->shape[0] * row0) * dtype_size(t->dtype);
+    return v;
+}
+
 Tensor *tensor_ensure_grad(Tensor *t, Arena *a) {
     if (!t->grad) {
         // gradients are f32 on CPU; on CUDA f32 for tensors flagged grad_f32 (trainable params),

@@ -57,6 +57,9 @@ Tensor *tensor_new2(Arena *a, DType dt, int64_t d0, int64_t d1, const char *name
 Tensor *tensor_new1(Arena *a, DType dt, int64_t d0, const char *name);
 // A tensor with the same shape/dtype/device as `like`.
 Tensor *tensor_like(Arena *a, const Tensor *like, const char *name);
+// A view of rows [row0, row0 + rows) of t's first dimension: t's storage, a header from `a`
+// (gradient accumulation: the micro-batches of a batch).
+Tensor *tensor_rows(Arena *a, const Tensor *t, int64_t row0, int64_t rows, const char *name);
 // Make sure t->grad exists (allocated from `a`, zeroed). Its dtype: f32 on CPU; on CUDA f32 when
 // t->grad_f32 is set (trainable parameters: params_add sets it), else t->dtype (bf16 activations).
 // From a no_zero arena on the GPU the gradient is not zeroed but marked `unwritten` (the CUDA

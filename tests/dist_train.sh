@@ -5,7 +5,9 @@
 #   agree        2 ranks vs 1 process on the same global batch: per-step losses and final weights
 #   resume       2 ranks: 6 steps, checkpoint, resume = 12 straight steps; 1 process continues a
 #                2-rank checkpoint (another process count is allowed) close to the 2-rank run
-#   indivisible  train.batch_size=3 over 2 ranks fails naming train.batch_size
+#   accum        2 ranks with train.grad_accum=2 (2 micro-batches of 2 per rank) vs 1 process without, batch 8
+#   indivisible  train.batch_size=3 over 2 ranks fails naming train.batch_size; batch 4 over 2 ranks
+#                with train.grad_accum=4 fails naming train.grad_accum (each rank's share must divide)
 # usage: dist_train.sh VNMTUNE SOURCE_DIR WORK_DIR MODE [llama|deit]   (exit 77: skipped, no mpirun)
 set -euo pipefail
 vnmtune=$1 work=$3 mode=$4 model=${5:-llama}
@@ -53,6 +55,11 @@ agree)
   agree "per-step losses, 2 ranks vs 1 process" 1e-5 1e-3 "$(losses one)" "$(losses two)"
   agree "final weights, 2 ranks vs 1 process" 1e-4 1e-2 "$(weights one)" "$(weights two)"
   ;;
+accum)
+  train1 one train.batch_size=8 && train2 two train.batch_size=8 train.grad_accum=2
+  agree "per-step losses, 2 ranks x 2 micro-batches vs 1 process" 1e-5 1e-3 "$(losses one)" "$(losses two)"
+  agree "final weights, 2 ranks x 2 micro-batches vs 1 process" 1e-4 1e-2 "$(weights one)" "$(weights two)"
+  ;;
 resume)
   train2 straight && train2 part train.until=6
   cp "$work/part/checkpoint.h5" "$work/at6.h5"
@@ -67,6 +74,8 @@ resume)
 indivisible)
   if train2 odd train.batch_size=3; then echo "expected an error"; exit 1; fi
   grep "train.batch_size=3 is not divisible by the 2 processes" "$work/odd.log"
+  if train2 share train.batch_size=4 train.grad_accum=4; then echo "expected an error"; exit 1; fi
+  grep "train.grad_accum=4 does not divide train.batch_size=4 (2 items per process, 2 processes)" "$work/share.log"
   ;;
 *) echo "unknown mode $mode"; exit 2 ;;
 esac

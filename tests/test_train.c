@@ -58,6 +58,45 @@ Test(train, resume_with_permutation_is_exact) {
     check_resume_exact(c, 6);
 }
 
+// Gradient accumulation: 2 or 4 micro-batches a step train as the whole batch does (LoRA dropout 0).
+// LoRA, not full fine-tuning: the key bias has a zero gradient in exact arithmetic (softmax ignores a
+// shift), so under AdamW it follows rounding noise, which differs with the summation order.
+Test(train, grad_accum_agrees_with_the_whole_batch) {
+    Config c = tiny_job(NULL);
+    c.lora.enabled = true, c.lora.rank = 2, c.lora.dropout = 0;
+    check_accum_agrees(c, 4, 1e-5);
+}
+Test(train, grad_accum_agrees_in_three_stage_lora) {
+    Config c = tiny_job("three_stage");
+    c.lora.dropout = 0;
+    check_accum_agrees(c, 2, 1e-5);
+}
+Test(train, resume_with_grad_accum_is_exact) {
+    Config c = tiny_job("three_stage");
+    c.train.grad_accum = 2;
+    check_resume_exact(c, 5);
+}
+// trainer_setup of c fails with an error naming `key` and `detail`.
+static void check_refused(Config c, const char *key, const char *detail) {
+    Trainer tr;
+    Err err = {0};
+    cr_assert_eq(trainer_setup(&tr, &c, &err), -1);
+    cr_expect(strstr(err.msg, key) && strstr(err.msg, detail), "%s", err.msg);
+    trainer_free(&tr);
+}
+
+Test(train, grad_accum_not_dividing_the_batch_is_refused) {
+    Config c = tiny_job(NULL);
+    c.train.grad_accum = 3;
+    check_refused(c, "train.grad_accum=3", "train.batch_size=16");
+}
+
+Test(train, recompute_is_refused_for_deit) {
+    Config c = tiny_job(NULL);
+    snprintf(c.train.recompute, sizeof c.train.recompute, "layers");
+    check_refused(c, "train.recompute", "llama");
+}
+
 Test(train, three_stage_masks_have_vnm_structure) {
     Config c = tiny_job("three_stage");
     Trainer tr;

@@ -90,6 +90,10 @@ static const Key KEYS[] = {
 
     ENUM(train, device, "auto|cpu|cuda", "auto", "where to train (auto: cuda when a GPU is visible, else cpu)"),
     INT(train, batch_size, 1, 1000000, "128", "samples per optimizer step (all processes together: each of N dist processes takes 1/N)"),
+    INT(train, grad_accum, 1, 1000000, "1",
+        "micro-batches per optimizer step (gradient accumulation): each forward takes batch_size / grad_accum (per process)"),
+    ENUM(train, recompute, "none|layers", "none",
+         "activation recomputation: layers = llama keeps only each decoder layer's input and re-runs the layer in backward"),
     INT(train, epochs, 1, 1000000, "1", "epochs (used when train.steps = 0)"),
     I64(train, steps, 0, 1e15, "0", "optimizer steps (0 = derive from epochs)"),
     I64(train, until, 0, 1e15, "0", "stop after this step, checkpointed (0 = train to the end); continue with checkpoint.resume"),

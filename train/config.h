@@ -56,6 +56,8 @@ typedef struct OptimConfig {
 typedef struct TrainConfig {
     char device[8];         // "cpu" | "cuda"
     int batch_size;
+    int grad_accum;         // micro-batches per optimizer step (batch_size / grad_accum items each)
+    char recompute[8];      // "none" | "layers": llama decoder layers recomputed in backward
     int epochs;             // used when steps == 0
     int64_t steps;          // total optimizer steps (0 = derive from epochs)
     int64_t until;          // stop after this step (0 = at the end): a partial run, continued by resume

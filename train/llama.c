@@ -62,6 +62,7 @@ void llama_alloc(Llama *m, const ModelConfig *cfg, Arena *arena) {
     m->embed = add_param(m, "model.embed_tokens.weight", V, C, false);
     for (int i = 0; i < cfg->n_layers; i++) {
         LlamaLayer *L = &m->layers[i];
+        L->model = m, L->index = i;
         char pre[64];
         L->attn_norm = layer_norm_param(m, i, "input_layernorm");
         snprintf(pre, sizeof pre, "model.layers.%d.self_attn", i);
@@ -130,6 +131,12 @@ static Tensor *mlp_block(Llama *m, Tape *t, int li, Tensor *x) {
     return linear_forward_residual(t, &L->down, s, x);
 }
 
+// One decoder layer without a cache: a checkpoint segment of the training forward (tape_segment).
+static Tensor *decoder_layer(Tape *t, Tensor *x, void *layer) {
+    LlamaLayer *L = layer;
+    return mlp_block(L->model, t, L->index, attention_block(L->model, t, L->index, x, NULL));
+}
+
 static Tensor *forward(Llama *m, Tape *t, Tensor *ids, LlamaCache *cache) {
     if (ids->ndim != 2 || ids->dtype != DT_I32)
         fatal("llama_forward: ids '%s' must be (B, T) int32", ids->name);
@@ -145,8 +152,8 @@ static Tensor *forward(Llama *m, Tape *t, Tensor *ids, LlamaCache *cache) {
             t->act = m->layer_arenas[i % 2];
             arena_reset(t->act);
         }
-        x = attention_block(m, t, i, x, cache);
-        x = mlp_block(m, t, i, x);
+        if (cache) x = mlp_block(m, t, i, attention_block(m, t, i, x, cache));
+        else x = tape_segment(t, decoder_layer, x, &m->layers[i], "layer_out");
     }
     t->act = main_arena;
     x = op_rmsnorm(t, x, m->norm, m->cfg.rms_eps, "model.norm");
@@ -192,15 +199,23 @@ size_t llama_param_bytes(const ModelConfig *c, DType dt) {
     return (size_t)n * dtype_size(dt) + (size_t)(9 * c->n_layers + 4) * 128;
 }
 
-size_t llama_activation_bytes(const ModelConfig *c, int64_t B, int64_t T) {
-    int64_t C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size, H = c->n_heads, N = B * T;
-    // per layer: 2 norms, q, k, v, 2 ropes, qkv, attention out, 2 residuals (11 C), gate, up, swiglu (3 F),
+// Activation elements of one decoder layer's forward.
+static int64_t layer_elements(const ModelConfig *c, int64_t B, int64_t T) {
+    int64_t C = c->hidden_size, F = c->intermediate_size, H = c->n_heads, N = B * T;
+    // 2 norms, q, k, v, 2 ropes, qkv, attention out, 2 residuals (11 C), gate, up, swiglu (3 F),
     // attention probabilities and scratch (B, H, T, T) twice
-    int64_t per_layer = N * (11 * C + 3 * F) + 2 * B * H * T * T;
-    int64_t fwd = N * (2 * C + 2 * V) + c->n_layers * per_layer;
-    // backward: a gradient per activation plus kernel scratch; 4 bytes an element for either dtype
-    return (size_t)(3 * fwd) * 4 + ((size_t)64 << 20);
+    return N * (11 * C + 3 * F) + 2 * B * H * T * T;
 }
+
+// forward elements -> bytes: a gradient per activation plus kernel scratch, 4 bytes an element for either dtype
+static size_t tape_bytes(int64_t forward_elements) { return (size_t)(3 * forward_elements) * 4 + ((size_t)64 << 20); }
+
+size_t llama_activation_bytes(const ModelConfig *c, int64_t B, int64_t T, bool recompute) {
+    int64_t N = B * T, per_layer = recompute ? N * c->hidden_size : layer_elements(c, B, T);
+    return tape_bytes(N * (2 * c->hidden_size + 2 * c->vocab_size) + c->n_layers * per_layer);
+}
+
+size_t llama_segment_bytes(const ModelConfig *c, int64_t B, int64_t T) { return tape_bytes(layer_elements(c, B, T)); }
 
 double llama_forward_flops(const ModelConfig *c, int64_t T) {
     double C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;

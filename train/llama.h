@@ -17,6 +17,8 @@ typedef struct LlamaLayer {
     Tensor *attn_norm, *mlp_norm;  // input_layernorm.weight, post_attention_layernorm.weight (C)
     Linear q, k, v, o;             // self_attn.{q,k,v,o}_proj (C, C)
     Linear gate, up, down;         // mlp.gate_proj, mlp.up_proj (F, C); mlp.down_proj (C, F)
+    struct Llama *model;           // the layer's model and index (the layer as a checkpoint segment)
+    int index;
 } LlamaLayer;
 
 typedef struct Llama {
@@ -60,8 +62,11 @@ void llama_shift_labels(const int32_t *ids, int64_t B, int64_t T, int32_t *label
 void llama_cache_init(LlamaCache *c, const Llama *m, Arena *arena, int64_t batch, int64_t max_len);
 void llama_cache_free(LlamaCache *c);
 // Bytes of parameters (+ alignment slack), and a generous bound on the activation arena of a
-// training step (forward + backward) of B × T tokens.
+// training step (forward + backward) of B × T tokens. With `recompute` (every decoder layer a
+// checkpoint segment, tape_segment) that arena keeps only each layer's output and its gradient, and
+// one layer's activations and gradients live in the segment arena: llama_segment_bytes.
 size_t llama_param_bytes(const ModelConfig *cfg, DType dt);
-size_t llama_activation_bytes(const ModelConfig *cfg, int64_t B, int64_t T);
+size_t llama_activation_bytes(const ModelConfig *cfg, int64_t B, int64_t T, bool recompute);
+size_t llama_segment_bytes(const ModelConfig *cfg, int64_t B, int64_t T);
 // Multiply-adds ×2 of one forward pass over T tokens of one sequence (linears + attention).
 double llama_forward_flops(const ModelConfig *cfg, int64_t T);

@@ -121,6 +121,11 @@ static int setup_ranks(Trainer *tr, Err *err) {
         return err_set(err, "%s: train.batch_size=%d is not divisible by the %d processes (each takes an equal share)",
                        c->source, c->train.batch_size, tr->ranks);
     tr->local_batch = c->train.batch_size / tr->ranks;
+    if (tr->local_batch % c->train.grad_accum)
+        return err_set(err, "%s: train.grad_accum=%d does not divide train.batch_size=%d (%d items per process, %d processes): "
+                            "each step runs grad_accum equal micro-batches", c->source, c->train.grad_accum,
+                       c->train.batch_size, tr->local_batch, tr->ranks);
+    tr->micro_batch = tr->local_batch / c->train.grad_accum;
     if (tr->ranks > 1 && strcmp(c->train.device, "cpu") && dist_cuda_select_device(err)) return -1;
     if (trainer_resolve_device(&tr->cfg, &tr->dev, err)) return -1;
     return tr->dev == DEV_CUDA ? dist_cuda_init(err) : 0;
@@ -154,6 +159,7 @@ int trainer_setup(Trainer *tr, const Config *cfg, Err *err) {
     if (!(tr->net.arch = arch_of(c, err)) || tr->net.arch->setup(tr, err)) return -1;
     tr->total_steps = c->train.steps > 0 ? c->train.steps : (int64_t)c->train.epochs * tr->steps_per_epoch;
     tape_init(&tr->tape, &tr->acts);
+    if (tr->segments.base) tr->tape.segment = &tr->segments;  // train.recompute layers
     tr->tape.seed = c->train.seed + (uint64_t)tr->rank * 0x9e3779b97f4a7c15ull;  // ranks drop out independently
 
     TrainerModel *m = &tr->net;
@@ -183,27 +189,43 @@ void trainer_free(Trainer *tr) {
     if (tr->net.arch) tr->net.arch->free(tr);
     tape_free(&tr->tape);
     arena_free(&tr->params), arena_free(&tr->grads), arena_free(&tr->acts), arena_free(&tr->inputs);
+    arena_free(&tr->segments);
 }
 
 // ---- one step ----
+
+// Forward and backward of micro-batch j of the batch (x, y): rows [j·b, (j+1)·b) of b = micro_batch.
+// Its loss's gradient is seeded with 1/grad_accum, so the gradients summed over the micro-batches
+// are those of the mean loss over the whole batch (every micro-batch has as many labelled rows).
+static float micro_step(Trainer *tr, Tensor *x, Tensor *y, int j) {
+    int64_t b = tr->micro_batch;
+    tape_reset(&tr->tape);
+    tr->x = tensor_rows(&tr->inputs, x, j * b, b, x->name);
+    tr->y = tensor_rows(&tr->inputs, y, j * b, b, y->name);
+    Tensor *loss = tr->net.arch->loss(tr, tr->cfg.optim.label_smoothing);
+    tape_backward_seeded(&tr->tape, loss, 1.0f / (float)tr->cfg.train.grad_accum);
+    float value;
+    tensor_get_f32(loss, &value, 1);
+    return value;
+}
 
 float trainer_step(Trainer *tr) {
     const Config *c = &tr->cfg;
     schedule_step(tr, tr->step);
     tr->net.arch->next_batch(tr);
-    tape_reset(&tr->tape);
     tr->tape.record = tr->tape.training = true;
     tr->tape.counter = (uint64_t)tr->step << 24;  // dropout masks depend on the step only: exact resume
     if (tr->dev == DEV_CPU) adamw_zero_grad(&tr->opt, &tr->grads);  // (the GPU step zeroes them itself)
-    Tensor *loss = tr->net.arch->loss(tr, c->optim.label_smoothing);
-    tape_backward(&tr->tape, loss);
+    Tensor *x = tr->x, *y = tr->y;
+    double loss_sum = 0;
+    for (int j = 0; j < c->train.grad_accum; j++) loss_sum += micro_step(tr, x, y, j);
+    tr->x = x, tr->y = y;
     schedule_after_backward(&tr->sched);
     dist_allreduce_grads(tr->trainable, tr->opt.n);  // the global batch's gradient on every rank
     float lr = lr_schedule(&c->optim, tr->step, tr->total_steps);
     optimizer_step(tr, lr);
     tr->step++;
-    float value;
-    tensor_get_f32(loss, &value, 1);
+    float value = (float)(loss_sum / c->train.grad_accum);
     dist_allreduce_mean(&value, 1);
     return value;
 }

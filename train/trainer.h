@@ -34,6 +34,7 @@ typedef struct Trainer {
     Deit model;                    // model.arch deit
     Llama llama;                   // model.arch llama
     Arena params, grads, acts, inputs;
+    Arena segments;                // train.recompute layers: one recomputed layer's activations (llama)
     Tape tape;
     AdamW opt;
     bool opt_ready;
@@ -44,6 +45,7 @@ typedef struct Trainer {
     int32_t *host_ids;             // llama: a batch of windows (B, seq_len) and its shifted labels
     int32_t *host_labels;
     Tensor *x, *y;                 // current batch (inputs arena, on dev): images or token ids, labels
+                                   // (during a step's forward: the current micro-batch of it)
     float *host_x;                 // GPU: host staging of the batch images (B, C, H, W)
                                    // host_y: the batch labels (both devices)
     int32_t *host_y;
@@ -61,6 +63,7 @@ typedef struct Trainer {
     int rank, ranks;               // data parallel (train/dist.h): this process of `ranks`; rank 0 logs,
                                    // evaluates and writes the outputs
     int local_batch;               // this rank's share of every train.batch_size batch
+    int micro_batch;               // what one forward of a step takes: local_batch / train.grad_accum
     Tensor **trainable;            // the optimizer's parameter values (their gradients are all-reduced)
 } Trainer;
 

@@ -27,6 +27,18 @@ typedef struct TrainerArch {
 
 extern const TrainerArch trainer_deit, trainer_llama;
 
+// The largest batch of one training-data forward: a micro-batch of the whole train.batch_size
+// (calibration runs these, on every rank).
+static inline int trainer_forward_batch(const Config *c) { return c->train.batch_size / c->train.grad_accum; }
+// What the arenas hold: the inputs of a whole step or an eval batch; the activations of one forward
+// (a micro-batch) or an eval batch.
+static inline int trainer_input_batch(const Config *c) {
+    return c->train.batch_size > c->eval.batch_size ? c->train.batch_size : c->eval.batch_size;
+}
+static inline int trainer_activation_batch(const Config *c) {
+    return trainer_forward_batch(c) > c->eval.batch_size ? trainer_forward_batch(c) : c->eval.batch_size;
+}
+
 // The arenas every model needs, of these sizes in bytes: parameters (with LoRA factors and masks),
 // gradients (of the trainable parameters), activations, inputs.
 void trainer_arenas(Trainer *tr, size_t param_bytes, size_t grad_bytes, size_t act_bytes, size_t input_bytes);

@@ -47,10 +47,10 @@ static int load_data(Trainer *tr, Err *err) {
 static void allocate_arenas(Trainer *tr) {
     const Config *c = &tr->cfg;
     DType dt = tr->dev == DEV_CPU ? DT_F32 : DT_BF16;
-    int bmax = c->train.batch_size > c->eval.batch_size ? c->train.batch_size : c->eval.batch_size;
+    int bmax = trainer_input_batch(c), fmax = trainer_activation_batch(c);
     size_t img = (size_t)c->model.in_chans * c->model.img_size * c->model.img_size;
     size_t pbytes = deit_param_bytes(&c->model, DT_F32) * 2 + ((size_t)16 << 20);  // f32: room for LoRA and masks too
-    trainer_arenas(tr, pbytes, pbytes, deit_activation_bytes(&c->model, bmax, dt), (size_t)bmax * (img + 1) * 4 + 4096);
+    trainer_arenas(tr, pbytes, pbytes, deit_activation_bytes(&c->model, fmax, dt), (size_t)bmax * (img + 1) * 4 + 4096);
     if (tr->dev != DEV_CPU) tr->host_x = xmalloc((size_t)bmax * img * sizeof(float));
     tr->host_y = xmalloc((size_t)bmax * sizeof(int32_t));
     tr->host_logits = xmalloc((size_t)bmax * (size_t)c->model.num_classes * sizeof(float));
@@ -58,6 +58,9 @@ static void allocate_arenas(Trainer *tr) {
 
 static int deit_setup(Trainer *tr, Err *err) {
     const Config *c = &tr->cfg;
+    if (strcmp(c->train.recompute, "none"))
+        return err_set(err, "%s: train.recompute: %s is for model.arch llama (deit keeps its activations)", c->source,
+                       c->train.recompute);
     if (load_data(tr, err)) return -1;
     tr->batch_items = c->train.batch_size;
     allocate_arenas(tr);
@@ -136,22 +139,23 @@ typedef struct Calibration {
 
 static void calibration_forward(void *ctx, int batch) {
     Calibration *cal = ctx;
-    next_batch(cal->tr, &cal->loader, cal->tr->cfg.train.batch_size, true);
+    next_batch(cal->tr, &cal->loader, trainer_forward_batch(&cal->tr->cfg), true);
     tape_reset(&cal->tr->tape);
     deit_forward(&cal->tr->model, &cal->tr->tape, cal->tr->x);
 }
 
 // Activation statistics for wanda / ria / sparsegpt: forward passes (no augmentation) over
-// sparsity.calib_batches training batches.
+// sparsity.calib_batches training batches, each in train.grad_accum micro-batches.
 static void deit_calibrate(Trainer *tr) {
     const Config *c = &tr->cfg;
     LoaderOptions lo = loader_options(c, true);
+    lo.batch_size = trainer_forward_batch(c);
     lo.augment = false;
     lo.seed ^= 0xca11b;
     Calibration cal = {.tr = tr};
     Err err;
     if (loader_init(&cal.loader, &tr->train_set, &lo, &err)) fatal("%s", err.msg);
-    schedule_calibrate(&tr->sched, c->sparsity.calib_batches, calibration_forward, &cal);
+    schedule_calibrate(&tr->sched, c->sparsity.calib_batches * c->train.grad_accum, calibration_forward, &cal);
     loader_free(&cal.loader);
 }
 

@@ -57,14 +57,19 @@ static size_t lora_bytes(const Config *c) {
 static void allocate_arenas(Trainer *tr) {
     const Config *c = &tr->cfg;
     const ModelConfig *m = &c->model;
-    int bmax = c->train.batch_size > c->eval.batch_size ? c->train.batch_size : c->eval.batch_size;
+    int bmax = trainer_input_batch(c), fmax = trainer_activation_batch(c);
+    bool recompute = !strcmp(c->train.recompute, "layers");
     size_t tokens = (size_t)bmax * (size_t)c->data.seq_len, slack = (size_t)16 << 20;
     size_t base = llama_param_bytes(m, tr->dev == DEV_CPU ? DT_F32 : DT_BF16);
     size_t masks = c->sparsity.enabled ? llama_param_bytes(m, DT_U8) : 0;
     size_t head = c->lora.train_head ? (size_t)m->vocab_size * (size_t)m->hidden_size * 4 : 0;
     size_t trainable = c->lora.enabled ? lora_bytes(c) + head : llama_param_bytes(m, DT_F32);
     trainer_arenas(tr, base + masks + lora_bytes(c) + slack, trainable + slack,
-                   llama_activation_bytes(m, bmax, c->data.seq_len), tokens * 2 * sizeof(int32_t) + 4096);
+                   llama_activation_bytes(m, fmax, c->data.seq_len, recompute), tokens * 2 * sizeof(int32_t) + 4096);
+    if (recompute) {
+        arena_init(&tr->segments, "segments", tr->dev, llama_segment_bytes(m, fmax, c->data.seq_len));
+        tr->segments.no_zero = tr->acts.no_zero;
+    }
     tr->host_ids = xmalloc(tokens * sizeof *tr->host_ids);
     tr->host_labels = xmalloc(tokens * sizeof *tr->host_labels);
 }
@@ -114,7 +119,7 @@ static float llama_evaluate(Trainer *tr, float *loss) {
 
 static void llama_calibrate_windows(Trainer *tr) {
     const Config *c = &tr->cfg;
-    LlamaPass p = trainer_pass(tr, c->train.batch_size);
+    LlamaPass p = trainer_pass(tr, trainer_forward_batch(c));  // the same windows, in micro-batches
     Err err;
     if (llama_pass_calibrate(&p, &tr->sched, c->data.path, c->sparsity.calib_batches, c->train.seed ^ 0xca11b, &err))
         fatal("%s", err.msg);
