@@ -14,6 +14,9 @@ step() { local name=$1; shift; echo "== $name"; "$@" >"$LOG/$name.log" 2>&1; ech
 grep -E "^llama2-7b .* 16 64:2:8" "$LOG/bench_decode.txt" | awk '{print $2, $5, $6, $8, $10}'
 OUTDIR=/tmp/vt
 step train $V train configs/llama_tiny_lora.yaml train.device=cuda train.out_dir=$OUTDIR/llama
+step train_recompute_accum $V train configs/llama_tiny_lora.yaml train.device=cuda train.recompute=layers \
+  train.grad_accum=2 train.out_dir=$OUTDIR/llama_ra
+grep -h '"loss"' $OUTDIR/llama/metrics.jsonl $OUTDIR/llama_ra/metrics.jsonl | tail -2  # should agree (dropout aside)
 step export $V export configs/llama_tiny_lora.yaml train.device=cuda train.out_dir=$OUTDIR/llama
 step eval $V eval configs/llama_tiny_lora.yaml train.device=cuda --model=$OUTDIR/llama/export.h5
 grep -E "perplexity|kernel" "$LOG"/eval.log | head -4
