@@ -121,23 +121,22 @@ static void calibration_forward(void *ctx, int batch) {
 }
 
 int llama_calibrate(LlamaRun *r, Schedule *s, const char *path, int n_windows, uint64_t seed, Err *err) {
-    LlamaPass p = llama_run_pass(r);
-    return llama_pass_calibrate(&p, s, path, n_windows, seed, err);
-}
-
-int llama_pass_calibrate(const LlamaPass *r, Schedule *s, const char *path, int n_windows, uint64_t seed, Err *err) {
     TokenFile f;
-    if (token_file_open(&f, path, r->m->cfg.vocab_size, err)) return -1;
-    Calibration cal = {.r = r, .left = n_windows};
-    int rc = token_windows_init(&cal.w, &f, r->seq_len, true, seed, err);
-    if (rc == 0) {
-        cal.ids = xmalloc((size_t)(r->batch * r->seq_len) * sizeof *cal.ids);
-        schedule_calibrate(s, (n_windows + r->batch - 1) / r->batch, calibration_forward, &cal);
-        tape_reset(r->tape);
-        free(cal.ids);
-    }
+    if (token_file_open(&f, path, r->m.cfg.vocab_size, err)) return -1;
+    LlamaPass p = llama_run_pass(r);
+    int rc = llama_pass_calibrate(&p, s, &f, n_windows, seed, err);
     token_file_close(&f);
     return rc;
+}
+
+int llama_pass_calibrate(const LlamaPass *r, Schedule *s, const TokenFile *f, int n_windows, uint64_t seed, Err *err) {
+    Calibration cal = {.r = r, .left = n_windows};
+    if (token_windows_init(&cal.w, f, r->seq_len, true, seed, err)) return -1;
+    cal.ids = xmalloc((size_t)(r->batch * r->seq_len) * sizeof *cal.ids);
+    schedule_calibrate(s, (n_windows + r->batch - 1) / r->batch, calibration_forward, &cal);
+    tape_reset(r->tape);
+    free(cal.ids);
+    return 0;
 }
 
 // ---- vnmtune eval ----

@@ -51,9 +51,10 @@ LlamaPass llama_run_pass(LlamaRun *r);
 int llama_perplexity(LlamaRun *r, const TokenFile *f, int64_t limit, FILE *progress, Perplexity *out, Err *err);
 int llama_pass_perplexity(const LlamaPass *p, const TokenFile *f, int64_t limit, FILE *progress, Perplexity *out, Err *err);
 // The schedule's calibration over `n_windows` random windows of the token file at `path` (seeded
-// by `seed`: the same seed gives the same windows), in batches of r->batch.
+// by `seed`: the same seed gives the same windows), in batches of r->batch; the pass form takes the
+// file already open (the trainer's data.path).
 int llama_calibrate(LlamaRun *r, Schedule *s, const char *path, int n_windows, uint64_t seed, Err *err);
-int llama_pass_calibrate(const LlamaPass *p, Schedule *s, const char *path, int n_windows, uint64_t seed, Err *err);
+int llama_pass_calibrate(const LlamaPass *p, Schedule *s, const TokenFile *f, int n_windows, uint64_t seed, Err *err);
 // `vnmtune eval` of a llama job: perplexity on data.test_path of `model` (an export or safetensors;
 // NULL: model.init). Returns the exit code.
 int llama_eval_main(Config *c, const char *model);

@@ -121,7 +121,7 @@ static void llama_calibrate_windows(Trainer *tr) {
     const Config *c = &tr->cfg;
     LlamaPass p = trainer_pass(tr, trainer_forward_batch(c));  // the same windows, in micro-batches
     Err err;
-    if (llama_pass_calibrate(&p, &tr->sched, c->data.path, c->sparsity.calib_batches, c->train.seed ^ 0xca11b, &err))
+    if (llama_pass_calibrate(&p, &tr->sched, &tr->train_tokens, c->sparsity.calib_batches, c->train.seed ^ 0xca11b, &err))
         fatal("%s", err.msg);
 }
 
