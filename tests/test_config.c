@@ -299,6 +299,9 @@ Test(config, validation) {
     expect_invalid("lora:\n  enabled: true\n  rank: 0\n", "lora.rank: must be > 0 when lora.enabled");
     expect_invalid("optim:\n  lr: 1e-6\n", "optim.min_lr");
     expect_invalid("data:\n  dataset: hdf5\n  path: \"\"\n", "data.path: empty");
+    expect_invalid("data:\n  dataset: tokens\n", "data.dataset: tokens with model.arch deit: token files are for llama");
+    expect_invalid("model:\n  arch: llama\n  max_seq_len: 64\ndata:\n  dataset: tokens\n  seq_len: 65\n",
+                   "data.seq_len: 65 is longer than model.max_seq_len 64");
     const char *sp = "lora:\n  enabled: true\nsparsity:\n  enabled: true\n";
     char buf[512];
     snprintf(buf, sizeof buf, "%s  pattern: \"\"\n", sp);

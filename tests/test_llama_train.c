@@ -269,6 +269,16 @@ Test(llama_train, one_shot_prunes_without_training) {
     trainer_free(&tr);
 }
 
+Test(llama_train, missing_test_tokens_are_refused_naming_the_key) {
+    const char *o[] = {"data.test_path=", NULL};
+    Config c = job("dense", o);
+    Trainer tr;
+    Err err = {0};
+    cr_assert_eq(trainer_setup(&tr, &c, &err), -1);
+    cr_expect(strstr(err.msg, "data.test_path: empty"), "%s", err.msg);
+    trainer_free(&tr);
+}
+
 Test(llama_train, llama_on_images_is_refused_naming_file_and_key) {
     char *path = scratch_path("bad.yaml");
     FILE *f = fopen(path, "w");
