@@ -4,7 +4,10 @@
 //              [--no-mmasp] [--fm-only]
 //
 // Times are CUDA-event medians of --reps runs after 3 warm-ups; by default a 128 MB buffer is
-// written before every timed run so that L2 starts cold (--no-flush keeps it warm). Dense uses
+// written before every timed run so that L2 starts cold (--no-flush keeps it warm; --flush-read
+// reads the buffer instead, leaving L2 full of clean lines, as after the previous layer's weights
+// in a model: no dirty write-back competes with the timed reads). --decode: Llama shapes at
+// n <= 16; the mma_sp column becomes floor_us, the time to stream the matrix's bytes once. Dense uses
 // the fastest of cuBLASLt's top heuristic algorithms; cuSPARSELt (loaded with dlopen, 'n/a' when
 // missing) uses its own algorithm search. Ours is vnm_spmm_cuda with no epilogue, random data.
 // When `in` is not a multiple of 2M the sparse problem uses in rounded up to one (x gets the
@@ -51,6 +54,19 @@ struct Shape {
 void *flush_buf = NULL;
 const size_t FLUSH_BYTES = 128u << 20;
 cudaEvent_t ev0, ev1;
+float *sink = NULL;  // keeps the read kernels' sums alive
+
+// Reads `words` 16-byte words (a grid-stride stream) and keeps a sum: the read flush (L2 left
+// full of clean lines) and the memory floor of decode (the time to stream a matrix's bytes).
+__global__ void read_stream_kernel(const uint4 *p, int64_t words, float *out) {
+    uint32_t acc = 0;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < words; i += (int64_t)gridDim.x * blockDim.x) {
+        uint4 v = __ldcs(p + i);
+        acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    if (acc == 0x12345678u) out[0] = 1.0f;  // practically never: the loads must not be dropped
+}
+void read_stream(const void *p, size_t bytes) { read_stream_kernel<<<132 * 8, 256>>>((const uint4 *)p, (int64_t)(bytes / 16), sink); }
 
 // Median time in microseconds of fn(), run reps times after 3 warm-ups.
 template <typename F>
@@ -60,7 +76,8 @@ double time_us(const Opts &o, F fn) {
     double ts[256];
     int reps = o.reps < 256 ? o.reps : 256;
     for (int r = 0; r < reps; r++) {
-        if (o.flush) CK(cudaMemsetAsync(flush_buf, r & 0xff, FLUSH_BYTES, 0));
+        if (o.flush == 1) CK(cudaMemsetAsync(flush_buf, r & 0xff, FLUSH_BYTES, 0));
+        if (o.flush == 2) read_stream(flush_buf, FLUSH_BYTES);
         CK(cudaEventRecord(ev0, 0));
         fn();
         CK(cudaEventRecord(ev1, 0));
@@ -273,8 +290,18 @@ void ours_free(Ours *o) {
     vnm_free(&o->m);
 }
 
+// Memory floor of decode: streaming the matrix's A fragments and metadata words once.
+double floor_time(const Opts &o, const Ours *s) {
+    const size_t words = (size_t)(s->d.out_pad / 16 * s->d.KT * 32);
+    return time_us(o, [&] {
+        read_stream(s->d.vals, words * 16);
+        read_stream(s->d.meta, words * 4);
+    });
+}
+
 double ours_time(const Opts &o, const Ours *s, int64_t n, const uint16_t *x, uint16_t *y, int kernel) {
     Err err;
+    if (o.decode && kernel == VNM_KERNEL_MMA_SP) return floor_time(o, s);  // decode: that column is the floor
     if (kernel == VNM_KERNEL_MMA_SP && !o.mmasp) return NAN;
     if (vnm_spmm_cuda_ex(&s->d, x, n, NULL, NULL, VNM_ACT_NONE, y, 0, kernel, &err)) return NAN;
     return time_us(o, [&] { vnm_spmm_cuda_ex(&s->d, x, n, NULL, NULL, VNM_ACT_NONE, y, 0, kernel, &err); });
@@ -344,7 +371,7 @@ void buffers_init(Buffers *b, int64_t max_n, int64_t max_in, int64_t max_out) {
 void main_table(const Opts &o, const Buffers &b) {
     const char *patterns[] = {"2:4", "64:2:5", "64:2:8"};
     printf("%-11s %-13s %5s %-7s %-17s %9s %9s %9s %9s %7s %7s %8s %9s %9s %7s %7s %8s\n", "model", "out x in", "n",
-           "pattern", "kernel", "dense_us", "splt24_us", "ours_us", "mmasp_us", "ours/x", "splt/x", "check", "dnsfm_us",
+           "pattern", "kernel", "dense_us", "splt24_us", "ours_us", o.decode ? "floor_us" : "mmasp_us", "ours/x", "splt/x", "check", "dnsfm_us",
            "fm_us", "fm/xfm", "fm/x", "check_fm");
     struct Group {
         const Shape *s;
@@ -448,13 +475,14 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--no-mmasp")) o.mmasp = 0;
         else if (!strcmp(argv[i], "--fm-only")) o.fm_only = 1, o.mmasp = 0;
         else if (!strcmp(argv[i], "--no-flush")) o.flush = 0;
+        else if (!strcmp(argv[i], "--flush-read")) o.flush = 2;
         else if (!strcmp(argv[i], "--no-check")) o.check = 0;
         else if (!strcmp(argv[i], "--no-table")) o.table = NULL;
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) o.reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--table") && i + 1 < argc) o.table = argv[++i];
         else if (!strcmp(argv[i], "--ncu") && i + 1 < argc) o.ncu = argv[++i];
         else {
-            fprintf(stderr, "usage: bench spmm [--quick | --prefill | --decode] [--reps N] [--no-flush] [--no-check] [--no-mmasp] "
+            fprintf(stderr, "usage: bench spmm [--quick | --prefill | --decode] [--reps N] [--no-flush | --flush-read] [--no-check] [--no-mmasp] "
                             "[--fm-only] [--table FILE | --no-table] [--ncu PATTERN[@N][/fm][=OUTxIN]]\n");
             return 2;
         }
@@ -468,6 +496,8 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     CK(cudaMalloc(&flush_buf, FLUSH_BYTES));
+    CK(cudaMemset(flush_buf, 0, FLUSH_BYTES));
+    CK(cudaMalloc((void **)&sink, sizeof(float)));
     CK(cudaEventCreate(&ev0));
     CK(cudaEventCreate(&ev1));
     if (cublasLtCreate(&dense.lt) != CUBLAS_STATUS_SUCCESS) fatal("bench_spmm: cublasLtCreate failed");
@@ -477,7 +507,7 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
     snprintf(device, sizeof device, "%s, %d SMs, cc %d.%d; cuSPARSELt %s (%d)", prop.name, prop.multiProcessorCount,
              prop.major, prop.minor, have_splt ? "loaded" : "n/a", splt.version);
     printf("# bench spmm: %s\n# median of %d runs after 3 warm-ups, L2 %s before each run; ratios = dense time / time\n",
-           device, o.reps, o.flush ? "flushed (128 MB write)" : "warm");
+           device, o.reps, o.flush == 1 ? "flushed (128 MB write)" : o.flush == 2 ? "flushed (128 MB read, clean)" : "warm");
     Buffers b;
     if (o.ncu) {  // PATTERN[@N][/fm][=OUTxIN]: /fm runs the feature-major kernel (n a multiple of 8)
         VnmPattern p;

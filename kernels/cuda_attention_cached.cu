@@ -3,8 +3,9 @@
 // batch b) attends over the cached positions 0 .. pos + i.
 //
 // The CTA's NW warps split the keys round-robin in groups of KU consecutive keys (KU rows of K and
-// of V in flight per warp: the loop is latency-bound otherwise). Lane l owns E = D/32 consecutive
-// dims of the head: score = warp_sum(q·k) (q pre-scaled by 1/√D), then an online softmax per warp
+// of V in flight per warp: the loop is latency-bound otherwise). Lane l owns E = ceil(D/32)
+// consecutive dims of the head (head dims up to 128; the last lanes own fewer, or none, when D is
+// not 32·E): score = warp_sum(q·k) (q pre-scaled by 1/√D), then an online softmax per warp
 // (running max m, sum l, unnormalised output acc, rescaled by exp(m_old − m_new) when the max
 // grows), so the scores are never stored and any cache length works. At the end the warps' (m, l, acc) are merged through
 // shared memory: out = Σ_w acc_w·exp(m_w − M) / Σ_w l_w·exp(m_w − M), M = max_w m_w.
@@ -38,16 +39,25 @@ template <int E> __device__ __forceinline__ void load_e(const bf16 *p, float v[E
     }
 }
 
-template <int D>
+// The `own` dims of a lane (own < E: the rest 0); one vector load when the lane owns all E and
+// they are 8-byte aligned.
+template <int E> __device__ __forceinline__ void load_own(const bf16 *p, float v[E], int own, bool aligned) {
+    if (own == E && aligned) return load_e<E>(p, v);
+#pragma unroll
+    for (int k = 0; k < E; k++) v[k] = k < own ? to_f(p[k]) : 0.0f;
+}
+
+template <int E>
 __global__ void __launch_bounds__(32 * CACHED_NW)
     attention_cached_kernel(const bf16 *q, const bf16 *kc, const bf16 *vc, bf16 *out, int64_t Tn, int64_t Tmax, int64_t C,
-                            int64_t pos, float scale) {
-    constexpr int E = D / 32;
+                            int64_t pos, float scale, int D) {
     int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int own = max(0, min(E, D - lane * E));
+    const bool aligned = D % 4 == 0;
     int64_t len = pos + i + 1, col = h * D + lane * E;
     float qr[E], acc[E];
-    load_e<E>(q + (b * Tn + i) * C + col, qr);
+    load_own<E>(q + (b * Tn + i) * C + col, qr, own, aligned);
 #pragma unroll
     for (int e = 0; e < E; e++) qr[e] *= scale, acc[e] = 0.0f;
     float m = -INFINITY, l = 0.0f;
@@ -56,7 +66,7 @@ __global__ void __launch_bounds__(32 * CACHED_NW)
         float sc[CACHED_KU], kr[CACHED_KU][E];
 #pragma unroll
         for (int u = 0; u < CACHED_KU; u++)
-            if (j0 + u < len) load_e<E>(kb + (j0 + u) * C, kr[u]);
+            if (j0 + u < len) load_own<E>(kb + (j0 + u) * C, kr[u], own, aligned);
         float m_new = m;
 #pragma unroll
         for (int u = 0; u < CACHED_KU; u++) {
@@ -69,7 +79,7 @@ __global__ void __launch_bounds__(32 * CACHED_NW)
         }
 #pragma unroll
         for (int u = 0; u < CACHED_KU; u++) {  // the V rows, into the K registers (0 past the end: p = 0 there)
-            if (j0 + u < len) load_e<E>(vb + (j0 + u) * C, kr[u]);
+            if (j0 + u < len) load_own<E>(vb + (j0 + u) * C, kr[u], own, aligned);
             else
 #pragma unroll
                 for (int e = 0; e < E; e++) kr[u][e] = 0.0f;
@@ -87,7 +97,7 @@ __global__ void __launch_bounds__(32 * CACHED_NW)
         }
         m = m_new;
     }
-    __shared__ float s_m[CACHED_NW], s_l[CACHED_NW], s_acc[CACHED_NW][D];
+    __shared__ float s_m[CACHED_NW], s_l[CACHED_NW], s_acc[CACHED_NW][32 * E];
     if (lane == 0) s_m[warp] = m, s_l[warp] = l;
 #pragma unroll
     for (int e = 0; e < E; e++) s_acc[warp][lane * E + e] = acc[e];
@@ -112,8 +122,8 @@ void cuda_attention_cached_fwd(TapeNode *n) {
     const Tensor *q = n->in[0];
     int64_t B = q->shape[0], Tn = q->shape[1], C = q->shape[2], H = n->i[0], D = C / H, pos = n->i[1];
     int64_t Tmax = n->in[3]->shape[1];
-    if (D != 64 && D != 128)
-        fatal("CUDA attention_cached '%s': head dim %lld is not supported (64 or 128)", n->out[0]->name, (long long)D);
+    if (D < 1 || D > 128)
+        fatal("CUDA attention_cached '%s': head dim %lld is not supported (at most 128)", n->out[0]->name, (long long)D);
     if (Tn > 65535 || H > 65535 || B > 65535)
         fatal("CUDA attention_cached '%s': grid too large (B %lld, Tn %lld, H %lld)", n->out[0]->name, (long long)B,
               (long long)Tn, (long long)H);
@@ -125,11 +135,14 @@ void cuda_attention_cached_fwd(TapeNode *n) {
     CUDA_LAUNCH_CHECK();
     dim3 blocks((unsigned)Tn, (unsigned)H, (unsigned)B);
     float scale = 1.0f / sqrtf((float)D);
-    if (D == 64)
-        attention_cached_kernel<64><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(
-            cbf(q), cbf(n->in[3]), cbf(n->in[4]), mbf(n->out[0]), Tn, Tmax, C, pos, scale);
-    else
-        attention_cached_kernel<128><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(
-            cbf(q), cbf(n->in[3]), cbf(n->in[4]), mbf(n->out[0]), Tn, Tmax, C, pos, scale);
+    const bf16 *kc = cbf(n->in[3]), *vc = cbf(n->in[4]);
+    bf16 *o = mbf(n->out[0]);
+    const int d = (int)D;
+    switch ((D + 31) / 32) {
+        case 1: attention_cached_kernel<1><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(cbf(q), kc, vc, o, Tn, Tmax, C, pos, scale, d); break;
+        case 2: attention_cached_kernel<2><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(cbf(q), kc, vc, o, Tn, Tmax, C, pos, scale, d); break;
+        case 3: attention_cached_kernel<3><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(cbf(q), kc, vc, o, Tn, Tmax, C, pos, scale, d); break;
+        default: attention_cached_kernel<4><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(cbf(q), kc, vc, o, Tn, Tmax, C, pos, scale, d);
+    }
     CUDA_LAUNCH_CHECK();
 }

@@ -297,7 +297,7 @@ extern "C" int vnm_upload(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     // Gather tables.
     uint16_t *cols = (uint16_t *)xcalloc((size_t)(ngroups * KB * 4), sizeof(uint16_t));
     uint32_t *sel = (uint32_t *)xcalloc((size_t)(ngroups * KB * 2), sizeof(uint32_t));
-    bool window = p.M <= 8 && m->in % 2 == 0, identity = uniform && p.M == 4 && m->in % 8 == 0;
+    bool window = p.M <= 8 && m->in % 2 == 0, identity = uniform && p.M == 4 && m->in % 8 == 0, local = true;
     for (int64_t g = 0; g < ngroups; g++) {
         int64_t rb = uniform ? 0 : (g * d->group_rows) / p.V;
         if (rb >= m->R) rb = m->R - 1;
@@ -310,11 +310,13 @@ extern "C" int vnm_upload(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
                 pos[k] = (int)(c[k] - e0);
                 if (pos[k] < 0 || pos[k] >= 8) window = false;
                 if (c[k] != 4 * cb + k) identity = false;
+                if (c[k] < p.M * cb || c[k] >= p.M * (cb + 1)) local = false;
             }
             if (window) window_selectors(pos, sel + (g * KB + cb) * 2);
         }
     }
     d->fill = identity ? VNM_FILL_TMA : window ? VNM_FILL_WINDOW : VNM_FILL_GENERIC;
+    d->cols_local = local;
 
     int rc = upload_array(&d->vals, vals, (size_t)(Q * d->KT * 32 * 4), err);
     if (!rc) rc = upload_array(&d->meta, meta, (size_t)(Q * d->KT * 32), err);
@@ -375,7 +377,7 @@ extern "C" const char *vnm_spmm_kernel_name(const VnmDeviceMatrix *d, int64_t n,
 static int launch_mma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEpi e,
                          cudaStream_t stream) {
     const int64_t row_tiles = d->out_pad / 64;
-    if (vnm_decode_cluster_ok(d, e.n)) return vnm_launch_decode_cluster(d, dev, x, e, stream);
+    if (vnm_decode_cluster_ok(d, e.n) && vnm_launch_decode_cluster(d, dev, x, e, stream) == 0) return 0;
     if (e.n <= DECODE_MAX_N) {
         const int ntiles = (d->group_rows % 64 == 0) ? 1 : 4;
         const int64_t splits = (d->KT + DECODE_KC - 1) / DECODE_KC;

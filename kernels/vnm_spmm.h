@@ -71,6 +71,7 @@ typedef struct VnmDeviceMatrix {
     int64_t KT;           // 32-wide logical k-steps, padded to even (ceil(C/8) rounded up)
     int group_rows;       // rows that share one set of kept columns: V, or out_pad when uniform
     VnmFill fill;         // how the wgmma kernel builds B (see above)
+    int cols_local;       // every kept channel of column block cb lies in [cb*M, cb*M + M) (no input permutation)
     int cc_major;         // compute capability of the device it was uploaded to
     int num_sms;
     uint32_t *vals;       // (out_pad/16, KT, 32 lanes) × uint4: A fragments

@@ -1,20 +1,24 @@
 // V:N:M SpMM for decode (n <= 16 tokens) on sm_90: split-K inside a thread-block cluster.
 //
 // At n <= 16 the product is memory-bound: the time is reading the A fragments (values + metadata,
-// ~40 bytes per row per 32-wide k-step). The grid is (S <= 8 splits) × (64-row tiles); the S CTAs
-// of a row tile form one cluster and each takes a slice of at most DC_KC k-steps. Per CTA:
-//   1. the kept channels of its slice -> shared memory;
-//   2. all A fragments and metadata of the slice -> shared memory by cp.async (no registers, the
-//      whole slice in flight), while the B tiles (kept x channels of the <= 16 tokens) are
-//      gathered from global/L2 with 8 independent loads in flight per thread;
-//   3. mma.sp m16n8k32 over the slice;
-//   4. the 64 × 16 fp32 partial sums go to shared memory; after a cluster barrier CTA s reduces its
+// 40 bytes per row per 32-wide k-step), and a kernel this short is won by having every load in
+// flight at once, with no chain of dependent memory latencies. The grid is (S <= 16 splits) ×
+// (64-row tiles); the S CTAs of a row tile form one cluster and each takes a slice of at most
+// DC_KC k-steps. Per CTA, in this order:
+//   1. the loads of all A fragments and metadata words of the slice go out, into registers
+//      (one 16-byte and one 4-byte load per thread and k-step, coalesced, read once: evict-first);
+//   2. the x channels the slice can touch ([c0, c0 + xw), n tokens) are copied into shared memory
+//      by 16-byte cp.async, independent of the column lists; with permuted input channels
+//      (cols_local = 0) x is gathered from global memory instead (step 4);
+//   3. the kept channels of the slice -> shared memory;
+//   4. the B tiles (kept channels of the n tokens, one 16 × 32 tile per k-step) are built from the
+//      staged copy;
+//   5. mma.sp m16n8k32 over the slice (the A loads were in flight during 2-4);
+//   6. the 64 × 16 fp32 partial sums go to shared memory; after a cluster barrier CTA s reduces its
 //      1/S share of the tile over the S CTAs' shared memory (DSMEM) in rank order and applies the
 //      epilogue. No global workspace, no atomics: the result is the same on every run.
-// Used for reductions of at most 8 × DC_KC k-steps (in <= 64·8·M) and n > 4, where it measured
-// faster than the atomic split-K kernel of vnm_spmm.cu (which also serves sm_80). A version
-// with a cp.async ring over longer slices measured slower than that kernel (see
-// experiments/kernels/NOTES.md, "Decode").
+// Reductions longer than DC_MAX_SPLIT × DC_KC k-steps use the atomic split-K kernel of
+// vnm_spmm.cu (which also serves sm_80). Measurements: experiments/kernels/NOTES.md, "Decode".
 #include <cooperative_groups.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,96 +26,129 @@
 #include "kernels/mma_sync.cuh"
 #include "kernels/vnm_spmm_common.cuh"
 
-#define DC_KC 8         // k-steps per CTA at most
-#define DC_MAX_SPLIT 8  // CTAs per cluster (the portable cluster size)
+#define DC_KC 12                  // k-steps per CTA at most (their A fragments live in registers)
+#define DC_MAX_SPLIT 16           // CTAs per cluster (above 8: a non-portable size, allowed on H100/H200)
+#define DC_STAGE_MAX (64 * 1024)  // bytes of staged x per CTA at most
 
 // Shared memory of one CTA (bytes), laid out in this order.
 struct DecodeSmem {
-    size_t red, cols, a, meta, b, total;
+    size_t red, cols, b, xs, total;
 };
 
-static __host__ __device__ DecodeSmem decode_smem(int ntiles) {
+// ntiles B tiles per k-step, kc k-steps, staged x of n tokens × xw channels.
+static __host__ __device__ DecodeSmem decode_smem(int ntiles, int kc, int n, int xw) {
     DecodeSmem s;
-    s.red = 16 * 64 * sizeof(float);                                 // [16 tokens][64 rows] partials
-    s.cols = (size_t)ntiles * DC_KC * 8 * sizeof(uint2);              // [tile][k-step][block] channels
-    s.a = (size_t)DC_KC * 128 * sizeof(uint4);                        // [k-step][warp*32 + lane]
-    s.meta = (size_t)DC_KC * 128 * sizeof(uint32_t);                  // same indexing
-    s.b = (size_t)ntiles * DC_KC * 16 * B_PITCH * sizeof(uint16_t);   // [tile][k-step][token][B_PITCH]
-    s.total = s.red + s.cols + s.a + s.meta + s.b;
+    s.red = 16 * 64 * sizeof(float);                             // [16 tokens][64 rows] partials
+    s.cols = (size_t)ntiles * kc * 8 * sizeof(uint2);             // [tile][k-step][block] channels
+    s.b = (size_t)ntiles * kc * 16 * B_PITCH * sizeof(uint16_t);  // [tile][k-step][token][B_PITCH]
+    s.xs = (size_t)n * xw * sizeof(uint16_t);                     // [token][channel - c0]
+    s.total = s.red + s.cols + s.b + s.xs;
     return s;
 }
 
-// NT: B tiles per k-step (1 when the 64 rows of a CTA share their kept columns, 4 for 16/32-row groups).
+// The 4 kept channels c (absolute) of a staged token row that starts at channel c0.
+__device__ __forceinline__ uint2 gather_staged(const uint16_t *row, uint2 c, int64_t c0) {
+    const uint16_t *r = row - c0;
+    return make_uint2(vnm_pack2(r[c.x & 0xffff], r[c.x >> 16]), vnm_pack2(r[c.y & 0xffff], r[c.y >> 16]));
+}
+
+// NT: B tiles per k-step (1 when the 64 rows of a CTA share their kept columns, 4 for 16/32-row
+// groups). xw: staged channels per token (0: gather from global memory).
 template <int NT>
 __global__ void __launch_bounds__(128) vnm_decode_cluster_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e,
-                                                                 int kc_max) {
+                                                                 int kc_max, int xw) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
     extern __shared__ __align__(16) unsigned char smem[];
-    const DecodeSmem L = decode_smem(NT);
+    const DecodeSmem L = decode_smem(NT, kc_max, (int)e.n, xw);
     float *red = (float *)smem;
     uint2 *scols = (uint2 *)(smem + L.red);
-    uint4 *As = (uint4 *)(smem + L.red + L.cols);
-    uint32_t *Ms = (uint32_t *)(smem + L.red + L.cols + L.a);
-    uint16_t *Bs = (uint16_t *)(smem + L.red + L.cols + L.a + L.meta);
+    uint16_t *Bs = (uint16_t *)(smem + L.red + L.cols);
+    uint16_t *xs = (uint16_t *)(smem + L.red + L.cols + L.b);
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int split = (int)cluster.block_rank(), S = (int)cluster.num_blocks();
     const int64_t row0 = (int64_t)blockIdx.y * 64, ks0 = (int64_t)split * kc_max;
     const int kc = (int)max((int64_t)0, min(d.KT, ks0 + kc_max) - ks0);
+    const int n = (int)e.n, ntok = n <= 8 ? 8 : 16;  // tokens in the B tiles (rows >= n are zero)
 
+    // 1. A fragments and metadata -> registers.
+    const int64_t q = row0 / 16 + warp;
+    uint4 a[DC_KC];
+    uint32_t m[DC_KC];
+#pragma unroll
+    for (int k = 0; k < DC_KC; k++)
+        if (k < kc) {
+            a[k] = __ldcs(d.vals + vnm_frag_index(q, ks0 + k, d.KT, lane));
+            m[k] = __ldcs(d.meta + vnm_frag_index(q, ks0 + k, d.KT, lane));
+        }
+    // 2. x channels [c0, c0 + xw) of the n tokens -> shared memory.
+    const int64_t c0 = ks0 * 8 * d.M, cw = min((int64_t)xw, d.in - c0);
+    if (xw && d.in % 8 == 0) {
+        for (int t = 0; t < n; t++)
+            for (int c = 8 * tid; c < xw; c += 8 * 128) {
+                const bool ok = c < cw;
+                cp_async16(xs + t * xw + c, ok ? x + t * d.in + c0 + c : x, ok);
+            }
+        cp_async_commit();
+    } else if (xw) {
+        for (int t = 0; t < n; t++)
+            for (int c = tid; c < xw; c += 128) xs[t * xw + c] = c < cw ? vnm_ldg_u16(x + t * d.in + c0 + c) : 0;
+    }
+    // 3. kept channels of the slice -> shared memory.
     for (int i = tid; i < NT * kc * 8; i += 128) {
         const int j = i & 7, kk = (i >> 3) % kc, tile = (i >> 3) / kc;
         const int64_t cb = (ks0 + kk) * 8 + j, g = (row0 + (NT == 1 ? 0 : 16 * tile)) / d.group_rows;
-        scols[(tile * DC_KC + kk) * 8 + j] = __ldg((const uint2 *)(d.cols + (g * d.KT * 8 + cb) * 4));
-    }
-    __syncthreads();
-    // A fragments: per k-step the 4 warps' fragments are 128 contiguous uint4 (vnm_frag_index).
-    for (int kk = 0; kk < kc; kk++) {
-        const int64_t base = vnm_frag_index(row0 / 16, ks0 + kk, d.KT, 0);
-        cp_async16(&As[kk * 128 + tid], d.vals + base + tid, true);
-        if (tid < 32) cp_async16(&Ms[kk * 128 + 4 * tid], d.meta + base + 4 * tid, true);
-    }
-    cp_async_commit();
-    // B units of thread tid: token t = tid / 8, block j = tid % 8, unit i = (tile i / DC_KC, k-step i % DC_KC).
-    const int j = tid & 7, t = tid >> 3;
-    for (int i0 = 0; i0 < NT * DC_KC; i0 += 8) {
-        uint2 v[8];
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const int tile = (i0 + i) / DC_KC, kk = (i0 + i) % DC_KC;
-            const bool ok = kk < kc && t < e.n && (ks0 + kk) * 8 + j < d.C;
-            v[i] = ok ? vnm_gather_cols(x + t * d.in, scols[(tile * DC_KC + kk) * 8 + j]) : make_uint2(0, 0);
-        }
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const int tile = (i0 + i) / DC_KC, kk = (i0 + i) % DC_KC;
-            *(uint2 *)(Bs + ((tile * DC_KC + kk) * 16 + t) * B_PITCH + 4 * j) = v[i];
-        }
+        scols[(tile * kc_max + kk) * 8 + j] = __ldg((const uint2 *)(d.cols + (g * d.KT * 8 + cb) * 4));
     }
     cp_async_wait<0>();
     __syncthreads();
-
-    float acc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
-    const uint16_t *my_b = Bs + (NT == 1 ? 0 : warp) * DC_KC * 16 * B_PITCH;
-    for (int kk = 0; kk < kc; kk++) {
+    // 4. B tiles: thread (token t, block j) fills its 4 channels of every (tile, k-step), 8 in
+    // flight when gathering from global memory.
+    const int t = tid >> 3, j = tid & 7;
+    if (t < ntok) {
+        const uint16_t *xrow = xw ? xs + t * xw : x + t * d.in;
+        for (int tile = 0; tile < NT; tile++)
+            for (int kk0 = 0; kk0 < kc; kk0 += 8) {
+                uint2 v[8];
 #pragma unroll
-        for (int nt = 0; nt < 2; nt++) {
-            uint32_t b[4];
-            ldmatrix_x4(b, my_b + (kk * 16 + nt * 8 + (lane & 7)) * B_PITCH + (lane >> 3) * 8);
-            mma_sp_16832(acc[nt], As[kk * 128 + tid], b, Ms[kk * 128 + tid]);
-        }
+                for (int i = 0; i < 8; i++) {
+                    const int kk = kk0 + i;
+                    const bool ok = kk < kc && t < n && (ks0 + kk) * 8 + j < d.C;
+                    const uint2 c = ok ? scols[(tile * kc_max + kk) * 8 + j] : make_uint2(0, 0);
+                    v[i] = !ok ? make_uint2(0, 0) : xw ? gather_staged(xrow, c, c0) : vnm_gather_cols(xrow, c);
+                }
+#pragma unroll
+                for (int i = 0; i < 8; i++)
+                    if (kk0 + i < kc) *(uint2 *)(Bs + ((tile * kc_max + kk0 + i) * 16 + t) * B_PITCH + 4 * j) = v[i];
+            }
     }
+    __syncthreads();
 
-    // Partials -> red[t][r]; reduce over the cluster in rank order.
+    // 5. mma.sp over the slice.
+    float acc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+    const uint16_t *my_b = Bs + (NT == 1 ? 0 : warp) * kc_max * 16 * B_PITCH;
+#pragma unroll
+    for (int k = 0; k < DC_KC; k++)
+        if (k < kc) {
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+                if (nt * 8 < ntok) {
+                    uint32_t b[4];
+                    ldmatrix_x4(b, my_b + (k * 16 + nt * 8 + (lane & 7)) * B_PITCH + (lane >> 3) * 8);
+                    mma_sp_16832(acc[nt], a[k], b, m[k]);
+                }
+        }
+
+    // 6. Partials -> red[t][r]; reduce over the cluster in rank order.
     const int g = lane >> 2, tig = lane & 3;
 #pragma unroll
     for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-        for (int q = 0; q < 4; q++) red[(nt * 8 + 2 * tig + (q & 1)) * 64 + 16 * warp + g + (q >= 2 ? 8 : 0)] = acc[nt][q];
+        for (int c = 0; c < 4; c++) red[(nt * 8 + 2 * tig + (c & 1)) * 64 + 16 * warp + g + (c >= 2 ? 8 : 0)] = acc[nt][c];
     cluster.sync();
-    const int E = (int)e.n * 64, lo = split * E / S, hi = (split + 1) * E / S;
+    const int E = n * 64, lo = split * E / S, hi = (split + 1) * E / S;
     for (int i = lo + tid; i < hi; i += 128) {
         float s = 0.0f;
         for (int r = 0; r < S; r++) s += cluster.map_shared_rank(red, r)[i];
@@ -122,8 +159,15 @@ __global__ void __launch_bounds__(128) vnm_decode_cluster_kernel(VnmDev d, const
 }
 
 template <int NT>
-static int decode_smem_attr(size_t bytes) {
+static int decode_attrs(size_t bytes, int S) {
     static size_t set = 0;
+    static bool big_clusters = false;
+    if (S > 8 && !big_clusters) {
+        if (cudaFuncSetAttribute(vnm_decode_cluster_kernel<NT>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) !=
+            cudaSuccess)
+            return -1;
+        big_clusters = true;
+    }
     if (bytes <= 48 * 1024 || bytes <= set) return 0;
     if (cudaFuncSetAttribute(vnm_decode_cluster_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) !=
         cudaSuccess)
@@ -132,16 +176,27 @@ static int decode_smem_attr(size_t bytes) {
     return 0;
 }
 
-// Split of the k-steps over the cluster: S CTAs of kc_max k-steps each (the last may have fewer).
-static void decode_split(const VnmDeviceMatrix *d, int *S, int *kc_max) {
-    const int s = (int)(d->KT < DC_MAX_SPLIT ? d->KT : DC_MAX_SPLIT);
+// Split of the k-steps over the cluster: S CTAs of kc_max k-steps each (the last may have fewer),
+// about 8 k-steps per CTA; VNM_DECODE_SPLIT=S in the environment forces S (for measurements).
+// Returns 0 when kc_max <= DC_KC.
+static int decode_split(const VnmDeviceMatrix *d, int *S, int *kc_max) {
+    static int forced = -1;
+    if (forced < 0) {
+        const char *env = getenv("VNM_DECODE_SPLIT");
+        forced = env ? atoi(env) : 0;
+        if (forced < 0 || forced > DC_MAX_SPLIT) forced = 0;
+    }
+    int64_t s = forced ? forced : (d->KT + 7) / 8;
+    if (s > DC_MAX_SPLIT) s = DC_MAX_SPLIT;
+    if (s > d->KT) s = d->KT;
     *kc_max = (int)((d->KT + s - 1) / s);
     *S = (int)((d->KT + *kc_max - 1) / *kc_max);  // no empty CTAs
+    return *kc_max <= DC_KC ? 0 : -1;
 }
 
-// Whether the cluster kernel runs this matrix at n tokens: n in 5..16, at most 8 × DC_KC k-steps,
-// an sm_90 device and binary (a PTX-only or sm_80 build has no cluster code), and VNM_DECODE=atomic
-// not set (that selects the atomic split-K kernel everywhere, for comparison).
+// Whether the cluster kernel runs this matrix at n tokens: n <= 16, at most DC_MAX_SPLIT × DC_KC
+// k-steps, an sm_90 device and binary (a PTX-only or sm_80 build has no cluster code), and
+// VNM_DECODE=atomic not set (that selects the atomic split-K kernel everywhere, for comparison).
 int vnm_decode_cluster_ok(const VnmDeviceMatrix *d, int64_t n) {
     static int avail = -1;
     if (avail < 0) {
@@ -151,16 +206,20 @@ int vnm_decode_cluster_ok(const VnmDeviceMatrix *d, int64_t n) {
                 a.binaryVersion >= 90;
         cudaGetLastError();
     }
-    return avail && d->cc_major >= 9 && n > 4 && n <= 16 && d->KT <= DC_MAX_SPLIT * DC_KC;
+    int S, kc_max;
+    return avail && d->cc_major >= 9 && n >= 1 && n <= 16 && decode_split(d, &S, &kc_max) == 0;
 }
 
-// Launches the cluster decode kernel (vnm_decode_cluster_ok(d, e.n)); -1 when the launch failed.
+// Launches the cluster decode kernel (vnm_decode_cluster_ok(d, e.n)); -1 when the launch failed
+// (e.g. no GPC can hold a 16-CTA cluster): the caller falls back to the atomic kernel.
 int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const VnmEpi &e,
                               cudaStream_t stream) {
     int S, kc_max;
-    decode_split(d, &S, &kc_max);
+    if (decode_split(d, &S, &kc_max)) return -1;
     const int ntiles = (d->group_rows % 64 == 0) ? 1 : 4;
-    const size_t smem = decode_smem(ntiles).total;
+    int xw = (int)(kc_max * 8 * d->p.M);  // channels of a slice when they are local
+    if (!d->cols_local || e.n * xw * sizeof(uint16_t) > DC_STAGE_MAX) xw = 0;
+    const size_t smem = decode_smem(ntiles, kc_max, (int)e.n, xw).total;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)S, (unsigned)(d->out_pad / 64), 1);
     cfg.blockDim = dim3(128, 1, 1);
@@ -172,10 +231,12 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     cfg.attrs = attr, cfg.numAttrs = 1;
     cudaError_t rc;
     if (ntiles == 1)
-        rc = decode_smem_attr<1>(smem) ? cudaErrorInvalidValue
-                                        : cudaLaunchKernelEx(&cfg, vnm_decode_cluster_kernel<1>, dev, x, e, kc_max);
+        rc = decode_attrs<1>(smem, S) ? cudaErrorInvalidValue
+                                    : cudaLaunchKernelEx(&cfg, vnm_decode_cluster_kernel<1>, dev, x, e, kc_max, xw);
     else
-        rc = decode_smem_attr<4>(smem) ? cudaErrorInvalidValue
-                                        : cudaLaunchKernelEx(&cfg, vnm_decode_cluster_kernel<4>, dev, x, e, kc_max);
-    return rc == cudaSuccess ? 0 : -1;
+        rc = decode_attrs<4>(smem, S) ? cudaErrorInvalidValue
+                                    : cudaLaunchKernelEx(&cfg, vnm_decode_cluster_kernel<4>, dev, x, e, kc_max, xw);
+    if (rc == cudaSuccess) return 0;
+    cudaGetLastError();
+    return -1;
 }

@@ -16,7 +16,7 @@ OUTDIR=/tmp/vt
 step train $V train configs/llama_tiny_lora.yaml train.device=cuda train.out_dir=$OUTDIR/llama
 step train_recompute_accum $V train configs/llama_tiny_lora.yaml train.device=cuda train.recompute=layers \
   train.grad_accum=2 train.out_dir=$OUTDIR/llama_ra
-grep -h '"loss"' $OUTDIR/llama/metrics.jsonl $OUTDIR/llama_ra/metrics.jsonl | tail -2  # should agree (dropout aside)
+for r in llama llama_ra; do grep -h '"loss"' $OUTDIR/$r/metrics.jsonl | tail -1; done  # should agree (dropout aside)
 step export $V export configs/llama_tiny_lora.yaml train.device=cuda train.out_dir=$OUTDIR/llama
 step eval $V eval configs/llama_tiny_lora.yaml train.device=cuda --model=$OUTDIR/llama/export.h5
 grep -E "perplexity|kernel" "$LOG"/eval.log | head -4

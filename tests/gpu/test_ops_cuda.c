@@ -495,6 +495,12 @@ static void attention_cached_case(const char *label, int64_t B, int64_t Tn, int 
 Test(ops_cuda, attention_cached_decode_d128) { NEED_GPU(); attention_cached_case("attn cached decode D=128", 3, 1, 4, 128, 300, 320); }
 Test(ops_cuda, attention_cached_chunk_d64) { NEED_GPU(); attention_cached_case("attn cached 9 new D=64", 2, 9, 3, 64, 20, 40); }
 Test(ops_cuda, attention_cached_prefill_d128) { NEED_GPU(); attention_cached_case("attn cached prefill D=128", 2, 70, 2, 128, 0, 80); }
+Test(ops_cuda, attention_cached_odd_head_dims) {
+    NEED_GPU();
+    attention_cached_case("attn cached D=16", 2, 3, 4, 16, 10, 16);  // lanes 16..31 own no dims
+    attention_cached_case("attn cached D=96", 1, 2, 2, 96, 40, 48);
+    attention_cached_case("attn cached D=50", 1, 1, 2, 50, 7, 8);  // not 8-byte aligned rows: scalar loads
+}
 
 // ---- embeddings and token ops ----
 static Tensor *build_patch(Tape *t, Tensor **in, const Case *c) { return op_patch_embed(t, in[0], in[1], in[2], c->ip[0], "patch"); }
