@@ -3,9 +3,8 @@
 // batch b) attends over the cached positions 0 .. pos + i.
 //
 // The CTA's NW warps split the keys round-robin in groups of KU consecutive keys (KU rows of K and
-// of V in flight per warp: the loop is latency-bound otherwise). Lane l owns E = ceil(D/32)
-// consecutive dims of the head (head dims up to 128; the last lanes own fewer, or none, when D is
-// not 32·E): score = warp_sum(q·k) (q pre-scaled by 1/√D), then an online softmax per warp
+// of V in flight per warp: the loop is latency-bound otherwise). Lane l owns E = D/32 consecutive
+// dims of the head (other head dims up to 128: E = 4 and the first ceil(D/4) lanes own dims): score = warp_sum(q·k) (q pre-scaled by 1/√D), then an online softmax per warp
 // (running max m, sum l, unnormalised output acc, rescaled by exp(m_old − m_new) when the max
 // grows), so the scores are never stored and any cache length works. At the end the warps' (m, l, acc) are merged through
 // shared memory: out = Σ_w acc_w·exp(m_w − M) / Σ_w l_w·exp(m_w − M), M = max_w m_w.
@@ -39,25 +38,27 @@ template <int E> __device__ __forceinline__ void load_e(const bf16 *p, float v[E
     }
 }
 
-// The `own` dims of a lane (own < E: the rest 0); one vector load when the lane owns all E and
-// they are 8-byte aligned.
-template <int E> __device__ __forceinline__ void load_own(const bf16 *p, float v[E], int own, bool aligned) {
-    if (own == E && aligned) return load_e<E>(p, v);
+// The `own` dims of a lane (the rest 0). FULL: D = 32·E, every lane owns E dims (a compile-time
+// choice: a run-time branch here kept the KU rows' loads from being in flight together).
+template <int E, bool FULL> __device__ __forceinline__ void load_own(const bf16 *p, float v[E], int own) {
+    if constexpr (FULL) {
+        load_e<E>(p, v);
+    } else {
 #pragma unroll
-    for (int k = 0; k < E; k++) v[k] = k < own ? to_f(p[k]) : 0.0f;
+        for (int k = 0; k < E; k++) v[k] = k < own ? to_f(p[k]) : 0.0f;
+    }
 }
 
-template <int E>
+template <int E, bool FULL>
 __global__ void __launch_bounds__(32 * CACHED_NW)
     attention_cached_kernel(const bf16 *q, const bf16 *kc, const bf16 *vc, bf16 *out, int64_t Tn, int64_t Tmax, int64_t C,
                             int64_t pos, float scale, int D) {
     int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int own = max(0, min(E, D - lane * E));
-    const bool aligned = D % 4 == 0;
     int64_t len = pos + i + 1, col = h * D + lane * E;
     float qr[E], acc[E];
-    load_own<E>(q + (b * Tn + i) * C + col, qr, own, aligned);
+    load_own<E, FULL>(q + (b * Tn + i) * C + col, qr, own);
 #pragma unroll
     for (int e = 0; e < E; e++) qr[e] *= scale, acc[e] = 0.0f;
     float m = -INFINITY, l = 0.0f;
@@ -66,7 +67,7 @@ __global__ void __launch_bounds__(32 * CACHED_NW)
         float sc[CACHED_KU], kr[CACHED_KU][E];
 #pragma unroll
         for (int u = 0; u < CACHED_KU; u++)
-            if (j0 + u < len) load_own<E>(kb + (j0 + u) * C, kr[u], own, aligned);
+            if (j0 + u < len) load_own<E, FULL>(kb + (j0 + u) * C, kr[u], own);
         float m_new = m;
 #pragma unroll
         for (int u = 0; u < CACHED_KU; u++) {
@@ -79,7 +80,7 @@ __global__ void __launch_bounds__(32 * CACHED_NW)
         }
 #pragma unroll
         for (int u = 0; u < CACHED_KU; u++) {  // the V rows, into the K registers (0 past the end: p = 0 there)
-            if (j0 + u < len) load_own<E>(vb + (j0 + u) * C, kr[u], own, aligned);
+            if (j0 + u < len) load_own<E, FULL>(vb + (j0 + u) * C, kr[u], own);
             else
 #pragma unroll
                 for (int e = 0; e < E; e++) kr[u][e] = 0.0f;
@@ -138,11 +139,15 @@ void cuda_attention_cached_fwd(TapeNode *n) {
     const bf16 *kc = cbf(n->in[3]), *vc = cbf(n->in[4]);
     bf16 *o = mbf(n->out[0]);
     const int d = (int)D;
-    switch ((D + 31) / 32) {
-        case 1: attention_cached_kernel<1><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(cbf(q), kc, vc, o, Tn, Tmax, C, pos, scale, d); break;
-        case 2: attention_cached_kernel<2><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(cbf(q), kc, vc, o, Tn, Tmax, C, pos, scale, d); break;
-        case 3: attention_cached_kernel<3><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(cbf(q), kc, vc, o, Tn, Tmax, C, pos, scale, d); break;
-        default: attention_cached_kernel<4><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(cbf(q), kc, vc, o, Tn, Tmax, C, pos, scale, d);
+#define CACHED_LAUNCH(E, FULL) \
+    attention_cached_kernel<E, FULL><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(cbf(q), kc, vc, o, Tn, Tmax, C, pos, scale, d)
+    switch (D % 32 ? 0 : D / 32) {  // head dims 32, 64, 96, 128: every lane owns D/32; others: 4 dims on the first lanes
+        case 1: CACHED_LAUNCH(1, true); break;
+        case 2: CACHED_LAUNCH(2, true); break;
+        case 3: CACHED_LAUNCH(3, true); break;
+        case 4: CACHED_LAUNCH(4, true); break;
+        default: CACHED_LAUNCH(4, false);
     }
+#undef CACHED_LAUNCH
     CUDA_LAUNCH_CHECK();
 }

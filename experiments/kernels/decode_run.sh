@@ -25,6 +25,7 @@ V=$B/vnmtune
 # RUNS: "tag:ENV=V,ENV=V:bench args" entries, ';'-separated (default: cluster vs atomic, both flushes)
 RUNS=${RUNS:-"write:VNM_X=1:;read:VNM_X=1:--flush-read;atomic_write:VNM_DECODE=atomic:;atomic_read:VNM_DECODE=atomic:--flush-read"}
 IFS=';' read -ra runs <<<"$RUNS"
+[ "$RUNS" = - ] && runs=()  # RUNS=- : build and test only
 for r in "${runs[@]}"; do
   IFS=':' read -r tag envs args <<<"$r"
   echo "== $tag ($envs $args): shape n pattern kernel dense_us ours_us floor_us ratio"
