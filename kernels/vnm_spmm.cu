@@ -358,22 +358,26 @@ static bool wgmma_matrix_ok(const VnmDeviceMatrix *d) {
 static bool wgmma_ok(const VnmDeviceMatrix *d, int64_t n) { return wgmma_matrix_ok(d) && n > DECODE_MAX_N; }
 
 // Token-major calls (AUTO) of V:N:M matrices with M > 4 go through the feature-major kernel with
-// transposes around it: its row gather measured 2.2-2.7x faster than the token-major window and
-// generic fillers, far more than the two transposes cost. 2:4 (TMA filler) stays token-major.
-// VNM_TOKEN_MAJOR=1 in the environment keeps the token-major kernel (for comparison).
+// transposes around it, where that measured faster (H200, experiments/kernels/NOTES.md): its row
+// gather is 2.2-2.7x faster than the token-major window and generic fillers, which pays for the
+// transposes when both in and out are >= 1024 (Llama shapes: 1.4-1.8x at n = 128 .. 8192); on
+// DeiT-sized layers the transposes cost more than that. 2:4 (TMA filler) stays token-major.
+// VNM_TOKEN_MAJOR=1 / 0 in the environment forces the token-major kernel / the transposed route.
 static bool via_feature_major(const VnmDeviceMatrix *d, int64_t n, int kernel) {
-    static int keep_tm = -1;
-    if (keep_tm < 0) {
+    static int force = -2;
+    if (force == -2) {
         const char *env = getenv("VNM_TOKEN_MAJOR");
-        keep_tm = env && !strcmp(env, "1");
+        force = env ? !strcmp(env, "1") : -1;  // 1: token-major, 0: transposed, -1: by shape
     }
-    return kernel == VNM_KERNEL_AUTO && !keep_tm && wgmma_ok(d, n) && d->fill != VNM_FILL_TMA;
+    if (kernel == VNM_KERNEL_VIA_FM) return true;  // checked by pick_kernel
+    if (kernel != VNM_KERNEL_AUTO || !wgmma_ok(d, n) || d->fill == VNM_FILL_TMA) return false;
+    return force >= 0 ? force == 0 : d->in >= 1024 && d->out >= 1024;
 }
 
 static int pick_kernel(const VnmDeviceMatrix *d, int64_t n, int kernel) {
     if (kernel == VNM_KERNEL_AUTO) return wgmma_ok(d, n) ? VNM_KERNEL_WGMMA_SP : VNM_KERNEL_MMA_SP;
     if (kernel == VNM_KERNEL_WGMMA_SP && !wgmma_ok(d, n)) return -1;
-    if (kernel == VNM_KERNEL_FEATURE_MAJOR && !wgmma_matrix_ok(d)) return -1;
+    if ((kernel == VNM_KERNEL_FEATURE_MAJOR || kernel == VNM_KERNEL_VIA_FM) && !wgmma_matrix_ok(d)) return -1;
     return kernel;
 }
 
@@ -381,7 +385,7 @@ extern "C" const char *vnm_spmm_kernel_name(const VnmDeviceMatrix *d, int64_t n,
     static const char *fills[] = {"wgmma_sp/tma", "wgmma_sp/window", "wgmma_sp/generic"};
     int k = pick_kernel(d, n, kernel);
     if (k == VNM_KERNEL_FEATURE_MAJOR) return "wgmma_sp/rows";
-    if (via_feature_major(d, n, kernel)) return "wgmma_sp/rows+T";
+    if (k >= 0 && via_feature_major(d, n, kernel)) return "wgmma_sp/rows+T";
     if (k == VNM_KERNEL_WGMMA_SP) return fills[d->fill];
     if (k == VNM_KERNEL_MMA_SP && n <= DECODE_MAX_N) return vnm_decode_cluster_ok(d, n) ? "mma_sp/cluster" : "mma_sp/decode";
     if (k == VNM_KERNEL_MMA_SP) return "mma_sp";
@@ -444,33 +448,60 @@ static int launch_result(int rc, const char *fn, Err *err) {
     return rc ? err_set(err, "%s: launch failed", fn) : 0;
 }
 
+__device__ __forceinline__ uint32_t bf16_add(uint32_t a, uint32_t b) {
+    const float f = __bfloat162float(__ushort_as_bfloat16((uint16_t)a)) + __bfloat162float(__ushort_as_bfloat16((uint16_t)b));
+    return __bfloat16_as_ushort(__float2bfloat16(f));
+}
+
 // dst (cols × ld_dst) = srcᵀ, src (rows × cols, ld_src): dst[c][r] = src[r][c] (+ add[c][r], same
-// layout as dst). 32 × 32 tiles through shared memory, both sides coalesced.
-__global__ void transpose_bf16_kernel(const uint16_t *__restrict__ src, int64_t rows, int64_t cols, int64_t ld_src,
-                                      uint16_t *__restrict__ dst, int64_t ld_dst, const uint16_t *__restrict__ add) {
-    __shared__ uint16_t tile[32][33];
-    const int64_t r0 = (int64_t)blockIdx.y * 32, c0 = (int64_t)blockIdx.x * 32;
-    for (int i = threadIdx.y; i < 32; i += 8) {
-        const int64_t r = r0 + i, c = c0 + threadIdx.x;
-        if (r < rows && c < cols) tile[i][threadIdx.x] = src[r * ld_src + c];
-    }
-    __syncthreads();
-    for (int i = threadIdx.y; i < 32; i += 8) {
-        const int64_t c = c0 + i, r = r0 + threadIdx.x;
-        if (r >= rows || c >= cols) continue;
-        uint16_t v = tile[threadIdx.x][i];
-        if (add) {
-            const float f = __bfloat162float(__ushort_as_bfloat16(v)) + __bfloat162float(__ushort_as_bfloat16(add[c * ld_dst + r]));
-            v = __bfloat16_as_ushort(__float2bfloat16(f));
+// layout as dst). 64 × 64 tiles through shared memory. PAIRS: 4-byte accesses on both sides (two
+// columns per load, two rows per store; needs even strides and 4-byte aligned pointers), else
+// 2-byte ones. Row tiles are grid-strided (n can exceed 65535 tiles).
+template <bool PAIRS>
+__global__ void __launch_bounds__(256) transpose_bf16_kernel(const uint16_t *__restrict__ src, int64_t rows, int64_t cols,
+                                                             int64_t ld_src, uint16_t *__restrict__ dst, int64_t ld_dst,
+                                                             const uint16_t *__restrict__ add) {
+    __shared__ uint16_t tile[64][65];  // odd pitch: the column reads below are conflict-free
+    const int tx = threadIdx.x, ty = threadIdx.y;  // 32 × 8
+    const int64_t c0 = (int64_t)blockIdx.x * 64;
+    for (int64_t r0 = (int64_t)blockIdx.y * 64; r0 < rows; r0 += (int64_t)gridDim.y * 64) {
+        for (int i = ty; i < 64; i += 8) {  // thread tx: columns 2tx, 2tx+1 of tile rows i
+            const int64_t r = r0 + i, c = c0 + 2 * tx;
+            const uint16_t *p = src + r * ld_src + c;
+            uint32_t w = 0;
+            if (r < rows && c + 1 < cols) w = PAIRS ? *(const uint32_t *)p : (uint32_t)p[0] | (uint32_t)p[1] << 16;
+            else if (r < rows && c < cols) w = p[0];
+            tile[i][2 * tx] = (uint16_t)w, tile[i][2 * tx + 1] = (uint16_t)(w >> 16);
         }
-        dst[c * ld_dst + r] = v;
+        __syncthreads();
+        for (int i = ty; i < 64; i += 8) {  // thread tx: tile rows 2tx, 2tx+1 of dst row c0 + i
+            const int64_t c = c0 + i, r = r0 + 2 * tx;
+            if (c >= cols || r >= rows) continue;
+            uint16_t *p = dst + c * ld_dst + r;
+            const bool two = r + 1 < rows;
+            uint32_t lo = tile[2 * tx][i], hi = tile[2 * tx + 1][i];
+            if (add) {
+                const uint16_t *q = add + c * ld_dst + r;
+                lo = bf16_add(lo, q[0]);
+                if (two) hi = bf16_add(hi, q[1]);
+            }
+            if (PAIRS && two) *(uint32_t *)p = lo | hi << 16;
+            else {
+                p[0] = (uint16_t)lo;
+                if (two) p[1] = (uint16_t)hi;
+            }
+        }
+        __syncthreads();
     }
 }
 
 static void transpose_bf16(const uint16_t *src, int64_t rows, int64_t cols, int64_t ld_src, uint16_t *dst, int64_t ld_dst,
                            const uint16_t *add, cudaStream_t stream) {
-    dim3 grid((unsigned)((cols + 31) / 32), (unsigned)((rows + 31) / 32));
-    transpose_bf16_kernel<<<grid, dim3(32, 8), 0, stream>>>(src, rows, cols, ld_src, dst, ld_dst, add);
+    const int64_t rtiles = (rows + 63) / 64;
+    dim3 grid((unsigned)((cols + 63) / 64), (unsigned)(rtiles < 65535 ? rtiles : 65535)), block(32, 8);
+    const bool pairs = ld_src % 2 == 0 && ld_dst % 2 == 0 && ((uintptr_t)src | (uintptr_t)dst | (uintptr_t)add) % 4 == 0;
+    if (pairs) transpose_bf16_kernel<true><<<grid, block, 0, stream>>>(src, rows, cols, ld_src, dst, ld_dst, add);
+    else transpose_bf16_kernel<false><<<grid, block, 0, stream>>>(src, rows, cols, ld_src, dst, ld_dst, add);
 }
 
 // y = epilogue(x · Wᵀ) as xT = xᵀ; yT = W·xT with bias and GELU; y = yTᵀ + residual. The two

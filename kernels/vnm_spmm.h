@@ -59,6 +59,7 @@ typedef enum {
     VNM_KERNEL_MMA_SP = 1,    // mma.sp.sync (any arch >= sm_80)
     VNM_KERNEL_WGMMA_SP = 2,  // wgmma.mma_async.sp (sm_90a only)
     VNM_KERNEL_FEATURE_MAJOR = 3,  // only for vnm_spmm_kernel_name: the vnm_spmm_cuda_fm kernel
+    VNM_KERNEL_VIA_FM = 4,    // token-major call through transposes + the feature-major kernel (sm_90a)
 } VnmKernel;
 
 // VNM_FILL_ROWS is the feature-major kernel's filler (cp.async row copies of xT); d->fill never holds it.

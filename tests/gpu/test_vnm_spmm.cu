@@ -222,6 +222,12 @@ Test(vnm_spmm_gpu, patterns_wgmma_sp) {
     sweep_patterns(VNM_KERNEL_WGMMA_SP);
 }
 
+// Token-major products through transposes + the feature-major kernel (what AUTO does for large layers).
+Test(vnm_spmm_gpu, patterns_via_feature_major) {
+    SKIP_WITHOUT_GPU();
+    sweep_patterns(VNM_KERNEL_VIA_FM);
+}
+
 // Sizes, epilogues, permutations and the three B fillers of the wgmma kernel.
 Test(vnm_spmm_gpu, shapes_and_epilogues) {
     SKIP_WITHOUT_GPU();
@@ -240,7 +246,7 @@ Test(vnm_spmm_gpu, shapes_and_epilogues) {
         {64, 8, 256, 8 * 8 * 8 * 12, 8, 0, 0, 0, VNM_ACT_NONE},  // decode, a 12-CTA cluster (non-portable size)
         {64, 8, 1024, 8 * 128, 1000, 0, 1, 1, VNM_ACT_NONE},
     };
-    const int kernels[] = {VNM_KERNEL_AUTO, VNM_KERNEL_MMA_SP, VNM_KERNEL_WGMMA_SP};
+    const int kernels[] = {VNM_KERNEL_AUTO, VNM_KERNEL_MMA_SP, VNM_KERNEL_WGMMA_SP, VNM_KERNEL_VIA_FM};
     for (size_t i = 0; i < ARRAY_LEN(cases); i++)
         for (size_t k = 0; k < ARRAY_LEN(kernels); k++) run_case(&cases[i], kernels[k], 1000 + i);
 }
