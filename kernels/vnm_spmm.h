@@ -14,10 +14,10 @@
 //                 gathered up front; fp32 workspace + the last CTA of each row tile applies the
 //                 epilogue. The workspace belongs to the matrix: concurrent n <= 16 calls on the
 //                 same VnmDeviceMatrix from different streams are not allowed.
-//   - "mma_sp/cluster" (4 < n <= 16, sm_90, in <= 64·8·M): split-K over the CTAs of a
-//                 thread-block cluster, A by cp.async, partial sums reduced through distributed
-//                 shared memory in a fixed order (no workspace, deterministic); where it measured
-//                 faster than "mma_sp/decode". VNM_DECODE=atomic in the environment disables it.
+//   - "mma_sp/cluster" (n <= 16, sm_90, in <= 1024·M): split-K over the <= 16 CTAs of a
+//                 thread-block cluster, A fragments in registers, x slice staged by cp.async,
+//                 partial sums reduced through distributed shared memory in a fixed order (no
+//                 workspace, deterministic). VNM_DECODE=atomic in the environment disables it.
 //   - "wgmma_sp": sm_90a wgmma.mma_async.sp m64n128k32, 256×128 output tiles, warp-specialized
 //                 (1 producer + 2 consumer warpgroups, mbarrier ring). B (the gathered x columns)
 //                 is built in shared memory by one of three fillers:
@@ -37,7 +37,12 @@
 // Kernel "wgmma_sp/rows" (sm_90a, same matrices as wgmma_sp, any n >= 1): a kept input channel of
 // a 128-token tile is one contiguous row of xT, so B is built by 16-byte cp.async row copies
 // straight into an N-major (transposed) wgmma operand; D = W·xT is already yT.
-// Measured speeds (H100) and the V × M table for select-vm: experiments/kernels/.
+// Token-major calls (kernel AUTO) of matrices the feature-major kernel runs, with M > 4 and in, out
+// >= 1024, go through it: xT = transpose(x), yT = W·xT (bias, GELU), y = transpose(yT) + residual
+// ("wgmma_sp/rows+T"; VNM_KERNEL_VIA_FM asks for it explicitly; VNM_TOKEN_MAJOR=1 / 0 in the
+// environment forces the token-major kernel / the transposes). The two buffers come from the
+// device's stream-ordered memory pool, whose release threshold is raised so that they stay cached.
+// Measured speeds (H100, H200) and the V × M table for select-vm: experiments/kernels/.
 #pragma once
 #include <stdint.h>
 

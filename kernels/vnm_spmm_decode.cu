@@ -8,8 +8,8 @@
 //   1. the loads of all A fragments and metadata words of the slice go out, into registers
 //      (one 16-byte and one 4-byte load per thread and k-step, coalesced, read once: evict-first);
 //   2. the x channels the slice can touch ([c0, c0 + xw), n tokens) are copied into shared memory
-//      by 16-byte cp.async, independent of the column lists; with permuted input channels
-//      (cols_local = 0) x is gathered from global memory instead (step 4);
+//      by the widest aligned cp.async, independent of the column lists; with permuted input
+//      channels (cols_local = 0) x is gathered from global memory instead (step 4);
 //   3. the kept channels of the slice -> shared memory;
 //   4. the B tiles (kept channels of the n tokens, one 16 × 32 tile per k-step) are built from the
 //      staged copy;
@@ -17,8 +17,10 @@
 //   6. the 64 × 16 fp32 partial sums go to shared memory; after a cluster barrier CTA s reduces its
 //      1/S share of the tile over the S CTAs' shared memory (DSMEM) in rank order and applies the
 //      epilogue. No global workspace, no atomics: the result is the same on every run.
-// Reductions longer than DC_MAX_SPLIT × DC_KC k-steps use the atomic split-K kernel of
-// vnm_spmm.cu (which also serves sm_80). Measurements: experiments/kernels/NOTES.md, "Decode".
+// 5 CTAs per SM (90 registers): with 4, a 4096-row matrix had 64 clusters of 8 and only 62 could
+// be resident, and the last two ran as a second wave. Reductions longer than DC_MAX_SPLIT × DC_KC
+// k-steps use the atomic split-K kernel of vnm_spmm.cu (which also serves sm_80).
+// Measurements: experiments/kernels/NOTES.md, "Session 6".
 #include <cooperative_groups.h>
 #include <stdlib.h>
 #include <string.h>
