@@ -138,12 +138,7 @@ __global__ void __launch_bounds__(128) vnm_decode_kernel(VnmDev d, const uint16_
 
     uint4 a[DECODE_KC];
     uint32_t m[DECODE_KC];
-#pragma unroll
-    for (int k = 0; k < DECODE_KC; k++)
-        if (k < kc) {
-            a[k] = __ldg(d.vals + vnm_frag_index(q, ks0 + k, d.KT, lane));
-            m[k] = __ldg(d.meta + vnm_frag_index(q, ks0 + k, d.KT, lane));
-        }
+    vnm_load_a_slice<DECODE_KC>(d, q, ks0, kc, lane, a, m);
     // Kept channels of this slice -> shared memory, then the gather with 16 units in flight per
     // thread. unit = (tile, k-step, token, block j); 16 tokens × 8 blocks = 128 units per (tile, step).
     __shared__ uint2 scols[4 * DECODE_KC * 8];

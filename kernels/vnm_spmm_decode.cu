@@ -79,12 +79,7 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     const int64_t q = row0 / 16 + warp;
     uint4 a[DC_KC];
     uint32_t m[DC_KC];
-#pragma unroll
-    for (int k = 0; k < DC_KC; k++)
-        if (k < kc) {
-            a[k] = __ldcs(d.vals + vnm_frag_index(q, ks0 + k, d.KT, lane));
-            m[k] = __ldcs(d.meta + vnm_frag_index(q, ks0 + k, d.KT, lane));
-        }
+    vnm_load_a_slice<DC_KC>(d, q, ks0, kc, lane, a, m);
     // 2. x channels [c0, c0 + xw) of the n tokens -> shared memory.
     const int64_t c0 = ks0 * 8 * d.M, cw = min((int64_t)xw, d.in - c0);
     if (xw) {
