@@ -4,7 +4,8 @@
 //
 // The CTA's NW warps split the keys round-robin in groups of KU consecutive keys (KU rows of K and
 // of V in flight per warp: the loop is latency-bound otherwise). Lane l owns E = D/32 consecutive
-// dims of the head (other head dims up to 128: E = 4 and the first ceil(D/4) lanes own dims): score = warp_sum(q·k) (q pre-scaled by 1/√D), then an online softmax per warp
+// dims of the head (other head dims up to 128: E = 4 and the first ceil(D/4) lanes own dims):
+// score = warp_sum(q·k) (q pre-scaled by 1/√D), then an online softmax per warp
 // (running max m, sum l, unnormalised output acc, rescaled by exp(m_old − m_new) when the max
 // grows), so the scores are never stored and any cache length works. At the end the warps' (m, l, acc) are merged through
 // shared memory: out = Σ_w acc_w·exp(m_w − M) / Σ_w l_w·exp(m_w − M), M = max_w m_w.

@@ -38,6 +38,11 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool full
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(full ? 16 : 0)
                  : "memory");
 }
+// dst (shared) <- BYTES (4 or 8) bytes at src; cp.async.cg above takes only 16, .ca takes these.
+template <int BYTES>
+__device__ __forceinline__ void cp_async_ca(void *dst, const void *src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(smem_u32(dst)), "l"(src), "n"(BYTES) : "memory");
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 // Waits until at most N of this thread's committed copy groups are still pending.
 template <int N>

@@ -84,8 +84,8 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     const int64_t c0 = ks0 * 8 * d.M, cw = min((int64_t)xw, d.in - c0);
     if (xw) {
         // the widest copy (channels) that keeps every row aligned (c0 is a multiple of 8 channels)
-        const uintptr_t a = (uintptr_t)x;
-        const int w = d.in % 8 == 0 && a % 16 == 0 ? 8 : d.in % 4 == 0 && a % 8 == 0 ? 4 : d.in % 2 == 0 && a % 4 == 0 ? 2 : 1;
+        const uintptr_t xa = (uintptr_t)x;
+        const int w = d.in % 8 == 0 && xa % 16 == 0 ? 8 : d.in % 4 == 0 && xa % 8 == 0 ? 4 : d.in % 2 == 0 && xa % 4 == 0 ? 2 : 1;
         for (int t = 0; t < n; t++)
             for (int c = w * tid; c < xw; c += w * 128) {
                 uint16_t *dst = xs + t * xw + c;
@@ -95,9 +95,9 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
                 } else if (w == 8) {
                     cp_async16(dst, src, true);
                 } else if (w == 4) {
-                    asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(smem_u32(dst)), "l"(src) : "memory");
+                    cp_async_ca<8>(dst, src);
                 } else if (w == 2) {
-                    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_u32(dst)), "l"(src) : "memory");
+                    cp_async_ca<4>(dst, src);
                 } else {
                     dst[0] = vnm_ldg_u16(src);
                 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One device call for the decode SpMM (n <= 16): build vnmtune + the SpMM gpu test, run the test,
-# `bench spmm --decode` with the cluster kernel at its default split, at forced splits, and the
-# atomic kernel (VNM_DECODE=atomic), then ncu of the cluster kernel on one shape.
+# One device call for the decode SpMM (n <= 16): build vnmtune + the gpu tests in TESTS, run them,
+# `bench spmm --decode` for each RUNS entry (default: the cluster and the atomic kernel, write and
+# read flush), then ncu of the decode kernels for each NCU_SPEC; PROBE=1 also runs probe_rate.cu.
 #   [TESTS="gpu_test_a gpu_test_b"] bash experiments/kernels/decode_run.sh [DEB_DIR] [NCU_SPEC ...]   logs into $OUT
 set -uo pipefail
 cd "$(dirname "$0")/../.."
