@@ -208,8 +208,9 @@ static double time_prefill(Bench *b, Tensor *ids, int iters, float **out) {
 // Seconds per decode step: prefill `context` tokens into a fresh cache (not timed), one untimed
 // step, then `steps` timed steps. The last step's logits into *out.
 // With `n_profile` > 0 (CUDA), that many more steps (ids reused) run under the per-op profiler afterwards.
+// *host_secs: time per step the host took to enqueue the steps (close to the step time: host-bound).
 static double time_decode(Bench *b, LlamaCache *cache, Tensor *prompt, Tensor **step_ids, int steps, int n_profile,
-                          float **out) {
+                          float **out, double *host_secs) {
     cache->len = 0;
     tape_reset(b->t);
     llama_forward_cached(b->m, b->t, prompt, cache);
@@ -220,6 +221,7 @@ static double time_decode(Bench *b, LlamaCache *cache, Tensor *prompt, Tensor **
         tape_reset(b->t);
         y = llama_forward_cached(b->m, b->t, step_ids[s], cache);
     }
+    *host_secs = (now_seconds() - t0) / steps;
     bench_sync(b);
     double secs = (now_seconds() - t0) / steps;
     *out = tensor_to_host_f32(y);
@@ -333,16 +335,18 @@ static void bench_decode(Bench *b, VnmLayer **sparse, const LlamaInferOpts *o, A
     Tensor **step_ids = xcalloc((size_t)o->steps + 1, sizeof *step_ids);
     for (int s = 0; s <= o->steps; s++) step_ids[s] = random_ids(b, Bd, 1, "step");
     float *yd, *ys;
+    double hd, hs;
     set_sparse(m, sparse, false);
-    double td = time_decode(b, &cache, prompt, step_ids, o->steps, o->profile, &yd);
+    double td = time_decode(b, &cache, prompt, step_ids, o->steps, o->profile, &yd, &hd);
     set_sparse(m, sparse, true);
-    double ts = time_decode(b, &cache, prompt, step_ids, o->steps, o->profile, &ys);
+    double ts = time_decode(b, &cache, prompt, step_ids, o->steps, o->profile, &ys, &hs);
     printf("  decode (batch %lld, one new token per sequence per step over a KV cache of %d..%d positions,\n"
            "          given token ids, full logits; cache filled by an untimed prefill; mean of %d steps):\n",
            (long long)Bd, o->context + 1, o->context + o->steps, o->steps);
     printf("    dense  %10.0f tok/s (%.3f ms/step)\n    sparse %10.0f tok/s (%.3f ms/step)  ratio %.2fx  "
            "last-step logits max rel diff %.3g\n",
            Bd / td, 1e3 * td, Bd / ts, 1e3 * ts, td / ts, max_rel_diff(yd, ys, Bd * m->cfg.vocab_size));
+    printf("    host time to enqueue a step: dense %.3f ms, sparse %.3f ms\n", 1e3 * hd, 1e3 * hs);
     printf("    kernels at n = %lld: q_proj %s, down_proj %s\n", (long long)Bd, kernel_of(&m->layers[0].q),
            kernel_of(&m->layers[0].down));
     free(yd), free(ys), free(step_ids);
