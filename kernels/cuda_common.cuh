@@ -44,6 +44,9 @@ double gemm_plan_describe(int plan, char *buf, size_t size);
 // Slots let one call hold several at once. Contents are undefined.
 enum { SCRATCH_A, SCRATCH_B, SCRATCH_C, SCRATCH_REDUCE, SCRATCH_SLOTS };
 void *cuda_scratch(int slot, size_t bytes);
+// Reports (fatal) a failed check that an earlier kernel left behind without a synchronization
+// (today: out-of-range embedding ids). device_synchronize and copies to the host call it.
+void cuda_check_deferred(void);
 
 // ---- checks on node tensors (programming errors: fatal) ----
 void cuda_expect(const Tensor *t, DType dt, const char *op, const char *what);

@@ -352,20 +352,52 @@ template <typename G> __global__ void embedding_bwd_kernel(const int32_t *ids, c
     }
 }
 
+// Out-of-range ids (the kernel writes zeros for them) are reported one call late: the flag is
+// copied to pinned memory behind the kernel and read at the next embedding call or at
+// cuda_check_deferred() (device_synchronize), so a decode step does not wait for the GPU here.
+static struct {
+    int *dev, *host;  // flag on the GPU; its pinned host copy
+    cudaEvent_t copied;
+    bool pending;
+    char name[96];  // output tensor of the pending call
+    int64_t vocab;
+} g_embed_check;
+
+extern "C" bool ops_cuda_deferred_error(char *msg, size_t size) {
+    if (!g_embed_check.pending) return false;
+    CUDA_CHECK(cudaEventSynchronize(g_embed_check.copied));
+    g_embed_check.pending = false;
+    if (!*g_embed_check.host) return false;
+    snprintf(msg, size, "CUDA embedding '%s': a token id is outside [0, %lld)", g_embed_check.name,
+             (long long)g_embed_check.vocab);
+    return true;
+}
+
+void cuda_check_deferred(void) {
+    char msg[192];
+    if (ops_cuda_deferred_error(msg, sizeof msg)) fatal("%s", msg);
+}
+
 void cuda_embedding_fwd(TapeNode *n) {
     Tensor *ids = n->in[0], *table = n->in[1];
     cuda_expect(ids, DT_I32, "embedding", "ids");
     cuda_expect(table, DT_BF16, "embedding", "table");
     int64_t D = table->shape[1], V = table->shape[0];
-    int *bad = (int *)cuda_scratch(SCRATCH_REDUCE, sizeof(int));
-    CUDA_CHECK(cudaMemsetAsync(bad, 0, sizeof(int), cuda_stream()));
+    cuda_check_deferred();
+    if (!g_embed_check.dev) {
+        CUDA_CHECK(cudaMalloc(&g_embed_check.dev, sizeof(int)));
+        CUDA_CHECK(cudaMallocHost(&g_embed_check.host, sizeof(int)));
+        CUDA_CHECK(cudaEventCreateWithFlags(&g_embed_check.copied, cudaEventDisableTiming));
+    }
+    CUDA_CHECK(cudaMemsetAsync(g_embed_check.dev, 0, sizeof(int), cuda_stream()));
     embedding_kernel<<<grid1(ids->numel * D), 256, 0, cuda_stream()>>>((const int32_t *)ids->data, cbf(table),
-                                                                        mbf(n->out[0]), ids->numel, D, V, bad);
+                                                                        mbf(n->out[0]), ids->numel, D, V, g_embed_check.dev);
     CUDA_LAUNCH_CHECK();
-    int h = 0;
-    CUDA_CHECK(cudaMemcpyAsync(&h, bad, sizeof h, cudaMemcpyDeviceToHost, cuda_stream()));
-    CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
-    if (h) fatal("CUDA embedding '%s': a token id is outside [0, %lld)", n->out[0]->name, (long long)V);
+    CUDA_CHECK(cudaMemcpyAsync(g_embed_check.host, g_embed_check.dev, sizeof(int), cudaMemcpyDeviceToHost, cuda_stream()));
+    CUDA_CHECK(cudaEventRecord(g_embed_check.copied, cuda_stream()));
+    g_embed_check.pending = true;
+    g_embed_check.vocab = V;
+    snprintf(g_embed_check.name, sizeof g_embed_check.name, "%s", n->out[0]->name);
 }
 
 void cuda_embedding_bwd(TapeNode *n) {

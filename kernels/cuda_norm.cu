@@ -5,40 +5,78 @@
 
 #define ROWS_PER_BLOCK 8
 
+// yr[c..c+8) = (x − mean)·rstd·γ + β for the 8 values xv of x at c.
+__device__ __forceinline__ void norm_write8(const float xv[8], const bf16 *gamma, const bf16 *beta, bf16 *yr, int c,
+                                            float mean, float rstd) {
+    float g[8] = {1, 1, 1, 1, 1, 1, 1, 1}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0}, o[8];
+    if (gamma) load8<true>(gamma + c, g);
+    if (beta) load8<true>(beta + c, b);
+#pragma unroll
+    for (int k = 0; k < 8; k++) o[k] = (xv[k] - mean) * rstd * g[k] + b[k];
+    store8<true>(yr + c, o);
+}
+
 // Rows of length C (C % 8 == 0). RMS: no mean, no beta.
-template <bool RMS, bool VEC>
+// NV > 0: C <= 256·NV; a lane keeps its NV 8-value pieces of the row in registers, all loads in
+// flight at once, and x is read once (a decode step's few rows are latency-bound).
+// NV = 0: any C; the row is streamed three times.
+template <bool RMS, int NV>
 __global__ void norm_fwd_kernel(const bf16 *x, const bf16 *gamma, const bf16 *beta, bf16 *y, float *mean_out,
                                 float *rstd_out, int64_t rows, int C, float eps) {
     int lane = threadIdx.x & 31;
     int64_t row = (int64_t)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
     if (row >= rows) return;
     const bf16 *xr = x + row * C;
-    float v[8];
-    float mean = 0.0f;
-    if (!RMS) {
-        float s = 0.0f;
-        for (int c = lane * 8; c < C; c += 256) {
-            load8<VEC>(xr + c, v);
+    constexpr int KEEP = NV > 0 ? NV : 1;
+    float v[KEEP][8];
+    float mean = 0.0f, ss = 0.0f;
+    if (NV > 0) {
 #pragma unroll
-            for (int k = 0; k < 8; k++) s += v[k];
+        for (int j = 0; j < KEEP; j++) {
+            int c = lane * 8 + 256 * j;
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[j][k] = 0.0f;
+            if (c < C) load8<true>(xr + c, v[j]);
         }
-        mean = warp_sum(s) / C;
-    }
-    float ss = 0.0f;
-    for (int c = lane * 8; c < C; c += 256) {
-        load8<VEC>(xr + c, v);
+        if (!RMS) {
+            float s = 0.0f;
 #pragma unroll
-        for (int k = 0; k < 8; k++) ss += (v[k] - mean) * (v[k] - mean);
+            for (int j = 0; j < KEEP; j++)
+#pragma unroll
+                for (int k = 0; k < 8; k++) s += v[j][k];
+            mean = warp_sum(s) / C;
+        }
+#pragma unroll
+        for (int j = 0; j < KEEP; j++)
+            if (lane * 8 + 256 * j < C)
+#pragma unroll
+                for (int k = 0; k < 8; k++) ss += (v[j][k] - mean) * (v[j][k] - mean);
+    } else {
+        if (!RMS) {
+            float s = 0.0f;
+            for (int c = lane * 8; c < C; c += 256) {
+                load8<true>(xr + c, v[0]);
+#pragma unroll
+                for (int k = 0; k < 8; k++) s += v[0][k];
+            }
+            mean = warp_sum(s) / C;
+        }
+        for (int c = lane * 8; c < C; c += 256) {
+            load8<true>(xr + c, v[0]);
+#pragma unroll
+            for (int k = 0; k < 8; k++) ss += (v[0][k] - mean) * (v[0][k] - mean);
+        }
     }
     float rstd = rsqrtf(warp_sum(ss) / C + eps);
-    for (int c = lane * 8; c < C; c += 256) {
-        float g[8] = {1, 1, 1, 1, 1, 1, 1, 1}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        load8<VEC>(xr + c, v);
-        if (gamma) load8<VEC>(gamma + c, g);
-        if (beta) load8<VEC>(beta + c, b);
+    if (NV > 0) {
 #pragma unroll
-        for (int k = 0; k < 8; k++) v[k] = (v[k] - mean) * rstd * g[k] + b[k];
-        store8<VEC>(y + row * C + c, v);
+        for (int j = 0; j < KEEP; j++)
+            if (lane * 8 + 256 * j < C) norm_write8(v[j], gamma, beta, y + row * C, lane * 8 + 256 * j, mean, rstd);
+    } else {
+        for (int c = lane * 8; c < C; c += 256) {
+            load8<true>(xr + c, v[0]);
+            norm_write8(v[0], gamma, beta, y + row * C, c, mean, rstd);
+        }
     }
     if (lane == 0) {
         if (!RMS) mean_out[row] = mean;
@@ -103,9 +141,16 @@ template <bool RMS> static void norm_fwd(TapeNode *n) {
     float *mean = RMS ? NULL : (float *)cuda_keep(n, 0, SCRATCH_A, DT_F32, 1, &rows, "mean");
     float *rstd = (float *)cuda_keep(n, RMS ? 0 : 1, SCRATCH_B, DT_F32, 1, &rows, "rstd");
     dim3 grid(cdiv(rows, ROWS_PER_BLOCK));
-    norm_fwd_kernel<RMS, true><<<grid, 32 * ROWS_PER_BLOCK, 0, cuda_stream()>>>(
-        cbf(x), gamma ? cbf(gamma) : NULL, beta ? cbf(beta) : NULL, mbf(y), mean, rstd, rows,
-        (int)C, n->f[0]);
+    const bf16 *g = gamma ? cbf(gamma) : NULL, *b = beta ? cbf(beta) : NULL;
+#define NORM_FWD(NV) \
+    norm_fwd_kernel<RMS, NV><<<grid, 32 * ROWS_PER_BLOCK, 0, cuda_stream()>>>(cbf(x), g, b, mbf(y), mean, rstd, rows, (int)C, n->f[0])
+    if (C <= 256) NORM_FWD(1);
+    else if (C <= 512) NORM_FWD(2);
+    else if (C <= 1024) NORM_FWD(4);
+    else if (C <= 2048) NORM_FWD(8);
+    else if (C <= 4096) NORM_FWD(16);
+    else NORM_FWD(0);
+#undef NORM_FWD
     CUDA_LAUNCH_CHECK();
 }
 

@@ -70,10 +70,14 @@ extern "C" void device_copy_h2d(void *dst, const void *src, size_t bytes) {
 extern "C" void device_copy_d2h(void *dst, const void *src, size_t bytes) {
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cuda_stream()));
     CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+    cuda_check_deferred();
 }
 
 extern "C" void device_copy_d2d(void *dst, const void *src, size_t bytes) {
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_stream()));
 }
 
-extern "C" void device_synchronize(void) { CUDA_CHECK(cudaStreamSynchronize(cuda_stream())); }
+extern "C" void device_synchronize(void) {
+    CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+    cuda_check_deferred();
+}

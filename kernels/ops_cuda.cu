@@ -45,6 +45,7 @@ extern "C" void ops_cuda_register(void) {
 typedef struct ProfEntry {
     int op, dir;  // dir 0 forward, 1 backward
     int plan;     // GEMM plan (shape) for PROF_GEMM entries, else -1
+    double host_s;  // host time spent in the call (enqueueing, and any synchronization inside it)
     cudaEvent_t start, stop;
 } ProfEntry;
 static ProfEntry *g_prof;
@@ -58,7 +59,7 @@ int cuda_prof_begin(int op, int dir) {
         CUDA_CHECK(cudaEventCreate(&e->start));
         CUDA_CHECK(cudaEventCreate(&e->stop));
     }
-    e->op = op, e->dir = dir, e->plan = -1;
+    e->op = op, e->dir = dir, e->plan = -1, e->host_s = 0;
     CUDA_CHECK(cudaEventRecord(e->start, cuda_stream()));
     return g_prof_n++;
 }
@@ -71,16 +72,15 @@ void cuda_prof_end(int id) {
     if (id >= 0) CUDA_CHECK(cudaEventRecord(g_prof[id].stop, cuda_stream()));
 }
 
-static void prof_fwd(TapeNode *n) {
-    int id = cuda_prof_begin(n->op, 0);
-    g_fwd[n->op](n);
+static void prof_call(TapeNode *n, int dir, KernelFn fn) {
+    int id = cuda_prof_begin(n->op, dir);
+    double t0 = now_seconds();
+    fn(n);
+    if (id >= 0) g_prof[id].host_s = now_seconds() - t0;
     cuda_prof_end(id);
 }
-static void prof_bwd(TapeNode *n) {
-    int id = cuda_prof_begin(n->op, 1);
-    g_bwd[n->op](n);
-    cuda_prof_end(id);
-}
+static void prof_fwd(TapeNode *n) { prof_call(n, 0, g_fwd[n->op]); }
+static void prof_bwd(TapeNode *n) { prof_call(n, 1, g_bwd[n->op]); }
 
 // Also brackets the profiled calls for an outside profiler (`ncu --profile-from-start off`).
 extern "C" void ops_cuda_profile(bool on) {
@@ -130,24 +130,28 @@ static void report_gemm_shapes(FILE *f, int steps) {
 
 extern "C" void ops_cuda_profile_report(FILE *f, int steps, double step_ms) {
     CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
-    double ms[OP_COUNT + 1][2] = {{0}};
+    double ms[OP_COUNT + 1][2] = {{0}}, host_ms[OP_COUNT + 1][2] = {{0}};
     int calls[OP_COUNT + 1][2] = {{0}};
     for (int i = 0; i < g_prof_n; i++) {
         float t = 0;
         CUDA_CHECK(cudaEventElapsedTime(&t, g_prof[i].start, g_prof[i].stop));
         ms[g_prof[i].op][g_prof[i].dir] += t;
+        host_ms[g_prof[i].op][g_prof[i].dir] += 1e3 * g_prof[i].host_s;
         calls[g_prof[i].op][g_prof[i].dir]++;
     }
-    double total = 0;
-    fprintf(f, "per-op GPU time per step (%d steps profiled; step %.2f ms):\n", steps, step_ms);
+    double total = 0, host_total = 0;
+    fprintf(f, "per-op GPU time per step (%d steps profiled; step %.2f ms; host: time of the op's host call):\n", steps,
+            step_ms);
     for (int op = 0; op <= OP_COUNT; op++)
         for (int d = 0; d < 2; d++) {
             if (!calls[op][d]) continue;
             const char *name = op == PROF_GEMM ? "(gemm inside ops)" : g_ops[op].name ? g_ops[op].name : "?";
-            fprintf(f, "  %-20s %-3s %8.3f ms  %5d calls\n", name, d ? "bwd" : "fwd", ms[op][d] / steps, calls[op][d] / steps);
-            if (op != PROF_GEMM) total += ms[op][d] / steps;
+            fprintf(f, "  %-20s %-3s %8.3f ms  %5d calls  host %8.3f ms\n", name, d ? "bwd" : "fwd", ms[op][d] / steps,
+                    calls[op][d] / steps, host_ms[op][d] / steps);
+            if (op != PROF_GEMM) total += ms[op][d] / steps, host_total += host_ms[op][d] / steps;
         }
-    fprintf(f, "  ops total %.3f ms; outside ops (grad zeroing, optimizer, gaps) %.3f ms\n", total, step_ms - total);
+    fprintf(f, "  ops total %.3f ms (host %.3f ms); outside ops (grad zeroing, optimizer, gaps) %.3f ms\n", total,
+            host_total, step_ms - total);
     report_gemm_shapes(f, steps);
     g_prof_n = 0;
 }

@@ -28,6 +28,10 @@ size_t ops_cuda_scratch_bytes(void);
 // Bytes in use on GPU 0 (cudaMemGetInfo: total - free; includes the CUDA context).
 size_t ops_cuda_device_used_bytes(void);
 size_t ops_cuda_device_free_bytes(void);
+// A check that an earlier kernel could only report later (today: out-of-range embedding ids),
+// waited for and cleared: true with its message in msg when it failed. device_synchronize() and
+// copies to the host call it and stop the program (fatal) on a failure.
+bool ops_cuda_deferred_error(char *msg, size_t size);
 
 #ifdef __cplusplus
 }

@@ -340,6 +340,20 @@ Test(ops_cuda, rmsnorm) {
     compare("rmsnorm", &c, build_rmsnorm, 1e-2, 2e-2);
 }
 
+Test(ops_cuda, norms_wide_rows) {  // rows in registers up to 4096 (Llama, DeiT-B), streamed beyond
+    NEED_GPU();
+    int64_t widths[] = {4096, 768, 4104};
+    for (int i = 0; i < 3; i++) {
+        Case c = {0};
+        add_input(&c, "x", G_ACT, 1.0f, 2, 3, widths[i], 0, 0);
+        add_input(&c, "gamma", G_PARAM, 1.0f, 1, widths[i], 0, 0, 0);
+        add_input(&c, "beta", G_PARAM, 1.0f, 1, widths[i], 0, 0, 0);
+        compare("rmsnorm, wide", &c, build_rmsnorm, 1e-2, 2e-2);
+        c.ip[0] = 1;
+        compare("layernorm, wide", &c, build_layernorm, 1e-2, 2e-2);
+    }
+}
+
 // ---- attention ----
 static Tensor *build_attention(Tape *t, Tensor **in, const Case *c) {
     return op_attention(t, in[0], c->ip[0], c->ip[1], "attn");
@@ -546,6 +560,22 @@ Test(ops_cuda, embedding_repeated_ids) {
     add_raw(&c, "ids", DT_I32, 2, shape, ids);
     add_input(&c, "table", G_PARAM, 1.0f, 2, 7, 24, 0, 0);
     compare("embedding", &c, build_embedding, 1e-2, 2e-2);
+}
+
+// An id outside the table is reported after the kernel (deferred: the op does not synchronize).
+Test(ops_cuda, embedding_bad_id_reported_later) {
+    NEED_GPU();
+    Tensor *ids = tensor_new1(&a_gin, DT_I32, 3, "ids"), *table = tensor_new2(&a_gin, DT_BF16, 7, 8, "table");
+    char msg[192] = "";
+    int32_t good[3] = {1, 6, 2}, bad[3] = {1, 7, 2};  // 7 is outside [0, 7)
+    tensor_write_host(ids, good);
+    op_embedding(&t_gpu, ids, table, "embed_ok");
+    cr_expect_not(ops_cuda_deferred_error(msg, sizeof msg), "%s", msg);
+    tensor_write_host(ids, bad);
+    op_embedding(&t_gpu, ids, table, "embed_bad");
+    cr_assert(ops_cuda_deferred_error(msg, sizeof msg), "the out-of-range id was not reported");
+    cr_expect(strstr(msg, "'embed_bad'") && strstr(msg, "outside [0, 7)"), "message: %s", msg);
+    cr_expect_not(ops_cuda_deferred_error(msg, sizeof msg), "reported twice");
 }
 
 // ---- loss ----
