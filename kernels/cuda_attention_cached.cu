@@ -19,6 +19,7 @@
 
 __global__ void cache_append_kernel(const bf16 *x, bf16 *cache, int64_t B, int64_t Tn, int64_t C, int64_t Tmax,
                                     int64_t pos) {
+    pdl_trigger();  // see kernels/pdl.cuh
     int64_t total = B * Tn * C;
     for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
         int64_t b = e / (Tn * C), rest = e % (Tn * C);
@@ -54,6 +55,7 @@ template <int E, bool FULL>
 __global__ void __launch_bounds__(32 * CACHED_NW)
     attention_cached_kernel(const bf16 *q, const bf16 *kc, const bf16 *vc, bf16 *out, int64_t Tn, int64_t Tmax, int64_t C,
                             int64_t pos, float scale, int D) {
+    pdl_trigger();
     int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int own = max(0, min(E, D - lane * E));

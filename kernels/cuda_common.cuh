@@ -23,6 +23,7 @@ extern "C" {
 #include "autograd/tensor.h"
 #include "autograd/util.h"
 }
+#include "kernels/pdl.cuh"
 
 typedef __nv_bfloat16 bf16;
 

@@ -38,6 +38,7 @@ struct SwigluF {
 };
 
 template <typename F, bool VEC> __global__ void map_fwd_kernel(const bf16 *a, const bf16 *b, bf16 *y, int64_t n) {
+    pdl_trigger();  // see kernels/pdl.cuh
     for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8; i < n; i += (int64_t)gridDim.x * blockDim.x * 8) {
         if (i + 8 <= n) {
             float va[8], vb[8] = {0, 0, 0, 0, 0, 0, 0, 0}, vy[8];
@@ -142,6 +143,7 @@ void cuda_swiglu_bwd(TapeNode *n) { map_bwd<SwigluF>(n, "swiglu", true); }
 template <typename OT>
 __global__ void rope_kernel(const bf16 *x, OT *y, int64_t B, int T, int H, int D, int64_t pos0, float theta, float dir,
                             bool grad, bool add) {
+    pdl_trigger();
     int half = D / 2;
     int64_t total = B * T * H * (int64_t)half;
     for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (int64_t)gridDim.x * blockDim.x) {

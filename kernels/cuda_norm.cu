@@ -23,6 +23,7 @@ __device__ __forceinline__ void norm_write8(const float xv[8], const bf16 *gamma
 template <bool RMS, int NV>
 __global__ void norm_fwd_kernel(const bf16 *x, const bf16 *gamma, const bf16 *beta, bf16 *y, float *mean_out,
                                 float *rstd_out, int64_t rows, int C, float eps) {
+    pdl_trigger();  // the next kernel (a decode SpMM) may start loading its weights
     int lane = threadIdx.x & 31;
     int64_t row = (int64_t)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
     if (row >= rows) return;
@@ -31,12 +32,15 @@ __global__ void norm_fwd_kernel(const bf16 *x, const bf16 *gamma, const bf16 *be
     float v[KEEP][8];
     float mean = 0.0f, ss = 0.0f;
     if (NV > 0) {
+        uint4 raw[KEEP];  // every load issued before the first use (a branch per load would serialize them)
+#pragma unroll
+        for (int j = 0; j < KEEP; j++) raw[j] = *(const uint4 *)(xr + min(lane * 8 + 256 * j, C - 8));
 #pragma unroll
         for (int j = 0; j < KEEP; j++) {
-            int c = lane * 8 + 256 * j;
+            const bf16 *h = (const bf16 *)&raw[j];
+            const bool in_row = lane * 8 + 256 * j < C;
 #pragma unroll
-            for (int k = 0; k < 8; k++) v[j][k] = 0.0f;
-            if (c < C) load8<true>(xr + c, v[j]);
+            for (int k = 0; k < 8; k++) v[j][k] = in_row ? to_f(h[k]) : 0.0f;
         }
         if (!RMS) {
             float s = 0.0f;

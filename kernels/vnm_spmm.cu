@@ -135,6 +135,7 @@ __global__ void __launch_bounds__(128) vnm_decode_kernel(VnmDev d, const uint16_
     const int kc = (int)(ks1 - ks0);
     const int ntiles = (d.group_rows % 64 == 0) ? 1 : 4;
     const int64_t q = row0 / 16 + warp;
+    pdl_trigger();
 
     uint4 a[DECODE_KC];
     uint32_t m[DECODE_KC];
@@ -147,6 +148,7 @@ __global__ void __launch_bounds__(128) vnm_decode_kernel(VnmDev d, const uint16_
         const int64_t cb = (ks0 + kk) * 8 + j, g = (row0 + (ntiles == 1 ? 0 : 16 * tile)) / d.group_rows;
         scols[i] = __ldg((const uint2 *)(d.cols + (g * d.KT * 8 + cb) * 4));
     }
+    pdl_wait();  // weights only above (kernels/pdl.cuh); x, the workspace and y below
     __syncthreads();
     const int units = ntiles * kc * 128;
     for (int base = 0; base < units; base += 128 * 4) {
@@ -396,15 +398,22 @@ static int launch_mma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint
         const int64_t splits = (d->KT + DECODE_KC - 1) / DECODE_KC;
         const int kc = (int)(d->KT < DECODE_KC ? d->KT : DECODE_KC);
         const size_t smem = (size_t)ntiles * kc * 16 * B_PITCH * sizeof(uint16_t);
-        static bool attr = false;
-        if (!attr) {
+        static bool smem_set = false;
+        if (!smem_set) {
             cudaFuncSetAttribute(vnm_decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  4 * DECODE_KC * 16 * B_PITCH * (int)sizeof(uint16_t));
-            attr = true;
+            smem_set = true;
         }
         e.ws = d->ws;
         int *counters = (int *)(d->ws + DECODE_MAX_N * d->out_pad);
-        vnm_decode_kernel<<<dim3((unsigned)row_tiles, (unsigned)splits), 128, smem, stream>>>(dev, x, e, counters);
+        cudaLaunchConfig_t cfg = {};
+        cudaLaunchAttribute pdl[1];
+        cfg.gridDim = dim3((unsigned)row_tiles, (unsigned)splits, 1);
+        cfg.blockDim = dim3(128, 1, 1);
+        cfg.dynamicSmemBytes = smem;
+        cfg.stream = stream;
+        cfg.attrs = pdl, cfg.numAttrs = pdl_attr(&pdl[0]);
+        if (cudaLaunchKernelEx(&cfg, vnm_decode_kernel, dev, x, e, counters) != cudaSuccess) return -1;
     } else {
         dim3 grid((unsigned)row_tiles, (unsigned)((e.n + 63) / 64), 1);
         vnm_mma_sp_kernel<64><<<grid, 128, 0, stream>>>(dev, x, e);

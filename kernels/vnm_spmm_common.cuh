@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include "kernels/pdl.cuh"
 #include "kernels/vnm_spmm.h"
 
 // Everything a kernel needs about the matrix, passed by value.

@@ -7,10 +7,11 @@
 // DC_KC k-steps. Per CTA, in this order:
 //   1. the loads of all A fragments and metadata words of the slice go out, into registers
 //      (one 16-byte and one 4-byte load per thread and k-step, coalesced, read once: evict-first);
-//   2. the x channels the slice can touch ([c0, c0 + xw), n tokens) are copied into shared memory
+//   2. the kept channels of the slice -> shared memory; up to here only weights are read, so with
+//      programmatic dependent launch (kernels/pdl.cuh) all this overlaps the kernel before;
+//   3. the x channels the slice can touch ([c0, c0 + xw), n tokens) are copied into shared memory
 //      by the widest aligned cp.async, independent of the column lists; with permuted input
 //      channels (cols_local = 0) x is gathered from global memory instead (step 4);
-//   3. the kept channels of the slice -> shared memory;
 //   4. the B tiles (kept channels of the n tokens, one 16 × 32 tile per k-step) are built from the
 //      staged copy;
 //   5. mma.sp m16n8k32 over the slice (the A loads were in flight during 2-4);
@@ -74,13 +75,22 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     const int64_t row0 = (int64_t)blockIdx.y * 64, ks0 = (int64_t)split * kc_max;
     const int kc = (int)max((int64_t)0, min(d.KT, ks0 + kc_max) - ks0);
     const int n = (int)e.n, ntok = n <= 8 ? 8 : 16;  // tokens in the B tiles (rows >= n are zero)
+    pdl_trigger();
 
     // 1. A fragments and metadata -> registers.
     const int64_t q = row0 / 16 + warp;
     uint4 a[DC_KC];
     uint32_t m[DC_KC];
     vnm_load_a_slice<DC_KC>(d, q, ks0, kc, lane, a, m);
-    // 2. x channels [c0, c0 + xw) of the n tokens -> shared memory.
+    // 2. kept channels of the slice -> shared memory.
+    for (int i = tid; i < NT * kc * 8; i += 128) {
+        const int j = i & 7, kk = (i >> 3) % kc, tile = (i >> 3) / kc;
+        const int64_t cb = (ks0 + kk) * 8 + j, g = (row0 + (NT == 1 ? 0 : 16 * tile)) / d.group_rows;
+        scols[(tile * kc_max + kk) * 8 + j] = __ldg((const uint2 *)(d.cols + (g * d.KT * 8 + cb) * 4));
+    }
+    // Everything above reads weights only; x and y belong to the kernels around this one.
+    pdl_wait();
+    // 3. x channels [c0, c0 + xw) of the n tokens -> shared memory.
     const int64_t c0 = ks0 * 8 * d.M, cw = min((int64_t)xw, d.in - c0);
     if (xw) {
         // the widest copy (channels) that keeps every row aligned (c0 is a multiple of 8 channels)
@@ -103,12 +113,6 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
                 }
             }
         cp_async_commit();
-    }
-    // 3. kept channels of the slice -> shared memory.
-    for (int i = tid; i < NT * kc * 8; i += 128) {
-        const int j = i & 7, kk = (i >> 3) % kc, tile = (i >> 3) / kc;
-        const int64_t cb = (ks0 + kk) * 8 + j, g = (row0 + (NT == 1 ? 0 : 16 * tile)) / d.group_rows;
-        scols[(tile * kc_max + kk) * 8 + j] = __ldg((const uint2 *)(d.cols + (g * d.KT * 8 + cb) * 4));
     }
     cp_async_wait<0>();
     __syncthreads();
@@ -240,10 +244,10 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     cfg.blockDim = dim3(128, 1, 1);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
+    cudaLaunchAttribute attr[2];
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim.x = (unsigned)S, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr, cfg.numAttrs = 1;
+    cfg.attrs = attr, cfg.numAttrs = 1 + pdl_attr(&attr[1]);
     cudaError_t rc;
     if (ntiles == 1)
         rc = decode_attrs<1>(smem, S) ? cudaErrorInvalidValue
