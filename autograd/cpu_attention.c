@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cpu_kernels.h"
+#include "util.h"
 
 typedef struct AttnShape {
     int B, T, H, D, C;
@@ -126,8 +127,11 @@ void cpu_attention_backward(TapeNode *n) {
 // Per (b, h, new token i): scores over positions j <= pos + i, softmax, weighted sum of V rows.
 void cpu_attention_cached_forward(TapeNode *n) {
     const Tensor *qt = n->in[0];
-    int64_t B = qt->shape[0], Tn = qt->shape[1], C = qt->shape[2], H = n->i[0], D = C / H, pos = n->i[1];
+    int64_t B = qt->shape[0], Tn = qt->shape[1], C = qt->shape[2], H = n->i[0], D = C / H, pos = cpu_position(n, 5);
     int64_t Tmax = n->in[3]->shape[1];
+    if (pos < 0 || pos + Tn > Tmax)
+        fatal("attention_cached '%s': positions [%lld, %lld) do not fit the cache of %lld positions", n->out[0]->name,
+              (long long)pos, (long long)(pos + Tn), (long long)Tmax);
     const float *q = cpu_f32(n, qt), *k = cpu_f32(n, n->in[1]), *v = cpu_f32(n, n->in[2]);
     float *kc = cpu_f32(n, n->in[3]), *vc = cpu_f32(n, n->in[4]), *out = cpu_f32(n, n->out[0]);
     for (int64_t b = 0; b < B; b++) {  // append the new keys and values

@@ -56,7 +56,7 @@ void cpu_swiglu_backward(TapeNode *n) {
 }
 
 // ---- rope (HF Llama rotate_half): per head, with half = D/2 and for d < half, at position
-// p = i[1] + t (i[1]: the first position),
+// p = p0 + t (p0: the first position, i[1] or the position tensor in[1]),
 //   angle = p · inv_freq[d],  inv_freq[d] = theta^(-2d/D)   (fp32, as HF computes it)
 //   y[d] = x[d]·cos - x[d+half]·sin,  y[d+half] = x[d+half]·cos + x[d]·sin
 // Backward applies the inverse rotation (angle -> -angle) to dy.
@@ -73,11 +73,11 @@ static RopeShape rope_shape(const TapeNode *n) {
 
 // cos/sin tables (T, D/2) into scratch.
 static void rope_tables(const TapeNode *n, const RopeShape *s, float *cos_t, float *sin_t) {
-    int64_t half = s->D / 2;
+    int64_t half = s->D / 2, p0 = cpu_position(n, 1);
     for (int64_t d = 0; d < half; d++) {
         float inv_freq = (float)(1.0 / pow((double)n->f[0], (double)(2 * d) / (double)s->D));
         for (int64_t t = 0; t < s->T; t++) {
-            float angle = (float)(t + n->i[1]) * inv_freq;
+            float angle = (float)(t + p0) * inv_freq;
             cos_t[t * half + d] = (float)cos((double)angle);
             sin_t[t * half + d] = (float)sin((double)angle);
         }

@@ -30,6 +30,8 @@ void cpu_attention_cached_forward(TapeNode *n);  // inference only
 
 // fp32 data of an op tensor; fatal() if it is not f32 (the CPU kernels are fp32 only).
 float *cpu_f32(const TapeNode *n, const Tensor *t);
+// First position of OP_ROPE / OP_ATTENTION_CACHED: the position tensor in[slot] when attached, else i[1].
+int64_t cpu_position(const TapeNode *n, int slot);
 // The gradient buffer to accumulate into, or NULL when `t` is absent or needs no gradient.
 float *cpu_grad(const Tensor *t);
 // Rows of a (..., last) tensor.

@@ -12,3 +12,9 @@ void device_copy_h2d(void *d, const void *s, size_t n) { (void)d; (void)s; (void
 void device_copy_d2h(void *d, const void *s, size_t n) { (void)d; (void)s; (void)n; no_cuda(); }
 void device_copy_d2d(void *d, const void *s, size_t n) { (void)d; (void)s; (void)n; no_cuda(); }
 void device_synchronize(void) {}
+void device_i32_add(void *p, int v) { (void)p, (void)v; no_cuda(); }
+void device_graph_begin(void) { no_cuda(); }
+DeviceGraph *device_graph_end(void) { no_cuda(); }
+void device_graph_launch(DeviceGraph *g) { (void)g; no_cuda(); }
+void device_graph_free(DeviceGraph *g) { (void)g; }
+bool device_graph_recording(void) { return false; }

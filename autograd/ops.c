@@ -206,10 +206,18 @@ Tensor *op_swiglu(Tape *t, Tensor *gate, Tensor *up, const char *name) {
 }
 
 Tensor *op_rope(Tape *t, Tensor *x, int n_heads, float theta, const char *name) {
-    return op_rope_at(t, x, n_heads, theta, 0, name);
+    return op_rope_at(t, x, n_heads, theta, 0, NULL, name);
 }
 
-Tensor *op_rope_at(Tape *t, Tensor *x, int n_heads, float theta, int64_t pos0, const char *name) {
+// pos_t of op_rope_at / op_attention_cached: I32, one element, on the tape's device.
+static void check_position(Tape *t, const char *op, const char *name, const Tensor *pos_t) {
+    if (!pos_t) return;
+    check_tensor(t, op, name, "pos_t", pos_t);
+    check_dtype(op, name, "pos_t", pos_t, DT_I32);
+    if (pos_t->numel != 1) fatal("%s('%s'): pos_t '%s' has shape %s, expected one element", op, name, pos_t->name, shape_of(pos_t));
+}
+
+Tensor *op_rope_at(Tape *t, Tensor *x, int n_heads, float theta, int64_t pos0, Tensor *pos_t, const char *name) {
     const char *op = "op_rope";
     if (!name) name = op;
     check_tensor(t, op, name, "x", x);
@@ -220,7 +228,8 @@ Tensor *op_rope_at(Tape *t, Tensor *x, int n_heads, float theta, int64_t pos0, c
         fatal("%s('%s'): x %s with %d heads, theta %g, first position %lld: expected (B, T, H·D) or (B, T, H, D), D "
               "even, theta > 0, position >= 0",
               op, name, shape_of(x), n_heads, (double)theta, (long long)pos0);
-    TapeNode n = {.op = OP_ROPE, .in = {x}, .nin = 1, .nout = 1, .f = {theta}, .i = {n_heads, pos0}};
+    check_position(t, op, name, pos_t);
+    TapeNode n = {.op = OP_ROPE, .in = {x, pos_t}, .nin = pos_t ? 2 : 1, .nout = 1, .f = {theta}, .i = {n_heads, pos0}};
     n.out[0] = tensor_like(t->act, x, name);
     return run1(t, &n);
 }
@@ -343,7 +352,7 @@ Tensor *op_concat(Tape *t, Tensor *const *xs, int count, const char *name) {
 }
 
 Tensor *op_attention_cached(Tape *t, Tensor *q, Tensor *k, Tensor *v, Tensor *k_cache, Tensor *v_cache, int n_heads,
-                            int64_t pos, const char *name) {
+                            int64_t pos, Tensor *pos_t, const char *name) {
     const char *op = "op_attention_cached";
     if (!name) name = op;
     Tensor *all[5] = {q, k, v, k_cache, v_cache};
@@ -365,7 +374,8 @@ Tensor *op_attention_cached(Tape *t, Tensor *q, Tensor *k, Tensor *v, Tensor *k_
     if (pos < 0 || pos + Tn > Tmax)
         fatal("%s('%s'): positions [%lld, %lld) do not fit the cache of %lld positions", op, name, (long long)pos,
               (long long)(pos + Tn), (long long)Tmax);
-    TapeNode n = {.op = OP_ATTENTION_CACHED, .in = {q, k, v, k_cache, v_cache}, .nin = 5, .nout = 1,
+    check_position(t, op, name, pos_t);
+    TapeNode n = {.op = OP_ATTENTION_CACHED, .in = {q, k, v, k_cache, v_cache, pos_t}, .nin = pos_t ? 6 : 5, .nout = 1,
                   .i = {n_heads, pos}};
     n.out[0] = tensor_like(t->act, q, name);
     return run1(t, &n);

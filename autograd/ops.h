@@ -81,7 +81,10 @@ Tensor *op_rmsnorm(Tape *t, Tensor *x, Tensor *gamma, float eps, const char *nam
 // x may also be (B, T, H·D). in[0]=x; f[0]=theta; i[0]=n_heads i[1]=first position (0 for op_rope).
 Tensor *op_rope(Tape *t, Tensor *x, int n_heads, float theta, const char *name);
 // The same at positions pos0..pos0+T-1 (tokens appended to a KV cache that already holds pos0).
-Tensor *op_rope_at(Tape *t, Tensor *x, int n_heads, float theta, int64_t pos0, const char *name);
+// pos_t (optional): an I32 tensor of one element on x's device holding pos0; the kernel reads the
+// position from it when it runs, so that work recorded once (a CUDA graph of a decode step) can be
+// replayed at later positions. pos0 then only serves the argument checks. in[1]=pos_t when given.
+Tensor *op_rope_at(Tape *t, Tensor *x, int n_heads, float theta, int64_t pos0, Tensor *pos_t, const char *name);
 // silu(gate) · up, same shape. in[0]=gate in[1]=up.
 Tensor *op_swiglu(Tape *t, Tensor *gate, Tensor *up, const char *name);
 // ids (B, T) DT_I32, table (V, D) -> (B, T, D). in[0]=ids in[1]=table.
@@ -94,6 +97,7 @@ Tensor *op_concat(Tape *t, Tensor *const *xs, int n, const char *name);
 // [0, pos). The op first writes k, v into the caches at positions [pos, pos + Tn), then
 // out (B, Tn, C): new token i (position pos + i) attends to positions 0 .. pos + i, per head
 //   out_h = softmax(q_h K_hᵀ / √D) V_h   (as op_attention with causal, over the cached keys).
-// in[0]=q in[1]=k in[2]=v in[3]=k_cache in[4]=v_cache; i[0]=n_heads i[1]=pos.
+// pos_t (optional): pos on the device, read when the kernel runs (as op_rope_at).
+// in[0]=q in[1]=k in[2]=v in[3]=k_cache in[4]=v_cache [in[5]=pos_t]; i[0]=n_heads i[1]=pos.
 Tensor *op_attention_cached(Tape *t, Tensor *q, Tensor *k, Tensor *v, Tensor *k_cache, Tensor *v_cache, int n_heads,
-                            int64_t pos, const char *name);
+                            int64_t pos, Tensor *pos_t, const char *name);

@@ -39,6 +39,10 @@ float *cpu_f32(const TapeNode *n, const Tensor *t) {
     return tensor_f32(t);
 }
 
+int64_t cpu_position(const TapeNode *n, int slot) {
+    return n->nin > slot && n->in[slot] ? ((const int32_t *)n->in[slot]->data)[0] : n->i[1];
+}
+
 float *cpu_grad(const Tensor *t) {
     if (!t || !t->requires_grad || !t->grad) return NULL;
     if (t->grad->dtype != DT_F32) fatal("CPU gradient of '%s' is %s, expected f32", t->name, dtype_name(t->grad->dtype));

@@ -17,13 +17,16 @@
 #define CACHED_NW 8
 #define CACHED_KU 4
 
+// pos_t (when not NULL) holds pos on the device (op_attention_cached); positions past the cache
+// are dropped (the host checks them, but not against a replayed graph's device position).
 __global__ void cache_append_kernel(const bf16 *x, bf16 *cache, int64_t B, int64_t Tn, int64_t C, int64_t Tmax,
-                                    int64_t pos) {
+                                    int64_t pos, const int32_t *pos_t) {
     pdl_trigger();  // see kernels/pdl.cuh
+    if (pos_t) pos = *pos_t;
     int64_t total = B * Tn * C;
     for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
         int64_t b = e / (Tn * C), rest = e % (Tn * C);
-        cache[(b * Tmax + pos) * C + rest] = x[e];
+        if (pos + rest / C < Tmax) cache[(b * Tmax + pos) * C + rest] = x[e];
     }
 }
 
@@ -54,8 +57,9 @@ template <int E, bool FULL> __device__ __forceinline__ void load_own(const bf16 
 template <int E, bool FULL>
 __global__ void __launch_bounds__(32 * CACHED_NW)
     attention_cached_kernel(const bf16 *q, const bf16 *kc, const bf16 *vc, bf16 *out, int64_t Tn, int64_t Tmax, int64_t C,
-                            int64_t pos, float scale, int D) {
+                            int64_t pos, const int32_t *pos_t, float scale, int D) {
     pdl_trigger();
+    if (pos_t) pos = min(*pos_t, (int32_t)(Tmax - Tn));
     int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int own = max(0, min(E, D - lane * E));
@@ -133,9 +137,10 @@ void cuda_attention_cached_fwd(TapeNode *n) {
               (long long)Tn, (long long)H);
     int64_t total = B * Tn * C;
     unsigned grid = cdiv(total, 256) > 65536 ? 65536 : cdiv(total, 256);
-    cache_append_kernel<<<grid, 256, 0, cuda_stream()>>>(cbf(n->in[1]), mbf(n->in[3]), B, Tn, C, Tmax, pos);
+    const int32_t *pos_t = position_of(n, 5);
+    cache_append_kernel<<<grid, 256, 0, cuda_stream()>>>(cbf(n->in[1]), mbf(n->in[3]), B, Tn, C, Tmax, pos, pos_t);
     CUDA_LAUNCH_CHECK();
-    cache_append_kernel<<<grid, 256, 0, cuda_stream()>>>(cbf(n->in[2]), mbf(n->in[4]), B, Tn, C, Tmax, pos);
+    cache_append_kernel<<<grid, 256, 0, cuda_stream()>>>(cbf(n->in[2]), mbf(n->in[4]), B, Tn, C, Tmax, pos, pos_t);
     CUDA_LAUNCH_CHECK();
     dim3 blocks((unsigned)Tn, (unsigned)H, (unsigned)B);
     float scale = 1.0f / sqrtf((float)D);
@@ -143,7 +148,7 @@ void cuda_attention_cached_fwd(TapeNode *n) {
     bf16 *o = mbf(n->out[0]);
     const int d = (int)D;
 #define CACHED_LAUNCH(E, FULL) \
-    attention_cached_kernel<E, FULL><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(cbf(q), kc, vc, o, Tn, Tmax, C, pos, scale, d)
+    attention_cached_kernel<E, FULL><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(cbf(q), kc, vc, o, Tn, Tmax, C, pos, pos_t, scale, d)
     switch (D % 32 ? 0 : D / 32) {  // head dims 32, 64, 96, 128: every lane owns D/32; others: 4 dims on the first lanes
         case 1: CACHED_LAUNCH(1, true); break;
         case 2: CACHED_LAUNCH(2, true); break;

@@ -17,6 +17,7 @@
 #define _Noreturn [[noreturn]]
 #endif
 extern "C" {
+#include "autograd/device.h"
 #include "autograd/ops.h"
 #include "autograd/rng.h"
 #include "autograd/tape.h"
@@ -48,6 +49,10 @@ void *cuda_scratch(int slot, size_t bytes);
 // Reports (fatal) a failed check that an earlier kernel left behind without a synchronization
 // (today: out-of-range embedding ids). device_synchronize and copies to the host call it.
 void cuda_check_deferred(void);
+// The position tensor in[slot] of OP_ROPE / OP_ATTENTION_CACHED on the device, NULL when absent.
+static inline const int32_t *position_of(const TapeNode *n, int slot) {
+    return n->nin > slot && n->in[slot] ? (const int32_t *)n->in[slot]->data : NULL;
+}
 
 // ---- checks on node tensors (programming errors: fatal) ----
 void cuda_expect(const Tensor *t, DType dt, const char *op, const char *what);

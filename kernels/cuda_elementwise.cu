@@ -141,9 +141,10 @@ void cuda_swiglu_bwd(TapeNode *n) { map_bwd<SwigluF>(n, "swiglu", true); }
 // x viewed as (B, T, H, D); pair (i, i + D/2) at position p = pos0 + t rotates by p·theta^(−2i/D).
 // dir = +1 forward, −1 backward (the transpose rotation).
 template <typename OT>
-__global__ void rope_kernel(const bf16 *x, OT *y, int64_t B, int T, int H, int D, int64_t pos0, float theta, float dir,
-                            bool grad, bool add) {
+__global__ void rope_kernel(const bf16 *x, OT *y, int64_t B, int T, int H, int D, int64_t pos0, const int32_t *pos_t,
+                            float theta, float dir, bool grad, bool add) {
     pdl_trigger();
+    if (pos_t) pos0 = *pos_t;
     int half = D / 2;
     int64_t total = B * T * H * (int64_t)half;
     for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (int64_t)gridDim.x * blockDim.x) {
@@ -191,7 +192,7 @@ void cuda_rope_fwd(TapeNode *n) {
     cuda_expect(n->out[0], DT_BF16, "rope", "output");
     int64_t total = B * T * H * (D / 2);
     rope_kernel<bf16><<<cdiv(total, 256) > 65536 ? 65536 : cdiv(total, 256), 256, 0, cuda_stream()>>>(
-        cbf(n->in[0]), mbf(n->out[0]), B, T, H, D, n->i[1], n->f[0], 1.0f, false, false);
+        cbf(n->in[0]), mbf(n->out[0]), B, T, H, D, n->i[1], position_of(n, 1), n->f[0], 1.0f, false, false);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -206,8 +207,8 @@ void cuda_rope_bwd(TapeNode *n) {
     unsigned grid = cdiv(total, 256) > 65536 ? 65536 : cdiv(total, 256);
     bool add = grad_accumulate(gx);
     DISPATCH_GRAD(gx->dtype, G, {
-        rope_kernel<G><<<grid, 256, 0, cuda_stream()>>>(cbf(n->out[0]->grad), (G *)gx->data, B, T, H, D, n->i[1], n->f[0], -1.0f,
-                                                         true, add);
+        rope_kernel<G><<<grid, 256, 0, cuda_stream()>>>(cbf(n->out[0]->grad), (G *)gx->data, B, T, H, D, n->i[1],
+                                                         position_of(n, 1), n->f[0], -1.0f, true, add);
     });
     CUDA_LAUNCH_CHECK();
 }
@@ -385,7 +386,7 @@ void cuda_embedding_fwd(TapeNode *n) {
     cuda_expect(ids, DT_I32, "embedding", "ids");
     cuda_expect(table, DT_BF16, "embedding", "table");
     int64_t D = table->shape[1], V = table->shape[0];
-    cuda_check_deferred();
+    if (!device_graph_recording()) cuda_check_deferred();
     if (!g_embed_check.dev) {
         CUDA_CHECK(cudaMalloc(&g_embed_check.dev, sizeof(int)));
         CUDA_CHECK(cudaMallocHost(&g_embed_check.host, sizeof(int)));
@@ -395,6 +396,7 @@ void cuda_embedding_fwd(TapeNode *n) {
     embedding_kernel<<<grid1(ids->numel * D), 256, 0, cuda_stream()>>>((const int32_t *)ids->data, cbf(table),
                                                                         mbf(n->out[0]), ids->numel, D, V, g_embed_check.dev);
     CUDA_LAUNCH_CHECK();
+    if (device_graph_recording()) return;  // no check inside a CUDA graph (the kernel still writes zeros for bad ids)
     CUDA_CHECK(cudaMemcpyAsync(g_embed_check.host, g_embed_check.dev, sizeof(int), cudaMemcpyDeviceToHost, cuda_stream()));
     CUDA_CHECK(cudaEventRecord(g_embed_check.copied, cuda_stream()));
     g_embed_check.pending = true;

@@ -77,6 +77,47 @@ extern "C" void device_copy_d2d(void *dst, const void *src, size_t bytes) {
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_stream()));
 }
 
+__global__ void i32_add_kernel(int *p, int v) { *p += v; }
+
+extern "C" void device_i32_add(void *p, int v) {
+    i32_add_kernel<<<1, 1, 0, cuda_stream()>>>((int *)p, v);
+    CUDA_LAUNCH_CHECK();
+}
+
+struct DeviceGraph {
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+};
+static bool g_recording;
+
+extern "C" void device_graph_begin(void) {
+    device_synchronize();  // also reports any deferred check: nothing may wait on the GPU while recording
+    CUDA_CHECK(cudaStreamBeginCapture(cuda_stream(), cudaStreamCaptureModeThreadLocal));
+    g_recording = true;
+}
+
+extern "C" DeviceGraph *device_graph_end(void) {
+    DeviceGraph *g = (DeviceGraph *)xcalloc(1, sizeof *g);
+    g_recording = false;
+    cudaError_t e = cudaStreamEndCapture(cuda_stream(), &g->graph);
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&g->exec, g->graph, 0);
+    if (e != cudaSuccess)
+        fatal("recording the GPU work as a CUDA graph failed: %s (a synchronization or an allocation while recording?)",
+              cudaGetErrorString(e));
+    return g;
+}
+
+extern "C" void device_graph_launch(DeviceGraph *g) { CUDA_CHECK(cudaGraphLaunch(g->exec, cuda_stream())); }
+
+extern "C" void device_graph_free(DeviceGraph *g) {
+    if (!g) return;
+    cudaGraphExecDestroy(g->exec);
+    cudaGraphDestroy(g->graph);
+    free(g);
+}
+
+extern "C" bool device_graph_recording(void) { return g_recording; }
+
 extern "C" void device_synchronize(void) {
     CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
     cuda_check_deferred();

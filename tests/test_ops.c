@@ -204,11 +204,12 @@ Test(ops, rope_split_heads) {
 typedef struct RopeAtCase {
     Tensor *x;
     int64_t pos0;
+    Tensor *pos_t;  // when set: holds the position, pos0 is ignored by the kernel
 } RopeAtCase;
 
 static Tensor *build_rope_at(Tape *t, void *ctx) {
     RopeAtCase *c = ctx;
-    return op_rope_at(t, c->x, 2, 10.0f, c->pos0, "rope_at");
+    return op_rope_at(t, c->x, 2, 10.0f, c->pos0, c->pos_t, "rope_at");
 }
 
 Test(ops, rope_at_offset) {
@@ -217,9 +218,17 @@ Test(ops, rope_at_offset) {
     memcpy(tensor_f32(c.x), tensor_f32(full_x) + 4 * 8, 3 * 8 * sizeof(float));
     tape_reset(&g_tape);
     Tensor *full = op_rope(&g_tape, full_x, 2, 10.0f, "rope"), *tail = build_rope_at(&g_tape, &c);
-    for (int e = 0; e < 3 * 8; e++)
-        cr_expect_float_eq(tensor_f32(tail)[e], tensor_f32(full)[4 * 8 + e], 1e-6f, "element %d", e);
+    float want[3 * 8];
+    memcpy(want, tensor_f32(tail), sizeof want);
+    for (int e = 0; e < 3 * 8; e++) cr_expect_float_eq(want[e], tensor_f32(full)[4 * 8 + e], 1e-6f, "element %d", e);
     GRAD_CHECK("rope at position 4", build_rope_at, &c, c.x);
+    // the position read from a tensor when the op runs (pos0 = 0 only passes the checks)
+    c.pos_t = tensor_new1(&g_inputs, DT_I32, 1, "pos");
+    ((int32_t *)c.pos_t->data)[0] = 4;
+    c.pos0 = 0;
+    tape_reset(&g_tape);
+    Tensor *from_t = build_rope_at(&g_tape, &c);
+    for (int e = 0; e < 3 * 8; e++) cr_expect_float_eq(tensor_f32(from_t)[e], want[e], 0.0f, "element %d", e);
 }
 
 // ---- concat ----
@@ -249,6 +258,7 @@ Test(ops, attention_cached_matches_causal) {
     const float *want = tensor_f32(op_attention(&g_tape, qkv, (int)H, true, "attn"));
     const int chunks[3] = {3, 2, 1};
     int64_t pos = 0;
+    Tensor *pos_t = tensor_new1(&g_inputs, DT_I32, 1, "pos");  // the last chunk reads its position from it
     for (int k = 0; k < 3; k++) {
         Tensor *part[3];  // q, k, v of this chunk
         for (int j = 0; j < 3; j++) {
@@ -258,7 +268,10 @@ Test(ops, attention_cached_matches_causal) {
                     memcpy(tensor_f32(part[j]) + (b * chunks[k] + i) * C,
                            tensor_f32(qkv) + (b * T + pos + i) * 3 * C + j * C, (size_t)C * sizeof(float));
         }
-        const float *got = tensor_f32(op_attention_cached(&g_tape, part[0], part[1], part[2], kc, vc, (int)H, pos, "ac"));
+        ((int32_t *)pos_t->data)[0] = (int32_t)pos;
+        const float *got = tensor_f32(
+            k < 2 ? op_attention_cached(&g_tape, part[0], part[1], part[2], kc, vc, (int)H, pos, NULL, "ac")
+                  : op_attention_cached(&g_tape, part[0], part[1], part[2], kc, vc, (int)H, 0, pos_t, "ac"));
         for (int64_t b = 0; b < B; b++)
             for (int64_t e = 0; e < chunks[k] * C; e++)
                 cr_expect_float_eq(got[b * chunks[k] * C + e], want[(b * T + pos) * C + e], 1e-5f, "chunk %d b %lld e %lld",

@@ -207,17 +207,26 @@ static double time_prefill(Bench *b, Tensor *ids, int iters, float **out) {
 
 // Seconds per decode step: prefill `context` tokens into a fresh cache (not timed), one untimed
 // step, then `steps` timed steps. The last step's logits into *out.
+// With `graph` (CUDA), the timed steps replay the untimed one recorded as a CUDA graph
+// (llama_step_graph_*): the GPU time of a step without the host work of building it.
 // With `n_profile` > 0 (CUDA), that many more steps (ids reused) run under the per-op profiler afterwards.
 // *host_secs: time per step the host took to enqueue the steps (close to the step time: host-bound).
-static double time_decode(Bench *b, LlamaCache *cache, Tensor *prompt, Tensor **step_ids, int steps, int n_profile,
-                          float **out, double *host_secs) {
-    cache->len = 0;
+static double time_decode(Bench *b, LlamaCache *cache, Tensor *prompt, Tensor **step_ids, int steps, bool graph,
+                          int n_profile, float **out, double *host_secs) {
+    llama_cache_reset(cache);
     tape_reset(b->t);
     llama_forward_cached(b->m, b->t, prompt, cache);
-    Tensor *y = NULL;
-    double t0 = 0;
-    for (int s = 0; s <= steps; s++) {
-        if (s == 1) bench_sync(b), t0 = now_seconds();
+    tape_reset(b->t);
+    Tensor *y = llama_forward_cached(b->m, b->t, step_ids[0], cache);
+    LlamaStepGraph g = {0};
+    if (graph) llama_step_graph_record(&g, b->m, b->t, cache, tensor_new2(b->inputs, DT_I32, step_ids[0]->shape[0], 1, "ids_in"));
+    bench_sync(b);
+    double t0 = now_seconds();
+    for (int s = 1; s <= steps; s++) {
+        if (graph) {
+            y = llama_step_graph_run(&g, cache, step_ids[s]);
+            continue;
+        }
         tape_reset(b->t);
         y = llama_forward_cached(b->m, b->t, step_ids[s], cache);
     }
@@ -225,6 +234,7 @@ static double time_decode(Bench *b, LlamaCache *cache, Tensor *prompt, Tensor **
     bench_sync(b);
     double secs = (now_seconds() - t0) / steps;
     *out = tensor_to_host_f32(y);
+    if (graph) llama_step_graph_free(&g);
     if (n_profile > 0 && cache->len + n_profile <= cache->max_len) {
         profile(true);
         for (int s = 0; s < n_profile; s++) {
@@ -337,9 +347,9 @@ static void bench_decode(Bench *b, VnmLayer **sparse, const LlamaInferOpts *o, A
     float *yd, *ys;
     double hd, hs;
     set_sparse(m, sparse, false);
-    double td = time_decode(b, &cache, prompt, step_ids, o->steps, o->profile, &yd, &hd);
+    double td = time_decode(b, &cache, prompt, step_ids, o->steps, false, o->profile, &yd, &hd);
     set_sparse(m, sparse, true);
-    double ts = time_decode(b, &cache, prompt, step_ids, o->steps, o->profile, &ys, &hs);
+    double ts = time_decode(b, &cache, prompt, step_ids, o->steps, false, o->profile, &ys, &hs);
     printf("  decode (batch %lld, one new token per sequence per step over a KV cache of %d..%d positions,\n"
            "          given token ids, full logits; cache filled by an untimed prefill; mean of %d steps):\n",
            (long long)Bd, o->context + 1, o->context + o->steps, o->steps);
@@ -347,6 +357,19 @@ static void bench_decode(Bench *b, VnmLayer **sparse, const LlamaInferOpts *o, A
            "last-step logits max rel diff %.3g\n",
            Bd / td, 1e3 * td, Bd / ts, 1e3 * ts, td / ts, max_rel_diff(yd, ys, Bd * m->cfg.vocab_size));
     printf("    host time to enqueue a step: dense %.3f ms, sparse %.3f ms\n", 1e3 * hd, 1e3 * hs);
+    if (b->m->arena->device == DEV_CUDA) {  // the same steps replayed from a CUDA graph of one step
+        float *gd, *gs;
+        set_sparse(m, sparse, false);
+        double tgd = time_decode(b, &cache, prompt, step_ids, o->steps, true, 0, &gd, &hd);
+        set_sparse(m, sparse, true);
+        double tgs = time_decode(b, &cache, prompt, step_ids, o->steps, true, 0, &gs, &hs);
+        printf("    as a CUDA graph (one step recorded, replayed; no per-op host work):\n"
+               "    dense  %10.0f tok/s (%.3f ms/step)\n    sparse %10.0f tok/s (%.3f ms/step)  ratio %.2fx  "
+               "logits max rel diff to the op-by-op steps: dense %.3g, sparse %.3g\n",
+               Bd / tgd, 1e3 * tgd, Bd / tgs, 1e3 * tgs, tgd / tgs, max_rel_diff(yd, gd, Bd * m->cfg.vocab_size),
+               max_rel_diff(ys, gs, Bd * m->cfg.vocab_size));
+        free(gd), free(gs);
+    }
     printf("    kernels at n = %lld: q_proj %s, down_proj %s\n", (long long)Bd, kernel_of(&m->layers[0].q),
            kernel_of(&m->layers[0].down));
     free(yd), free(ys), free(step_ids);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/device.h"
 #include "autograd/rng.h"
 
 int llama_check_config(const ModelConfig *c, Err *err) {
@@ -109,13 +110,14 @@ static Tensor *attention_block(Llama *m, Tape *t, int li, Tensor *x, LlamaCache 
     const ModelConfig *c = &m->cfg;
     LlamaLayer *L = &m->layers[li];
     int64_t pos = cache ? cache->len : 0;
+    Tensor *pos_t = cache ? cache->pos : NULL;
     Tensor *h = op_rmsnorm(t, x, L->attn_norm, c->rms_eps, L->attn_norm->name);
-    Tensor *q = op_rope_at(t, linear_forward(t, &L->q, h), c->n_heads, c->rope_theta, pos, "q_rope");
-    Tensor *k = op_rope_at(t, linear_forward(t, &L->k, h), c->n_heads, c->rope_theta, pos, "k_rope");
+    Tensor *q = op_rope_at(t, linear_forward(t, &L->q, h), c->n_heads, c->rope_theta, pos, pos_t, "q_rope");
+    Tensor *k = op_rope_at(t, linear_forward(t, &L->k, h), c->n_heads, c->rope_theta, pos, pos_t, "k_rope");
     Tensor *v = linear_forward(t, &L->v, h);
     Tensor *a;
     if (cache) {
-        a = op_attention_cached(t, q, k, v, cache->k[li], cache->v[li], c->n_heads, pos, "attn");
+        a = op_attention_cached(t, q, k, v, cache->k[li], cache->v[li], c->n_heads, pos, pos_t, "attn");
     } else {
         Tensor *qkv[3] = {q, k, v};
         a = op_attention(t, op_concat(t, qkv, 3, "qkv"), c->n_heads, true, "attn");
@@ -158,7 +160,7 @@ static Tensor *forward(Llama *m, Tape *t, Tensor *ids, LlamaCache *cache) {
     t->act = main_arena;
     x = op_rmsnorm(t, x, m->norm, m->cfg.rms_eps, "model.norm");
     Tensor *logits = linear_forward(t, &m->lm_head, x);
-    if (cache) cache->len += ids->shape[1];
+    if (cache) llama_cache_advance(cache, ids->shape[1], true);
     return logits;
 }
 
@@ -183,12 +185,60 @@ void llama_cache_init(LlamaCache *c, const Llama *m, Arena *arena, int64_t batch
         c->k[i] = tensor_new(arena, dt, 3, shape, "k_cache");
         c->v[i] = tensor_new(arena, dt, 3, shape, "v_cache");
     }
+    c->pos = tensor_new1(arena, DT_I32, 1, "cache_position");
+    llama_cache_reset(c);
+}
+
+void llama_cache_reset(LlamaCache *c) {
+    int32_t zero = 0;
+    c->len = 0;
+    tensor_write_host(c->pos, &zero);
+}
+
+void llama_cache_advance(LlamaCache *c, int64_t tokens, bool device) {
+    c->len += tokens;
+    if (!device) return;
+    if (c->pos->device == DEV_CPU) ((int32_t *)c->pos->data)[0] += (int32_t)tokens;
+    else device_i32_add(c->pos->data, (int)tokens);
 }
 
 void llama_cache_free(LlamaCache *c) {
     free(c->k);
     free(c->v);
     memset(c, 0, sizeof *c);
+}
+
+void llama_step_graph_record(LlamaStepGraph *g, Llama *m, Tape *t, LlamaCache *cache, Tensor *ids_in) {
+    if (cache->pos->device != DEV_CUDA || ids_in->device != DEV_CUDA)
+        fatal("llama_step_graph_record: the cache and the ids must be on the GPU");
+    memset(g, 0, sizeof *g);
+    tape_reset(t);
+    device_graph_begin();
+    g->logits = llama_forward_cached(m, t, ids_in, cache);
+    g->graph = device_graph_end();
+    llama_cache_advance(cache, -ids_in->shape[1], false);  // the host's position moved, nothing ran
+    g->ids_in = ids_in;
+}
+
+Tensor *llama_step_graph_run(LlamaStepGraph *g, LlamaCache *cache, const Tensor *ids) {
+    int64_t T = g->ids_in->shape[1];
+    if (!tensor_same_shape(ids, g->ids_in)) {
+        char a[64], b[64];
+        fatal("llama_step_graph_run: ids %s, the step was recorded for %s", tensor_shape_str(ids, a, sizeof a),
+              tensor_shape_str(g->ids_in, b, sizeof b));
+    }
+    if (cache->len + T > cache->max_len)
+        fatal("llama_step_graph_run: %lld more tokens after %lld cached do not fit the cache of %lld positions",
+              (long long)T, (long long)cache->len, (long long)cache->max_len);
+    if (ids != g->ids_in) device_copy_d2d(g->ids_in->data, ids->data, (size_t)ids->numel * sizeof(int32_t));
+    device_graph_launch(g->graph);
+    llama_cache_advance(cache, T, false);  // the graph moved the device's position
+    return g->logits;
+}
+
+void llama_step_graph_free(LlamaStepGraph *g) {
+    device_graph_free(g->graph);
+    memset(g, 0, sizeof *g);
 }
 
 // ---- sizes ----

@@ -8,6 +8,7 @@
 // Multi-head attention only: n_kv_heads must equal n_heads (grouped-query attention, Llama-2-70B
 // style, is not supported). RoPE is HF's rotate_half form (op_rope).
 #pragma once
+#include "autograd/device.h"
 #include "autograd/ops.h"
 #include "train/config.h"
 #include "train/linear.h"
@@ -41,6 +42,7 @@ typedef struct Llama {
 typedef struct LlamaCache {
     Tensor **k, **v;
     int64_t batch, max_len, len;
+    Tensor *pos;  // len as an I32 on the cache's device, which the kernels read (CUDA graphs replay steps)
 } LlamaCache;
 
 // Checks the Llama fields of cfg (sizes positive, head dim even, n_kv_heads == n_heads).
@@ -60,6 +62,26 @@ Tensor *llama_forward_cached(Llama *m, Tape *t, Tensor *ids, LlamaCache *cache);
 // (ignored by op_cross_entropy) at t = T - 1. The loss is op_cross_entropy(logits, labels).
 void llama_shift_labels(const int32_t *ids, int64_t B, int64_t T, int32_t *labels);
 void llama_cache_init(LlamaCache *c, const Llama *m, Arena *arena, int64_t batch, int64_t max_len);
+// Empties the cache (len = 0, on the host and the device).
+void llama_cache_reset(LlamaCache *c);
+// Moves the cache's position by `tokens` (llama_forward_cached does it; a replayed CUDA graph of a
+// step moves the device position itself, and the host's with this, device = false).
+void llama_cache_advance(LlamaCache *c, int64_t tokens, bool device);
+
+// A decode step recorded once as a CUDA graph and replayed at later positions (the kernels read the
+// position from cache->pos): the GPU work of a step without the host work of building it.
+typedef struct LlamaStepGraph {
+    DeviceGraph *graph;
+    Tensor *ids_in;  // (B, T) the recorded step reads its token ids from
+    Tensor *logits;  // (B, T, vocab) it writes, in the tape's arena (valid until the tape is reset)
+} LlamaStepGraph;
+// Records one step of ids_in's shape (CUDA only). Needs an earlier eager llama_forward_cached of the
+// same shape (buffers, GEMM plans and kernel settings are made on first use, which cannot happen
+// while recording). Nothing runs; the cache does not move.
+void llama_step_graph_record(LlamaStepGraph *g, Llama *m, Tape *t, LlamaCache *cache, Tensor *ids_in);
+// Copies ids into ids_in (unless they are it), replays the step, moves the cache: the logits.
+Tensor *llama_step_graph_run(LlamaStepGraph *g, LlamaCache *cache, const Tensor *ids);
+void llama_step_graph_free(LlamaStepGraph *g);
 void llama_cache_free(LlamaCache *c);
 // Bytes of parameters (+ alignment slack), and a generous bound on the activation arena of a
 // training step (forward + backward) of B × T tokens. With `recompute` (every decoder layer a

@@ -15,7 +15,7 @@ for b in ${BATCHES:-1 16}; do
   for pdl in 0 1; do
     echo "== batch $b, VNM_PDL=$pdl"
     VNM_PDL=$pdl $V $args --decode-batch "$b" --steps 32 --profile 4 >"$OUT/decode_b${b}_pdl$pdl.txt" 2>&1
-    grep -E "^    (dense|sparse|host)" "$OUT/decode_b${b}_pdl$pdl.txt"
+    grep -E "^    (dense|sparse|host|as a)" "$OUT/decode_b${b}_pdl$pdl.txt"
   done
 done
 [ "${NCU_BATCH:-16}" = 0 ] && exit 0

@@ -115,3 +115,63 @@ Test(llama_cuda, kv_cache_matches_full_forward) {
     tape_free(&t);
     arena_free(&params), arena_free(&acts), arena_free(&step);
 }
+
+// Decode steps replayed from one recorded CUDA graph (llama_step_graph_*) give the logits of the
+// same steps run op by op: the kernels read the position from the cache's device tensor.
+Test(llama_cuda, decode_graph_replay_matches_eager_steps) {
+    if (!device_cuda_available()) cr_skip_test("no CUDA GPU visible");
+    ops_cuda_register();
+    enum { B = 2, P = 6, STEPS = 4 };
+    ModelConfig c = config(128, 2);
+    Arena params, step;
+    arena_init(&params, "params", DEV_CUDA, 16 << 20);
+    arena_init(&step, "step", DEV_CUDA, 64 << 20);
+    Llama m;
+    llama_init(&m, &c, &params, 11);
+    int32_t prompt[B * P], tok[STEPS][B];
+    for (int i = 0; i < B * P; i++) prompt[i] = (i * 13 + 3) % c.vocab_size;
+    for (int s = 0; s < STEPS; s++)
+        for (int b = 0; b < B; b++) tok[s][b] = (s * 7 + b * 31 + 1) % c.vocab_size;
+    Tensor *prompt_t = device_ids(&params, prompt, B, P, "prompt"), *step_t[STEPS];
+    for (int s = 0; s < STEPS; s++) step_t[s] = device_ids(&params, tok[s], B, 1, "step");
+    Tape t;
+    tape_init(&t, &step);
+    t.record = false;
+    LlamaCache cache;
+    llama_cache_init(&cache, &m, &params, B, P + STEPS);
+    float *eager[STEPS];
+    for (int run = 0; run < 2; run++) {  // run 0: every step op by op; run 1: step 0 so, then the graph
+        llama_cache_reset(&cache);
+        tape_reset(&t);
+        llama_forward_cached(&m, &t, prompt_t, &cache);
+        LlamaStepGraph g = {0};
+        for (int s = 0; s < STEPS; s++) {
+            Tensor *y;
+            if (run == 0 || s == 0) {
+                tape_reset(&t);
+                y = llama_forward_cached(&m, &t, step_t[s], &cache);
+                if (run == 1) llama_step_graph_record(&g, &m, &t, &cache, tensor_new2(&params, DT_I32, B, 1, "ids_in"));
+            } else {
+                y = llama_step_graph_run(&g, &cache, step_t[s]);
+            }
+            float *got = tensor_to_host_f32(y);
+            if (run == 0) {
+                eager[s] = got;
+                continue;
+            }
+            if (s > 0) {
+                double e = rel_l2(got, eager[s], B * c.vocab_size);
+                printf("  graph replay, step %d (position %d): rel diff to the eager step %.2e\n", s, P + s, e);
+                cr_expect(e == 0.0, "step %d: the replayed graph's logits differ from the eager step's (%.3g)", s, e);
+            }
+            free(got);
+        }
+        cr_expect_eq(cache.len, P + STEPS);
+        llama_step_graph_free(&g);
+    }
+    for (int s = 0; s < STEPS; s++) free(eager[s]);
+    llama_cache_free(&cache);
+    llama_free(&m);
+    tape_free(&t);
+    arena_free(&params), arena_free(&step);
+}

@@ -460,8 +460,9 @@ Test(ops_cuda, rope_split_heads) {
     compare("rope (B,T,H,D)", &c, build_rope, 1e-2, 2e-2);
 }
 
+// ip[2]: the position comes from the I32 tensor in[1] (pos0 = 0 only passes the checks)
 static Tensor *build_rope_at(Tape *t, Tensor **in, const Case *c) {
-    return op_rope_at(t, in[0], c->ip[0], 10000.0f, c->ip[1], "rope_at");
+    return op_rope_at(t, in[0], c->ip[0], 10000.0f, c->ip[2] ? 0 : c->ip[1], c->ip[2] ? in[1] : NULL, "rope_at");
 }
 
 Test(ops_cuda, rope_at_position_offset) {  // a KV-cache step: positions 1000..1002
@@ -470,6 +471,10 @@ Test(ops_cuda, rope_at_position_offset) {  // a KV-cache step: positions 1000..1
     add_input(&c, "x", G_ACT, 1.0f, 3, 4, 3, 2 * 128, 0);
     c.ip[0] = 2, c.ip[1] = 1000;
     compare("rope at 1000 (B,T,H*D)", &c, build_rope_at, 1e-2, 2e-2);
+    int32_t pos = 1000;
+    add_raw(&c, "pos", DT_I32, 1, (int64_t[]){1}, &pos);
+    c.ip[2] = 1;
+    compare("rope at pos tensor 1000", &c, build_rope_at, 1e-2, 2e-2);
 }
 
 static Tensor *build_concat(Tape *t, Tensor **in, const Case *c) { return op_concat(t, in, c->n, "concat"); }
@@ -485,17 +490,23 @@ Test(ops_cuda, concat_three) {
 
 // in: q, k, v (B, Tn, C), k_cache, v_cache (B, Tmax, C) holding random "history"; ip[0] heads, ip[1] pos.
 // Forward only (an inference op); the caches' new rows are checked through the next case's reads.
+// ip[2]: the position from the I32 tensor in[5].
 static Tensor *build_attention_cached(Tape *t, Tensor **in, const Case *c) {
-    return op_attention_cached(t, in[0], in[1], in[2], in[3], in[4], c->ip[0], c->ip[1], "attn_cached");
+    return op_attention_cached(t, in[0], in[1], in[2], in[3], in[4], c->ip[0], c->ip[2] ? 0 : c->ip[1],
+                               c->ip[2] ? in[5] : NULL, "attn_cached");
 }
 
-static void attention_cached_case(const char *label, int64_t B, int64_t Tn, int H, int D, int64_t pos, int64_t Tmax) {
+// pos_tensor: the position comes from an I32 tensor (as in a replayed CUDA graph of a decode step).
+static void attention_cached_case(const char *label, int64_t B, int64_t Tn, int H, int D, int64_t pos, int64_t Tmax,
+                                  bool pos_tensor) {
     Case c = {0};
     const char *names[3] = {"q", "k", "v"};
     for (int j = 0; j < 3; j++) add_input(&c, names[j], G_NONE, 1.0f, 3, B, Tn, (int64_t)H * D, 0);
     add_input(&c, "k_cache", G_NONE, 1.0f, 3, B, Tmax, (int64_t)H * D, 0);
     add_input(&c, "v_cache", G_NONE, 1.0f, 3, B, Tmax, (int64_t)H * D, 0);
-    c.ip[0] = H, c.ip[1] = (int)pos;
+    c.ip[0] = H, c.ip[1] = (int)pos, c.ip[2] = pos_tensor;
+    int32_t pos32 = (int32_t)pos;
+    if (pos_tensor) add_raw(&c, "pos", DT_I32, 1, (int64_t[]){1}, &pos32);
     compare(label, &c, build_attention_cached, 1e-2, 1e-2);
     // the appended rows: the GPU caches must hold the new k, v at [pos, pos + Tn)
     for (int j = 3; j < 5; j++) {
@@ -506,14 +517,18 @@ static void attention_cached_case(const char *label, int64_t B, int64_t Tn, int 
     }
 }
 
-Test(ops_cuda, attention_cached_decode_d128) { NEED_GPU(); attention_cached_case("attn cached decode D=128", 3, 1, 4, 128, 300, 320); }
-Test(ops_cuda, attention_cached_chunk_d64) { NEED_GPU(); attention_cached_case("attn cached 9 new D=64", 2, 9, 3, 64, 20, 40); }
-Test(ops_cuda, attention_cached_prefill_d128) { NEED_GPU(); attention_cached_case("attn cached prefill D=128", 2, 70, 2, 128, 0, 80); }
+Test(ops_cuda, attention_cached_decode_d128) {
+    NEED_GPU();
+    attention_cached_case("attn cached decode D=128", 3, 1, 4, 128, 300, 320, false);
+    attention_cached_case("attn cached decode, pos tensor", 3, 1, 4, 128, 300, 320, true);
+}
+Test(ops_cuda, attention_cached_chunk_d64) { NEED_GPU(); attention_cached_case("attn cached 9 new D=64", 2, 9, 3, 64, 20, 40, false); }
+Test(ops_cuda, attention_cached_prefill_d128) { NEED_GPU(); attention_cached_case("attn cached prefill D=128", 2, 70, 2, 128, 0, 80, false); }
 Test(ops_cuda, attention_cached_odd_head_dims) {
     NEED_GPU();
-    attention_cached_case("attn cached D=16", 2, 3, 4, 16, 10, 16);  // lanes 16..31 own no dims
-    attention_cached_case("attn cached D=96", 1, 2, 2, 96, 40, 48);
-    attention_cached_case("attn cached D=50", 1, 1, 2, 50, 7, 8);  // not 8-byte aligned rows: scalar loads
+    attention_cached_case("attn cached D=16", 2, 3, 4, 16, 10, 16, false);  // lanes 16..31 own no dims
+    attention_cached_case("attn cached D=96", 1, 2, 2, 96, 40, 48, false);
+    attention_cached_case("attn cached D=50", 1, 1, 2, 50, 7, 8, false);  // not 8-byte aligned rows: scalar loads
 }
 
 // ---- embeddings and token ops ----
