@@ -13,7 +13,7 @@
 // When `in` is not a multiple of 2M the sparse problem uses in rounded up to one (x gets the
 // extra channels); the dense baseline keeps the true shape, so such speed-ups are slightly low.
 // The table file (for `vnmtune select-vm`) holds rows `out in n V M speedup`, speedup =
-// dense time / ours.
+// dense time / ours; --table-only FILE writes it without the main table.
 // Feature-major columns: dense_fm = cuBLASLt on yT (out × n) = W · xT (in × n), both row-major
 // (the same FLOPs), fm = vnm_spmm_cuda_fm on the same layout, fm/xfm = dense_fm / fm.
 // --prefill: only Llama n = 2048, 8192 and DeiT-B 768×3072; --no-mmasp skips the mma_sp column,
@@ -41,7 +41,7 @@ namespace {
     } while (0)
 
 struct Opts {
-    int reps = 20, flush = 1, quick = 0, check = 1, prefill = 0, decode = 0, mmasp = 1, fm_only = 0;
+    int reps = 20, flush = 1, quick = 0, check = 1, prefill = 0, decode = 0, mmasp = 1, fm_only = 0, table_only = 0;
     const char *table = "spmm_table.txt";
     const char *ncu = NULL;  // --ncu PATTERN[@N][/fm][=OUTxIN]: only 3 launches of ours (default 4096x4096, n = 2048), for profilers
 };
@@ -481,10 +481,11 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--no-table")) o.table = NULL;
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) o.reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--table") && i + 1 < argc) o.table = argv[++i];
+        else if (!strcmp(argv[i], "--table-only") && i + 1 < argc) o.table = argv[++i], o.table_only = 1;
         else if (!strcmp(argv[i], "--ncu") && i + 1 < argc) o.ncu = argv[++i];
         else {
             fprintf(stderr, "usage: bench spmm [--quick | --prefill | --decode] [--reps N] [--no-flush | --flush-read] [--no-check] [--no-mmasp] "
-                            "[--fm-only] [--table FILE | --no-table] [--ncu PATTERN[@N][/fm][=OUTxIN]]\n");
+                            "[--fm-only] [--table FILE | --table-only FILE | --no-table] [--ncu PATTERN[@N][/fm][=OUTxIN]]\n");
             return 2;
         }
     }
@@ -538,7 +539,7 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         return 0;
     }
     buffers_init(&b, 12608, 11008 + 32, 11008);
-    main_table(o, b);
+    if (!o.table_only) main_table(o, b);
     if (o.table) vm_table(o, b, o.table, device);
     cudaFree(b.x), cudaFree(b.y), cudaFree(b.y_ref), cudaFree(b.W);
     return 0;
