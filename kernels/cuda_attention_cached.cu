@@ -10,6 +10,11 @@
 // grows), so the scores are never stored and any cache length works. At the end the warps' (m, l, acc) are merged through
 // shared memory: out = Σ_w acc_w·exp(m_w − M) / Σ_w l_w·exp(m_w − M), M = max_w m_w.
 // Decode (Tn = 1) reads each cached K/V row once per head: bandwidth-bound on the cache.
+// Split over the keys (as flash-decoding): when (Tn, H, B) gives too few CTAs to fill the GPU
+// (batch-1 decode: one per head, 32 for Llama-7B, reading at ~0.3 TB/s), S CTAs take consecutive
+// key ranges of one (i, h, b) and write their merged (M, L, unnormalised o) to a workspace; a
+// second kernel merges the S partials the same way. S depends on the cache size Tmax, not on the
+// position, so a recorded CUDA graph of a step stays valid at later positions.
 #include <math.h>
 
 #include "kernels/cuda_common.cuh"
@@ -54,23 +59,39 @@ template <int E, bool FULL> __device__ __forceinline__ void load_own(const bf16 
     }
 }
 
+// Softmax merge of n parts with running max m, sum l and unnormalised value o (part k's at
+// m[k·ms], l[k·ms], o[k·os]): M = max m, L = Σ l·exp(m − M), o = Σ o·exp(m − M). A part that saw no
+// key has l = 0 and m = −inf and counts for nothing.
+__device__ __forceinline__ void merge_partials(const float *m, const float *l, const float *o, int os, int n, float *M,
+                                               float *L, float *O, int ms = 1) {
+    float mx = -INFINITY, sum = 0.0f, val = 0.0f;
+    for (int k = 0; k < n; k++) mx = fmaxf(mx, m[k * ms]);
+    for (int k = 0; k < n; k++) {
+        float f = l[k * ms] > 0.0f ? __expf(m[k * ms] - mx) : 0.0f;
+        sum += l[k * ms] * f;
+        val += o[k * os] * f;
+    }
+    *M = mx, *L = sum, *O = val;
+}
+
 template <int E, bool FULL>
 __global__ void __launch_bounds__(32 * CACHED_NW)
     attention_cached_kernel(const bf16 *q, const bf16 *kc, const bf16 *vc, bf16 *out, int64_t Tn, int64_t Tmax, int64_t C,
-                            int64_t pos, const int32_t *pos_t, float scale, int D) {
+                            int64_t pos, const int32_t *pos_t, float scale, int D, int S, int64_t kps, float *part) {
     pdl_trigger();
     if (pos_t) pos = min(*pos_t, (int32_t)(Tmax - Tn));
-    int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int64_t i = blockIdx.x / S, h = blockIdx.y, b = blockIdx.z;
+    const int split = blockIdx.x % S;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int own = max(0, min(E, D - lane * E));
-    int64_t len = pos + i + 1, col = h * D + lane * E;
+    const int64_t lo = split * kps, len = min(pos + i + 1, lo + kps), col = h * D + lane * E;  // keys [lo, len)
     float qr[E], acc[E];
     load_own<E, FULL>(q + (b * Tn + i) * C + col, qr, own);
 #pragma unroll
     for (int e = 0; e < E; e++) qr[e] *= scale, acc[e] = 0.0f;
     float m = -INFINITY, l = 0.0f;
     const bf16 *kb = kc + b * Tmax * C + col, *vb = vc + b * Tmax * C + col;
-    for (int64_t j0 = (int64_t)warp * CACHED_KU; j0 < len; j0 += CACHED_NW * CACHED_KU) {
+    for (int64_t j0 = lo + (int64_t)warp * CACHED_KU; j0 < len; j0 += CACHED_NW * CACHED_KU) {
         float sc[CACHED_KU], kr[CACHED_KU][E];
 #pragma unroll
         for (int u = 0; u < CACHED_KU; u++)
@@ -110,15 +131,29 @@ __global__ void __launch_bounds__(32 * CACHED_NW)
 #pragma unroll
     for (int e = 0; e < E; e++) s_acc[warp][lane * E + e] = acc[e];
     __syncthreads();
+    // S > 1: part[((b·Tn + i)·H + h)·S + split] = (o[D], M, L) unnormalised
+    float *my = S > 1 ? part + (((b * Tn + i) * gridDim.y + h) * S + split) * (D + 2) : NULL;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float M = -INFINITY, L = 0.0f, o = 0.0f;
-        for (int w = 0; w < CACHED_NW; w++) M = fmaxf(M, s_m[w]);
-        for (int w = 0; w < CACHED_NW; w++) {
-            float f = s_l[w] > 0.0f ? __expf(s_m[w] - M) : 0.0f;  // a warp that saw no key has l = 0, m = −inf
-            L += s_l[w] * f;
-            o += s_acc[w][d] * f;
+        float M, L, o;
+        merge_partials(s_m, s_l, &s_acc[0][d], 32 * E, CACHED_NW, &M, &L, &o);
+        if (my) {
+            my[d] = o;
+            if (d == 0) my[D] = M, my[D + 1] = L;
+        } else {
+            out[(b * Tn + i) * C + h * D + d] = __float2bfloat16(o / L);
         }
-        out[(b * Tn + i) * C + h * D + d] = __float2bfloat16(o / L);
+    }
+}
+
+// Second pass of the split: out row (b, i, h) from its S partials.
+__global__ void attention_cached_merge_kernel(const float *part, bf16 *out, int64_t H, int64_t C, int D, int S) {
+    pdl_trigger();
+    const int64_t row = blockIdx.x, h = row % H, bi = row / H;  // bi = b·Tn + i
+    const float *p = part + row * S * (D + 2);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float M, L, o;
+        merge_partials(p + D, p + D + 1, p + d, D + 2, S, &M, &L, &o, D + 2);
+        out[bi * C + h * D + d] = __float2bfloat16(o / L);
     }
 }
 
@@ -142,13 +177,21 @@ void cuda_attention_cached_fwd(TapeNode *n) {
     CUDA_LAUNCH_CHECK();
     cache_append_kernel<<<grid, 256, 0, cuda_stream()>>>(cbf(n->in[2]), mbf(n->in[4]), B, Tn, C, Tmax, pos, pos_t);
     CUDA_LAUNCH_CHECK();
-    dim3 blocks((unsigned)Tn, (unsigned)H, (unsigned)B);
+    // Key splits: enough CTAs for two per SM, each with at least 64 keys of the cache (fixed by Tmax).
+    static int sms = 0;
+    if (!sms) CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    const int64_t ctas = Tn * H * B, want = cdiv(2 * sms, ctas), most = cdiv(Tmax, 64);
+    const int S = (int)(want < most ? want : most), step = CACHED_NW * CACHED_KU;
+    const int64_t kps = S > 1 ? cdiv(cdiv(Tmax, S), step) * step : Tmax;  // keys per split, whole warp rounds
+    float *part = S > 1 ? (float *)cuda_scratch(SCRATCH_A, (size_t)(ctas * S * (D + 2)) * sizeof(float)) : NULL;
+    dim3 blocks((unsigned)(Tn * S), (unsigned)H, (unsigned)B);
     float scale = 1.0f / sqrtf((float)D);
     const bf16 *kc = cbf(n->in[3]), *vc = cbf(n->in[4]);
     bf16 *o = mbf(n->out[0]);
     const int d = (int)D;
-#define CACHED_LAUNCH(E, FULL) \
-    attention_cached_kernel<E, FULL><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(cbf(q), kc, vc, o, Tn, Tmax, C, pos, pos_t, scale, d)
+#define CACHED_LAUNCH(E, FULL)                                                                                         \
+    attention_cached_kernel<E, FULL><<<blocks, 32 * CACHED_NW, 0, cuda_stream()>>>(cbf(q), kc, vc, o, Tn, Tmax, C, pos, \
+                                                                                  pos_t, scale, d, S, kps, part)
     switch (D % 32 ? 0 : D / 32) {  // head dims 32, 64, 96, 128: every lane owns D/32; others: 4 dims on the first lanes
         case 1: CACHED_LAUNCH(1, true); break;
         case 2: CACHED_LAUNCH(2, true); break;
@@ -158,4 +201,8 @@ void cuda_attention_cached_fwd(TapeNode *n) {
     }
 #undef CACHED_LAUNCH
     CUDA_LAUNCH_CHECK();
+    if (S > 1) {
+        attention_cached_merge_kernel<<<(unsigned)ctas, 128, 0, cuda_stream()>>>(part, o, H, C, d, S);
+        CUDA_LAUNCH_CHECK();
+    }
 }

@@ -524,6 +524,13 @@ Test(ops_cuda, attention_cached_decode_d128) {
 }
 Test(ops_cuda, attention_cached_chunk_d64) { NEED_GPU(); attention_cached_case("attn cached 9 new D=64", 2, 9, 3, 64, 20, 40, false); }
 Test(ops_cuda, attention_cached_prefill_d128) { NEED_GPU(); attention_cached_case("attn cached prefill D=128", 2, 70, 2, 128, 0, 80, false); }
+Test(ops_cuda, attention_cached_key_splits) {  // few (i, h, b): the keys split over CTAs, then merged
+    NEED_GPU();
+    attention_cached_case("attn cached split D=50", 1, 1, 2, 50, 200, 256, false);  // 4 splits of 64 keys
+    attention_cached_case("attn cached empty splits", 1, 1, 2, 64, 100, 256, true);  // splits 3, 4 see no key
+    attention_cached_case("attn cached split 2 new", 1, 2, 3, 128, 500, 520, false);
+}
+
 Test(ops_cuda, attention_cached_odd_head_dims) {
     NEED_GPU();
     attention_cached_case("attn cached D=16", 2, 3, 4, 16, 10, 16, false);  // lanes 16..31 own no dims
