@@ -75,7 +75,9 @@ __device__ __forceinline__ void merge_partials(const float *m, const float *l, c
 }
 
 // SPLIT (a compile-time choice: run-time split arithmetic in the key loop kept the KU rows' loads
-// from being in flight together, 72 instead of 41 µs a layer at batch 16, ncu on the H200).
+// from being in flight together, 72 instead of 41 µs a layer at batch 16, ncu on the H200). The
+// split variant itself still guards each row's load with a branch (SASS); indexing the keys from
+// lo and clamping the row instead of branching groups them (seen in SASS, not yet run).
 template <int E, bool FULL, bool SPLIT>
 __global__ void __launch_bounds__(32 * CACHED_NW)
     attention_cached_kernel(const bf16 *q, const bf16 *kc, const bf16 *vc, bf16 *out, int64_t Tn, int64_t Tmax, int64_t C,
