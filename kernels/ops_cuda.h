@@ -19,8 +19,10 @@ extern "C" {
 #endif
 
 void ops_cuda_register(void);
-// Profiling: with `on`, every CUDA op call (and every GEMM) is timed with CUDA events; the report
-// prints the GPU time per op and direction, divided by `steps`, and resets the counters.
+// Profiling: with `on`, every CUDA op call (and every GEMM) is timed with CUDA events, and its host
+// call with the clock; the report prints the GPU and host time per op and direction, divided by
+// `steps`, and resets the counters. The profiled calls are bracketed by cudaProfilerStart/Stop
+// (for `ncu --profile-from-start off`).
 void ops_cuda_profile(bool on);
 void ops_cuda_profile_report(FILE *f, int steps, double step_ms);
 // Bytes the backend holds outside the arenas: scratch buffers and the cuBLASLt workspace.
