@@ -183,9 +183,7 @@ void cuda_attention_cached_fwd(TapeNode *n) {
     cache_append_kernel<<<grid, 256, 0, cuda_stream()>>>(cbf(n->in[2]), mbf(n->in[4]), B, Tn, C, Tmax, pos, pos_t);
     CUDA_LAUNCH_CHECK();
     // Key splits: enough CTAs for two per SM, each with at least 64 keys of the cache (fixed by Tmax).
-    static int sms = 0;
-    if (!sms) CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    const int64_t ctas = Tn * H * B, want = cdiv(2 * sms, ctas), most = cdiv(Tmax, 64);
+    const int64_t ctas = Tn * H * B, want = cdiv(2 * cuda_sm_count(), ctas), most = cdiv(Tmax, 64);
     const int S = (int)(want < most ? want : most), step = CACHED_NW * CACHED_KU;
     const int64_t kps = S > 1 ? cdiv(cdiv(Tmax, S), step) * step : Tmax;  // keys per split, whole warp rounds
     float *part = S > 1 ? (float *)cuda_scratch(SCRATCH_A, (size_t)(ctas * S * (D + 2)) * sizeof(float)) : NULL;

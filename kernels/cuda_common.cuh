@@ -33,6 +33,7 @@ void cuda_check(cudaError_t e, const char *what, const char *file, int line);
 #define CUDA_LAUNCH_CHECK() cuda_check(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
 
 cudaStream_t cuda_stream(void);
+int cuda_sm_count(void);  // SMs of the current GPU (queried once)
 
 // Profiler hooks (ops_cuda.cu): an id from begin (−1 when off) to pass to end.
 extern bool g_cuda_profiling;

@@ -386,7 +386,7 @@ void cuda_embedding_fwd(TapeNode *n) {
     cuda_expect(ids, DT_I32, "embedding", "ids");
     cuda_expect(table, DT_BF16, "embedding", "table");
     int64_t D = table->shape[1], V = table->shape[0];
-    if (!device_graph_recording()) cuda_check_deferred();
+    cuda_check_deferred();  // nothing is pending while recording: device_graph_begin reported it
     if (!g_embed_check.dev) {
         CUDA_CHECK(cudaMalloc(&g_embed_check.dev, sizeof(int)));
         CUDA_CHECK(cudaMallocHost(&g_embed_check.host, sizeof(int)));

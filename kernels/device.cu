@@ -22,6 +22,16 @@ cudaStream_t cuda_stream(void) {
     return g_stream;
 }
 
+int cuda_sm_count(void) {
+    static int sms = 0;
+    if (!sms) {
+        int dev = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    }
+    return sms;
+}
+
 extern "C" bool device_cuda_available(void) {
     if (g_available < 0) {
         int n = 0;

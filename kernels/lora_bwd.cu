@@ -128,13 +128,8 @@ bool lora_dy_fused_ok(int64_t N, int64_t r) {
 }
 
 void lora_dy_fused(const bf16 *dy, const bf16 *B, const bf16 *h, bf16 *dh, Tensor *gB, int64_t M, int64_t N, float s) {
-    static int sms = 0;
     static size_t raised = 0;
-    if (!sms) {
-        int dev = 0;
-        CUDA_CHECK(cudaGetDevice(&dev));
-        CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    }
+    const int sms = cuda_sm_count();
     int64_t rows = (M + CTAS_PER_SM * sms - 1) / (CTAS_PER_SM * sms);  // rounded up to whole 64-row blocks
     rows = (rows + TM - 1) / TM * TM;
     if (rows > MAX_ROWS) rows = MAX_ROWS;

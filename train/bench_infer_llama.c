@@ -336,6 +336,21 @@ static void bench_prefill(Bench *b, VnmLayer **sparse, const LlamaInferOpts *o) 
            kernel_of(&m->layers[0].q), kernel_of(&m->layers[0].gate), kernel_of(&m->layers[0].down));
 }
 
+typedef struct DecodeRun {
+    double secs, host_secs;  // per step: GPU-inclusive time, host time to enqueue
+    float *logits;           // of the last step (malloc'ed)
+} DecodeRun;
+
+// The same decode steps dense (run[0]) and sparse (run[1]), op by op or as a CUDA graph.
+static void decode_pair(Bench *b, VnmLayer **sparse, LlamaCache *cache, Tensor *prompt, Tensor **step_ids,
+                        const LlamaInferOpts *o, bool graph, DecodeRun run[2]) {
+    for (int sp = 0; sp < 2; sp++) {
+        set_sparse(b->m, sparse, sp);
+        run[sp].secs = time_decode(b, cache, prompt, step_ids, o->steps, graph, graph ? 0 : o->profile, &run[sp].logits,
+                                   &run[sp].host_secs);
+    }
+}
+
 static void bench_decode(Bench *b, VnmLayer **sparse, const LlamaInferOpts *o, Arena *kv, int64_t max_len) {
     Llama *m = b->m;
     int64_t Bd = o->decode_batch;
@@ -344,35 +359,31 @@ static void bench_decode(Bench *b, VnmLayer **sparse, const LlamaInferOpts *o, A
     Tensor *prompt = random_ids(b, Bd, o->context, "context");
     Tensor **step_ids = xcalloc((size_t)o->steps + 1, sizeof *step_ids);
     for (int s = 0; s <= o->steps; s++) step_ids[s] = random_ids(b, Bd, 1, "step");
-    float *yd, *ys;
-    double hd, hs;
-    set_sparse(m, sparse, false);
-    double td = time_decode(b, &cache, prompt, step_ids, o->steps, false, o->profile, &yd, &hd);
-    set_sparse(m, sparse, true);
-    double ts = time_decode(b, &cache, prompt, step_ids, o->steps, false, o->profile, &ys, &hs);
+    DecodeRun eager[2], graph[2];  // [0] dense, [1] sparse
+    decode_pair(b, sparse, &cache, prompt, step_ids, o, false, eager);
+    int64_t V = m->cfg.vocab_size;
     printf("  decode (batch %lld, one new token per sequence per step over a KV cache of %d..%d positions,\n"
            "          given token ids, full logits; cache filled by an untimed prefill; mean of %d steps):\n",
            (long long)Bd, o->context + 1, o->context + o->steps, o->steps);
     printf("    dense  %10.0f tok/s (%.3f ms/step)\n    sparse %10.0f tok/s (%.3f ms/step)  ratio %.2fx  "
            "last-step logits max rel diff %.3g\n",
-           Bd / td, 1e3 * td, Bd / ts, 1e3 * ts, td / ts, max_rel_diff(yd, ys, Bd * m->cfg.vocab_size));
-    printf("    host time to enqueue a step: dense %.3f ms, sparse %.3f ms\n", 1e3 * hd, 1e3 * hs);
+           Bd / eager[0].secs, 1e3 * eager[0].secs, Bd / eager[1].secs, 1e3 * eager[1].secs, eager[0].secs / eager[1].secs,
+           max_rel_diff(eager[0].logits, eager[1].logits, Bd * V));
+    printf("    host time to enqueue a step: dense %.3f ms, sparse %.3f ms\n", 1e3 * eager[0].host_secs,
+           1e3 * eager[1].host_secs);
     if (b->m->arena->device == DEV_CUDA) {  // the same steps replayed from a CUDA graph of one step
-        float *gd, *gs;
-        set_sparse(m, sparse, false);
-        double tgd = time_decode(b, &cache, prompt, step_ids, o->steps, true, 0, &gd, &hd);
-        set_sparse(m, sparse, true);
-        double tgs = time_decode(b, &cache, prompt, step_ids, o->steps, true, 0, &gs, &hs);
+        decode_pair(b, sparse, &cache, prompt, step_ids, o, true, graph);
         printf("    as a CUDA graph (one step recorded, replayed; no per-op host work):\n"
                "    dense  %10.0f tok/s (%.3f ms/step)\n    sparse %10.0f tok/s (%.3f ms/step)  ratio %.2fx  "
                "logits max rel diff to the op-by-op steps: dense %.3g, sparse %.3g\n",
-               Bd / tgd, 1e3 * tgd, Bd / tgs, 1e3 * tgs, tgd / tgs, max_rel_diff(yd, gd, Bd * m->cfg.vocab_size),
-               max_rel_diff(ys, gs, Bd * m->cfg.vocab_size));
-        free(gd), free(gs);
+               Bd / graph[0].secs, 1e3 * graph[0].secs, Bd / graph[1].secs, 1e3 * graph[1].secs,
+               graph[0].secs / graph[1].secs, max_rel_diff(eager[0].logits, graph[0].logits, Bd * V),
+               max_rel_diff(eager[1].logits, graph[1].logits, Bd * V));
+        free(graph[0].logits), free(graph[1].logits);
     }
     printf("    kernels at n = %lld: q_proj %s, down_proj %s\n", (long long)Bd, kernel_of(&m->layers[0].q),
            kernel_of(&m->layers[0].down));
-    free(yd), free(ys), free(step_ids);
+    free(eager[0].logits), free(eager[1].logits), free(step_ids);
     llama_cache_free(&cache);
 }
 
