@@ -259,3 +259,17 @@ Test(ops_forward, frozen_inputs_record_nothing) {
 Test(ops_forward, linear_shape_mismatch_is_fatal, .exit_code = 1) {
     op_linear(&g_tape, IN2("x", false, 3, 5), IN2("w", false, 4, 6), NULL, NULL, "bad");
 }
+
+// A position tensor (op_rope_at / op_attention_cached) must be I32 with one element.
+Test(ops_forward, rope_position_tensor_not_i32_is_fatal, .exit_code = 1) {
+    op_rope_at(&g_tape, IN3("x", false, 1, 2, 8), 2, 10.0f, 0, tensor_new1(&g_inputs, DT_F32, 1, "pos"), "bad");
+}
+
+Test(ops_forward, rope_position_tensor_of_two_is_fatal, .exit_code = 1) {
+    op_rope_at(&g_tape, IN3("x", false, 1, 2, 8), 2, 10.0f, 0, tensor_new1(&g_inputs, DT_I32, 2, "pos"), "bad");
+}
+
+Test(ops_forward, attention_cached_position_tensor_not_i32_is_fatal, .exit_code = 1) {
+    Tensor *q = IN3("q", false, 1, 1, 8), *kc = IN3("kc", false, 1, 4, 8), *vc = IN3("vc", false, 1, 4, 8);
+    op_attention_cached(&g_tape, q, q, q, kc, vc, 2, 0, tensor_new1(&g_inputs, DT_F32, 1, "pos"), "bad");
+}
