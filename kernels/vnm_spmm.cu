@@ -254,6 +254,34 @@ static bool columns_uniform(const VnmMatrix *m) {
     return true;
 }
 
+static bool wgmma_matrix_ok(const VnmDeviceMatrix *d);
+
+// The 2:4 form for prefill (vnm_spmm.h), where it exists and the wgmma kernel can run it.
+static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
+    const char *env = getenv("VNM_PREFILL_24");
+    const bool plain24 = m->p.M == 4 && d->cols_local;  // already this form
+    if (plain24 || d->fill == VNM_FILL_TMA || d->cc_major != 9 || (env && !strcmp(env, "0"))) return 0;
+    VnmMatrix m24;
+    if (vnm_to_24(m, &m24)) return 0;
+    VnmDeviceMatrix *d24 = (VnmDeviceMatrix *)xcalloc(1, sizeof *d24);
+    Err why;
+    const int rc = vnm_upload(&m24, d24, &why);
+    vnm_free(&m24);
+    if (rc) {
+        free(d24);
+        vnm_device_free(d);
+        return err_set(err, "vnm_upload: (%lld, %lld) %d:%d:%d, 2:4 form for prefill (VNM_PREFILL_24=0 skips it): %s",
+                       (long long)m->out, (long long)m->in, m->p.V, m->p.N, m->p.M, why.msg);
+    }
+    if (!wgmma_matrix_ok(d24) || d24->fill != VNM_FILL_TMA) {  // no faster than what d runs already
+        vnm_device_free(d24);
+        free(d24);
+        return 0;
+    }
+    d->as24 = d24;
+    return 0;
+}
+
 extern "C" int vnm_upload(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     memset(d, 0, sizeof *d);
     const VnmPattern p = m->p;
@@ -329,7 +357,7 @@ extern "C" int vnm_upload(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     size_t ws_bytes = (size_t)(DECODE_MAX_N * d->out_pad) * sizeof(float) + (size_t)(d->out_pad / 64) * sizeof(int);
     CUDA_TRY(cudaMalloc((void **)&d->ws, ws_bytes), "workspace");
     CUDA_TRY(cudaMemset(d->ws, 0, ws_bytes), "workspace");
-    return 0;
+    return upload_as24(m, d, err);
 }
 
 extern "C" void vnm_device_free(VnmDeviceMatrix *d) {
@@ -340,6 +368,10 @@ extern "C" void vnm_device_free(VnmDeviceMatrix *d) {
     cudaFree(d->row_perm);
     cudaFree(d->ws);
     free(d->tmap_cache);
+    if (d->as24) {
+        vnm_device_free(d->as24);
+        free(d->as24);
+    }
     memset(d, 0, sizeof *d);
 }
 
@@ -378,8 +410,14 @@ static int pick_kernel(const VnmDeviceMatrix *d, int64_t n, int kernel) {
     return kernel;
 }
 
+// Token-major AUTO calls at prefill sizes run the 2:4 form where there is one (vnm_spmm.h).
+static bool use_as24(const VnmDeviceMatrix *d, int64_t n, int kernel) {
+    return kernel == VNM_KERNEL_AUTO && n > DECODE_MAX_N && d->as24;
+}
+
 extern "C" const char *vnm_spmm_kernel_name(const VnmDeviceMatrix *d, int64_t n, int kernel) {
     static const char *fills[] = {"wgmma_sp/tma", "wgmma_sp/window", "wgmma_sp/generic"};
+    if (use_as24(d, n, kernel)) return "wgmma_sp/tma as 2:4";
     int k = pick_kernel(d, n, kernel);
     if (k == VNM_KERNEL_FEATURE_MAJOR) return "wgmma_sp/rows";
     if (k >= 0 && via_feature_major(d, n, kernel)) return "wgmma_sp/rows+T";
@@ -545,6 +583,7 @@ extern "C" int vnm_spmm_cuda_ex(const VnmDeviceMatrix *d, const uint16_t *x, int
                                 const uint16_t *residual, int act, uint16_t *y, cudaStream_t stream, int kernel,
                                 Err *err) {
     if (kernel == VNM_KERNEL_FEATURE_MAJOR) return err_set(err, "vnm_spmm_cuda: use vnm_spmm_cuda_fm");
+    if (use_as24(d, n, kernel)) return vnm_spmm_cuda_ex(d->as24, x, n, bias, residual, act, y, stream, kernel, err);
     int c = check_call(d, x, n, y, kernel, "vnm_spmm_cuda", err);
     if (c) return c < 0 ? -1 : 0;
     if (via_feature_major(d, n, kernel)) return spmm_via_feature_major(d, x, n, bias, residual, act, y, stream, err);

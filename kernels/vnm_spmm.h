@@ -42,6 +42,14 @@
 // ("wgmma_sp/rows+T"; VNM_KERNEL_VIA_FM asks for it explicitly; VNM_TOKEN_MAJOR=1 / 0 in the
 // environment forces the token-major kernel / the transposes). The two buffers come from the
 // device's stream-ordered memory pool, whose release threshold is raised so that they stay cached.
+// 2:4 form for prefill (sm_90a): on Hopper every kernel that gathers kept channels is bound by
+// shared memory (each 64-row group needs its own B tile) and ran slower than cuBLASLt dense at
+// prefill sizes, while the 2:4 TMA kernel needs no gather (one B for all rows of a CTA). A V:N:M
+// matrix whose kept values are also 2:4 over the original channels (M a multiple of 4 without
+// input permutation, vnm_to_24) is therefore uploaded a second time in that form, and token-major
+// AUTO calls with n > 16 run it ("wgmma_sp/tma as 2:4"); decode (n <= 16) keeps the V:N:M form,
+// which reads half the bytes. Cost: the 2:4 form's memory (half of dense plus metadata), on top.
+// VNM_PREFILL_24=0 in the environment (read at upload) skips it.
 // Measured speeds (H100, H200) and the V × M table for select-vm: experiments/kernels/.
 #pragma once
 #include <stdint.h>
@@ -87,10 +95,11 @@ typedef struct VnmDeviceMatrix {
     int32_t *row_perm;    // (out) or NULL
     float *ws;            // decode workspace (16 × out_pad fp32, then out_pad/64 int counters), kept zero
     void *tmap_cache;     // host-side cache of the x tensor map (TMA filler)
+    struct VnmDeviceMatrix *as24;  // the same matrix as plain 2:4 (vnm_to_24) for n > 16 on sm_90a, or NULL
 } VnmDeviceMatrix;
 
-// Copies m to the current CUDA device in the kernels' layout. Errors (unsupported shape, CUDA
-// failures) name the matrix shape and pattern.
+// Copies m to the current CUDA device in the kernels' layout (and its 2:4 form, see above). Errors
+// (unsupported shape, CUDA failures) name the matrix shape and pattern.
 int vnm_upload(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err);
 void vnm_device_free(VnmDeviceMatrix *d);
 

@@ -40,6 +40,11 @@ weights() {
   tail -c +$((n + 9)) "$f" | od -A n -v -t f4 | tr -s ' ' '\n' | sed '/^$/d' | awk '{print NR, $1}'
 }
 
+# Final weights: the all-reduce sums each gradient in another order than one process does, and Adam
+# turns that rounding into update differences (near-zero gradients most): 1.2e-4 .. 1.7e-4 of the
+# 1e-2 floor on an AMD EPYC host (1e-4 held on an Intel one). One Adam step (lr 2e-3) moves a weight by up to 0.2 of the floor.
+weight_tol=1e-3
+
 # Two lists of "key value" lines (same keys): the largest |a - b| / max(|a|, floor) must be <= tol.
 agree() {  # what tol floor list_a list_b
   paste -d' ' <(echo "$4") <(echo "$5") | awk -v what="$1" -v tol="$2" -v floor="$3" '
@@ -53,12 +58,12 @@ case $mode in
 agree)
   train1 one && train2 two
   agree "per-step losses, 2 ranks vs 1 process" 1e-5 1e-3 "$(losses one)" "$(losses two)"
-  agree "final weights, 2 ranks vs 1 process" 1e-4 1e-2 "$(weights one)" "$(weights two)"
+  agree "final weights, 2 ranks vs 1 process" $weight_tol 1e-2 "$(weights one)" "$(weights two)"
   ;;
 accum)
   train1 one train.batch_size=8 && train2 two train.batch_size=8 train.grad_accum=2
   agree "per-step losses, 2 ranks x 2 micro-batches vs 1 process" 1e-5 1e-3 "$(losses one)" "$(losses two)"
-  agree "final weights, 2 ranks x 2 micro-batches vs 1 process" 1e-4 1e-2 "$(weights one)" "$(weights two)"
+  agree "final weights, 2 ranks x 2 micro-batches vs 1 process" $weight_tol 1e-2 "$(weights one)" "$(weights two)"
   ;;
 resume)
   train2 straight && train2 part train.until=6

@@ -188,3 +188,41 @@ Test(vnm_format, bad_masks_rejected) {
     cr_assert(strstr(err.msg, "row_perm"), "%s", err.msg);
     free(good);
 }
+
+// vnm_to_24: V:N:M with M a multiple of 4 regroups into plain 2:4 with the same products (row_perm
+// kept); 64:2:5 (groups of 4 straddle blocks) and permuted input channels are refused.
+Test(vnm_format, to_24_same_products) {
+    static const struct {
+        int V, M;
+        unsigned flags;
+        int ok;
+    } cases[] = {
+        {64, 8, 0, 1}, {16, 12, VNM_RANDOM_PERMUTE_ROWS, 1}, {32, 16, 0, 1}, {16, 4, 0, 1},
+        {64, 5, 0, 0}, {64, 8, VNM_RANDOM_PERMUTE_COLS, 0},
+    };
+    Rng rng;
+    rng_seed(&rng, 11);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        VnmPattern p = {cases[i].V, 2, cases[i].M};
+        const int64_t out = 128, in = 240, n = 3;
+        VnmMatrix m, m24;
+        vnm_random(p, out, in, 40 + i, cases[i].flags, &m);
+        int rc = vnm_to_24(&m, &m24);
+        cr_assert_eq(rc, cases[i].ok ? 0 : -1, "%d:2:%d flags %u", p.V, p.M, cases[i].flags);
+        if (rc == 0) {
+            cr_assert(m24.p.M == 4 && m24.C == in / 4 && (m.row_perm != NULL) == (m24.row_perm != NULL));
+            float *x = random_floats(n * in, &rng), *y = malloc(n * out * sizeof(float)), *y24 = malloc(n * out * sizeof(float));
+            vnm_spmm_cpu(&m, x, n, NULL, y);
+            vnm_spmm_cpu(&m24, x, n, NULL, y24);
+            for (int64_t k = 0; k < n * out; k++) cr_assert_float_eq(y24[k], y[k], 1e-4, "%d:2:%d at %lld", p.V, p.M, (long long)k);
+            uint8_t *idx = malloc((size_t)(out * m24.C));  // meta packed from idx
+            vnm_unpack_meta(&m24, idx);
+            cr_assert_eq(memcmp(idx, m24.idx, (size_t)(out * m24.C)), 0);
+            free(x), free(y), free(y24), free(idx);
+            vnm_free(&m24);
+        } else {
+            cr_assert(m24.values == NULL && m24.meta == NULL);
+        }
+        vnm_free(&m);
+    }
+}

@@ -183,6 +183,55 @@ void vnm_decompress(const VnmMatrix *m, float *W) {
                 W[row * m->in + kept_col(m, row, cb, k)] = bf16_to_f32(m->values[row * 2 * m->C + 2 * cb + k]);
 }
 
+// Each row's kept values regrouped by aligned groups of 4 input channels (positions in
+// ascending order; a group with fewer than 2 gets zeros at the lowest free positions).
+int vnm_to_24(const VnmMatrix *m, VnmMatrix *o) {
+    if (m->in % 4) return -1;
+    const int64_t G = m->in / 4;
+    VnmPattern p = {m->p.V, 2, 4};
+    vnm_alloc(o, p, m->out, m->in);
+    for (int64_t i = 0; i < o->R * G * 4; i++) o->columns[i] = (uint16_t)(i % (G * 4));
+    uint8_t *cnt = xmalloc((size_t)G), *pos = xmalloc((size_t)(2 * G));
+    int ok = 1;
+    for (int64_t row = 0; row < m->out && ok; row++) {
+        uint16_t *val = o->values + row * 2 * G;
+        memset(cnt, 0, (size_t)G);
+        for (int64_t cb = 0; cb < m->C && ok; cb++)
+            for (int k = 0; k < 2; k++) {
+                const int64_t c = kept_col(m, row, cb, k), q = c / 4;
+                if (cnt[q] == 2) {  // a third kept value in one group of 4: not 2:4
+                    ok = 0;
+                    break;
+                }
+                pos[2 * q + cnt[q]] = (uint8_t)(c % 4);
+                val[2 * q + cnt[q]++] = m->values[row * 2 * m->C + 2 * cb + k];
+            }
+        for (int64_t q = 0; q < G && ok; q++) {
+            uint8_t *ps = pos + 2 * q;
+            uint16_t *vs = val + 2 * q;
+            if (cnt[q] == 0) ps[0] = 0, ps[1] = 1;
+            if (cnt[q] == 1) ps[1] = ps[0] == 0 ? 1 : 0;  // vs[1] is still 0 (calloc)
+            if (ps[0] > ps[1]) {
+                uint8_t tp = ps[0];
+                uint16_t tv = vs[0];
+                ps[0] = ps[1], vs[0] = vs[1], ps[1] = tp, vs[1] = tv;
+            }
+            o->idx[row * G + q] = (uint8_t)(ps[0] | ps[1] << 2);
+        }
+    }
+    free(cnt), free(pos);
+    if (!ok) {
+        vnm_free(o);
+        return -1;
+    }
+    if (m->row_perm) {
+        o->row_perm = xmalloc((size_t)m->out * sizeof(int32_t));
+        memcpy(o->row_perm, m->row_perm, (size_t)m->out * sizeof(int32_t));
+    }
+    vnm_pack_meta(o);
+    return 0;
+}
+
 void vnm_free(VnmMatrix *m) {
     free(m->values);
     free(m->columns);

@@ -52,6 +52,13 @@ int vnm_compress(const float *W, const uint8_t *mask, int64_t out, int64_t in, V
 void vnm_decompress(const VnmMatrix *m, float *W);
 // Rebuild meta from idx (after loading a file or editing values).
 void vnm_pack_meta(VnmMatrix *m);
+// The same products as a plain 2:4 matrix (V:2:4 with every column kept) over the ORIGINAL input
+// channels: each row's kept values regrouped by aligned groups of 4 channels. Possible when no row
+// keeps more than 2 values in any such group, which always holds for M a multiple of 4 without an
+// input-channel permutation (a block of M channels is whole groups of 4 and a row keeps 2 values
+// per block); the sm_90 kernels run this form faster than a gather of the kept channels at
+// prefill sizes (kernels/vnm_spmm.h). Returns 0, or -1 (o left empty) when it is not possible.
+int vnm_to_24(const VnmMatrix *m, VnmMatrix *o);
 void vnm_free(VnmMatrix *m);
 // CPU reference SpMM: y (n, out) = x (n, in) · Wᵀ (+ bias), fp32 accumulate of the bf16 values,
 // output row r of the compressed matrix goes to column row_perm[r] of y (r when row_perm is NULL).
