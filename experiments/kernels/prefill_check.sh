@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One device call: build + gpu tests (scripts/gpu-test.sh), then the prefill-sized SpMM benchmark
+# (bench spmm --prefill), Llama-2-7B prefill 1×2048 + decode (batch 1 and 16) and DeiT-S/B forward,
+# all 64:2:8. Logs into $OUT. Extra environment (e.g. VNM_PREFILL_24=0) applies to every step.
+#   bash experiments/kernels/prefill_check.sh [DEB_DIR]
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+t0=$SECONDS
+VNM_SKIP_CPU=1 bash scripts/gpu-test.sh "${1:-.deps}" || echo "GPU TESTS FAILED"
+echo "build + gpu tests: $((SECONDS - t0)) s"
+export LD_LIBRARY_PATH=/opt/vnmdeps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+V=build-gpu/vnmtune
+step() {  # name timeout_s args...
+  local name=$1 limit=$2; shift 2
+  timeout "$limit" "$V" "$@" >"$OUT/$name.txt" 2>&1
+  echo "== $name (rc $?, $((SECONDS - t0)) s)"
+}
+step spmm_prefill 150 bench spmm --prefill --reps 10 --no-table --no-mmasp
+grep -E "^ *(llama|deit)" "$OUT/spmm_prefill.txt" | head -40
+step llama_b1 120 bench infer --model llama2_7b --pattern 64:2:8 --batches 1 --seq 2048 --decode-batch 1 --steps 32
+step llama_b16 120 bench infer --model llama2_7b --pattern 64:2:8 --batches 1 --seq 128 --decode-batch 16 --steps 32
+grep -hE "^    (1 |dense|sparse)|kernels at" "$OUT"/llama_b*.txt
+for m in deit_small deit_base; do
+  step "$m" 60 bench infer --model "$m" --pattern 64:2:8
+  grep -E "img/s|kernel" "$OUT/$m.txt" | head -8
+done
