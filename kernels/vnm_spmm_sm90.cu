@@ -37,8 +37,11 @@ namespace vnm90 {
 
 constexpr int BM = 256, BN = 128;
 constexpr int KSTEP_A_BYTES = 8192, KSTEP_META_BYTES = 2048;  // one k-step of one CTA (vnm_frag_index order)
-constexpr int EPI_PITCH = BM + 4;     // token-major staging: floats per token
-constexpr int EPI_PITCH_FM = BN + 8;  // feature-major staging: floats per row (conflict-free float2 writes)
+// Epilogue staging, one m64 row group (64 rows × 128 tokens fp32) per consumer warpgroup at a time:
+constexpr int EPI_PITCH = 64 + 4;     // token-major: floats per token (conflict-free scalar writes)
+constexpr int EPI_PITCH_FM = BN + 8;  // feature-major: floats per row (conflict-free float2 writes)
+constexpr int EPI_WG_BYTES = 64 * EPI_PITCH_FM * 4;  // = BN * EPI_PITCH * 4
+static_assert(EPI_WG_BYTES == BN * EPI_PITCH * 4, "both stagings fill the same area");
 constexpr int FM_PREFETCH = 4;        // rows filler: stages of kept-channel lists loaded ahead
 
 template <int FILL>
@@ -49,10 +52,14 @@ struct Cfg {
     static constexpr int A_BYTES = KS * KSTEP_A_BYTES, META_BYTES = KS * KSTEP_META_BYTES;
     static constexpr int MAXT = FILL == VNM_FILL_TMA ? 1 : 4;     // B tiles per stage
     static constexpr int SLOT_BYTES = MAXT * TILE_BYTES + A_BYTES + META_BYTES;  // B tiles, A, metadata
-    static constexpr int NST = FILL == VNM_FILL_TMA || ROWS ? 5 : 2;  // ring stages
+    // Persistent CTAs (TMA filler): a CTA loops over output tiles and its producer fills the ring
+    // for the next tile while the consumers run the epilogue, which then stages outside the ring.
+    static constexpr bool PERSIST = FILL == VNM_FILL_TMA;
+    static constexpr int NST = PERSIST ? 4 : ROWS ? 5 : 2;  // ring stages
     static constexpr int PIPE_BYTES = NST * SLOT_BYTES;
-    static constexpr int EPI_BYTES = ROWS ? BM * EPI_PITCH_FM * 4 : BN * EPI_PITCH * 4;
-    static constexpr int BAR_OFFSET = PIPE_BYTES > EPI_BYTES ? PIPE_BYTES : EPI_BYTES;  // barriers after both uses
+    static constexpr int EPI_OFFSET = PERSIST ? PIPE_BYTES : 0;
+    static constexpr int EPI_END = EPI_OFFSET + 2 * EPI_WG_BYTES;
+    static constexpr int BAR_OFFSET = PIPE_BYTES > EPI_END ? PIPE_BYTES : EPI_END;  // barriers after both uses
     static constexpr int SMEM = BAR_OFFSET + 16 * NST + 1024;
     // Register split: the CTA is launched with 384 × 168 = 64512 registers (launch bounds 384, 1) and
     // 128 × PRODUCER_REGS + 256 × CONSUMER_REGS must fit in that, or setmaxnreg.inc waits forever.
@@ -231,6 +238,17 @@ __device__ __forceinline__ uint4 lds_v4(uint32_t addr) {
     asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
     return v;
 }
+__device__ __forceinline__ void sts_f32(uint32_t addr, float v) {
+    asm volatile("st.shared.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
+}
+__device__ __forceinline__ void sts_v2_f32(uint32_t addr, float a, float b) {
+    asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(addr), "f"(a), "f"(b) : "memory");
+}
+__device__ __forceinline__ float4 lds_v4_f32(uint32_t addr) {
+    float4 v;
+    asm volatile("ld.shared.v4.f32 {%0,%1,%2,%3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(addr) : "memory");
+    return v;
+}
 __device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
     uint32_t v;
     asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(addr));
@@ -306,7 +324,11 @@ __global__ void __launch_bounds__(384, 1)
     const uint32_t full_bar = smem_base + CF::BAR_OFFSET, empty_bar = full_bar + 8 * CF::NST;
 
     const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31;
-    const int64_t row0 = (int64_t)blockIdx.x * BM, t0 = (int64_t)blockIdx.y * BN;
+    // Output tiles in launch order, row tiles fastest (consecutive tiles share their x tile); a CTA
+    // takes tiles blockIdx.x, + gridDim.x, ... (one tile per CTA for the non-persistent fillers).
+    const int64_t row_tiles = d.out_pad / BM, num_tiles = row_tiles * ((e.n + BN - 1) / BN);
+    auto tile_row0 = [&](int64_t tile) { return (tile % row_tiles) * BM; };
+    auto tile_t0 = [&](int64_t tile) { return (tile / row_tiles) * BN; };
     const int nstages = (int)(d.KT / CF::KS);
     const int ntiles = FILL == VNM_FILL_TMA ? 1 : d.group_rows % 256 == 0 ? 1 : d.group_rows % 128 == 0 ? 2 : 4;
     auto slot_addr = [&](int slot) { return smem_base + (uint32_t)(slot * CF::SLOT_BYTES); };
@@ -327,7 +349,7 @@ __global__ void __launch_bounds__(384, 1)
         // ================= producer =================
         setmaxnreg_dec<CF::PRODUCER_REGS>();
         // The stage's A fragments and metadata: one contiguous block each (vnm_frag_index).
-        auto copy_a = [&](int s, int slot, uint32_t extra_tx) {
+        auto copy_a = [&](int64_t row0, int s, int slot, uint32_t extra_tx) {
             const int64_t base = vnm_frag_index(row0 / 16, (int64_t)CF::KS * s, d.KT, 0);
             if (FILL == VNM_FILL_TMA)
                 asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(full_bar + 8 * slot),
@@ -339,24 +361,28 @@ __global__ void __launch_bounds__(384, 1)
             bulk_load(m_addr(slot), d.meta + base, CF::META_BYTES, full_bar + 8 * slot);
         };
         if (FILL == VNM_FILL_TMA) {
-            if (tid == 0)
-                for (int s = 0; s < nstages; s++) {
-                    const int slot = s % CF::NST;
-                    if (s >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((s / CF::NST - 1) & 1));
-                    copy_a(s, slot, CF::TILE_BYTES);
-                    asm volatile(
-                        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
-                            tile_addr(slot, 0)),
-                        "l"(&tmap), "r"(64 * s), "r"((int)t0), "r"(full_bar + 8 * slot)
-                        : "memory");
-                }
+            if (tid == 0) {
+                int gs = 0;  // ring stages filled over all tiles of this CTA
+                for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x)
+                    for (int s = 0; s < nstages; s++, gs++) {
+                        const int slot = gs % CF::NST;
+                        if (gs >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((gs / CF::NST - 1) & 1));
+                        copy_a(tile_row0(tile), s, slot, CF::TILE_BYTES);
+                        asm volatile(
+                            "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
+                                tile_addr(slot, 0)),
+                            "l"(&tmap), "r"(64 * s), "r"((int)tile_t0(tile)), "r"(full_bar + 8 * slot)
+                            : "memory");
+                    }
+            }
             return;
         }
+        const int64_t row0 = tile_row0(blockIdx.x), t0 = tile_t0(blockIdx.x);
         const int64_t KB = d.KT * 8;
         auto group_of = [&](int k) { return (row0 + (int64_t)k * (BM / ntiles)) / d.group_rows; };
         auto begin_stage = [&](int s, int slot) {
             if (s >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((s / CF::NST - 1) & 1));
-            if (tid == 0) copy_a(s, slot, 0);
+            if (tid == 0) copy_a(row0, s, slot, 0);
         };
         if (FILL == VNM_FILL_ROWS) {
             // Thread = 16-byte chunk c (tokens 8c .. 8c+7) of the 4 kept channels of column block jb
@@ -498,18 +524,15 @@ __global__ void __launch_bounds__(384, 1)
     // ================= consumers =================
     setmaxnreg_inc<CF::CONSUMER_REGS>();
     constexpr int KS = CF::KS;
-    const int cw = wg - 1, wl = (tid >> 5) & 3;
+    const int cw = wg - 1, wl = (tid >> 5) & 3, wt = tid & 127;
     uint4 A[2][2][KS];  // [register slot][row group][k-step]
     uint32_t Mt[2][2][KS];
     float acc[2][64];
-#pragma unroll
-    for (int r = 0; r < 2; r++)
-#pragma unroll
-        for (int i = 0; i < 64; i++) acc[r][i] = 0.0f;
 
-    auto mma_stage = [&](int s, uint4 (&a)[2][KS], uint32_t (&m)[2][KS]) {
-        const int slot = s % CF::NST;
-        mbar_wait(full_bar + 8 * slot, (uint32_t)((s / CF::NST) & 1));
+    // Ring stage gs (counted over all tiles of the CTA).
+    auto mma_stage = [&](int gs, uint4 (&a)[2][KS], uint32_t (&m)[2][KS]) {
+        const int slot = gs % CF::NST;
+        mbar_wait(full_bar + 8 * slot, (uint32_t)((gs / CF::NST) & 1));
         if (FILL != VNM_FILL_TMA) fence_proxy_async();  // acquired generic-proxy writes -> our async-proxy reads
 #pragma unroll
         for (int r = 0; r < 2; r++)
@@ -532,67 +555,84 @@ __global__ void __launch_bounds__(384, 1)
             }
         wgmma_commit();
     };
-    // After stage s is issued: wait for stage s-1 and release its slot (its A registers too).
-    auto retire_prev = [&](int s, uint4 (&a_prev)[2][KS], uint32_t (&m_prev)[2][KS]) {
-        wgmma_wait_1();
+    // Waits for all but the last wgmma group, then releases the slot of the stage before it.
+    auto retire = [&](int gs_prev, uint4 (&a_prev)[2][KS], uint32_t (&m_prev)[2][KS], bool all) {
+        if (all) wgmma_wait_all();
+        else wgmma_wait_1();
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
             for (int kk = 0; kk < KS; kk++) keep_operand(a_prev[r][kk], m_prev[r][kk]);
-        if (s >= 1 && lane == 0) mbar_arrive(empty_bar + 8 * ((s - 1) % CF::NST));
+        if (gs_prev >= 0 && lane == 0) mbar_arrive(empty_bar + 8 * (gs_prev % CF::NST));
     };
-    for (int s = 0; s < nstages; s += 2) {
-        mma_stage(s, A[0], Mt[0]);
-        retire_prev(s, A[1], Mt[1]);
-        if (s + 1 >= nstages) break;
-        mma_stage(s + 1, A[1], Mt[1]);
-        retire_prev(s + 1, A[0], Mt[0]);
-    }
-    wgmma_wait_all();
-#pragma unroll
-    for (int r = 0; r < 2; r++)
-#pragma unroll
-        for (int i = 0; i < 64; i++) fence_operand(acc[r][i]);
-
-    // ---- epilogue (consumer threads only) ----
-    // Accumulator i of row group r: tile row acc_row(r, i), token acc_tok(i) (wgmma D fragment).
-    const int g = lane >> 2, tig = lane & 3, ct = tid - 128;
-    auto acc_row = [&](int r, int i) { return 64 * (2 * cw + r) + 16 * wl + g + ((i & 2) ? 8 : 0); };
+    // Accumulator i of row group r: row acc_row(i) of the group, token acc_tok(i) (wgmma D fragment).
+    const int g = lane >> 2, tig = lane & 3;
+    auto acc_row = [&](int i) { return 16 * wl + g + ((i & 2) ? 8 : 0); };
     auto acc_tok = [&](int i) { return 8 * (i >> 2) + 2 * tig + (i & 1); };
-    if (!CF::ROWS && e.perm) {
+    // Staging of one m64 row group at a time per warpgroup: [token][row] (EPI_PITCH) for token-major
+    // y, [row][token] (EPI_PITCH_FM) for yT, so that 8 consecutive floats are 8 consecutive elements
+    // of the output. In the ring for one-tile CTAs (after every consumer is done with it).
+    const uint32_t stg = smem_base + (uint32_t)(CF::EPI_OFFSET + cw * EPI_WG_BYTES);  // shared address
+    auto wg_bar = [&]() { asm volatile("bar.sync %0, 128;" ::"r"(2 + cw) : "memory"); };
+
+    int gs0 = 0;  // ring stages consumed before this tile
+    for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x, gs0 += nstages) {
+        const int64_t row0 = tile_row0(tile), t0 = tile_t0(tile);
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
-            for (int i = 0; i < 64; i++) vnm_epi_store(e, acc[r][i], row0 + acc_row(r, i), t0 + acc_tok(i));
-        return;
-    }
-    consumer_bar();  // every consumer is done reading the B ring: reuse it for staging
-    // Staging: [token][row] (pitch EPI_PITCH) for token-major y, [row][token] (EPI_PITCH_FM) for yT,
-    // so that 8 consecutive floats are 8 consecutive elements of the output.
-    float *stg = (float *)smem;
-#pragma unroll
-    for (int r = 0; r < 2; r++)
-#pragma unroll
-        for (int i = 0; i < 64; i += 2) {
-            const int row = acc_row(r, i), t = acc_tok(i);
-            if (CF::ROWS) {
-                *(float2 *)(stg + row * EPI_PITCH_FM + t) = make_float2(acc[r][i], acc[r][i + 1]);
-            } else {
-                stg[t * EPI_PITCH + row] = acc[r][i];
-                stg[(t + 1) * EPI_PITCH + row] = acc[r][i + 1];
-            }
+            for (int i = 0; i < 64; i++) acc[r][i] = 0.0f;
+        for (int s = 0; s < nstages; s += 2) {
+            mma_stage(gs0 + s, A[0], Mt[0]);
+            retire(s >= 1 ? gs0 + s - 1 : -1, A[1], Mt[1], false);
+            if (s + 1 >= nstages) break;
+            mma_stage(gs0 + s + 1, A[1], Mt[1]);
+            retire(gs0 + s, A[0], Mt[0], false);
         }
-    consumer_bar();
-    for (int c = ct; c < BN * BM / 8; c += 256) {
-        const int rl = CF::ROWS ? c / (BN / 8) : 8 * (c % (BM / 8));
-        const int tl = CF::ROWS ? 8 * (c % (BN / 8)) : c / (BM / 8);
-        const int64_t row = row0 + rl, t = t0 + tl;
-        if (t >= e.n || row >= e.out) continue;
-        const float4 *src = (const float4 *)(stg + (CF::ROWS ? rl * EPI_PITCH_FM + tl : tl * EPI_PITCH + rl));
-        const float4 a0 = src[0], a1 = src[1];
-        float v[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-        const int64_t o = CF::ROWS && e.perm ? (int64_t)e.perm[row] : row;
-        epi_vec8(e, v, o, t, CF::ROWS, CF::ROWS ? (int)min((int64_t)8, e.n - t) : 8);
+        // The tile's last stage: A[(nstages - 1) & 1] (both kept live through the wait).
+        retire(gs0 + nstages - 1, A[0], Mt[0], true);
+        retire(-1, A[1], Mt[1], true);
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int i = 0; i < 64; i++) fence_operand(acc[r][i]);
+
+        // ---- epilogue ----
+        if (!CF::ROWS && e.perm) {
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+#pragma unroll
+                for (int i = 0; i < 64; i++)
+                    vnm_epi_store(e, acc[r][i], row0 + 64 * (2 * cw + r) + acc_row(i), t0 + acc_tok(i));
+            continue;
+        }
+        if (!CF::PERSIST) consumer_bar();  // every consumer is done reading the B ring
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+#pragma unroll
+            for (int i = 0; i < 64; i += 2) {
+                const int row = acc_row(i), t = acc_tok(i);
+                if (CF::ROWS) {
+                    sts_v2_f32(stg + 4 * (row * EPI_PITCH_FM + t), acc[r][i], acc[r][i + 1]);
+                } else {
+                    sts_f32(stg + 4 * (t * EPI_PITCH + row), acc[r][i]);
+                    sts_f32(stg + 4 * ((t + 1) * EPI_PITCH + row), acc[r][i + 1]);
+                }
+            }
+            wg_bar();
+            for (int c = wt; c < 64 * BN / 8; c += 128) {
+                const int rl = CF::ROWS ? c / (BN / 8) : 8 * (c % 8);
+                const int tl = CF::ROWS ? 8 * (c % (BN / 8)) : c / 8;
+                const int64_t row = row0 + 64 * (2 * cw + r) + rl, t = t0 + tl;
+                if (t >= e.n || row >= e.out) continue;
+                const uint32_t src = stg + 4 * (CF::ROWS ? rl * EPI_PITCH_FM + tl : tl * EPI_PITCH + rl);
+                const float4 a0 = lds_v4_f32(src), a1 = lds_v4_f32(src + 16);
+                float v[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+                const int64_t o = CF::ROWS && e.perm ? (int64_t)e.perm[row] : row;
+                epi_vec8(e, v, o, t, CF::ROWS, CF::ROWS ? (int)min((int64_t)8, e.n - t) : 8);
+            }
+            wg_bar();  // the staging area is free again
+        }
     }
 #endif
 }
@@ -637,8 +677,15 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const
             return -1;
         attr_set = true;
     }
-    dim3 grid((unsigned)(d->out_pad / BM), (unsigned)((e.n + BN - 1) / BN));
-    vnm_wgmma_sp_kernel<FILL><<<grid, 384, Cfg<FILL>::SMEM, stream>>>(dev, x, e, map);
+    // One CTA per tile, or (persistent, VNM_PERSISTENT=0 turns it off) one per SM looping over tiles.
+    static int persist_env = -1;
+    if (persist_env < 0) {
+        const char *env = getenv("VNM_PERSISTENT");
+        persist_env = !(env && !strcmp(env, "0"));
+    }
+    const int64_t tiles = (d->out_pad / BM) * ((e.n + BN - 1) / BN);
+    const int64_t grid = Cfg<FILL>::PERSIST && persist_env && tiles > d->num_sms ? d->num_sms : tiles;
+    vnm_wgmma_sp_kernel<FILL><<<(unsigned)grid, 384, Cfg<FILL>::SMEM, stream>>>(dev, x, e, map);
     return 0;
 }
 

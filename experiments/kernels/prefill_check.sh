@@ -17,12 +17,15 @@ step() {  # name timeout_s args...
   timeout "$limit" "$V" "$@" >"$OUT/$name.txt" 2>&1
   echo "== $name (rc $?, $((SECONDS - t0)) s)"
 }
+# AB="NAME=VALUE ..." runs the SpMM benchmark once more per setting (e.g. AB="VNM_PERSISTENT=0")
 step spmm_prefill 150 bench spmm --prefill --reps 10 --no-table --no-mmasp
-grep -E "^ *(llama|deit)" "$OUT/spmm_prefill.txt" | head -40
+for ab in ${AB:-}; do env "$ab" timeout 150 "$V" bench spmm --prefill --reps 10 --no-table --no-mmasp >"$OUT/spmm_prefill_$ab.txt" 2>&1; done
+for f in "$OUT"/spmm_prefill*.txt; do echo "-- $f"; grep -E "^ *(llama|deit)" "$f" | awk '{print $1, $2, $3, $4, $6, $8, $10, $11}'; done
 step llama_b1 120 bench infer --model llama2_7b --pattern 64:2:8 --batches 1 --seq 2048 --decode-batch 1 --steps 32
-step llama_b16 120 bench infer --model llama2_7b --pattern 64:2:8 --batches 1 --seq 128 --decode-batch 16 --steps 32
+[ "${LLAMA_B16:-1}" = 1 ] && step llama_b16 120 bench infer --model llama2_7b --pattern 64:2:8 --batches 1 --seq 128 --decode-batch 16 --steps 32
 grep -hE "^    (1 |dense|sparse)|kernels at" "$OUT"/llama_b*.txt
 for m in deit_small deit_base; do
   step "$m" 60 bench infer --model "$m" --pattern 64:2:8
-  grep -E "img/s|kernel" "$OUT/$m.txt" | head -8
+  grep -E "img/s" "$OUT/$m.txt"
+  for ab in ${AB:-}; do env "$ab" timeout 60 "$V" bench infer --model "$m" --pattern 64:2:8 >"$OUT/${m}_$ab.txt" 2>&1; echo "$ab:"; grep -E "img/s" "$OUT/${m}_$ab.txt"; done
 done
