@@ -17,7 +17,11 @@ step() {  # name timeout_s args...
   timeout "$limit" "$V" "$@" >"$OUT/$name.txt" 2>&1
   echo "== $name (rc $?, $((SECONDS - t0)) s)"
 }
-# AB="NAME=VALUE ..." runs the SpMM benchmark once more per setting (e.g. AB="VNM_PERSISTENT=0")
+# AB="NAME=VALUE ..." runs the SpMM GPU test and benchmark once more per setting (e.g. AB="VNM_PERSISTENT=0")
+for ab in ${AB:-}; do
+  env "$ab" timeout 120 build-gpu/gpu_test_vnm_spmm >"$OUT/gpu_test_vnm_spmm_$ab.txt" 2>&1
+  echo "gpu_test_vnm_spmm with $ab: rc $? $(grep Synthesis "$OUT/gpu_test_vnm_spmm_$ab.txt")"
+done
 step spmm_prefill 150 bench spmm --prefill --reps 10 --no-table --no-mmasp
 for ab in ${AB:-}; do env "$ab" timeout 150 "$V" bench spmm --prefill --reps 10 --no-table --no-mmasp >"$OUT/spmm_prefill_$ab.txt" 2>&1; done
 for f in "$OUT"/spmm_prefill*.txt; do echo "-- $f"; grep -E "^ *(llama|deit)" "$f" | awk '{print $1, $2, $3, $4, $6, $8, $10, $11}'; done
