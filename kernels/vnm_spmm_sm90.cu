@@ -617,6 +617,7 @@ __global__ void __launch_bounds__(384, 1)
                 if (lane == 0) mbar_arrive(empty_bar + 8 * ((gs0 + s) % CF::NST));
             }
             rega_prologue(tile + gridDim.x);
+            if (!CF::PERSIST && (CF::ROWS || !e.perm)) consumer_bar();  // the busy warpgroup's epilogue waits for us
             continue;
         }
 #pragma unroll

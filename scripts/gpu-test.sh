@@ -46,7 +46,7 @@ fi
 
 # Criterion's own dependencies (libgit2, ...) are found through the loader path, not RUNPATH
 export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-ctest --test-dir "$BUILD" -L gpu -V >"$LOG/gpu-tests.log" 2>&1
+ctest --test-dir "$BUILD" -L gpu -V --timeout "${VNM_GPU_TEST_TIMEOUT:-300}" >"$LOG/gpu-tests.log" 2>&1
 gpu_rc=$?
 grep -E "rel err|\[FAIL|\[SKIP|Synthesis|Passed|Failed|tests passed" "$LOG/gpu-tests.log" | sed 's/^[0-9]*: //'
 echo "gpu tests rc $gpu_rc"
