@@ -44,14 +44,10 @@ constexpr int EPI_WG_BYTES = 64 * EPI_PITCH_FM * 4;  // = BN * EPI_PITCH * 4
 static_assert(EPI_WG_BYTES == BN * EPI_PITCH * 4, "both stagings fill the same area");
 constexpr int FM_PREFETCH = 4;        // rows filler: stages of kept-channel lists loaded ahead
 
-// TMA filler with the A fragments and metadata loaded by the consumers from global memory straight
-// into registers, two stages ahead (VNM_REGA=1; not through the ring: less shared-memory traffic).
-constexpr int FILL_TMA_REGA = 4;
-
 template <int FILL>
 struct Cfg {
     static constexpr bool ROWS = FILL == VNM_FILL_ROWS;
-    static constexpr bool TMA = FILL == VNM_FILL_TMA || FILL == FILL_TMA_REGA, REGA = FILL == FILL_TMA_REGA;
+    static constexpr bool TMA = FILL == VNM_FILL_TMA;
     static constexpr int KS = ROWS ? 1 : 2;                       // wgmma k-steps per ring stage
     static constexpr int TILE_BYTES = BN * 64 * KS;               // one B tile: 128 tokens × 32·KS logical k
     static constexpr int A_BYTES = KS * KSTEP_A_BYTES, META_BYTES = KS * KSTEP_META_BYTES;
@@ -356,12 +352,6 @@ __global__ void __launch_bounds__(384, 1)
         // The stage's A fragments and metadata: one contiguous block each (vnm_frag_index).
         auto copy_a = [&](int64_t row0, int s, int slot, uint32_t extra_tx) {
             const int64_t base = vnm_frag_index(row0 / 16, (int64_t)CF::KS * s, d.KT, 0);
-            if (CF::REGA) {
-                asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(full_bar + 8 * slot),
-                             "r"(extra_tx)
-                             : "memory");
-                return;
-            }
             if (CF::TMA)
                 asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(full_bar + 8 * slot),
                              "r"(CF::A_BYTES + CF::META_BYTES + extra_tx)
@@ -536,9 +526,8 @@ __global__ void __launch_bounds__(384, 1)
     setmaxnreg_inc<CF::CONSUMER_REGS>();
     constexpr int KS = CF::KS;
     const int cw = wg - 1, wl = (tid >> 5) & 3, wt = tid & 127;
-    constexpr int NSLOT = CF::REGA ? 3 : 2;
-    uint4 A[NSLOT][2][KS];  // [register slot][row group][k-step]
-    uint32_t Mt[NSLOT][2][KS];
+    uint4 A[2][2][KS];  // [register slot][row group][k-step]
+    uint32_t Mt[2][2][KS];
     float acc[2][64];
 
     // Ring stage gs (counted over all tiles of the CTA).
@@ -550,7 +539,6 @@ __global__ void __launch_bounds__(384, 1)
         for (int r = 0; r < 2; r++)
 #pragma unroll
             for (int kk = 0; kk < KS; kk++) {
-                if (CF::REGA) break;  // loaded ahead by load_a_global
                 const uint32_t idx = (uint32_t)(((kk * 4 + 2 * cw + r) * 4 + wl) * 32 + lane);
                 a[r][kk] = lds_v4(a_addr(slot) + 16 * idx);
                 m[r][kk] = lds_u32(m_addr(slot) + 4 * idx);
@@ -578,23 +566,8 @@ __global__ void __launch_bounds__(384, 1)
             for (int kk = 0; kk < KS; kk++) keep_operand(a_prev[r][kk], m_prev[r][kk]);
         if (gs_prev >= 0 && lane == 0) mbar_arrive(empty_bar + 8 * (gs_prev % CF::NST));
     };
-    // REGA: the A fragments and metadata of stage s of the tile at row0, from global memory.
-    auto load_a_global = [&](int64_t row0, int s, uint4 (&a)[2][KS], uint32_t (&m)[2][KS]) {
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                const int64_t idx = vnm_frag_index(row0 / 16 + 4 * (2 * cw + r) + wl, (int64_t)KS * s + kk, d.KT, lane);
-                a[r][kk] = ldg_nc_v4((const uint4 *)d.vals + idx);
-                m[r][kk] = ldg_nc_u32(d.meta + idx);
-            }
-    };
-    auto busy = [&](int64_t tile) { return tile < num_tiles && tile_row0(tile) + 128 * cw < e.out; };
-    auto rega_prologue = [&](int64_t tile) {  // stages 0 and 1 of a tile into slots 0 and 1
-        if (!CF::REGA || !busy(tile)) return;
-        load_a_global(tile_row0(tile), 0, A[0], Mt[0]);
-        if (nstages > 1) load_a_global(tile_row0(tile), 1, A[1], Mt[1]);
-    };
+    // Whether this warpgroup has rows of the tile (out % 256 <= 128 leaves the last row tile's second half empty).
+    auto busy = [&](int64_t tile) { return tile_row0(tile) + 128 * cw < e.out; };
     // Accumulator i of row group r: row acc_row(i) of the group, token acc_tok(i) (wgmma D fragment).
     const int g = lane >> 2, tig = lane & 3;
     auto acc_row = [&](int i) { return 16 * wl + g + ((i & 2) ? 8 : 0); };
@@ -606,7 +579,6 @@ __global__ void __launch_bounds__(384, 1)
     auto wg_bar = [&]() { asm volatile("bar.sync %0, 128;" ::"r"(2 + cw) : "memory"); };
 
     int gs0 = 0;  // ring stages consumed before this tile
-    rega_prologue(blockIdx.x);
     for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x, gs0 += nstages) {
         const int64_t row0 = tile_row0(tile), t0 = tile_t0(tile);
         if (!busy(tile)) {
@@ -616,7 +588,6 @@ __global__ void __launch_bounds__(384, 1)
                 mbar_wait(full_bar + 8 * ((gs0 + s) % CF::NST), (uint32_t)(((gs0 + s) / CF::NST) & 1));
                 if (lane == 0) mbar_arrive(empty_bar + 8 * ((gs0 + s) % CF::NST));
             }
-            rega_prologue(tile + gridDim.x);
             if (!CF::PERSIST && (CF::ROWS || !e.perm)) consumer_bar();  // the busy warpgroup's epilogue waits for us
             continue;
         }
@@ -624,34 +595,16 @@ __global__ void __launch_bounds__(384, 1)
         for (int r = 0; r < 2; r++)
 #pragma unroll
             for (int i = 0; i < 64; i++) acc[r][i] = 0.0f;
-        if constexpr (CF::REGA) {
-            // Slot s % 3 holds stage s; once stage s - 1 has completed, its slot takes stage s + 2.
-            auto step = [&](int s, uint4 (&a)[2][KS], uint32_t (&m)[2][KS], uint4 (&a_free)[2][KS],
-                            uint32_t (&m_free)[2][KS]) {
-                mma_stage(gs0 + s, a, m);
-                retire(s >= 1 ? gs0 + s - 1 : -1, a_free, m_free, false);
-                if (s + 2 < nstages) load_a_global(row0, s + 2, a_free, m_free);
-            };
-            for (int s = 0; s < nstages; s += 3) {
-                step(s, A[0], Mt[0], A[2], Mt[2]);
-                if (s + 1 >= nstages) break;
-                step(s + 1, A[1], Mt[1], A[0], Mt[0]);
-                if (s + 2 >= nstages) break;
-                step(s + 2, A[2], Mt[2], A[1], Mt[1]);
-            }
-        } else {
-            for (int s = 0; s < nstages; s += 2) {
-                mma_stage(gs0 + s, A[0], Mt[0]);
-                retire(s >= 1 ? gs0 + s - 1 : -1, A[1], Mt[1], false);
-                if (s + 1 >= nstages) break;
-                mma_stage(gs0 + s + 1, A[1], Mt[1]);
-                retire(gs0 + s, A[0], Mt[0], false);
-            }
+        for (int s = 0; s < nstages; s += 2) {
+            mma_stage(gs0 + s, A[0], Mt[0]);
+            retire(s >= 1 ? gs0 + s - 1 : -1, A[1], Mt[1], false);
+            if (s + 1 >= nstages) break;
+            mma_stage(gs0 + s + 1, A[1], Mt[1]);
+            retire(gs0 + s, A[0], Mt[0], false);
         }
-        // The tile's last stage (every slot kept live through the wait).
-#pragma unroll
-        for (int u = 0; u < NSLOT; u++) retire(u == 0 ? gs0 + nstages - 1 : -1, A[u], Mt[u], true);
-        rega_prologue(tile + gridDim.x);
+        // The tile's last stage (both slots kept live through the wait).
+        retire(gs0 + nstages - 1, A[0], Mt[0], true);
+        retire(-1, A[1], Mt[1], true);
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
@@ -777,12 +730,7 @@ int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint1
             c->x = x, c->n = e.n;
         }
         map = c->map;
-        static int rega = -1;
-        if (rega < 0) {
-            const char *env = getenv("VNM_REGA");
-            rega = env && !strcmp(env, "1");
-        }
-        return rega ? launch<FILL_TMA_REGA>(d, dev, x, e, map, stream) : launch<VNM_FILL_TMA>(d, dev, x, e, map, stream);
+        return launch<VNM_FILL_TMA>(d, dev, x, e, map, stream);
     }
     if (d->fill == VNM_FILL_WINDOW) return launch<VNM_FILL_WINDOW>(d, dev, x, e, map, stream);
     return launch<VNM_FILL_GENERIC>(d, dev, x, e, map, stream);
