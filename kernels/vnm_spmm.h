@@ -27,7 +27,11 @@
 //                           (M <= 8, unpermuted): 16-byte loads + byte permutes;
 //                   generic otherwise (permuted inputs, M > 8): per-element loads.
 //                 Needs V % 64 == 0 or the same columns for all row blocks (e.g. 2:4), n > 16,
-//                 and a build with sm_90a code (checked at run time).
+//                 and a build with sm_90a code (checked at run time). With the TMA filler the CTAs
+//                 are persistent (one per SM, looping over output tiles, the next tile's stages
+//                 loading during the epilogue; VNM_PERSISTENT=0 launches one CTA per tile).
+// The decode kernels start loading their weights before the previous kernel has finished
+// (programmatic dependent launch, kernels/pdl.cuh; VNM_PDL=0 turns it off).
 // The device layout of values/meta (per-thread fragment order) is documented in vnm_spmm.cu.
 //
 // Feature-major path (vnm_spmm_cuda_fm): activations stored transposed, tokens contiguous:
