@@ -209,6 +209,8 @@ static int decode_split(const VnmDeviceMatrix *d, int *S, int *kc_max) {
 // Whether the cluster kernel runs this matrix at n tokens: n <= 16, at most DC_MAX_SPLIT × DC_KC
 // k-steps, an sm_90 device and binary (a PTX-only or sm_80 build has no cluster code), and
 // VNM_DECODE=atomic not set (that selects the atomic split-K kernel everywhere, for comparison).
+static unsigned cluster_sizes_failed = 0;  // bit S: a launch with clusters of S CTAs failed (see below)
+
 int vnm_decode_cluster_ok(const VnmDeviceMatrix *d, int64_t n) {
     static int avail = -1;
     if (avail < 0) {
@@ -219,11 +221,14 @@ int vnm_decode_cluster_ok(const VnmDeviceMatrix *d, int64_t n) {
         cudaGetLastError();
     }
     int S, kc_max;
-    return avail && d->cc_major >= 9 && n >= 1 && n <= 16 && decode_split(d, &S, &kc_max) == 0;
+    return avail && d->cc_major >= 9 && n >= 1 && n <= 16 && decode_split(d, &S, &kc_max) == 0 &&
+           !((cluster_sizes_failed >> S) & 1u);
 }
 
 // Launches the cluster decode kernel (vnm_decode_cluster_ok(d, e.n)); -1 when the launch failed
-// (e.g. no GPC can hold a 16-CTA cluster): the caller falls back to the atomic kernel.
+// (e.g. no GPC can hold a 16-CTA cluster): the caller falls back to the atomic kernel, and from
+// then on vnm_decode_cluster_ok refuses that cluster size, so that vnm_spmm_kernel_name names
+// the kernel that really runs.
 int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const VnmEpi &e,
                               cudaStream_t stream) {
     int S, kc_max;
@@ -257,5 +262,6 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
                                     : cudaLaunchKernelEx(&cfg, vnm_decode_cluster_kernel<4>, dev, x, e, kc_max, xw);
     if (rc == cudaSuccess) return 0;
     cudaGetLastError();
+    cluster_sizes_failed |= 1u << S;
     return -1;
 }
