@@ -260,7 +260,8 @@ static bool wgmma_matrix_ok(const VnmDeviceMatrix *d);
 static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     const char *env = getenv("VNM_PREFILL_24");
     const bool plain24 = m->p.M == 4 && d->cols_local;  // already this form
-    if (plain24 || d->fill == VNM_FILL_TMA || d->cc_major != 9 || (env && !strcmp(env, "0"))) return 0;
+    if (plain24 || d->fill == VNM_FILL_TMA || d->cc_major != 9 || !vnm_wgmma_sp_available() || (env && !strcmp(env, "0")))
+        return 0;
     VnmMatrix m24;
     if (vnm_to_24(m, &m24)) return 0;
     VnmDeviceMatrix *d24 = (VnmDeviceMatrix *)xcalloc(1, sizeof *d24);
