@@ -315,3 +315,14 @@ Test(vnm_spmm_gpu, prefill_as_24) {
         run_case(c, VNM_KERNEL_AUTO, 5000 + i);
     }
 }
+
+// Persistent TMA kernel: more output tiles than SMs (each CTA loops), a stage count that is not a
+// multiple of the ring, out % 256 = 128 (the second warpgroup idles on the last row tile), epilogues.
+Test(vnm_spmm_gpu, persistent_many_tiles) {
+    SKIP_WITHOUT_GPU();
+    const Case cases[] = {
+        {16, 4, 384, 4 * 100, 8500, 0, 1, 1, VNM_ACT_GELU},                       // plain 2:4: 2 x 67 tiles, 7 stages
+        {64, 8, 384, 8 * 50, 8500, VNM_RANDOM_PERMUTE_ROWS, 1, 1, VNM_ACT_NONE},  // 2:4 form, row_perm epilogue
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) run_case(&cases[i], VNM_KERNEL_AUTO, 6000 + i);
+}
