@@ -25,6 +25,11 @@ extern "C" void vnm_linear_cuda_free(VnmLayer *l) {
     l->device = NULL;
 }
 
+extern "C" size_t vnm_linear_cuda_bytes(const VnmLayer *l, size_t *as24_bytes) {
+    if (as24_bytes) *as24_bytes = 0;
+    return l->device ? vnm_device_bytes((const VnmDeviceMatrix *)l->device, as24_bytes) : 0;
+}
+
 extern "C" void vnm_linear_cuda_forward(TapeNode *n) {
     VnmLayer *l = (VnmLayer *)(intptr_t)n->i[0];
     const VnmDeviceMatrix *d = (const VnmDeviceMatrix *)l->device;

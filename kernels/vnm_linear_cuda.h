@@ -10,6 +10,7 @@ extern "C" {
 struct VnmLayer;
 int vnm_linear_cuda_upload(struct VnmLayer *l, Err *err);
 void vnm_linear_cuda_free(struct VnmLayer *l);
+size_t vnm_linear_cuda_bytes(const struct VnmLayer *l, size_t *as24_bytes);  // vnm_device_bytes of its upload
 void vnm_linear_cuda_forward(TapeNode *n);
 #ifdef __cplusplus
 }

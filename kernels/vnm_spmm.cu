@@ -262,6 +262,17 @@ static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     const bool plain24 = m->p.M == 4 && d->cols_local;  // already this form
     if (plain24 || d->fill == VNM_FILL_TMA || d->cc_major != 9 || !vnm_wgmma_sp_available() || (env && !strcmp(env, "0")))
         return 0;
+    if (!(env && !strcmp(env, "1"))) {
+        // Unset: only while a quarter of the GPU's memory stays free after it (activations, KV
+        // cache), so that a model that fits without the 2:4 form still fits; =1 builds it regardless.
+        const int64_t kt = ((m->in / 4 + 7) / 8 + 1) / 2 * 2;  // its k-steps (vnm_upload with M = 4)
+        const size_t need = (size_t)(d->out_pad / 16 * kt * 32) * (16 + 4);
+        size_t free_b = 0, total_b = 0;
+        if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess || free_b < need + total_b / 4) {
+            cudaGetLastError();
+            return 0;
+        }
+    }
     VnmMatrix m24;
     if (vnm_to_24(m, &m24)) return 0;
     VnmDeviceMatrix *d24 = (VnmDeviceMatrix *)xcalloc(1, sizeof *d24);
@@ -374,6 +385,16 @@ extern "C" void vnm_device_free(VnmDeviceMatrix *d) {
         free(d->as24);
     }
     memset(d, 0, sizeof *d);
+}
+
+extern "C" size_t vnm_device_bytes(const VnmDeviceMatrix *d, size_t *as24_bytes) {
+    if (as24_bytes) *as24_bytes = d->as24 ? vnm_device_bytes(d->as24, NULL) : 0;
+    if (!d->vals) return 0;
+    const int64_t Q = d->out_pad / 16, ngroups = (d->out_pad + d->group_rows - 1) / d->group_rows, KB = d->KT * 8;
+    return (size_t)(Q * d->KT * 32) * (16 + 4)                            // vals (uint4) + meta (u32) per lane
+           + (size_t)(ngroups * KB) * (4 * sizeof(uint16_t) + 2 * sizeof(uint32_t))  // cols + sel
+           + (d->row_perm ? (size_t)d->out * sizeof(int32_t) : 0)
+           + (size_t)(DECODE_MAX_N * d->out_pad) * sizeof(float) + (size_t)(d->out_pad / 64) * sizeof(int);  // ws
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -52,8 +52,10 @@
 // matrix whose kept values are also 2:4 over the original channels (M a multiple of 4 without
 // input permutation, vnm_to_24) is therefore uploaded a second time in that form, and token-major
 // AUTO calls with n > 16 run it ("wgmma_sp/tma as 2:4"); decode (n <= 16) keeps the V:N:M form,
-// which reads half the bytes. Cost: the 2:4 form's memory (half of dense plus metadata), on top.
-// VNM_PREFILL_24=0 in the environment (read at upload) skips it.
+// which reads half the bytes. Cost: the 2:4 form's memory (1.25 bytes per weight: half of dense
+// plus metadata), on top. VNM_PREFILL_24 in the environment (read at each upload): unset, the form
+// is made while a quarter of the GPU's memory stays free after it (a model that fits without it
+// still fits, its first layers get it); 0 never; 1 always.
 // Measured speeds (H100, H200) and the V × M table for select-vm: experiments/kernels/.
 #pragma once
 #include <stdint.h>
@@ -106,6 +108,9 @@ typedef struct VnmDeviceMatrix {
 // (unsupported shape, CUDA failures) name the matrix shape and pattern.
 int vnm_upload(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err);
 void vnm_device_free(VnmDeviceMatrix *d);
+// GPU bytes of d's V:N:M form (A fragments, metadata, gather tables, row_perm, decode workspace);
+// *as24_bytes (may be NULL) gets those of its 2:4 form, 0 without one.
+size_t vnm_device_bytes(const VnmDeviceMatrix *d, size_t *as24_bytes);
 
 // y = epilogue(x · Wᵀ) on `stream`. x: (n, in) bf16 bits, y: (n, out). Returns 0, or -1 with
 // err filled (err may be NULL) on bad arguments or a CUDA error.

@@ -177,6 +177,14 @@ static int bench_deit(const InferOpts *op) {
     printf("  sparse (V:N:M SpMM%s): %8.1f img/s  (%.2f ms)  ratio %.2fx\n", o.table ? ", table dispatch" : "", o.batch / ts,
            1e3 * ts, td / ts);
     printf("  logits: max |dense - sparse| = %.3g (relative to max |logit| %.3g)\n", diff, diff / scale);
+    size_t vnm_b = 0, as24_b = 0, dense_b = 0;
+    for (int i = 0; i < s.n_layers; i++) {
+        size_t a24;
+        vnm_b += vnm_layer_device_bytes(s.layers[i]->vnm, &a24), as24_b += a24;
+        dense_b += (size_t)(s.layers[i]->out * s.layers[i]->in) * 2;
+    }
+    printf("  sparse linears on the GPU: %.1f MB V:N:M form + %.1f MB 2:4 form for prefill (bf16 dense: %.1f MB)\n",
+           vnm_b / 1e6, as24_b / 1e6, dense_b / 1e6);
     for (int i = 0; i < s.n_layers && i < 4; i++)
         printf("  %-22s %lldx%lld %d:2:%d kernel %s\n", s.layers[i]->name, (long long)s.layers[i]->out,
                (long long)s.layers[i]->in, s.layer_pattern[i].V, s.layer_pattern[i].M, s.layers[i]->vnm->kernel);

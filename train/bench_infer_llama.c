@@ -425,6 +425,17 @@ int bench_infer_llama(const LlamaInferOpts *o) {
     bench_sync(&b);
     set_sparse(&m, sparse, true);
     print_setup(o, &m, dev, now_seconds() - t_setup);
+    if (dev == DEV_CUDA) {
+        size_t vnm_b = 0, as24_b = 0, dense_b = 0;
+        for (int i = 0; i < m.n_linears; i++) {
+            if (!sparse[i]) continue;
+            size_t a24;
+            vnm_b += vnm_layer_device_bytes(sparse[i], &a24), as24_b += a24;
+            dense_b += (size_t)(sparse[i]->m.out * sparse[i]->m.in) * 2;
+        }
+        printf("  sparse projections on the GPU: %.2f GB V:N:M form + %.2f GB 2:4 form for prefill (bf16 dense: %.2f GB)\n",
+               vnm_b / 1e9, as24_b / 1e9, dense_b / 1e9);
+    }
     bench_prefill(&b, sparse, o);
     if (o->steps > 0) bench_decode(&b, sparse, o, &a.kv, max_len);
     free_sparse(&m, sparse);

@@ -42,10 +42,21 @@ int vnm_layer_init(VnmLayer *l, VnmMatrix *m, Device dev, const char *name, Err 
     register_kernels();
     if (dev == DEV_CPU) return 0;
 #ifdef VNMTUNE_HAVE_CUDA
-    if (vnm_linear_cuda_upload(l, err)) return err_set(err, "layer '%s': %s", name, err->msg);
+    Err why;
+    if (vnm_linear_cuda_upload(l, &why)) return err_set(err, "layer '%s': %s", name, why.msg);
     return 0;
 #else
     return err_set(err, "layer '%s': the GPU sparse path needs the CUDA build", name);
+#endif
+}
+
+size_t vnm_layer_device_bytes(const VnmLayer *l, size_t *as24_bytes) {
+    if (as24_bytes) *as24_bytes = 0;
+#ifdef VNMTUNE_HAVE_CUDA
+    return vnm_linear_cuda_bytes(l, as24_bytes);
+#else
+    (void)l;
+    return 0;
 #endif
 }
 

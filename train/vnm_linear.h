@@ -23,6 +23,9 @@ bool vnm_layer_use_sparse(VnmLayer *l, int64_t n);
 // Takes ownership of *m; uploads it when dev is DEV_CUDA. Errors name the layer.
 int vnm_layer_init(VnmLayer *l, VnmMatrix *m, Device dev, const char *name, Err *err);
 void vnm_layer_free(VnmLayer *l);
+// GPU bytes of the layer's V:N:M form, and in *as24_bytes (may be NULL) of its 2:4 prefill form
+// (kernels/vnm_spmm.h); 0 on the CPU.
+size_t vnm_layer_device_bytes(const VnmLayer *l, size_t *as24_bytes);
 // x (..., in) -> (..., out) = x · Wᵀ + b [+ residual] (b (out) or NULL; residual shaped like the output
 // or NULL: on the GPU it is added in the SpMM epilogue, as op_linear_residual's GEMM does for dense).
 // Registers the op's kernels on first use.
