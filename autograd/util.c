@@ -9,10 +9,12 @@
 
 int err_set(Err *err, const char *fmt, ...) {
     if (err) {
+        char msg[sizeof err->msg];  // callers prefix an inner error: an argument may be err->msg itself
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
+        memcpy(err->msg, msg, sizeof msg);
     }
     return -1;
 }

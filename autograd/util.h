@@ -13,6 +13,7 @@ typedef struct Err {
 } Err;
 
 // Formats into err->msg (err may be NULL) and returns -1, so callers can `return err_set(...)`.
+// The arguments may include err->msg (to prefix context to an inner error).
 int err_set(Err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 // Prints "vnmtune: error: ..." to stderr and exits(1). For programming errors and OOM.

@@ -351,3 +351,11 @@ Test(config, write_reload_round_trip) {
     config_print_keys(f);
     fclose(f);
 }
+
+// Errors gain context on the way up: err_set(err, "ctx: %s", err->msg) must keep the inner message.
+Test(config, error_prefix_keeps_inner_message) {
+    Err err;
+    err_set(&err, "train.lr: expected a number");
+    err_set(&err, "%s: %s", "job.yaml:3", err.msg);
+    cr_assert_str_eq(err.msg, "job.yaml:3: train.lr: expected a number");
+}
