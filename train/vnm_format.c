@@ -183,43 +183,57 @@ void vnm_decompress(const VnmMatrix *m, float *W) {
                 W[row * m->in + kept_col(m, row, cb, k)] = bf16_to_f32(m->values[row * 2 * m->C + 2 * cb + k]);
 }
 
-// Each row's kept values regrouped by aligned groups of 4 input channels (positions in
-// ascending order; a group with fewer than 2 gets zeros at the lowest free positions).
+// The 2:4 code (bits 1:0 first position, 3:2 second) of a group of 4 whose kept positions are
+// the set bits of `mask`; groups with fewer than 2 fill up with the lowest free positions (their
+// values stay 0); 0xFF for 3 or 4 kept positions (not 2:4).
+static uint8_t code_of_mask(unsigned mask) {
+    int ps[4], n = 0;
+    for (int p = 0; p < 4; p++)
+        if (mask >> p & 1) ps[n++] = p;
+    if (n > 2) return 0xFF;
+    for (int p = 0; n < 2; p++)
+        if (!(mask >> p & 1)) ps[n++] = p;
+    if (ps[0] > ps[1]) n = ps[0], ps[0] = ps[1], ps[1] = n;
+    return (uint8_t)(ps[0] | ps[1] << 2);
+}
+
+// Each row's kept values regrouped by aligned groups of 4 input channels: per group the mask of
+// kept positions (and their values by position), then its code from a table (no data-dependent
+// branches: a 7B model's projections take seconds otherwise).
 int vnm_to_24(const VnmMatrix *m, VnmMatrix *o) {
     if (m->in % 4) return -1;
     const int64_t G = m->in / 4;
     VnmPattern p = {m->p.V, 2, 4};
     vnm_alloc(o, p, m->out, m->in);
     for (int64_t i = 0; i < o->R * G * 4; i++) o->columns[i] = (uint16_t)(i % (G * 4));
-    uint8_t *cnt = xmalloc((size_t)G), *pos = xmalloc((size_t)(2 * G));
+    uint8_t table[16];
+    for (unsigned mk = 0; mk < 16; mk++) table[mk] = code_of_mask(mk);
+    uint8_t *mask = xmalloc((size_t)G);
+    uint16_t *by_pos = xmalloc((size_t)(4 * G) * sizeof(uint16_t));  // value at (group, position), 0 if not kept
     int ok = 1;
     for (int64_t row = 0; row < m->out && ok; row++) {
-        uint16_t *val = o->values + row * 2 * G;
-        memset(cnt, 0, (size_t)G);
-        for (int64_t cb = 0; cb < m->C && ok; cb++)
+        const uint16_t *cols = m->columns + (row / m->p.V) * m->C * 4, *v = m->values + row * 2 * m->C;
+        const uint8_t *idx = m->idx + row * m->C;
+        memset(mask, 0, (size_t)G);
+        memset(by_pos, 0, (size_t)(4 * G) * sizeof(uint16_t));
+        for (int64_t cb = 0; cb < m->C; cb++)
             for (int k = 0; k < 2; k++) {
-                const int64_t c = kept_col(m, row, cb, k), q = c / 4;
-                if (cnt[q] == 2) {  // a third kept value in one group of 4: not 2:4
-                    ok = 0;
-                    break;
-                }
-                pos[2 * q + cnt[q]] = (uint8_t)(c % 4);
-                val[2 * q + cnt[q]++] = m->values[row * 2 * m->C + 2 * cb + k];
+                const int c = cols[cb * 4 + ((idx[cb] >> (2 * k)) & 3)];
+                mask[c >> 2] |= (uint8_t)(1u << (c & 3));
+                by_pos[c] = v[2 * cb + k];
             }
-        for (int64_t q = 0; q < G && ok; q++) {
-            uint8_t *ps = pos + 2 * q;
-            uint16_t *vs = val + 2 * q;
-            if (cnt[q] == 0) ps[0] = 0, ps[1] = 1;
-            if (cnt[q] == 1) ps[1] = ps[0] == 0 ? 1 : 0;  // vs[1] is still 0 (calloc)
-            if (ps[0] > ps[1]) {
-                uint8_t tp = ps[0];
-                uint16_t tv = vs[0];
-                ps[0] = ps[1], vs[0] = vs[1], ps[1] = tp, vs[1] = tv;
-            }
-            o->idx[row * G + q] = (uint8_t)(ps[0] | ps[1] << 2);
+        uint16_t *val = o->values + row * 2 * G;
+        uint8_t *code = o->idx + row * G;
+        uint8_t bad = 0;
+        for (int64_t q = 0; q < G; q++) {
+            const uint8_t cd = table[mask[q]];
+            bad |= (uint8_t)(cd == 0xFF);
+            code[q] = cd;
+            val[2 * q] = by_pos[4 * q + (cd & 3)], val[2 * q + 1] = by_pos[4 * q + ((cd >> 2) & 3)];
         }
+        ok = !bad;
     }
-    free(cnt), free(pos);
+    free(mask), free(by_pos);
     if (!ok) {
         vnm_free(o);
         return -1;
