@@ -2,7 +2,9 @@
 #include "util.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -79,4 +81,40 @@ int make_dirs(const char *path, Err *err) {
     }
     if (mkdir(buf, 0755) && errno != EEXIST) return err_set(err, "%s: cannot create directory: %s", buf, strerror(errno));
     return 0;
+}
+
+typedef struct Chunk {
+    void (*fn)(void *, int64_t, int64_t);
+    void *ctx;
+    int64_t begin, end;
+} Chunk;
+
+static void *run_chunk(void *arg) {
+    Chunk *c = arg;
+    c->fn(c->ctx, c->begin, c->end);
+    return NULL;
+}
+
+void parallel_for(int64_t n, int64_t min_chunk, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx) {
+    enum { MAX_THREADS = 16 };
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t nt = cpus < 1 ? 1 : cpus > MAX_THREADS ? MAX_THREADS : cpus;
+    if (min_chunk < 1) min_chunk = 1;
+    if (nt > (n + min_chunk - 1) / min_chunk) nt = (n + min_chunk - 1) / min_chunk;
+    if (nt <= 1) {
+        if (n > 0) fn(ctx, 0, n);
+        return;
+    }
+    Chunk chunks[MAX_THREADS];
+    pthread_t threads[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int64_t t = 0; t < nt; t++) {
+        chunks[t] = (Chunk){fn, ctx, n * t / nt, n * (t + 1) / nt};
+        if (t > 0) started[t] = pthread_create(&threads[t], NULL, run_chunk, &chunks[t]) == 0;
+    }
+    run_chunk(&chunks[0]);
+    for (int64_t t = 1; t < nt; t++) {
+        if (started[t]) pthread_join(threads[t], NULL);
+        else run_chunk(&chunks[t]);  // no thread: run it here
+    }
 }

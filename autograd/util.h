@@ -25,6 +25,11 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 
 double now_seconds(void);  // monotonic clock
+
+// Calls fn(ctx, begin, end) on contiguous chunks covering [0, n), on up to 16 threads (one per
+// online CPU), each chunk at least min_chunk long; returns when all are done. fn must only write
+// what its own range owns.
+void parallel_for(int64_t n, int64_t min_chunk, void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
 // mkdir -p: creates path and its missing parents (errors name the directory).
 int make_dirs(const char *path, Err *err);
 

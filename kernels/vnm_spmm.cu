@@ -256,6 +256,30 @@ static bool columns_uniform(const VnmMatrix *m) {
 
 static bool wgmma_matrix_ok(const VnmDeviceMatrix *d);
 
+// Device layout of the A fragments and metadata (top of this file), for 16-row groups [q0, q1).
+struct FragPack {
+    const VnmMatrix *m;
+    int64_t KT, kt_host;
+    uint32_t *vals, *meta;
+};
+static void pack_fragments(void *arg, int64_t q0, int64_t q1) {
+    const FragPack *f = (const FragPack *)arg;
+    const VnmMatrix *m = f->m;
+    const uint32_t *v32 = (const uint32_t *)m->values;  // the 2 kept values of (row, block) as one word
+    for (int64_t q = q0; q < q1; q++)
+        for (int64_t s = 0; s < f->KT; s++)
+            for (int lane = 0; lane < 32; lane++) {
+                int g = lane >> 2, tig = lane & 3;
+                uint32_t *w = f->vals + vnm_frag_index(q, s, f->KT, lane) * 4;
+                for (int k = 0; k < 4; k++) {
+                    int64_t row = 16 * q + g + ((k & 1) ? 8 : 0), cb = 8 * s + tig + ((k & 2) ? 4 : 0);
+                    w[k] = (row < m->out && cb < m->C) ? v32[row * m->C + cb] : 0;
+                }
+                f->meta[vnm_frag_index(q, s, f->KT, lane)] =
+                    (s < f->kt_host && 16 * q < m->out) ? m->meta[(q * f->kt_host + s) * 16 + 2 * g + (tig & 1)] : 0x44444444u;
+            }
+}
+
 // The 2:4 form for prefill (vnm_spmm.h), where it exists and the wgmma kernel can run it.
 static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     const char *env = getenv("VNM_PREFILL_24");
@@ -314,23 +338,13 @@ extern "C" int vnm_upload(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     CUDA_TRY(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
     d->cc_major = prop.major, d->num_sms = prop.multiProcessorCount;
 
-    // A fragments and metadata.
-    int64_t Q = d->out_pad / 16, C = m->C;
-    uint32_t *vals = (uint32_t *)xcalloc((size_t)(Q * d->KT * 32 * 4), sizeof(uint32_t));
-    uint32_t *meta = (uint32_t *)xmalloc((size_t)(Q * d->KT * 32) * sizeof(uint32_t));
-    const uint32_t *v32 = (const uint32_t *)m->values;  // the 2 kept values of (row, block) as one word
-    for (int64_t q = 0; q < Q; q++)
-        for (int64_t s = 0; s < d->KT; s++)
-            for (int lane = 0; lane < 32; lane++) {
-                int g = lane >> 2, tig = lane & 3;
-                uint32_t *w = vals + vnm_frag_index(q, s, d->KT, lane) * 4;
-                for (int k = 0; k < 4; k++) {
-                    int64_t row = 16 * q + g + ((k & 1) ? 8 : 0), cb = 8 * s + tig + ((k & 2) ? 4 : 0);
-                    w[k] = (row < m->out && cb < C) ? v32[row * C + cb] : 0;
-                }
-                meta[vnm_frag_index(q, s, d->KT, lane)] =
-                    (s < kt_host && 16 * q < m->out) ? m->meta[(q * kt_host + s) * 16 + 2 * g + (tig & 1)] : 0x44444444u;
-            }
+    // A fragments and metadata (16-row groups in parallel: a 7B model packs 224 matrices at load).
+    int64_t Q = d->out_pad / 16;
+    FragPack fp = {m, d->KT, kt_host, (uint32_t *)xcalloc((size_t)(Q * d->KT * 32 * 4), sizeof(uint32_t)),
+                   (uint32_t *)xmalloc((size_t)(Q * d->KT * 32) * sizeof(uint32_t))};
+    parallel_for(Q, 16, pack_fragments, &fp);
+    uint32_t *vals = fp.vals, *meta = fp.meta;
+    const int64_t C = m->C;
     // Gather tables.
     uint16_t *cols = (uint16_t *)xcalloc((size_t)(ngroups * KB * 4), sizeof(uint16_t));
     uint32_t *sel = (uint32_t *)xcalloc((size_t)(ngroups * KB * 2), sizeof(uint32_t));

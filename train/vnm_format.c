@@ -19,6 +19,7 @@
 // (kernels/vnm_spmm.cu) may reorder these words further; it documents its own device layout.
 #include "vnm_format.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,12 +48,11 @@ static uint32_t code_at(const VnmMatrix *m, int64_t row, int64_t cb) {
     return m->idx[row * m->C + cb] & 0xFu;
 }
 
-void vnm_pack_meta(VnmMatrix *m) {
-    int64_t G16 = (m->out + 15) / 16, KT = vnm_meta_ksteps(m);
-    free(m->meta);
-    m->meta_words = G16 * KT * 16;
-    m->meta = xcalloc((size_t)m->meta_words, sizeof(uint32_t));
-    for (int64_t q = 0; q < G16; q++)
+// 16-row groups [q0, q1) of vnm_pack_meta.
+static void pack_meta_groups(void *arg, int64_t q0, int64_t q1) {
+    VnmMatrix *m = arg;
+    const int64_t KT = vnm_meta_ksteps(m);
+    for (int64_t q = q0; q < q1; q++)
         for (int64_t s = 0; s < KT; s++)
             for (int w = 0; w < 16; w++) {
                 int g = w >> 1, h = w & 1;
@@ -64,6 +64,14 @@ void vnm_pack_meta(VnmMatrix *m) {
                 }
                 m->meta[(q * KT + s) * 16 + w] = word;
             }
+}
+
+void vnm_pack_meta(VnmMatrix *m) {
+    int64_t G16 = (m->out + 15) / 16, KT = vnm_meta_ksteps(m);
+    free(m->meta);
+    m->meta_words = G16 * KT * 16;
+    m->meta = xcalloc((size_t)m->meta_words, sizeof(uint32_t));
+    parallel_for(G16, 64, pack_meta_groups, m);
 }
 
 void vnm_unpack_meta(const VnmMatrix *m, uint8_t *idx) {
@@ -197,43 +205,58 @@ static uint8_t code_of_mask(unsigned mask) {
     return (uint8_t)(ps[0] | ps[1] << 2);
 }
 
-// Each row's kept values regrouped by aligned groups of 4 input channels: per group the mask of
-// kept positions (and their values by position), then its code from a table (no data-dependent
-// branches: a 7B model's projections take seconds otherwise).
-int vnm_to_24(const VnmMatrix *m, VnmMatrix *o) {
-    if (m->in % 4) return -1;
-    const int64_t G = m->in / 4;
-    VnmPattern p = {m->p.V, 2, 4};
-    vnm_alloc(o, p, m->out, m->in);
-    for (int64_t i = 0; i < o->R * G * 4; i++) o->columns[i] = (uint16_t)(i % (G * 4));
+typedef struct To24 {
+    const VnmMatrix *m;
+    VnmMatrix *o;
     uint8_t table[16];
-    for (unsigned mk = 0; mk < 16; mk++) table[mk] = code_of_mask(mk);
+    atomic_int bad;
+} To24;
+
+// Rows [r0, r1) of vnm_to_24: per group the mask of kept positions (and their values by position),
+// then its code from the table (no data-dependent branches: they took most of the time).
+static void to24_rows(void *arg, int64_t r0, int64_t r1) {
+    To24 *c = arg;
+    const VnmMatrix *m = c->m;
+    const int64_t G = m->in / 4;
     uint8_t *mask = xmalloc((size_t)G);
     uint16_t *by_pos = xmalloc((size_t)(4 * G) * sizeof(uint16_t));  // value at (group, position), 0 if not kept
-    int ok = 1;
-    for (int64_t row = 0; row < m->out && ok; row++) {
+    uint8_t bad = 0;
+    for (int64_t row = r0; row < r1; row++) {
         const uint16_t *cols = m->columns + (row / m->p.V) * m->C * 4, *v = m->values + row * 2 * m->C;
         const uint8_t *idx = m->idx + row * m->C;
         memset(mask, 0, (size_t)G);
         memset(by_pos, 0, (size_t)(4 * G) * sizeof(uint16_t));
         for (int64_t cb = 0; cb < m->C; cb++)
             for (int k = 0; k < 2; k++) {
-                const int c = cols[cb * 4 + ((idx[cb] >> (2 * k)) & 3)];
-                mask[c >> 2] |= (uint8_t)(1u << (c & 3));
-                by_pos[c] = v[2 * cb + k];
+                const int ch = cols[cb * 4 + ((idx[cb] >> (2 * k)) & 3)];
+                mask[ch >> 2] |= (uint8_t)(1u << (ch & 3));
+                by_pos[ch] = v[2 * cb + k];
             }
-        uint16_t *val = o->values + row * 2 * G;
-        uint8_t *code = o->idx + row * G;
-        uint8_t bad = 0;
+        uint16_t *val = c->o->values + row * 2 * G;
+        uint8_t *code = c->o->idx + row * G;
         for (int64_t q = 0; q < G; q++) {
-            const uint8_t cd = table[mask[q]];
+            const uint8_t cd = c->table[mask[q]];
             bad |= (uint8_t)(cd == 0xFF);
             code[q] = cd;
             val[2 * q] = by_pos[4 * q + (cd & 3)], val[2 * q + 1] = by_pos[4 * q + ((cd >> 2) & 3)];
         }
-        ok = !bad;
     }
+    if (bad) atomic_store(&c->bad, 1);
     free(mask), free(by_pos);
+}
+
+// Rows in parallel (a 7B model has 224 such matrices to convert at load time).
+int vnm_to_24(const VnmMatrix *m, VnmMatrix *o) {
+    if (m->in % 4) return -1;
+    const int64_t G = m->in / 4;
+    VnmPattern p = {m->p.V, 2, 4};
+    vnm_alloc(o, p, m->out, m->in);
+    for (int64_t i = 0; i < o->R * G * 4; i++) o->columns[i] = (uint16_t)(i % (G * 4));
+    To24 c = {.m = m, .o = o};
+    for (unsigned mk = 0; mk < 16; mk++) c.table[mk] = code_of_mask(mk);
+    atomic_init(&c.bad, 0);
+    parallel_for(m->out, 256, to24_rows, &c);
+    const int ok = !atomic_load(&c.bad);
     if (!ok) {
         vnm_free(o);
         return -1;
