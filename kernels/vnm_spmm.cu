@@ -298,11 +298,19 @@ static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
         }
     }
     VnmMatrix m24;
-    if (vnm_to_24(m, &m24)) return 0;
+    int32_t *src = NULL;
+    int64_t n_src = 0;
+    if (vnm_to_24(m, &m24) && !(env && !strcmp(env, "1") && vnm_to_24_gathered(m, &m24, &src, &n_src) == 0)) return 0;
     VnmDeviceMatrix *d24 = (VnmDeviceMatrix *)xcalloc(1, sizeof *d24);
     Err why;
-    const int rc = vnm_upload(&m24, d24, &why);
+    int rc = vnm_upload(&m24, d24, &why);
     vnm_free(&m24);
+    if (!rc && src && upload_array(&d->as24_src, src, (size_t)n_src, &why)) {
+        vnm_device_free(d24);
+        rc = -1;
+    }
+    free(src);
+    d->as24_in = n_src;
     if (rc) {
         free(d24);
         vnm_device_free(d);
@@ -312,6 +320,8 @@ static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     if (!wgmma_matrix_ok(d24) || d24->fill != VNM_FILL_TMA) {  // no faster than what d runs already
         vnm_device_free(d24);
         free(d24);
+        cudaFree(d->as24_src);
+        d->as24_src = NULL, d->as24_in = 0;
         return 0;
     }
     d->as24 = d24;
@@ -393,6 +403,7 @@ extern "C" void vnm_device_free(VnmDeviceMatrix *d) {
     cudaFree(d->sel);
     cudaFree(d->row_perm);
     cudaFree(d->ws);
+    cudaFree(d->as24_src);
     free(d->tmap_cache);
     if (d->as24) {
         vnm_device_free(d->as24);
@@ -402,7 +413,7 @@ extern "C" void vnm_device_free(VnmDeviceMatrix *d) {
 }
 
 extern "C" size_t vnm_device_bytes(const VnmDeviceMatrix *d, size_t *as24_bytes) {
-    if (as24_bytes) *as24_bytes = d->as24 ? vnm_device_bytes(d->as24, NULL) : 0;
+    if (as24_bytes) *as24_bytes = d->as24 ? vnm_device_bytes(d->as24, NULL) + (size_t)d->as24_in * sizeof(int32_t) : 0;
     if (!d->vals) return 0;
     const int64_t Q = d->out_pad / 16, ngroups = (d->out_pad + d->group_rows - 1) / d->group_rows, KB = d->KT * 8;
     return (size_t)(Q * d->KT * 32) * (16 + 4)                            // vals (uint4) + meta (u32) per lane
@@ -453,7 +464,7 @@ static bool use_as24(const VnmDeviceMatrix *d, int64_t n, int kernel) {
 
 extern "C" const char *vnm_spmm_kernel_name(const VnmDeviceMatrix *d, int64_t n, int kernel) {
     static const char *fills[] = {"wgmma_sp/tma", "wgmma_sp/window", "wgmma_sp/generic"};
-    if (use_as24(d, n, kernel)) return "wgmma_sp/tma as 2:4";
+    if (use_as24(d, n, kernel)) return d->as24_src ? "wgmma_sp/tma as 2:4+gather" : "wgmma_sp/tma as 2:4";
     int k = pick_kernel(d, n, kernel);
     if (k == VNM_KERNEL_FEATURE_MAJOR) return "wgmma_sp/rows";
     if (k >= 0 && via_feature_major(d, n, kernel)) return "wgmma_sp/rows+T";
@@ -585,8 +596,9 @@ static void transpose_bf16(const uint16_t *src, int64_t rows, int64_t cols, int6
 // y = epilogue(x · Wᵀ) as xT = xᵀ; yT = W·xT with bias and GELU; y = yTᵀ + residual. The two
 // buffers come from the device's stream-ordered memory pool (kept, not returned to the system,
 // so that after the first calls they cost no allocation).
-static int spmm_via_feature_major(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, const uint16_t *bias,
-                                  const uint16_t *residual, int act, uint16_t *y, cudaStream_t stream, Err *err) {
+// Temporary activation buffers come from the device's stream-ordered pool, kept (not returned to
+// the system) so that after the first calls they cost no allocation.
+static void keep_pool(void) {
     static bool pool_kept = false;
     if (!pool_kept) {
         int dev = 0;
@@ -596,6 +608,11 @@ static int spmm_via_feature_major(const VnmDeviceMatrix *d, const uint16_t *x, i
             cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
         pool_kept = true;
     }
+}
+
+static int spmm_via_feature_major(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, const uint16_t *bias,
+                                  const uint16_t *residual, int act, uint16_t *y, cudaStream_t stream, Err *err) {
+    keep_pool();
     const int64_t ld = (n + 7) / 8 * 8;
     uint16_t *xT = NULL, *yT = NULL;
     cudaError_t ce = cudaMallocAsync((void **)&xT, (size_t)(d->in * ld) * sizeof(uint16_t), stream);
@@ -615,11 +632,45 @@ static int spmm_via_feature_major(const VnmDeviceMatrix *d, const uint16_t *x, i
     return launch_result(rc, "vnm_spmm_cuda", err);
 }
 
+// xg (n × n_src) = x[:, src] (0 where src < 0): thread = 2 slots of grid-strided rows.
+__global__ void gather_columns_kernel(const uint16_t *__restrict__ x, int64_t n, int64_t in, const int32_t *__restrict__ src,
+                                      int64_t n_src, uint16_t *__restrict__ xg) {
+    const int64_t j = 2 * ((int64_t)blockIdx.x * blockDim.x + threadIdx.x);
+    if (j >= n_src) return;
+    const int32_t s0 = src[j], s1 = src[j + 1];
+    for (int64_t t = blockIdx.y; t < n; t += gridDim.y) {
+        const uint16_t *row = x + t * in;
+        const uint32_t lo = s0 >= 0 ? row[s0] : 0u, hi = s1 >= 0 ? row[s1] : 0u;
+        *(uint32_t *)(xg + t * n_src + j) = lo | hi << 16;
+    }
+}
+
+// The 2:4 form over gathered inputs: xg = x[:, d->as24_src] in a pooled buffer, then d->as24.
+static int spmm_via_gather(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, const uint16_t *bias,
+                           const uint16_t *residual, int act, uint16_t *y, cudaStream_t stream, Err *err) {
+    if (!x || !y) return err_set(err, "vnm_spmm_cuda: bad arguments (n = %lld)", (long long)n);
+    keep_pool();
+    uint16_t *xg = NULL;
+    cudaError_t ce = cudaMallocAsync((void **)&xg, (size_t)(n * d->as24_in) * sizeof(uint16_t), stream);
+    if (ce != cudaSuccess) {
+        cudaGetLastError();
+        return err_set(err, "vnm_spmm_cuda: gathered inputs (%lld x %lld): %s", (long long)n, (long long)d->as24_in,
+                       cudaGetErrorString(ce));
+    }
+    dim3 grid((unsigned)((d->as24_in / 2 + 255) / 256), (unsigned)(n < 65535 ? n : 65535));
+    gather_columns_kernel<<<grid, 256, 0, stream>>>(x, n, d->in, d->as24_src, d->as24_in, xg);
+    int rc = vnm_spmm_cuda_ex(d->as24, xg, n, bias, residual, act, y, stream, VNM_KERNEL_AUTO, err);
+    cudaFreeAsync(xg, stream);
+    return rc;
+}
+
 extern "C" int vnm_spmm_cuda_ex(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, const uint16_t *bias,
                                 const uint16_t *residual, int act, uint16_t *y, cudaStream_t stream, int kernel,
                                 Err *err) {
     if (kernel == VNM_KERNEL_FEATURE_MAJOR) return err_set(err, "vnm_spmm_cuda: use vnm_spmm_cuda_fm");
-    if (use_as24(d, n, kernel)) return vnm_spmm_cuda_ex(d->as24, x, n, bias, residual, act, y, stream, kernel, err);
+    if (use_as24(d, n, kernel))
+        return d->as24_src ? spmm_via_gather(d, x, n, bias, residual, act, y, stream, err)
+                           : vnm_spmm_cuda_ex(d->as24, x, n, bias, residual, act, y, stream, kernel, err);
     int c = check_call(d, x, n, y, kernel, "vnm_spmm_cuda", err);
     if (c) return c < 0 ? -1 : 0;
     if (via_feature_major(d, n, kernel)) return spmm_via_feature_major(d, x, n, bias, residual, act, y, stream, err);

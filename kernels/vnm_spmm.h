@@ -55,7 +55,9 @@
 // which reads half the bytes. Cost: the 2:4 form's memory (1.25 bytes per weight: half of dense
 // plus metadata), on top. VNM_PREFILL_24 in the environment (read at each upload): unset, the form
 // is made while a quarter of the GPU's memory stays free after it (a model that fits without it
-// still fits, its first layers get it); 0 never; 1 always.
+// still fits, its first layers get it); 0 never; 1 always, and also for matrices that are 2:4 only
+// over gathered inputs (permuted inputs, M not a multiple of 4: vnm_to_24_gathered; the call then
+// gathers x into a pooled buffer first, "wgmma_sp/tma as 2:4+gather"; not measured yet, hence opt-in).
 // Measured speeds (H100, H200) and the V × M table for select-vm: experiments/kernels/.
 #pragma once
 #include <stdint.h>
@@ -102,6 +104,8 @@ typedef struct VnmDeviceMatrix {
     float *ws;            // decode workspace (16 × out_pad fp32, then out_pad/64 int counters), kept zero
     void *tmap_cache;     // host-side cache of the x tensor map (TMA filler)
     struct VnmDeviceMatrix *as24;  // the same matrix as plain 2:4 (vnm_to_24) for n > 16 on sm_90a, or NULL
+    int32_t *as24_src;    // when as24 runs on gathered inputs (vnm_to_24_gathered): its slot map, else NULL
+    int64_t as24_in;      // its length (= as24->in)
 } VnmDeviceMatrix;
 
 // Copies m to the current CUDA device in the kernels' layout (and its 2:4 form, see above). Errors

@@ -226,3 +226,33 @@ Test(vnm_format, to_24_same_products) {
         vnm_free(&m);
     }
 }
+
+// vnm_to_24_gathered: any M and input permutation, as 2:4 over gathered inputs x'[:, j] = x[:, src[j]].
+Test(vnm_format, to_24_gathered_same_products) {
+    static const struct {
+        int V, M;
+        unsigned flags;
+    } cases[] = {{64, 8, VNM_RANDOM_PERMUTE_COLS}, {64, 5, 0}, {16, 6, VNM_RANDOM_PERMUTE_COLS | VNM_RANDOM_PERMUTE_ROWS},
+                 {32, 7, 0}, {16, 12, VNM_RANDOM_PERMUTE_COLS}};
+    Rng rng;
+    rng_seed(&rng, 12);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        VnmPattern p = {cases[i].V, 2, cases[i].M};
+        const int64_t out = 128, in = 840, n = 3;  // 840 = lcm(5, 6, 7, 8) * 5
+        VnmMatrix m, m24;
+        int32_t *src = NULL;
+        int64_t ns = 0;
+        vnm_random(p, out, in, 60 + i, cases[i].flags, &m);
+        cr_assert_eq(vnm_to_24_gathered(&m, &m24, &src, &ns), 0, "%d:2:%d", p.V, p.M);
+        cr_assert(ns % 8 == 0 && ns >= in / p.M * 4 && m24.in == ns && m24.p.M == 4);
+        float *x = random_floats(n * in, &rng), *xg = calloc((size_t)(n * ns), sizeof(float));
+        for (int64_t t = 0; t < n; t++)
+            for (int64_t j = 0; j < ns; j++) xg[t * ns + j] = src[j] >= 0 ? x[t * in + src[j]] : 0.0f;
+        float *y = malloc(n * out * sizeof(float)), *y24 = malloc(n * out * sizeof(float));
+        vnm_spmm_cpu(&m, x, n, NULL, y);
+        vnm_spmm_cpu(&m24, xg, n, NULL, y24);
+        for (int64_t k = 0; k < n * out; k++) cr_assert_float_eq(y24[k], y[k], 1e-4, "%d:2:%d at %lld", p.V, p.M, (long long)k);
+        free(x), free(xg), free(y), free(y24), free(src);
+        vnm_free(&m24), vnm_free(&m);
+    }
+}

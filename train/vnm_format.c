@@ -269,6 +269,53 @@ int vnm_to_24(const VnmMatrix *m, VnmMatrix *o) {
     return 0;
 }
 
+int vnm_to_24_gathered(const VnmMatrix *m, VnmMatrix *o, int32_t **src, int64_t *n_src) {
+    // Slots: per block the ascending union of its kept channels over the row blocks.
+    int64_t n = 0, cap = m->C * ((m->p.M + 3) / 4 * 4) + 8;
+    int32_t *slot_src = xmalloc((size_t)cap * sizeof(int32_t));
+    uint16_t *cols = xmalloc((size_t)(m->R * m->C * 4) * sizeof(uint16_t));  // kept columns as slot indices
+    int ok = 1;
+    for (int64_t cb = 0; cb < m->C && ok; cb++) {
+        int32_t u[64];
+        int nu = 0;
+        for (int64_t rb = 0; rb < m->R && ok; rb++)
+            for (int k = 0; k < 4; k++) {
+                const int32_t ch = m->columns[(rb * m->C + cb) * 4 + k];
+                int at = 0;
+                while (at < nu && u[at] < ch) at++;
+                if (at < nu && u[at] == ch) continue;
+                if (nu == m->p.M || nu == 64) {
+                    ok = 0;
+                    break;
+                }
+                memmove(u + at + 1, u + at, (size_t)(nu - at) * sizeof *u);
+                u[at] = ch, nu++;
+            }
+        for (int64_t rb = 0; rb < m->R && ok; rb++)
+            for (int k = 0; k < 4; k++) {
+                int at = 0;
+                while (u[at] != m->columns[(rb * m->C + cb) * 4 + k]) at++;
+                cols[(rb * m->C + cb) * 4 + k] = (uint16_t)(n + at);
+            }
+        for (int j = 0; ok && j < (nu + 3) / 4 * 4; j++) slot_src[n + j] = j < nu ? u[j] : -1;
+        n += (nu + 3) / 4 * 4;
+    }
+    while (ok && n % 8) slot_src[n++] = -1;
+    if (ok && n > 65535) ok = 0;
+    if (ok) {
+        VnmMatrix view = *m;  // the same values, codes and row_perm over the slots
+        view.in = n, view.columns = cols;
+        ok = vnm_to_24(&view, o) == 0;
+    }
+    free(cols);
+    if (!ok) {
+        free(slot_src);
+        return -1;
+    }
+    *src = slot_src, *n_src = n;
+    return 0;
+}
+
 void vnm_free(VnmMatrix *m) {
     free(m->values);
     free(m->columns);

@@ -59,6 +59,12 @@ void vnm_pack_meta(VnmMatrix *m);
 // per block); the sm_90 kernels run this form faster than a gather of the kept channels at
 // prefill sizes (kernels/vnm_spmm.h). Returns 0, or -1 (o left empty) when it is not possible.
 int vnm_to_24(const VnmMatrix *m, VnmMatrix *o);
+// The same as a plain 2:4 matrix over GATHERED inputs x'[:, j] = x[:, src[j]] (0 where src[j] < 0),
+// for any M and input permutation: block c's slots hold the channels that any row block keeps
+// there, padded to a multiple of 4 (a row keeps 2 values per block, so every group of 4 slots is
+// 2:4), the total padded to a multiple of 8. *src (malloc'd, *n_src entries) is the slot map;
+// o->in = *n_src. Returns 0, or -1 (nothing allocated) when a block's kept channels exceed M.
+int vnm_to_24_gathered(const VnmMatrix *m, VnmMatrix *o, int32_t **src, int64_t *n_src);
 void vnm_free(VnmMatrix *m);
 // CPU reference SpMM: y (n, out) = x (n, in) · Wᵀ (+ bias), fp32 accumulate of the bf16 values,
 // output row r of the compressed matrix goes to column row_perm[r] of y (r when row_perm is NULL).

@@ -316,6 +316,33 @@ Test(vnm_spmm_gpu, prefill_as_24) {
     }
 }
 
+// VNM_PREFILL_24=1: matrices that are 2:4 only over gathered inputs (permuted inputs, M = 5, 6)
+// get that form too; AUTO calls at n > 16 gather x first.
+Test(vnm_spmm_gpu, prefill_as_24_gathered) {
+    SKIP_WITHOUT_GPU();
+    const Case cases[] = {
+        {64, 8, 512, 8 * 64, 300, VNM_RANDOM_PERMUTE_COLS | VNM_RANDOM_PERMUTE_ROWS, 1, 1, VNM_ACT_GELU},
+        {64, 5, 256, 5 * 64, 200, 0, 1, 0, VNM_ACT_NONE},
+        {16, 6, 320, 6 * 52, 77, VNM_RANDOM_PERMUTE_COLS, 0, 1, VNM_ACT_NONE},
+        {64, 5, 256, 5 * 64, 16, 0, 1, 1, VNM_ACT_NONE},  // decode size: V:N:M kernels
+    };
+    setenv("VNM_PREFILL_24", "1", 1);
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        const Case *c = &cases[i];
+        Problem P;
+        problem_make(&P, c, 5500 + i);
+        const bool want = P.d.cc_major == 9 && vnm_wgmma_sp_available();
+        cr_expect_eq(P.d.as24 != NULL && P.d.as24_src != NULL, want, "%d:2:%d flags %u: gathered 2:4 form %s", c->V,
+                     c->M, c->flags, P.d.as24 ? "present" : "missing");
+        const char *kname = vnm_spmm_kernel_name(&P.d, c->n, VNM_KERNEL_AUTO);
+        cr_expect_eq(strcmp(kname, "wgmma_sp/tma as 2:4+gather") == 0, want && c->n > 16, "%d:2:%d n=%lld: %s", c->V,
+                     c->M, (long long)c->n, kname);
+        problem_free(&P);
+        run_case(c, VNM_KERNEL_AUTO, 5500 + i);
+    }
+    unsetenv("VNM_PREFILL_24");
+}
+
 // Persistent TMA kernel: more output tiles than SMs (each CTA loops), a stage count that is not a
 // multiple of the ring, out % 256 = 128 (the second warpgroup idles on the last row tile), epilogues.
 Test(vnm_spmm_gpu, persistent_many_tiles) {
