@@ -2,7 +2,7 @@
 # One device call: build + gpu tests (scripts/gpu-test.sh), then the prefill-sized SpMM benchmark
 # (bench spmm --prefill), Llama-2-7B prefill 1×2048 + decode (batch 1 and 16) and DeiT-S/B forward,
 # all 64:2:8. Logs into $OUT. Extra environment (e.g. VNM_PREFILL_24=0) applies to every step.
-#   bash experiments/kernels/prefill_check.sh [DEB_DIR]
+#   [AB="VAR=VALUE ..."] [LLAMA=0] [LLAMA_B16=0] [TABLE=1] bash experiments/kernels/prefill_check.sh [DEB_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
@@ -33,3 +33,6 @@ for m in deit_small deit_base; do
   grep -E "img/s" "$OUT/$m.txt"
   for ab in ${AB:-}; do env "$ab" timeout 60 "$V" bench infer --model "$m" --pattern 64:2:8 >"$OUT/${m}_$ab.txt" 2>&1; echo "$ab:"; grep -E "img/s" "$OUT/${m}_$ab.txt"; done
 done
+# TABLE=1: also the select-vm speed table with today's kernels (several minutes)
+[ "${TABLE:-0}" = 1 ] && step spmm_table_run 400 bench spmm --reps 5 --table-only "$OUT/spmm_table.txt"
+exit 0
