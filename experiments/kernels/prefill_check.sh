@@ -19,11 +19,11 @@ step() {  # name timeout_s args...
 }
 # AB="NAME=VALUE ..." runs the SpMM GPU test and benchmark once more per setting (e.g. AB="VNM_PERSISTENT=0")
 for ab in ${AB:-}; do
-  env "$ab" timeout 60 build-gpu/gpu_test_vnm_spmm >"$OUT/gpu_test_vnm_spmm_$ab.txt" 2>&1
-  echo "gpu_test_vnm_spmm with $ab: rc $? $(grep Synthesis "$OUT/gpu_test_vnm_spmm_$ab.txt")"
+  env "$ab" timeout 60 build-gpu/gpu_test_vnm_spmm >"$OUT/gpu_test_vnm_spmm_${ab//=/_}.txt" 2>&1
+  echo "gpu_test_vnm_spmm with $ab: rc $? $(grep Synthesis "$OUT/gpu_test_vnm_spmm_${ab//=/_}.txt")"
 done
 step spmm_prefill 150 bench spmm --prefill --reps 10 --no-table --no-mmasp
-for ab in ${AB:-}; do env "$ab" timeout 150 "$V" bench spmm --prefill --reps 10 --no-table --no-mmasp >"$OUT/spmm_prefill_$ab.txt" 2>&1; done
+for ab in ${AB:-}; do env "$ab" timeout 150 "$V" bench spmm --prefill --reps 10 --no-table --no-mmasp >"$OUT/spmm_prefill_${ab//=/_}.txt" 2>&1; done
 for f in "$OUT"/spmm_prefill*.txt; do echo "-- $f"; grep -E "^ *(llama|deit)" "$f" | awk '{print $1, $2, $3, $4, $6, $8, $10, $11}'; done
 [ "${LLAMA:-1}" = 1 ] && step llama_b1 120 bench infer --model llama2_7b --pattern 64:2:8 --batches 1 --seq 2048 --decode-batch 1 --steps 32
 [ "${LLAMA_B16:-1}" = 1 ] && step llama_b16 120 bench infer --model llama2_7b --pattern 64:2:8 --batches 1 --seq 128 --decode-batch 16 --steps 32
@@ -31,7 +31,7 @@ grep -hE "^    (1 |dense|sparse)|kernels at" "$OUT"/llama_b*.txt
 for m in deit_small deit_base; do
   step "$m" 60 bench infer --model "$m" --pattern 64:2:8
   grep -E "img/s" "$OUT/$m.txt"
-  for ab in ${AB:-}; do env "$ab" timeout 60 "$V" bench infer --model "$m" --pattern 64:2:8 >"$OUT/${m}_$ab.txt" 2>&1; echo "$ab:"; grep -E "img/s" "$OUT/${m}_$ab.txt"; done
+  for ab in ${AB:-}; do env "$ab" timeout 60 "$V" bench infer --model "$m" --pattern 64:2:8 >"$OUT/${m}_${ab//=/_}.txt" 2>&1; echo "$ab:"; grep -E "img/s" "$OUT/${m}_${ab//=/_}.txt"; done
 done
 # TABLE=1: also the select-vm speed table with today's kernels (several minutes)
 [ "${TABLE:-0}" = 1 ] && step spmm_table_run 400 bench spmm --reps 5 --table-only "$OUT/spmm_table.txt"
