@@ -24,7 +24,7 @@ for ab in ${AB:-}; do
 done
 step spmm_prefill 150 bench spmm --prefill --reps 10 --no-table --no-mmasp
 for ab in ${AB:-}; do env "$ab" timeout 150 "$V" bench spmm --prefill --reps 10 --no-table --no-mmasp >"$OUT/spmm_prefill_${ab//=/_}.txt" 2>&1; done
-for f in "$OUT"/spmm_prefill*.txt; do echo "-- $f"; grep -E "^ *(llama|deit)" "$f" | awk '{print $1, $2, $3, $4, $6, $8, $10, $11}'; done
+for f in "$OUT"/spmm_prefill*.txt; do echo "-- $f"; grep -E "^ *(llama|deit)" "$f" | awk '{print $1, $2, $3, $4, "dense", $(NF-11), "ours", $(NF-9), $(NF-7) "x", "cusparselt", $(NF-6) "x", "fm", $(NF-3)}'; done
 [ "${LLAMA:-1}" = 1 ] && step llama_b1 120 bench infer --model llama2_7b --pattern 64:2:8 --batches 1 --seq 2048 --decode-batch 1 --steps 32
 [ "${LLAMA_B16:-1}" = 1 ] && step llama_b16 120 bench infer --model llama2_7b --pattern 64:2:8 --batches 1 --seq 128 --decode-batch 16 --steps 32
 grep -hE "^    (1 |dense|sparse)|kernels at" "$OUT"/llama_b*.txt
