@@ -283,10 +283,10 @@ static void pack_fragments(void *arg, int64_t q0, int64_t q1) {
 // The 2:4 form for prefill (vnm_spmm.h), where it exists and the wgmma kernel can run it.
 static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     const char *env = getenv("VNM_PREFILL_24");
+    const bool never = env && !strcmp(env, "0"), always = env && !strcmp(env, "1");
     const bool plain24 = m->p.M == 4 && d->cols_local;  // already this form
-    if (plain24 || d->fill == VNM_FILL_TMA || d->cc_major != 9 || !vnm_wgmma_sp_available() || (env && !strcmp(env, "0")))
-        return 0;
-    if (!(env && !strcmp(env, "1"))) {
+    if (plain24 || d->fill == VNM_FILL_TMA || d->cc_major != 9 || !vnm_wgmma_sp_available() || never) return 0;
+    if (!always) {
         // Unset: only while a quarter of the GPU's memory stays free after it (activations, KV
         // cache), so that a model that fits without the 2:4 form still fits; =1 builds it regardless.
         const int64_t kt = ((m->in / 4 + 7) / 8 + 1) / 2 * 2;  // its k-steps (vnm_upload with M = 4)
@@ -300,7 +300,10 @@ static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     VnmMatrix m24;
     int32_t *src = NULL;
     int64_t n_src = 0;
-    if (vnm_to_24(m, &m24) && !(env && !strcmp(env, "1") && vnm_to_24_gathered(m, &m24, &src, &n_src) == 0)) return 0;
+    if (vnm_to_24(m, &m24) != 0) {
+        // Not 2:4 over the original channels: over gathered inputs, when asked for (not measured yet).
+        if (!always || vnm_to_24_gathered(m, &m24, &src, &n_src) != 0) return 0;
+    }
     VnmDeviceMatrix *d24 = (VnmDeviceMatrix *)xcalloc(1, sizeof *d24);
     Err why;
     int rc = vnm_upload(&m24, d24, &why);
