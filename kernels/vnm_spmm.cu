@@ -256,6 +256,9 @@ static bool columns_uniform(const VnmMatrix *m) {
 
 static bool wgmma_matrix_ok(const VnmDeviceMatrix *d);
 
+// Bytes of the A fragments (uint4) and metadata (u32) of every lane, for out_pad rows and KT k-steps.
+static size_t fragment_bytes(int64_t out_pad, int64_t KT) { return (size_t)(out_pad / 16 * KT * 32) * (16 + 4); }
+
 // Device layout of the A fragments and metadata (top of this file), for 16-row groups [q0, q1).
 struct FragPack {
     const VnmMatrix *m;
@@ -290,7 +293,7 @@ static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
         // Unset: only while a quarter of the GPU's memory stays free after it (activations, KV
         // cache), so that a model that fits without the 2:4 form still fits; =1 builds it regardless.
         const int64_t kt = ((m->in / 4 + 7) / 8 + 1) / 2 * 2;  // its k-steps (vnm_upload with M = 4)
-        const size_t need = (size_t)(d->out_pad / 16 * kt * 32) * (16 + 4);
+        const size_t need = fragment_bytes(d->out_pad, kt);
         size_t free_b = 0, total_b = 0;
         if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess || free_b < need + total_b / 4) {
             cudaGetLastError();
@@ -418,8 +421,8 @@ extern "C" void vnm_device_free(VnmDeviceMatrix *d) {
 extern "C" size_t vnm_device_bytes(const VnmDeviceMatrix *d, size_t *as24_bytes) {
     if (as24_bytes) *as24_bytes = d->as24 ? vnm_device_bytes(d->as24, NULL) + (size_t)d->as24_in * sizeof(int32_t) : 0;
     if (!d->vals) return 0;
-    const int64_t Q = d->out_pad / 16, ngroups = (d->out_pad + d->group_rows - 1) / d->group_rows, KB = d->KT * 8;
-    return (size_t)(Q * d->KT * 32) * (16 + 4)                            // vals (uint4) + meta (u32) per lane
+    const int64_t ngroups = (d->out_pad + d->group_rows - 1) / d->group_rows, KB = d->KT * 8;
+    return fragment_bytes(d->out_pad, d->KT)
            + (size_t)(ngroups * KB) * (4 * sizeof(uint16_t) + 2 * sizeof(uint32_t))  // cols + sel
            + (d->row_perm ? (size_t)d->out * sizeof(int32_t) : 0)
            + (size_t)(DECODE_MAX_N * d->out_pad) * sizeof(float) + (size_t)(d->out_pad / 64) * sizeof(int);  // ws

@@ -576,6 +576,8 @@ __global__ void __launch_bounds__(384, 1)
     // y, [row][token] (EPI_PITCH_FM) for yT, so that 8 consecutive floats are 8 consecutive elements
     // of the output. In the ring for one-tile CTAs (after every consumer is done with it).
     const uint32_t stg = smem_base + (uint32_t)(CF::EPI_OFFSET + cw * EPI_WG_BYTES);  // shared address
+    // Token-major y with row_perm is stored straight from the accumulators instead (scalar stores).
+    const bool staged = CF::ROWS || !e.perm;
     auto wg_bar = [&]() { asm volatile("bar.sync %0, 128;" ::"r"(2 + cw) : "memory"); };
 
     int gs0 = 0;  // ring stages consumed before this tile
@@ -588,7 +590,7 @@ __global__ void __launch_bounds__(384, 1)
                 mbar_wait(full_bar + 8 * ((gs0 + s) % CF::NST), (uint32_t)(((gs0 + s) / CF::NST) & 1));
                 if (lane == 0) mbar_arrive(empty_bar + 8 * ((gs0 + s) % CF::NST));
             }
-            if (!CF::PERSIST && (CF::ROWS || !e.perm)) consumer_bar();  // the busy warpgroup's epilogue waits for us
+            if (!CF::PERSIST && staged) consumer_bar();  // the busy warpgroup's epilogue waits for us
             continue;
         }
 #pragma unroll
@@ -611,7 +613,7 @@ __global__ void __launch_bounds__(384, 1)
             for (int i = 0; i < 64; i++) fence_operand(acc[r][i]);
 
         // ---- epilogue ----
-        if (!CF::ROWS && e.perm) {
+        if (!staged) {
 #pragma unroll
             for (int r = 0; r < 2; r++)
 #pragma unroll

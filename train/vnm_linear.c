@@ -42,8 +42,7 @@ int vnm_layer_init(VnmLayer *l, VnmMatrix *m, Device dev, const char *name, Err 
     register_kernels();
     if (dev == DEV_CPU) return 0;
 #ifdef VNMTUNE_HAVE_CUDA
-    Err why;
-    if (vnm_linear_cuda_upload(l, &why)) return err_set(err, "layer '%s': %s", name, why.msg);
+    if (vnm_linear_cuda_upload(l, err)) return err_set(err, "layer '%s': %s", name, err->msg);
     return 0;
 #else
     return err_set(err, "layer '%s': the GPU sparse path needs the CUDA build", name);
