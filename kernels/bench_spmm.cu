@@ -42,8 +42,9 @@ namespace {
 
 struct Opts {
     int reps = 20, flush = 1, quick = 0, check = 1, prefill = 0, decode = 0, mmasp = 1, fm_only = 0, table_only = 0;
+    int best_of = 4, splt_search = 1;  // cuBLASLt heuristic algorithms tried; cuSPARSELt's own search
     const char *table = "spmm_table.txt";
-    const char *ncu = NULL;  // --ncu PATTERN[@N][/fm][=OUTxIN]: only 3 launches of ours (default 4096x4096, n = 2048), for profilers
+    const char *ncu = NULL;  // --ncu PATTERN[@N][/fm][=OUTxIN]: 3 launches of ours (default 4096x4096, n = 2048), then 4 of cuBLASLt and cuSPARSELt (token-major), for profilers
 };
 
 struct Shape {
@@ -139,7 +140,7 @@ double lt_time(const Opts &o, int64_t m, int64_t n, int64_t k, bool trans_a, con
                                          sizeof dense.ws_bytes);
     cublasLtMatmulHeuristicResult_t res[4];
     int found = 0;
-    cublasLtMatmulAlgoGetHeuristic(dense.lt, op, la, lb, lc, lc, pref, 4, res, &found);
+    cublasLtMatmulAlgoGetHeuristic(dense.lt, op, la, lb, lc, lc, pref, o.best_of < 4 ? o.best_of : 4, res, &found);
     float alpha = 1.0f, beta = 0.0f;
     double best = INFINITY;
     for (int i = 0; i < found; i++) {
@@ -260,7 +261,7 @@ double splt_time(const Opts &o, int64_t out, int64_t in, int64_t n, const uint16
     CK(cudaMalloc(&dC, csize));
     CK(cudaMalloc(&dCbuf, cbuf + 16));
     if (splt.prune(h, &mm, W, dA, 0 /* TILE */, 0) || splt.compress(h, &plan, dA, dC, dCbuf, 0)) goto done;
-    if (splt.search(h, &plan, &alpha, dC, x, &beta, y, y, ws, &stream, 1)) goto done;
+    if (o.splt_search && splt.search(h, &plan, &alpha, dC, x, &beta, y, y, ws, &stream, 1)) goto done;
     {
         int bad = 0;
         auto run = [&] { bad |= splt.matmul(h, &plan, &alpha, dC, x, &beta, y, y, ws, &stream, 1); };
@@ -535,6 +536,11 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         CK(cudaDeviceSynchronize());
         printf("ncu run: %s %lldx%lld n=%lld %s\n", pat, out, in, (long long)n,
                vnm_spmm_kernel_name(&s.d, n, fm ? VNM_KERNEL_FEATURE_MAJOR : VNM_KERNEL_AUTO));
+        // Then the baselines of the same shape, 4 launches each: cuBLASLt's first heuristic algorithm
+        // and cuSPARSELt 2:4 without its algorithm search (its default).
+        Opts once;
+        once.reps = 1, once.flush = 0, once.best_of = 1, once.splt_search = 0;
+        if (!fm) dense_time(once, out, in, n, b.W, b.x, b.y_ref), splt_time(once, out, in, n, b.W, b.x, b.y_ref);
         return 0;
     }
     buffers_init(&b, 12608, 11008 + 32, 11008);

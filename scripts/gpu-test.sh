@@ -3,7 +3,7 @@
 # (label gpu) and the cpu tests. Logs into $OUT when set (build.log, gpu-tests.log, cpu-tests.log).
 #   scripts/gpu-test.sh [DEB_DIR ...]     default: .deps (or ../../.deps from a .xfer/<name> copy)
 # A DEB_DIR may also hold libhdf5 packages (Debian 12): used when the machine has no HDF5 headers.
-# Env: VNM_BUILD (build dir, default build-gpu), VNM_SKIP_CPU=1 skips the cpu tests.
+# Env: VNM_BUILD (build dir, default build-gpu), VNM_SKIP_CPU=1 skips the cpu tests, VNM_BUILD_ONLY=1 all tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${OUT:-/tmp/vnmtune-gpu-logs}
@@ -44,6 +44,7 @@ if [ $rc -ne 0 ]; then
   exit $rc
 fi
 
+[ "${VNM_BUILD_ONLY:-0}" = 1 ] && exit 0
 # Criterion's own dependencies (libgit2, ...) are found through the loader path, not RUNPATH
 export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 ctest --test-dir "$BUILD" -L gpu -V --timeout "${VNM_GPU_TEST_TIMEOUT:-300}" >"$LOG/gpu-tests.log" 2>&1
