@@ -43,25 +43,20 @@ constexpr int EPI_PITCH_FM = BN + 8;  // feature-major: floats per row (conflict
 constexpr int EPI_WG_BYTES = 64 * EPI_PITCH_FM * 4;  // = BN * EPI_PITCH * 4
 static_assert(EPI_WG_BYTES == BN * EPI_PITCH * 4, "both stagings fill the same area");
 constexpr int FM_PREFETCH = 4;        // rows filler: stages of kept-channel lists loaded ahead
-// TMA filler whose consumers load the A fragments and metadata from global memory straight into
-// registers (VNM_REGA=1): the ring then holds only B, and shared memory moves 80 instead of 120 KB
-// per stage (the wgmma's own B reads are 64 KB of it).
-constexpr int FILL_TMA_REGA = 4;
 
 template <int FILL>
 struct Cfg {
     static constexpr bool ROWS = FILL == VNM_FILL_ROWS;
-    static constexpr bool REGA = FILL == FILL_TMA_REGA;
-    static constexpr bool TMA = FILL == VNM_FILL_TMA || REGA;
+    static constexpr bool TMA = FILL == VNM_FILL_TMA;
     static constexpr int KS = ROWS ? 1 : 2;                       // wgmma k-steps per ring stage
     static constexpr int TILE_BYTES = BN * 64 * KS;               // one B tile: 128 tokens × 32·KS logical k
-    static constexpr int A_BYTES = REGA ? 0 : KS * KSTEP_A_BYTES, META_BYTES = REGA ? 0 : KS * KSTEP_META_BYTES;
+    static constexpr int A_BYTES = KS * KSTEP_A_BYTES, META_BYTES = KS * KSTEP_META_BYTES;
     static constexpr int MAXT = TMA ? 1 : 4;     // B tiles per stage
     static constexpr int SLOT_BYTES = MAXT * TILE_BYTES + A_BYTES + META_BYTES;  // B tiles, A, metadata
     // Persistent CTAs (TMA filler): a CTA loops over output tiles and its producer fills the ring
     // for the next tile while the consumers run the epilogue, which then stages outside the ring.
     static constexpr bool PERSIST = TMA;
-    static constexpr int NST = REGA ? 8 : PERSIST ? 4 : ROWS ? 5 : 2;  // ring stages
+    static constexpr int NST = PERSIST ? 4 : ROWS ? 5 : 2;  // ring stages
     static constexpr int PIPE_BYTES = NST * SLOT_BYTES;
     static constexpr int EPI_OFFSET = PERSIST ? PIPE_BYTES : 0;
     static constexpr int EPI_END = EPI_OFFSET + 2 * EPI_WG_BYTES;
@@ -363,7 +358,6 @@ __global__ void __launch_bounds__(384, 1)
                              : "memory");
             else
                 mbar_expect_tx(full_bar + 8 * slot, CF::A_BYTES + CF::META_BYTES);
-            if (CF::REGA) return;  // the consumers load A themselves
             bulk_load(a_addr(slot), d.vals + base, CF::A_BYTES, full_bar + 8 * slot);
             bulk_load(m_addr(slot), d.meta + base, CF::META_BYTES, full_bar + 8 * slot);
         };
@@ -532,9 +526,8 @@ __global__ void __launch_bounds__(384, 1)
     setmaxnreg_inc<CF::CONSUMER_REGS>();
     constexpr int KS = CF::KS;
     const int cw = wg - 1, wl = (tid >> 5) & 3, wt = tid & 127;
-    constexpr int NSLOT = CF::REGA ? 3 : 2;
-    uint4 A[NSLOT][2][KS];  // [register slot][row group][k-step]
-    uint32_t Mt[NSLOT][2][KS];
+    uint4 A[2][2][KS];  // [register slot][row group][k-step]
+    uint32_t Mt[2][2][KS];
     float acc[2][64];
 
     // Ring stage gs (counted over all tiles of the CTA).
@@ -546,7 +539,6 @@ __global__ void __launch_bounds__(384, 1)
         for (int r = 0; r < 2; r++)
 #pragma unroll
             for (int kk = 0; kk < KS; kk++) {
-                if (CF::REGA) break;  // already in registers (load_a_global)
                 const uint32_t idx = (uint32_t)(((kk * 4 + 2 * cw + r) * 4 + wl) * 32 + lane);
                 a[r][kk] = lds_v4(a_addr(slot) + 16 * idx);
                 m[r][kk] = lds_u32(m_addr(slot) + 4 * idx);
@@ -575,23 +567,7 @@ __global__ void __launch_bounds__(384, 1)
         if (gs_prev >= 0 && lane == 0) mbar_arrive(empty_bar + 8 * (gs_prev % CF::NST));
     };
     // Whether this warpgroup has rows of the tile (out % 256 <= 128 leaves the last row tile's second half empty).
-    auto busy = [&](int64_t tile) { return tile < num_tiles && tile_row0(tile) + 128 * cw < e.out; };
-    // REGA: this thread's A fragments and metadata of stage s of the row tile at row0, from global
-    // memory. Issued right after the wgmmas of the stage before s, so that the wgmma.fence of stage
-    // s (which waits for every load in flight) finds them about two stages old.
-    auto load_a_global = [&](int64_t row0, int s, uint4 (&a)[2][KS], uint32_t (&m)[2][KS]) {
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                const int64_t idx = vnm_frag_index(row0 / 16 + 4 * (2 * cw + r) + wl, (int64_t)KS * s + kk, d.KT, lane);
-                a[r][kk] = ldg_nc_v4(d.vals + idx);
-                m[r][kk] = ldg_nc_u32(d.meta + idx);
-            }
-    };
-    auto first_stage_of = [&](int64_t tile) {  // REGA: stage 0 of the CTA's next tile into slot 0
-        if (CF::REGA && busy(tile)) load_a_global(tile_row0(tile), 0, A[0], Mt[0]);
-    };
+    auto busy = [&](int64_t tile) { return tile_row0(tile) + 128 * cw < e.out; };
     // Accumulator i of row group r: row acc_row(i) of the group, token acc_tok(i) (wgmma D fragment).
     const int g = lane >> 2, tig = lane & 3;
     auto acc_row = [&](int i) { return 16 * wl + g + ((i & 2) ? 8 : 0); };
@@ -605,7 +581,6 @@ __global__ void __launch_bounds__(384, 1)
     auto wg_bar = [&]() { asm volatile("bar.sync %0, 128;" ::"r"(2 + cw) : "memory"); };
 
     int gs0 = 0;  // ring stages consumed before this tile
-    first_stage_of(blockIdx.x);
     for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x, gs0 += nstages) {
         const int64_t row0 = tile_row0(tile), t0 = tile_t0(tile);
         if (!busy(tile)) {
@@ -616,42 +591,22 @@ __global__ void __launch_bounds__(384, 1)
                 if (lane == 0) mbar_arrive(empty_bar + 8 * ((gs0 + s) % CF::NST));
             }
             if (!CF::PERSIST && staged) consumer_bar();  // the busy warpgroup's epilogue waits for us
-            first_stage_of(tile + gridDim.x);
             continue;
         }
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
             for (int i = 0; i < 64; i++) acc[r][i] = 0.0f;
-        if constexpr (CF::REGA) {
-            // Slot s % 3 holds stage s. Stage s + 1 is loaded into the slot of stage s - 2, which
-            // completed at the previous step's wait.
-            auto step = [&](int s, uint4 (&a)[2][KS], uint32_t (&m)[2][KS], uint4 (&a_next)[2][KS],
-                            uint32_t (&m_next)[2][KS], uint4 (&a_prev)[2][KS], uint32_t (&m_prev)[2][KS]) {
-                mma_stage(gs0 + s, a, m);
-                if (s + 1 < nstages) load_a_global(row0, s + 1, a_next, m_next);
-                retire(s >= 1 ? gs0 + s - 1 : -1, a_prev, m_prev, false);
-            };
-            for (int s = 0; s < nstages; s += 3) {
-                step(s, A[0], Mt[0], A[1], Mt[1], A[2], Mt[2]);
-                if (s + 1 >= nstages) break;
-                step(s + 1, A[1], Mt[1], A[2], Mt[2], A[0], Mt[0]);
-                if (s + 2 >= nstages) break;
-                step(s + 2, A[2], Mt[2], A[0], Mt[0], A[1], Mt[1]);
-            }
-        } else {
-            for (int s = 0; s < nstages; s += 2) {
-                mma_stage(gs0 + s, A[0], Mt[0]);
-                retire(s >= 1 ? gs0 + s - 1 : -1, A[1], Mt[1], false);
-                if (s + 1 >= nstages) break;
-                mma_stage(gs0 + s + 1, A[1], Mt[1]);
-                retire(gs0 + s, A[0], Mt[0], false);
-            }
+        for (int s = 0; s < nstages; s += 2) {
+            mma_stage(gs0 + s, A[0], Mt[0]);
+            retire(s >= 1 ? gs0 + s - 1 : -1, A[1], Mt[1], false);
+            if (s + 1 >= nstages) break;
+            mma_stage(gs0 + s + 1, A[1], Mt[1]);
+            retire(gs0 + s, A[0], Mt[0], false);
         }
-        // The tile's last stage (every slot kept live through the wait).
-#pragma unroll
-        for (int u = 0; u < NSLOT; u++) retire(u == 0 ? gs0 + nstages - 1 : -1, A[u], Mt[u], true);
-        first_stage_of(tile + gridDim.x);  // in flight during the epilogue
+        // The tile's last stage (both slots kept live through the wait).
+        retire(gs0 + nstages - 1, A[0], Mt[0], true);
+        retire(-1, A[1], Mt[1], true);
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
@@ -777,12 +732,7 @@ int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint1
             c->x = x, c->n = e.n;
         }
         map = c->map;
-        static int rega = -1;
-        if (rega < 0) {
-            const char *env = getenv("VNM_REGA");
-            rega = env && !strcmp(env, "1");
-        }
-        return rega ? launch<FILL_TMA_REGA>(d, dev, x, e, map, stream) : launch<VNM_FILL_TMA>(d, dev, x, e, map, stream);
+        return launch<VNM_FILL_TMA>(d, dev, x, e, map, stream);
     }
     if (d->fill == VNM_FILL_WINDOW) return launch<VNM_FILL_WINDOW>(d, dev, x, e, map, stream);
     return launch<VNM_FILL_GENERIC>(d, dev, x, e, map, stream);
