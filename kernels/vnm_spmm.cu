@@ -532,6 +532,7 @@ static VnmEpi make_epi(const VnmDeviceMatrix *d, int64_t n, int64_t ld, const ui
     e.perm = d->row_perm;
     e.y = (__nv_bfloat16 *)y;
     e.ws = NULL;
+    e.flags = NULL;
     e.n = n, e.out = d->out, e.out_pad = d->out_pad, e.ld = ld;
     e.act = act;
     return e;
@@ -599,12 +600,9 @@ static void transpose_bf16(const uint16_t *src, int64_t rows, int64_t cols, int6
     else transpose_bf16_kernel<false><<<grid, block, 0, stream>>>(src, rows, cols, ld_src, dst, ld_dst, add);
 }
 
-// y = epilogue(x · Wᵀ) as xT = xᵀ; yT = W·xT with bias and GELU; y = yTᵀ + residual. The two
-// buffers come from the device's stream-ordered memory pool (kept, not returned to the system,
-// so that after the first calls they cost no allocation).
 // Temporary activation buffers come from the device's stream-ordered pool, kept (not returned to
 // the system) so that after the first calls they cost no allocation.
-static void keep_pool(void) {
+void vnm_keep_pool(void) {
     static bool pool_kept = false;
     if (!pool_kept) {
         int dev = 0;
@@ -616,9 +614,11 @@ static void keep_pool(void) {
     }
 }
 
+// y = epilogue(x · Wᵀ) as xT = xᵀ; yT = W·xT with bias and GELU; y = yTᵀ + residual. The two
+// buffers come from the pool (vnm_keep_pool).
 static int spmm_via_feature_major(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, const uint16_t *bias,
                                   const uint16_t *residual, int act, uint16_t *y, cudaStream_t stream, Err *err) {
-    keep_pool();
+    vnm_keep_pool();
     const int64_t ld = (n + 7) / 8 * 8;
     uint16_t *xT = NULL, *yT = NULL;
     cudaError_t ce = cudaMallocAsync((void **)&xT, (size_t)(d->in * ld) * sizeof(uint16_t), stream);
@@ -655,7 +655,7 @@ __global__ void gather_columns_kernel(const uint16_t *__restrict__ x, int64_t n,
 static int spmm_via_gather(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, const uint16_t *bias,
                            const uint16_t *residual, int act, uint16_t *y, cudaStream_t stream, Err *err) {
     if (!x || !y) return err_set(err, "vnm_spmm_cuda: bad arguments (n = %lld)", (long long)n);
-    keep_pool();
+    vnm_keep_pool();
     uint16_t *xg = NULL;
     cudaError_t ce = cudaMallocAsync((void **)&xg, (size_t)(n * d->as24_in) * sizeof(uint16_t), stream);
     if (ce != cudaSuccess) {

@@ -20,7 +20,8 @@ struct VnmEpi {
     const __nv_bfloat16 *bias, *residual;
     const int32_t *perm;
     __nv_bfloat16 *y;
-    float *ws;              // split-K accumulation target (decode), else NULL
+    float *ws;              // split-K accumulation target (decode), stream-K partial sums (TMA kernel), else NULL
+    int *flags;             // stream-K: one zeroed flag per CTA, set when its partial sums are written
     int64_t n, out, out_pad;
     int64_t ld;             // 0: token-major y/residual (n × out); else feature-major (out × ld)
     int act;
@@ -53,6 +54,10 @@ __device__ __forceinline__ void vnm_load_a_slice(const VnmDev &d, int64_t q, int
             m[k] = __ldcs(d.meta + vnm_frag_index(q, ks0 + k, d.KT, lane));
         }
 }
+
+// Keeps the device's default memory pool from releasing memory at synchronization (pooled
+// cudaMallocAsync buffers of the SpMM calls: gathered inputs, transposes, stream-K partial sums).
+void vnm_keep_pool(void);
 
 static inline VnmDev vnm_dev_of(const VnmDeviceMatrix *d) {
     VnmDev v;

@@ -309,6 +309,52 @@ __device__ __forceinline__ void epi_vec8(const VnmEpi &e, float (&v)[8], int64_t
     *(uint4 *)(e.y + off) = out;
 }
 
+// Stream-K (TMA filler, when the tiles fill the last round of persistent CTAs badly): CTA b of G runs
+// the (tile, ring stage) units [U·b/G, U·(b+1)/G) of the U = tiles × stages, in order, so a tile
+// can be split between consecutive CTAs. The CTA that runs a tile's stage 0 owns it: it runs those
+// stages at the end of its range, after the CTAs that run the tile's later stages did so at the
+// start of theirs, then adds their partial sums (e.ws, slot = their CTA) and runs the epilogue.
+constexpr int SK_SLOT_FLOATS = BM * BN;  // one CTA's partial sums
+__device__ __forceinline__ int64_t sk_begin(int64_t units, int64_t b, int64_t G) { return units * b / G; }
+
+// The segments a CTA runs: (tile, stages [s0, s1)), whole tiles blockIdx.x, + gridDim.x, ... or
+// its stream-K range.
+struct Segments {
+    int64_t num_tiles, u, u_end, tile;
+    int nstages;
+    bool sk;
+    __device__ Segments(int64_t tiles, int ns, bool stream_k) : num_tiles(tiles), tile(blockIdx.x), nstages(ns), sk(stream_k) {
+        u = sk_begin(tiles * ns, blockIdx.x, gridDim.x);
+        u_end = sk_begin(tiles * ns, blockIdx.x + 1, gridDim.x);
+    }
+    __device__ bool next(int64_t &t, int &s0, int &s1) {
+        if (!sk) {
+            if (tile >= num_tiles) return false;
+            t = tile, s0 = 0, s1 = nstages;
+            tile += gridDim.x;
+            return true;
+        }
+        if (u >= u_end) return false;
+        t = u / nstages, s0 = (int)(u % nstages);
+        s1 = (int)min((int64_t)nstages, s0 + (u_end - u));
+        u += s1 - s0;
+        return true;
+    }
+};
+
+__device__ __forceinline__ void flag_set(int *f) {
+    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(f), "r"(1) : "memory");
+}
+// Waits for *f != 0; traps after 2^26 polls like mbar_wait.
+__device__ __forceinline__ void flag_wait(const int *f) {
+    for (uint32_t n = 0;; n++) {
+        uint32_t v;
+        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(f) : "memory");
+        if (v) return;
+        if (n == 0x4000000u) __trap();
+    }
+}
+
 // Warp-specialized kernel: warpgroup 0 fills the ring (bulk copies of the stage's A fragments and
 // metadata, plus B by TMA or by 128 gathering threads), warpgroups 1 and 2 issue the wgmmas (rows
 // 128(w-1) .. +127 of the 256-row tile), reading A and the metadata from shared memory into
@@ -364,8 +410,11 @@ __global__ void __launch_bounds__(384, 1)
         if (CF::TMA) {
             if (tid == 0) {
                 int gs = 0;  // ring stages filled over all tiles of this CTA
-                for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x)
-                    for (int s = 0; s < nstages; s++, gs++) {
+                Segments seg(num_tiles, nstages, e.ws != NULL);
+                int64_t tile;
+                int s0, s1;
+                while (seg.next(tile, s0, s1))
+                    for (int s = s0; s < s1; s++, gs++) {
                         const int slot = gs % CF::NST;
                         if (gs >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((gs / CF::NST - 1) & 1));
                         copy_a(tile_row0(tile), s, slot, CF::TILE_BYTES);
@@ -580,37 +629,69 @@ __global__ void __launch_bounds__(384, 1)
     const bool staged = CF::ROWS || !e.perm;
     auto wg_bar = [&]() { asm volatile("bar.sync %0, 128;" ::"r"(2 + cw) : "memory"); };
 
-    int gs0 = 0;  // ring stages consumed before this tile
-    for (int64_t tile = blockIdx.x; tile < num_tiles; tile += gridDim.x, gs0 += nstages) {
+    const bool sk = e.ws != NULL;  // stream-K (TMA filler only)
+    // Stream-K: the partial sums of this warpgroup's accumulators in CTA b's slot, one float per
+    // thread and accumulator, coalesced.
+    auto partial = [&](int64_t b, int r, int i) { return e.ws + b * SK_SLOT_FLOATS + ((cw * 2 + r) * 64 + i) * 128 + wt; };
+    Segments seg(num_tiles, nstages, sk);
+    int64_t tile;
+    int s0, s1;
+    int gs_next = 0;  // ring stages consumed before this segment
+    while (seg.next(tile, s0, s1)) {
+        const int gs0 = gs_next, ns = s1 - s0;
+        gs_next += ns;
         const int64_t row0 = tile_row0(tile), t0 = tile_t0(tile);
+        const bool contributor = s0 > 0;  // stream-K: not the tile's owner (see Segments)
         if (!busy(tile)) {
             // Only padding rows (out % 256 <= 128 in the last row tile): no wgmmas, so that the
             // other warpgroup has the tensor cores to itself; the ring stages are still released.
-            for (int s = 0; s < nstages; s++) {
+            for (int s = 0; s < ns; s++) {
                 mbar_wait(full_bar + 8 * ((gs0 + s) % CF::NST), (uint32_t)(((gs0 + s) / CF::NST) & 1));
                 if (lane == 0) mbar_arrive(empty_bar + 8 * ((gs0 + s) % CF::NST));
             }
-            if (!CF::PERSIST && staged) consumer_bar();  // the busy warpgroup's epilogue waits for us
+            if ((!CF::PERSIST && staged) || contributor) consumer_bar();  // the busy warpgroup waits for us
             continue;
         }
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
             for (int i = 0; i < 64; i++) acc[r][i] = 0.0f;
-        for (int s = 0; s < nstages; s += 2) {
+        for (int s = 0; s < ns; s += 2) {
             mma_stage(gs0 + s, A[0], Mt[0]);
             retire(s >= 1 ? gs0 + s - 1 : -1, A[1], Mt[1], false);
-            if (s + 1 >= nstages) break;
+            if (s + 1 >= ns) break;
             mma_stage(gs0 + s + 1, A[1], Mt[1]);
             retire(gs0 + s, A[0], Mt[0], false);
         }
-        // The tile's last stage (both slots kept live through the wait).
-        retire(gs0 + nstages - 1, A[0], Mt[0], true);
+        // The segment's last stage (both slots kept live through the wait).
+        retire(gs0 + ns - 1, A[0], Mt[0], true);
         retire(-1, A[1], Mt[1], true);
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
             for (int i = 0; i < 64; i++) fence_operand(acc[r][i]);
+        if (contributor) {  // partial sums for the owner; the slot is this CTA's (only its first segment can start mid-tile)
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+#pragma unroll
+                for (int i = 0; i < 64; i++) __stcg(partial(blockIdx.x, r, i), acc[r][i]);
+            __threadfence();
+            consumer_bar();
+            if (tid == 128) flag_set(e.flags + blockIdx.x);
+            continue;
+        }
+        if (s1 < nstages) {
+            // Owner of a split tile: add the partial sums of the CTAs that ran its stages s1 ..
+            const int64_t units = num_tiles * nstages, G = gridDim.x;
+            for (int64_t b = blockIdx.x + 1; b < G && sk_begin(units, b, G) < (tile + 1) * nstages; b++) {
+                if (wt == 0) flag_wait(e.flags + b);
+                wg_bar();
+#pragma unroll
+                for (int r = 0; r < 2; r++)
+#pragma unroll
+                    for (int i = 0; i < 64; i++) acc[r][i] += __ldcg(partial(b, r, i));
+            }
+        }
 
         // ---- epilogue ----
         if (!staged) {
@@ -682,8 +763,25 @@ int encode_x_map(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, CUtenso
     return r == CUDA_SUCCESS ? 0 : -1;
 }
 
+// 0, 1 or -1 (unset) from an environment switch.
+static int env_switch(const char *name) {
+    const char *env = getenv(name);
+    return env && !strcmp(env, "0") ? 0 : env && !strcmp(env, "1") ? 1 : -1;
+}
+
+// Whether the persistent TMA kernel runs stream-K (Segments): when whole tiles would leave the last
+// round of CTAs less than 90 % full (e.g. 11008 rows × 2048 tokens: 688 tiles = 5.2 rounds on 132
+// SMs; DeiT-B 768 × 768: 297 tiles = 2.25). VNM_STREAMK=0 / 1: never / whenever possible.
+static bool use_stream_k(int64_t tiles, int64_t nstages, int64_t G) {
+    static int env = -2;
+    if (env == -2) env = env_switch("VNM_STREAMK");
+    if (env == 0 || tiles * nstages < G) return false;  // every CTA needs a unit
+    const int64_t rounds = (tiles + G - 1) / G;
+    return env == 1 || tiles < 0.9 * (double)(rounds * G);
+}
+
 template <int FILL>
-int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const VnmEpi &e, const CUtensorMap &map,
+int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEpi e, const CUtensorMap &map,
            cudaStream_t stream) {
     static bool attr_set = false;
     if (!attr_set) {
@@ -692,15 +790,24 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const
             return -1;
         attr_set = true;
     }
-    // One CTA per tile, or (persistent, VNM_PERSISTENT=0 turns it off) one per SM looping over tiles.
-    static int persist_env = -1;
-    if (persist_env < 0) {
-        const char *env = getenv("VNM_PERSISTENT");
-        persist_env = !(env && !strcmp(env, "0"));
+    // One CTA per tile, or (persistent, VNM_PERSISTENT=0 turns it off) one per SM looping over tiles
+    // or over its stream-K range.
+    static int persist_env = -2;
+    if (persist_env == -2) persist_env = env_switch("VNM_PERSISTENT");
+    const bool persist = Cfg<FILL>::PERSIST && persist_env != 0;
+    const int64_t tiles = (d->out_pad / BM) * ((e.n + BN - 1) / BN), G = d->num_sms;
+    const bool sk = persist && use_stream_k(tiles, d->KT / Cfg<FILL>::KS, G);
+    const int64_t grid = sk || (persist && tiles > G) ? G : tiles;
+    e.ws = NULL, e.flags = NULL;
+    if (sk) {  // partial sums and flags from the stream's pool (vnm_keep_pool)
+        vnm_keep_pool();
+        const size_t part_bytes = (size_t)G * SK_SLOT_FLOATS * sizeof(float);
+        if (cudaMallocAsync((void **)&e.ws, part_bytes + (size_t)G * sizeof(int), stream) != cudaSuccess) return -1;
+        e.flags = (int *)((char *)e.ws + part_bytes);
+        cudaMemsetAsync(e.flags, 0, (size_t)G * sizeof(int), stream);
     }
-    const int64_t tiles = (d->out_pad / BM) * ((e.n + BN - 1) / BN);
-    const int64_t grid = Cfg<FILL>::PERSIST && persist_env && tiles > d->num_sms ? d->num_sms : tiles;
     vnm_wgmma_sp_kernel<FILL><<<(unsigned)grid, 384, Cfg<FILL>::SMEM, stream>>>(dev, x, e, map);
+    if (sk) cudaFreeAsync(e.ws, stream);
     return 0;
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: build + gpu tests (scripts/gpu-test.sh), then the prefill-sized SpMM benchmark
 # (bench spmm --prefill), Llama-2-7B prefill 1×2048 + decode (batch 1 and 16) and DeiT-S/B forward,
-# all 64:2:8. Logs into $OUT. Extra environment (e.g. VNM_PREFILL_24=0) applies to every step.
+# all 64:2:8. Logs into $OUT/logs.tgz. Extra environment (e.g. VNM_PREFILL_24=0) applies to every step.
 #   [AB="VAR=VALUE ..."] [LLAMA=0] [LLAMA_B16=0] [TABLE=1] bash experiments/kernels/prefill_check.sh [DEB_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,4 +35,6 @@ for m in deit_small deit_base; do
 done
 # TABLE=1: also the select-vm speed table with today's kernels (several minutes)
 [ "${TABLE:-0}" = 1 ] && step spmm_table_run 400 bench spmm --reps 5 --table-only "$OUT/spmm_table.txt"
+# one tarball: the device tool returns only a few files per call
+(cd "$OUT" && tar czf logs.tgz --exclude logs.tgz -- * && find . -maxdepth 1 -type f ! -name logs.tgz -delete)
 exit 0
