@@ -770,14 +770,17 @@ static int env_switch(const char *name) {
 }
 
 // Whether the persistent TMA kernel runs stream-K (Segments): when whole tiles would leave the last
-// round of CTAs less than 90 % full (e.g. 11008 rows × 2048 tokens: 688 tiles = 5.2 rounds on 132
-// SMs; DeiT-B 768 × 768: 297 tiles = 2.25). VNM_STREAMK=0 / 1: never / whenever possible.
+// round of CTAs less than 90 % full and a tile has at least 32 ring stages (in >= 2048). Measured
+// on an H200 (experiments/kernels/NOTES.md, Session 9): 11008 × 4096 at n = 2048 (688 tiles = 5.2
+// rounds on 132 SMs) 4 % faster, DeiT-B 768 × 3072 3 %; with 6-12 stages per tile (DeiT 384 × 384,
+// 768 × 768) the partial sums cost more than the idle SMs did: 10 % slower. VNM_STREAMK=0 / 1:
+// never / whenever possible.
 static bool use_stream_k(int64_t tiles, int64_t nstages, int64_t G) {
     static int env = -2;
     if (env == -2) env = env_switch("VNM_STREAMK");
     if (env == 0 || tiles * nstages < G) return false;  // every CTA needs a unit
     const int64_t rounds = (tiles + G - 1) / G;
-    return env == 1 || tiles < 0.9 * (double)(rounds * G);
+    return env == 1 || (nstages >= 32 && tiles < 0.9 * (double)(rounds * G));
 }
 
 template <int FILL>

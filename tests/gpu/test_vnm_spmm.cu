@@ -354,14 +354,14 @@ Test(vnm_spmm_gpu, persistent_many_tiles) {
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) run_case(&cases[i], VNM_KERNEL_AUTO, 6000 + i);
 }
 
-// Stream-K (the TMA kernel when whole tiles would fill the last round of CTAs badly): tiles split
-// between 2-3 CTAs (48 tiles of 12 stages on ~132 SMs) and over many (16 tiles of 12 stages), the
-// owners adding the others' partial sums; the cases above (134 tiles) split fewer.
+// Stream-K (the TMA kernel when whole tiles would fill the last round of CTAs badly and K >= 2048):
+// 24 tiles of 32 stages over ~132 SMs (each tile split between ~6 CTAs), 16 tiles of 32 stages
+// (~8), the owners adding the others' partial sums in order.
 Test(vnm_spmm_gpu, stream_k_splits) {
     SKIP_WITHOUT_GPU();
     const Case cases[] = {
-        {16, 4, 768, 768, 2048, 0, 1, 1, VNM_ACT_NONE},
-        {64, 8, 512, 8 * 96, 1000, 0, 1, 0, VNM_ACT_GELU},  // 2:4 form
+        {16, 4, 768, 2048, 1024, 0, 1, 1, VNM_ACT_NONE},
+        {64, 8, 512, 2048, 1000, 0, 1, 0, VNM_ACT_GELU},  // 2:4 form
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) run_case(&cases[i], VNM_KERNEL_AUTO, 6100 + i);
 }
