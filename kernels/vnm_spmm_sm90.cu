@@ -35,7 +35,7 @@
 
 namespace vnm90 {
 
-constexpr int BM = 256, BN = 128;
+constexpr int BM = 256, BN = 128;  // BN: tokens per tile of the register-A kernels (the SS kernel: 128 or 192)
 constexpr int KSTEP_A_BYTES = 8192, KSTEP_META_BYTES = 2048;  // one k-step of one CTA (vnm_frag_index order)
 // Epilogue staging, one m64 row group (64 rows × 128 tokens fp32) per consumer warpgroup at a time:
 constexpr int EPI_PITCH = 64 + 4;     // token-major: floats per token (conflict-free scalar writes)
@@ -43,14 +43,22 @@ constexpr int EPI_PITCH_FM = BN + 8;  // feature-major: floats per row (conflict
 constexpr int EPI_WG_BYTES = 64 * EPI_PITCH_FM * 4;  // = BN * EPI_PITCH * 4
 static_assert(EPI_WG_BYTES == BN * EPI_PITCH * 4, "both stagings fill the same area");
 constexpr int FM_PREFETCH = 4;        // rows filler: stages of kept-channel lists loaded ahead
+// TMA filler over a matrix in the SS layout (d->ss: the 2:4 form for prefill): A is read by the
+// wgmma from shared memory and the metadata comes once per 2 k-steps (vnm_spmm.cu, pack_ss), so
+// no A registers are needed and a tile can be 192 tokens wide: shared memory then moves 0.051
+// bytes per multiply-add instead of 0.059 (B read 1/32, B written 2/256, A written and read
+// 2·1.125/192), the bound that limits these kernels (experiments/kernels/NOTES.md, Session 9).
+constexpr int FILL_TMA_SS = 4;
+constexpr int SS_KSTEP_META_BYTES = 1024;  // compact metadata of one k-step of one CTA
 
-template <int FILL>
+template <int FILL, int TN = BN>
 struct Cfg {
     static constexpr bool ROWS = FILL == VNM_FILL_ROWS;
-    static constexpr bool TMA = FILL == VNM_FILL_TMA;
+    static constexpr bool SS = FILL == FILL_TMA_SS;
+    static constexpr bool TMA = FILL == VNM_FILL_TMA || SS;
     static constexpr int KS = ROWS ? 1 : 2;                       // wgmma k-steps per ring stage
-    static constexpr int TILE_BYTES = BN * 64 * KS;               // one B tile: 128 tokens × 32·KS logical k
-    static constexpr int A_BYTES = KS * KSTEP_A_BYTES, META_BYTES = KS * KSTEP_META_BYTES;
+    static constexpr int TILE_BYTES = TN * 64 * KS;               // one B tile: TN tokens × 32·KS logical k
+    static constexpr int A_BYTES = KS * KSTEP_A_BYTES, META_BYTES = KS * (SS ? SS_KSTEP_META_BYTES : KSTEP_META_BYTES);
     static constexpr int MAXT = TMA ? 1 : 4;     // B tiles per stage
     static constexpr int SLOT_BYTES = MAXT * TILE_BYTES + A_BYTES + META_BYTES;  // B tiles, A, metadata
     // Persistent CTAs (TMA filler): a CTA loops over output tiles and its producer fills the ring
@@ -58,8 +66,11 @@ struct Cfg {
     static constexpr bool PERSIST = TMA;
     static constexpr int NST = PERSIST ? 4 : ROWS ? 5 : 2;  // ring stages
     static constexpr int PIPE_BYTES = NST * SLOT_BYTES;
+    // Epilogue staging per consumer warpgroup: one m64 row group × EPI_TOK tokens at a time.
+    static constexpr int EPI_PASSES = TN > BN ? 2 : 1, EPI_TOK = TN / EPI_PASSES;
+    static constexpr int EPI_BYTES = ROWS ? EPI_WG_BYTES : EPI_TOK * EPI_PITCH * 4;
     static constexpr int EPI_OFFSET = PERSIST ? PIPE_BYTES : 0;
-    static constexpr int EPI_END = EPI_OFFSET + 2 * EPI_WG_BYTES;
+    static constexpr int EPI_END = EPI_OFFSET + 2 * EPI_BYTES;
     static constexpr int BAR_OFFSET = PIPE_BYTES > EPI_END ? PIPE_BYTES : EPI_END;  // barriers after both uses
     static constexpr int SMEM = BAR_OFFSET + 16 * NST + 1024;
     // Register split: the CTA is launched with 384 × 168 = 64512 registers (launch bounds 384, 1) and
@@ -70,6 +81,7 @@ struct Cfg {
         TMA ? 232 : FILL == VNM_FILL_WINDOW ? 192 : FILL == VNM_FILL_GENERIC ? 200 : 200;
     static_assert(128 * PRODUCER_REGS + 256 * CONSUMER_REGS <= 384 * 168, "register split");
     static_assert(SLOT_BYTES % 1024 == 0, "B tiles must stay 1024-byte aligned");
+    static_assert(TN == BN || SS, "only the SS kernel has other tile widths");
     static_assert(SMEM <= 227 * 1024, "shared memory");
 };
 
@@ -96,6 +108,53 @@ __device__ __forceinline__ void wgmma_sp_m64n128k32(float (&d)[64], uint4 a, uin
 #endif
 }
 
+// wgmma.mma_async.sp m64nNk32 bf16 -> f32 with A (the compressed 64 × 16 values) and B in shared
+// memory, both K-major (generated: N/2 accumulators; N = 128 and 192).
+template <int SEL>
+__device__ __forceinline__ void wgmma_sp_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b, uint32_t meta) {
+#ifdef VNM_SM90A
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %68, 0;\n"
+        "wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "%64, %65, %66, %67, p, 1, 1, 0, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(desc_a), "l"(desc_b), "r"(meta), "n"(SEL), "r"(1));
+#endif
+}
+template <int SEL>
+__device__ __forceinline__ void wgmma_sp_ss(float (&d)[96], uint64_t desc_a, uint64_t desc_b, uint32_t meta) {
+#ifdef VNM_SM90A
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %100, 0;\n"
+        "wgmma.mma_async.sp.sync.aligned.m64n192k32.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}, "
+        "%96, %97, %98, %99, p, 1, 1, 0, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+        : "l"(desc_a), "l"(desc_b), "r"(meta), "n"(SEL), "r"(1));
+#endif
+}
+
 __device__ __forceinline__ void wgmma_fence() {
 #ifdef VNM_SM90A
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
@@ -112,6 +171,7 @@ __device__ __forceinline__ void wgmma_wait_all() {
 #endif
 }
 __device__ __forceinline__ void fence_operand(float &r) { asm volatile("" : "+f"(r)::"memory"); }
+__device__ __forceinline__ void keep_word(uint32_t &m) { asm volatile("" : "+r"(m)::"memory"); }
 __device__ __forceinline__ void keep_operand(uint4 &a, uint32_t &m) {
     asm volatile("" : "+r"(a.x), "+r"(a.y), "+r"(a.z), "+r"(a.w), "+r"(m)::"memory");
 }
@@ -122,14 +182,18 @@ __device__ __forceinline__ void fence_proxy_async() {
 }
 
 // Shared-memory matrix descriptor (PTX "matrix descriptor"): start, LBO, SBO in 16-byte units,
-// 128-byte swizzle (mode 1 in bits 62-63), base offset 0 (all tiles 1024-byte aligned).
-__device__ __forceinline__ uint64_t smem_desc(uint32_t smem_addr, uint32_t lbo, uint32_t sbo) {
+// 128-byte swizzle (mode 1 in bits 62-63) or none (0), base offset 0 (all tiles 1024-byte aligned).
+__device__ __forceinline__ uint64_t smem_desc(uint32_t smem_addr, uint32_t lbo, uint32_t sbo, bool swizzle128 = true) {
     return (uint64_t)((smem_addr & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(sbo >> 4) << 32) |
-           (1ull << 62);
+           ((uint64_t)swizzle128 << 62);
 }
 // K-major B tile (tokens × 64 k, 128-byte rows), 128-byte swizzle: 8-row core groups 1024 bytes
 // apart (SBO), LBO unused (1).
 __device__ __forceinline__ uint64_t b_desc(uint32_t smem_addr) { return smem_desc(smem_addr, 16, 1024); }
+// A of the SS kernel: 64 rows × 16 compressed values (32 bytes per row), K-major without swizzle:
+// 8 × 2 core matrices of 8 rows × 16 bytes, 128 bytes each, the two of an 8-row group adjacent
+// (LBO = 128, next k), 8-row groups 256 bytes apart (SBO).
+__device__ __forceinline__ uint64_t a_desc_ss(uint32_t smem_addr) { return smem_desc(smem_addr, 128, 256, false); }
 
 // N-major B tile of the rows filler (imm-trans-b = 1): 32 k × 128 tokens in 1024-byte swizzle
 // atoms of 8 k-rows × 64 tokens (128 bytes per k-row, 16-byte chunk j of row r stored at chunk
@@ -314,7 +378,7 @@ __device__ __forceinline__ void epi_vec8(const VnmEpi &e, float (&v)[8], int64_t
 // can be split between consecutive CTAs. The CTA that runs a tile's stage 0 owns it: it runs those
 // stages at the end of its range, after the CTAs that run the tile's later stages did so at the
 // start of theirs, then adds their partial sums (e.ws, slot = their CTA) and runs the epilogue.
-constexpr int SK_SLOT_FLOATS = BM * BN;  // one CTA's partial sums
+constexpr int SK_SLOT_FLOATS = BM * 192;  // one CTA's partial sums (tiles up to 192 tokens)
 __device__ __forceinline__ int64_t sk_begin(int64_t units, int64_t b, int64_t G) { return units * b / G; }
 
 // The segments a CTA runs: (tile, stages [s0, s1)), whole tiles blockIdx.x, + gridDim.x, ... or
@@ -360,11 +424,11 @@ __device__ __forceinline__ void flag_wait(const int *f) {
 // 128(w-1) .. +127 of the 256-row tile), reading A and the metadata from shared memory into
 // registers right before. full/empty mbarriers per stage; one wgmma group stays in flight.
 // x is xT (in × e.ld) for the rows filler.
-template <int FILL>
+template <int FILL, int TN = BN>
 __global__ void __launch_bounds__(384, 1)
     vnm_wgmma_sp_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e, const __grid_constant__ CUtensorMap tmap) {
 #ifdef VNM_SM90A
-    using CF = Cfg<FILL>;
+    using CF = Cfg<FILL, TN>;
     extern __shared__ uint8_t smem_raw[];
     uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     const uint32_t smem_base = (uint32_t)__cvta_generic_to_shared(smem);
@@ -373,9 +437,9 @@ __global__ void __launch_bounds__(384, 1)
     const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31;
     // Output tiles in launch order, row tiles fastest (consecutive tiles share their x tile); a CTA
     // takes tiles blockIdx.x, + gridDim.x, ... (one tile per CTA for the non-persistent fillers).
-    const int64_t row_tiles = d.out_pad / BM, num_tiles = row_tiles * ((e.n + BN - 1) / BN);
+    const int64_t row_tiles = d.out_pad / BM, num_tiles = row_tiles * ((e.n + TN - 1) / TN);
     auto tile_row0 = [&](int64_t tile) { return (tile % row_tiles) * BM; };
-    auto tile_t0 = [&](int64_t tile) { return (tile / row_tiles) * BN; };
+    auto tile_t0 = [&](int64_t tile) { return (tile / row_tiles) * TN; };
     const int nstages = (int)(d.KT / CF::KS);
     const int ntiles = CF::TMA ? 1 : d.group_rows % 256 == 0 ? 1 : d.group_rows % 128 == 0 ? 2 : 4;
     auto slot_addr = [&](int slot) { return smem_base + (uint32_t)(slot * CF::SLOT_BYTES); };
@@ -405,7 +469,7 @@ __global__ void __launch_bounds__(384, 1)
             else
                 mbar_expect_tx(full_bar + 8 * slot, CF::A_BYTES + CF::META_BYTES);
             bulk_load(a_addr(slot), d.vals + base, CF::A_BYTES, full_bar + 8 * slot);
-            bulk_load(m_addr(slot), d.meta + base, CF::META_BYTES, full_bar + 8 * slot);
+            bulk_load(m_addr(slot), d.meta + (CF::SS ? base / 2 : base), CF::META_BYTES, full_bar + 8 * slot);  // SS: compact
         };
         if (CF::TMA) {
             if (tid == 0) {
@@ -575,9 +639,10 @@ __global__ void __launch_bounds__(384, 1)
     setmaxnreg_inc<CF::CONSUMER_REGS>();
     constexpr int KS = CF::KS;
     const int cw = wg - 1, wl = (tid >> 5) & 3, wt = tid & 127;
-    uint4 A[2][2][KS];  // [register slot][row group][k-step]
-    uint32_t Mt[2][2][KS];
-    float acc[2][64];
+    uint4 A[2][2][KS];  // [register slot][row group][k-step] (not used by the SS kernel)
+    uint32_t Mt[2][2][KS];  // metadata words (SS: [slot][row group][0] covers both k-steps)
+    constexpr int NACC = TN / 2;  // accumulators per thread and m64 row group
+    float acc[2][NACC];
 
     // Ring stage gs (counted over all tiles of the CTA).
     auto mma_stage = [&](int gs, uint4 (&a)[2][KS], uint32_t (&m)[2][KS]) {
@@ -589,6 +654,10 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
             for (int kk = 0; kk < KS; kk++) {
                 const uint32_t idx = (uint32_t)(((kk * 4 + 2 * cw + r) * 4 + wl) * 32 + lane);
+                if (CF::SS) {  // one word per row group and stage, at the k-step 0 position
+                    if (kk == 0) m[r][0] = lds_u32(m_addr(slot) + 4 * idx);
+                    continue;
+                }
                 a[r][kk] = lds_v4(a_addr(slot) + 16 * idx);
                 m[r][kk] = lds_u32(m_addr(slot) + 4 * idx);
             }
@@ -598,7 +667,12 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 const uint32_t tile = tile_addr(slot, (2 * cw + r) * ntiles / 4);
-                if (CF::ROWS)
+                if constexpr (CF::SS) {
+                    // Row group 2cw + r of k-step kk: 2 KB of A; the word's selector-kk threads hold its metadata.
+                    const uint64_t da = a_desc_ss(a_addr(slot) + kk * KSTEP_A_BYTES + (2 * cw + r) * 2048);
+                    if (kk == 0) wgmma_sp_ss<0>(acc[r], da, b_desc(tile), m[r][0]);
+                    else wgmma_sp_ss<1>(acc[r], da, b_desc(tile + 64), m[r][0]);
+                } else if (CF::ROWS)
                     wgmma_sp_m64n128k32<0, 1>(acc[r], a[r][kk], b_desc_mn(tile + kk * 4 * MN_SBO), m[r][kk]);
                 else
                     wgmma_sp_m64n128k32<0, 0>(acc[r], a[r][kk], b_desc(tile + kk * 64), m[r][kk]);
@@ -612,7 +686,10 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
-            for (int kk = 0; kk < KS; kk++) keep_operand(a_prev[r][kk], m_prev[r][kk]);
+            for (int kk = 0; kk < KS; kk++) {
+                if (CF::SS) keep_word(m_prev[r][0]);
+                else keep_operand(a_prev[r][kk], m_prev[r][kk]);
+            }
         if (gs_prev >= 0 && lane == 0) mbar_arrive(empty_bar + 8 * (gs_prev % CF::NST));
     };
     // Whether this warpgroup has rows of the tile (out % 256 <= 128 leaves the last row tile's second half empty).
@@ -624,7 +701,7 @@ __global__ void __launch_bounds__(384, 1)
     // Staging of one m64 row group at a time per warpgroup: [token][row] (EPI_PITCH) for token-major
     // y, [row][token] (EPI_PITCH_FM) for yT, so that 8 consecutive floats are 8 consecutive elements
     // of the output. In the ring for one-tile CTAs (after every consumer is done with it).
-    const uint32_t stg = smem_base + (uint32_t)(CF::EPI_OFFSET + cw * EPI_WG_BYTES);  // shared address
+    const uint32_t stg = smem_base + (uint32_t)(CF::EPI_OFFSET + cw * CF::EPI_BYTES);  // shared address
     // Token-major y with row_perm is stored straight from the accumulators instead (scalar stores).
     const bool staged = CF::ROWS || !e.perm;
     auto wg_bar = [&]() { asm volatile("bar.sync %0, 128;" ::"r"(2 + cw) : "memory"); };
@@ -632,7 +709,7 @@ __global__ void __launch_bounds__(384, 1)
     const bool sk = e.ws != NULL;  // stream-K (TMA filler only)
     // Stream-K: the partial sums of this warpgroup's accumulators in CTA b's slot, one float per
     // thread and accumulator, coalesced.
-    auto partial = [&](int64_t b, int r, int i) { return e.ws + b * SK_SLOT_FLOATS + ((cw * 2 + r) * 64 + i) * 128 + wt; };
+    auto partial = [&](int64_t b, int r, int i) { return e.ws + b * SK_SLOT_FLOATS + ((cw * 2 + r) * NACC + i) * 128 + wt; };
     Segments seg(num_tiles, nstages, sk);
     int64_t tile;
     int s0, s1;
@@ -655,7 +732,7 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
-            for (int i = 0; i < 64; i++) acc[r][i] = 0.0f;
+            for (int i = 0; i < NACC; i++) acc[r][i] = 0.0f;
         for (int s = 0; s < ns; s += 2) {
             mma_stage(gs0 + s, A[0], Mt[0]);
             retire(s >= 1 ? gs0 + s - 1 : -1, A[1], Mt[1], false);
@@ -669,12 +746,12 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
-            for (int i = 0; i < 64; i++) fence_operand(acc[r][i]);
+            for (int i = 0; i < NACC; i++) fence_operand(acc[r][i]);
         if (contributor) {  // partial sums for the owner; the slot is this CTA's (only its first segment can start mid-tile)
 #pragma unroll
             for (int r = 0; r < 2; r++)
 #pragma unroll
-                for (int i = 0; i < 64; i++) __stcg(partial(blockIdx.x, r, i), acc[r][i]);
+                for (int i = 0; i < NACC; i++) __stcg(partial(blockIdx.x, r, i), acc[r][i]);
             __threadfence();
             consumer_bar();
             if (tid == 128) flag_set(e.flags + blockIdx.x);
@@ -689,7 +766,7 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
                 for (int r = 0; r < 2; r++)
 #pragma unroll
-                    for (int i = 0; i < 64; i++) acc[r][i] += __ldcg(partial(b, r, i));
+                    for (int i = 0; i < NACC; i++) acc[r][i] += __ldcg(partial(b, r, i));
             }
         }
 
@@ -698,16 +775,19 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
             for (int r = 0; r < 2; r++)
 #pragma unroll
-                for (int i = 0; i < 64; i++)
+                for (int i = 0; i < NACC; i++)
                     vnm_epi_store(e, acc[r][i], row0 + 64 * (2 * cw + r) + acc_row(i), t0 + acc_tok(i));
             continue;
         }
         if (!CF::PERSIST) consumer_bar();  // every consumer is done reading the B ring
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
+        for (int pass = 0; pass < 2 * CF::EPI_PASSES; pass++) {  // row group r, tokens EPI_TOK·h ..
+            const int r = pass / CF::EPI_PASSES, h = pass % CF::EPI_PASSES;
+            constexpr int PI = NACC / CF::EPI_PASSES;  // accumulators per pass
 #pragma unroll
-            for (int i = 0; i < 64; i += 2) {
-                const int row = acc_row(i), t = acc_tok(i);
+            for (int i = 0; i < NACC; i += 2) {
+                if (i / PI != h) continue;
+                const int row = acc_row(i), t = acc_tok(i) - CF::EPI_TOK * h;
                 if (CF::ROWS) {
                     sts_v2_f32(stg + 4 * (row * EPI_PITCH_FM + t), acc[r][i], acc[r][i + 1]);
                 } else {
@@ -716,10 +796,10 @@ __global__ void __launch_bounds__(384, 1)
                 }
             }
             wg_bar();
-            for (int c = wt; c < 64 * BN / 8; c += 128) {
+            for (int c = wt; c < 64 * CF::EPI_TOK / 8; c += 128) {
                 const int rl = CF::ROWS ? c / (BN / 8) : 8 * (c % 8);
                 const int tl = CF::ROWS ? 8 * (c % (BN / 8)) : c / 8;
-                const int64_t row = row0 + 64 * (2 * cw + r) + rl, t = t0 + tl;
+                const int64_t row = row0 + 64 * (2 * cw + r) + rl, t = t0 + CF::EPI_TOK * h + tl;
                 if (t >= e.n || row >= e.out) continue;
                 const uint32_t src = stg + 4 * (CF::ROWS ? rl * EPI_PITCH_FM + tl : tl * EPI_PITCH + rl);
                 const float4 a0 = lds_v4_f32(src), a1 = lds_v4_f32(src + 16);
