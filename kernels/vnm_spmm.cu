@@ -256,8 +256,11 @@ static bool columns_uniform(const VnmMatrix *m) {
 
 static bool wgmma_matrix_ok(const VnmDeviceMatrix *d);
 
-// Bytes of the A fragments (uint4) and metadata (u32) of every lane, for out_pad rows and KT k-steps.
-static size_t fragment_bytes(int64_t out_pad, int64_t KT) { return (size_t)(out_pad / 16 * KT * 32) * (16 + 4); }
+// Bytes of the A fragments (uint4) and metadata (u32) of every lane, for out_pad rows and KT k-steps;
+// the SS layout has the same values and half the metadata.
+static size_t fragment_bytes(int64_t out_pad, int64_t KT, bool ss) {
+    return (size_t)(out_pad / 16 * KT * 32) * (ss ? 16 + 2 : 16 + 4);
+}
 
 // Device layout of the A fragments and metadata (top of this file), for 16-row groups [q0, q1).
 struct FragPack {
@@ -283,17 +286,57 @@ static void pack_fragments(void *arg, int64_t q0, int64_t q1) {
             }
 }
 
+// SS layout of the sm_90a TMA kernel (Cfg<FILL_TMA_SS> in vnm_spmm_sm90.cu), for 16-row groups
+// [q0, q1) (16 per 256-row tile):
+//   vals: per (256-row tile, k-step) 8 KB, the 2:4 values of each row in order (32 bytes: 16
+//     values of 8 column blocks) as K-major core matrices of 8 rows × 16 bytes, the two of an 8-row
+//     group adjacent ([row / 8][k half][row % 8][16 bytes]): the wgmma reads A from there;
+//   meta: per (256-row tile, k-step pair) 2 KB, one word per (16-row group, lane): the word of
+//     k-step 2j for lanes with tig 0-1 (sparsity selector 0), of 2j + 1 for tig 2-3 (selector 1);
+//     the fragment layout stores each word twice.
+static void pack_ss(void *arg, int64_t q0, int64_t q1) {
+    const FragPack *f = (const FragPack *)arg;
+    const VnmMatrix *m = f->m;
+    const uint32_t *v32 = (const uint32_t *)m->values;
+    for (int64_t q = q0; q < q1; q++) {
+        const int64_t rt = q / 16, qq = q % 16;
+        for (int64_t s = 0; s < f->KT; s++) {
+            uint32_t *block = f->vals + (rt * f->KT + s) * 2048;
+            for (int r = 0; r < 16; r++) {
+                const int64_t row = 16 * q + r, R = 16 * qq + r;
+                for (int j = 0; j < 8; j++) {
+                    const int64_t cb = 8 * s + j;
+                    block[((R / 8) * 2 + j / 4) * 32 + (R % 8) * 4 + j % 4] =
+                        (row < m->out && cb < m->C) ? v32[row * m->C + cb] : 0;
+                }
+            }
+        }
+        for (int64_t jp = 0; jp < f->KT / 2; jp++)
+            for (int lane = 0; lane < 32; lane++) {
+                const int g = lane >> 2, tig = lane & 3;
+                const int64_t ks = 2 * jp + (tig >> 1);
+                f->meta[((rt * (f->KT / 2) + jp) * 16 + qq) * 32 + lane] =
+                    (ks < f->kt_host && 16 * q < m->out) ? m->meta[(q * f->kt_host + ks) * 16 + 2 * g + (tig & 1)] : 0x44444444u;
+            }
+    }
+}
+
+static int upload_matrix(const VnmMatrix *m, VnmDeviceMatrix *d, bool ss, Err *err);
+
 // The 2:4 form for prefill (vnm_spmm.h), where it exists and the wgmma kernel can run it.
 static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     const char *env = getenv("VNM_PREFILL_24");
     const bool never = env && !strcmp(env, "0"), always = env && !strcmp(env, "1");
     const bool plain24 = m->p.M == 4 && d->cols_local;  // already this form
-    if (plain24 || d->fill == VNM_FILL_TMA || d->cc_major != 9 || !vnm_wgmma_sp_available() || never) return 0;
+    const bool ss = !(getenv("VNM_SS") && !strcmp(getenv("VNM_SS"), "0"));  // VNM_SS=0: the register-A TMA kernel
+    if (d->cc_major != 9 || !vnm_wgmma_sp_available() || never) return 0;
+    // A plain 2:4 matrix the TMA kernel runs gets a copy in the SS layout; other plain 2:4 ones none.
+    if ((d->fill == VNM_FILL_TMA && !ss) || (plain24 && d->fill != VNM_FILL_TMA)) return 0;
     if (!always) {
         // Unset: only while a quarter of the GPU's memory stays free after it (activations, KV
         // cache), so that a model that fits without the 2:4 form still fits; =1 builds it regardless.
         const int64_t kt = ((m->in / 4 + 7) / 8 + 1) / 2 * 2;  // its k-steps (vnm_upload with M = 4)
-        const size_t need = fragment_bytes(d->out_pad, kt);
+        const size_t need = fragment_bytes(d->out_pad, kt, ss);
         size_t free_b = 0, total_b = 0;
         if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess || free_b < need + total_b / 4) {
             cudaGetLastError();
@@ -301,15 +344,16 @@ static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
         }
     }
     VnmMatrix m24;
+    memset(&m24, 0, sizeof m24);
     int32_t *src = NULL;
     int64_t n_src = 0;
-    if (vnm_to_24(m, &m24) != 0) {
+    if (d->fill != VNM_FILL_TMA && vnm_to_24(m, &m24) != 0) {
         // Not 2:4 over the original channels: over gathered inputs, when asked for (not measured yet).
         if (!always || vnm_to_24_gathered(m, &m24, &src, &n_src) != 0) return 0;
     }
     VnmDeviceMatrix *d24 = (VnmDeviceMatrix *)xcalloc(1, sizeof *d24);
     Err why;
-    int rc = vnm_upload(&m24, d24, &why);
+    int rc = upload_matrix(d->fill == VNM_FILL_TMA ? m : &m24, d24, ss, &why);
     vnm_free(&m24);
     if (!rc && src && upload_array(&d->as24_src, src, (size_t)n_src, &why)) {
         vnm_device_free(d24);
@@ -323,7 +367,7 @@ static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
         return err_set(err, "vnm_upload: (%lld, %lld) %d:%d:%d, 2:4 form for prefill (VNM_PREFILL_24=0 skips it): %s",
                        (long long)m->out, (long long)m->in, m->p.V, m->p.N, m->p.M, why.msg);
     }
-    if (!wgmma_matrix_ok(d24) || d24->fill != VNM_FILL_TMA) {  // no faster than what d runs already
+    if (!wgmma_matrix_ok(d24) || d24->fill != VNM_FILL_TMA || (d->fill == VNM_FILL_TMA && !d24->ss)) {  // no faster
         vnm_device_free(d24);
         free(d24);
         cudaFree(d->as24_src);
@@ -335,6 +379,12 @@ static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
 }
 
 extern "C" int vnm_upload(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
+    if (upload_matrix(m, d, false, err)) return -1;
+    return upload_as24(m, d, err);
+}
+
+// m in the fragment layout, or (ss, where the TMA kernel runs it) in the SS layout.
+static int upload_matrix(const VnmMatrix *m, VnmDeviceMatrix *d, bool ss, Err *err) {
     memset(d, 0, sizeof *d);
     const VnmPattern p = m->p;
     if (p.V % 16 != 0 || m->out % 16 != 0 || m->in > 65535 || !m->meta)
@@ -354,13 +404,7 @@ extern "C" int vnm_upload(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     CUDA_TRY(cudaGetDeviceProperties(&prop, dev), "cudaGetDeviceProperties");
     d->cc_major = prop.major, d->num_sms = prop.multiProcessorCount;
 
-    // A fragments and metadata (16-row groups in parallel: a 7B model packs 224 matrices at load).
-    int64_t Q = d->out_pad / 16;
-    FragPack fp = {m, d->KT, kt_host, (uint32_t *)xcalloc((size_t)(Q * d->KT * 32 * 4), sizeof(uint32_t)),
-                   (uint32_t *)xmalloc((size_t)(Q * d->KT * 32) * sizeof(uint32_t))};
-    parallel_for(Q, 16, pack_fragments, &fp);
-    uint32_t *vals = fp.vals, *meta = fp.meta;
-    const int64_t C = m->C;
+    const int64_t C = m->C, Q = d->out_pad / 16;
     // Gather tables.
     uint16_t *cols = (uint16_t *)xcalloc((size_t)(ngroups * KB * 4), sizeof(uint16_t));
     uint32_t *sel = (uint32_t *)xcalloc((size_t)(ngroups * KB * 2), sizeof(uint32_t));
@@ -384,9 +428,16 @@ extern "C" int vnm_upload(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     }
     d->fill = identity ? VNM_FILL_TMA : window ? VNM_FILL_WINDOW : VNM_FILL_GENERIC;
     d->cols_local = local;
+    d->ss = ss && d->fill == VNM_FILL_TMA;
 
+    // A fragments and metadata (16-row groups in parallel: a 7B model packs 224 matrices at load).
+    const size_t meta_words = (size_t)(Q * d->KT * (d->ss ? 16 : 32));
+    FragPack fp = {m, d->KT, kt_host, (uint32_t *)xcalloc((size_t)(Q * d->KT * 32 * 4), sizeof(uint32_t)),
+                   (uint32_t *)xmalloc(meta_words * sizeof(uint32_t))};
+    parallel_for(Q, 16, d->ss ? pack_ss : pack_fragments, &fp);
+    uint32_t *vals = fp.vals, *meta = fp.meta;
     int rc = upload_array(&d->vals, vals, (size_t)(Q * d->KT * 32 * 4), err);
-    if (!rc) rc = upload_array(&d->meta, meta, (size_t)(Q * d->KT * 32), err);
+    if (!rc) rc = upload_array(&d->meta, meta, meta_words, err);
     if (!rc) rc = upload_array(&d->cols, cols, (size_t)(ngroups * KB * 4), err);
     if (!rc) rc = upload_array(&d->sel, sel, (size_t)(ngroups * KB * 2), err);
     if (!rc && m->row_perm) rc = upload_array(&d->row_perm, m->row_perm, (size_t)m->out, err);
@@ -399,7 +450,7 @@ extern "C" int vnm_upload(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     size_t ws_bytes = (size_t)(DECODE_MAX_N * d->out_pad) * sizeof(float) + (size_t)(d->out_pad / 64) * sizeof(int);
     CUDA_TRY(cudaMalloc((void **)&d->ws, ws_bytes), "workspace");
     CUDA_TRY(cudaMemset(d->ws, 0, ws_bytes), "workspace");
-    return upload_as24(m, d, err);
+    return 0;
 }
 
 extern "C" void vnm_device_free(VnmDeviceMatrix *d) {
@@ -422,7 +473,7 @@ extern "C" size_t vnm_device_bytes(const VnmDeviceMatrix *d, size_t *as24_bytes)
     if (as24_bytes) *as24_bytes = d->as24 ? vnm_device_bytes(d->as24, NULL) + (size_t)d->as24_in * sizeof(int32_t) : 0;
     if (!d->vals) return 0;
     const int64_t ngroups = (d->out_pad + d->group_rows - 1) / d->group_rows, KB = d->KT * 8;
-    return fragment_bytes(d->out_pad, d->KT)
+    return fragment_bytes(d->out_pad, d->KT, d->ss)
            + (size_t)(ngroups * KB) * (4 * sizeof(uint16_t) + 2 * sizeof(uint32_t))  // cols + sel
            + (d->row_perm ? (size_t)d->out * sizeof(int32_t) : 0)
            + (size_t)(DECODE_MAX_N * d->out_pad) * sizeof(float) + (size_t)(d->out_pad / 64) * sizeof(int);  // ws
@@ -470,7 +521,10 @@ static bool use_as24(const VnmDeviceMatrix *d, int64_t n, int kernel) {
 
 extern "C" const char *vnm_spmm_kernel_name(const VnmDeviceMatrix *d, int64_t n, int kernel) {
     static const char *fills[] = {"wgmma_sp/tma", "wgmma_sp/window", "wgmma_sp/generic"};
-    if (use_as24(d, n, kernel)) return d->as24_src ? "wgmma_sp/tma as 2:4+gather" : "wgmma_sp/tma as 2:4";
+    if (use_as24(d, n, kernel)) {
+        if (d->as24->ss) return d->as24_src ? "wgmma_sp/ss as 2:4+gather" : "wgmma_sp/ss as 2:4";
+        return d->as24_src ? "wgmma_sp/tma as 2:4+gather" : "wgmma_sp/tma as 2:4";
+    }
     int k = pick_kernel(d, n, kernel);
     if (k == VNM_KERNEL_FEATURE_MAJOR) return "wgmma_sp/rows";
     if (k >= 0 && via_feature_major(d, n, kernel)) return "wgmma_sp/rows+T";

@@ -96,8 +96,10 @@ typedef struct VnmDeviceMatrix {
     int cols_local;       // every kept channel of column block cb lies in [cb*M, cb*M + M) (no input permutation)
     int cc_major;         // compute capability of the device it was uploaded to
     int num_sms;
-    uint32_t *vals;       // (out_pad/16, KT, 32 lanes) × uint4: A fragments
-    uint32_t *meta;       // (out_pad/16, KT, 32 lanes) u32: metadata words
+    uint32_t *vals;       // (out_pad/16, KT, 32 lanes) × uint4: A fragments (ss: the same bytes in the SS layout)
+    uint32_t *meta;       // (out_pad/16, KT, 32 lanes) u32: metadata words (ss: half as many)
+    int ss;               // vals/meta in the SS layout of the sm_90a TMA kernel (the 2:4 form for prefill):
+                          // no other kernel can read them (vnm_spmm.cu, pack_ss)
     uint16_t *cols;       // (groups, KT*8, 4) kept input channels per gather group (pad: 0)
     uint32_t *sel;        // (groups, KT*8, 2) byte-permute selectors for the window filler
     int32_t *row_perm;    // (out) or NULL

@@ -821,10 +821,12 @@ typedef CUresult (*EncodeTiledFn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t
 struct TmapCache {
     const void *x;
     int64_t n;
+    int tn;
     CUtensorMap map;
 };
 
-int encode_x_map(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, CUtensorMap *map) {
+// x (n × in) in boxes of 64 channels × tn tokens, 128-byte swizzle (the TMA filler's B tiles).
+int encode_x_map(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, int tn, CUtensorMap *map) {
     static EncodeTiledFn encode = NULL;
     if (!encode) {
         cudaDriverEntryPointQueryResult q;
@@ -836,7 +838,7 @@ int encode_x_map(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, CUtenso
     }
     cuuint64_t dims[2] = {(cuuint64_t)d->in, (cuuint64_t)n};
     cuuint64_t strides[1] = {(cuuint64_t)d->in * 2};
-    cuuint32_t box[2] = {64, BN}, estr[2] = {1, 1};
+    cuuint32_t box[2] = {64, (cuuint32_t)tn}, estr[2] = {1, 1};
     CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)x, dims, strides, box, estr,
                         CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
@@ -863,12 +865,32 @@ static bool use_stream_k(int64_t tiles, int64_t nstages, int64_t G) {
     return env == 1 || (nstages >= 32 && tiles < 0.9 * (double)(rounds * G));
 }
 
-template <int FILL>
+// Tile width of the SS kernel for n tokens: the smaller estimated time, rounds of tiles (or, with
+// stream-K, tiles / SMs) × tokens per tile × shared-memory bytes per multiply-add (0.0566 at 128,
+// 0.0508 at 192: Cfg comment). VNM_SS_TN=128 / 192 forces one.
+static int ss_tile_tokens(const VnmDeviceMatrix *d, int64_t n) {
+    static int forced = -1;
+    if (forced < 0) {
+        const char *env = getenv("VNM_SS_TN");
+        forced = env && (!strcmp(env, "128") || !strcmp(env, "192")) ? atoi(env) : 0;
+    }
+    if (forced) return forced;
+    const int64_t G = d->num_sms, row_tiles = d->out_pad / BM, nstages = d->KT / 2;
+    auto cost = [&](int tn, double bytes_per_mac) {
+        const int64_t tiles = row_tiles * ((n + tn - 1) / tn);
+        const double rounds = use_stream_k(tiles, nstages, G) ? (double)tiles / G : (double)((tiles + G - 1) / G);
+        return rounds * tn * bytes_per_mac;
+    };
+    return cost(192, 0.0508) < cost(128, 0.0566) ? 192 : 128;
+}
+
+template <int FILL, int TN = BN>
 int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEpi e, const CUtensorMap &map,
            cudaStream_t stream) {
+    using CF = Cfg<FILL, TN>;
     static bool attr_set = false;
     if (!attr_set) {
-        if (cudaFuncSetAttribute(vnm_wgmma_sp_kernel<FILL>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg<FILL>::SMEM) !=
+        if (cudaFuncSetAttribute(vnm_wgmma_sp_kernel<FILL, TN>, cudaFuncAttributeMaxDynamicSharedMemorySize, CF::SMEM) !=
             cudaSuccess)
             return -1;
         attr_set = true;
@@ -877,9 +899,9 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
     // or over its stream-K range.
     static int persist_env = -2;
     if (persist_env == -2) persist_env = env_switch("VNM_PERSISTENT");
-    const bool persist = Cfg<FILL>::PERSIST && persist_env != 0;
-    const int64_t tiles = (d->out_pad / BM) * ((e.n + BN - 1) / BN), G = d->num_sms;
-    const bool sk = persist && use_stream_k(tiles, d->KT / Cfg<FILL>::KS, G);
+    const bool persist = CF::PERSIST && persist_env != 0;
+    const int64_t tiles = (d->out_pad / BM) * ((e.n + TN - 1) / TN), G = d->num_sms;
+    const bool sk = persist && use_stream_k(tiles, d->KT / CF::KS, G);
     const int64_t grid = sk || (persist && tiles > G) ? G : tiles;
     e.ws = NULL, e.flags = NULL;
     if (sk) {  // partial sums and flags from the stream's pool (vnm_keep_pool)
@@ -889,7 +911,7 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
         e.flags = (int *)((char *)e.ws + part_bytes);
         cudaMemsetAsync(e.flags, 0, (size_t)G * sizeof(int), stream);
     }
-    vnm_wgmma_sp_kernel<FILL><<<(unsigned)grid, 384, Cfg<FILL>::SMEM, stream>>>(dev, x, e, map);
+    vnm_wgmma_sp_kernel<FILL, TN><<<(unsigned)grid, 384, CF::SMEM, stream>>>(dev, x, e, map);
     if (sk) cudaFreeAsync(e.ws, stream);
     return 0;
 }
@@ -914,15 +936,18 @@ int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint1
     memset(&map, 0, sizeof map);
     if (e.ld) return launch<VNM_FILL_ROWS>(d, dev, x, e, map, stream);
     if (d->fill == VNM_FILL_TMA) {
+        const int tn = d->ss ? ss_tile_tokens(d, e.n) : BN;
         VnmDeviceMatrix *dm = (VnmDeviceMatrix *)d;  // the cache is logically const
         TmapCache *c = (TmapCache *)dm->tmap_cache;
         if (!c) dm->tmap_cache = c = (TmapCache *)calloc(1, sizeof(TmapCache));
-        if (c->x != x || c->n != e.n) {
-            if (encode_x_map(d, x, e.n, &c->map)) return -1;
-            c->x = x, c->n = e.n;
+        if (c->x != x || c->n != e.n || c->tn != tn) {
+            if (encode_x_map(d, x, e.n, tn, &c->map)) return -1;
+            c->x = x, c->n = e.n, c->tn = tn;
         }
         map = c->map;
-        return launch<VNM_FILL_TMA>(d, dev, x, e, map, stream);
+        if (!d->ss) return launch<VNM_FILL_TMA>(d, dev, x, e, map, stream);
+        return tn == 192 ? launch<FILL_TMA_SS, 192>(d, dev, x, e, map, stream)
+                         : launch<FILL_TMA_SS, 128>(d, dev, x, e, map, stream);
     }
     if (d->fill == VNM_FILL_WINDOW) return launch<VNM_FILL_WINDOW>(d, dev, x, e, map, stream);
     return launch<VNM_FILL_GENERIC>(d, dev, x, e, map, stream);
