@@ -373,33 +373,43 @@ __device__ __forceinline__ void epi_vec8(const VnmEpi &e, float (&v)[8], int64_t
     *(uint4 *)(e.y + off) = out;
 }
 
-// Stream-K (TMA filler, when the tiles fill the last round of persistent CTAs badly): CTA b of G runs
-// the (tile, ring stage) units [U·b/G, U·(b+1)/G) of the U = tiles × stages, in order, so a tile
-// can be split between consecutive CTAs. The CTA that runs a tile's stage 0 owns it: it runs those
-// stages at the end of its range, after the CTAs that run the tile's later stages did so at the
-// start of theirs, then adds their partial sums (e.ws, slot = their CTA) and runs the epilogue.
+// Stream-K (TMA filler, when the tiles fill the last round of persistent CTAs badly): all but the
+// last one or two rounds of tiles run as whole tiles, CTA b taking tiles b, b + G, ... (a round's
+// tiles are adjacent, so the CTAs share x and W in L2); the last tiles (between G and 2G - 1, or all
+// when fewer) are cut into U (tile, ring stage) units, CTA b running units [U·b/G, U·(b+1)/G) in
+// order, so a tile can be split between consecutive CTAs. The CTA that runs a tile's stage 0 owns
+// it: it runs those stages at the end of its range, after the CTAs that run the tile's later stages
+// did so at the start of theirs, then adds their partial sums (e.ws, slot = their CTA) and runs
+// the epilogue. (Stream-K over all tiles ran up to 40 % slower than without: every CTA on a
+// different part of x and W at once, beyond L2.)
 constexpr int SK_SLOT_FLOATS = BM * 192;  // one CTA's partial sums (tiles up to 192 tokens)
 __device__ __forceinline__ int64_t sk_begin(int64_t units, int64_t b, int64_t G) { return units * b / G; }
 
-// The segments a CTA runs: (tile, stages [s0, s1)), whole tiles blockIdx.x, + gridDim.x, ... or
-// its stream-K range.
+// The first tile of the stream-K part (above).
+__device__ __forceinline__ int64_t sk_first_tile(int64_t tiles, int64_t G) {
+    return tiles >= 2 * G ? (tiles / G - 1) * G : 0;
+}
+
+// The segments a CTA runs: (tile, stages [s0, s1)), whole tiles blockIdx.x, + gridDim.x, ...,
+// then with stream-K its range of units.
 struct Segments {
-    int64_t num_tiles, u, u_end, tile;
+    int64_t num_tiles, whole_end, sk_tile0, u, u_end, tile;
     int nstages;
-    bool sk;
-    __device__ Segments(int64_t tiles, int ns, bool stream_k) : num_tiles(tiles), tile(blockIdx.x), nstages(ns), sk(stream_k) {
-        u = sk_begin(tiles * ns, blockIdx.x, gridDim.x);
-        u_end = sk_begin(tiles * ns, blockIdx.x + 1, gridDim.x);
+    __device__ Segments(int64_t tiles, int ns, bool sk) : num_tiles(tiles), tile(blockIdx.x), nstages(ns) {
+        whole_end = sk ? sk_first_tile(tiles, gridDim.x) : tiles;
+        sk_tile0 = whole_end;
+        const int64_t units = sk ? (tiles - sk_tile0) * ns : 0;
+        u = sk_begin(units, blockIdx.x, gridDim.x);
+        u_end = sk_begin(units, blockIdx.x + 1, gridDim.x);
     }
     __device__ bool next(int64_t &t, int &s0, int &s1) {
-        if (!sk) {
-            if (tile >= num_tiles) return false;
+        if (tile < whole_end) {
             t = tile, s0 = 0, s1 = nstages;
             tile += gridDim.x;
             return true;
         }
         if (u >= u_end) return false;
-        t = u / nstages, s0 = (int)(u % nstages);
+        t = sk_tile0 + u / nstages, s0 = (int)(u % nstages);
         s1 = (int)min((int64_t)nstages, s0 + (u_end - u));
         u += s1 - s0;
         return true;
@@ -759,8 +769,8 @@ __global__ void __launch_bounds__(384, 1)
         }
         if (s1 < nstages) {
             // Owner of a split tile: add the partial sums of the CTAs that ran its stages s1 ..
-            const int64_t units = num_tiles * nstages, G = gridDim.x;
-            for (int64_t b = blockIdx.x + 1; b < G && sk_begin(units, b, G) < (tile + 1) * nstages; b++) {
+            const int64_t G = gridDim.x, tile0 = sk_first_tile(num_tiles, G), units = (num_tiles - tile0) * nstages;
+            for (int64_t b = blockIdx.x + 1; b < G && sk_begin(units, b, G) < (tile - tile0 + 1) * nstages; b++) {
                 if (wt == 0) flag_wait(e.flags + b);
                 wg_bar();
 #pragma unroll
@@ -860,7 +870,7 @@ static int env_switch(const char *name) {
 static bool use_stream_k(int64_t tiles, int64_t nstages, int64_t G) {
     static int env = -2;
     if (env == -2) env = env_switch("VNM_STREAMK");
-    if (env == 0 || tiles * nstages < G) return false;  // every CTA needs a unit
+    if (env == 0 || tiles * nstages < G) return false;  // every CTA needs a unit (the stream-K part has >= min(tiles, G) tiles)
     const int64_t rounds = (tiles + G - 1) / G;
     return env == 1 || (nstages >= 32 && tiles < 0.9 * (double)(rounds * G));
 }

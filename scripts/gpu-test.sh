@@ -3,7 +3,8 @@
 # (label gpu) and the cpu tests. Logs into $OUT when set (build.log, gpu-tests.log, cpu-tests.log).
 #   scripts/gpu-test.sh [DEB_DIR ...]     default: .deps (or ../../.deps from a .xfer/<name> copy)
 # A DEB_DIR may also hold libhdf5 packages (Debian 12): used when the machine has no HDF5 headers.
-# Env: VNM_BUILD (build dir, default build-gpu), VNM_SKIP_CPU=1 skips the cpu tests, VNM_BUILD_ONLY=1 all tests.
+# Env: VNM_BUILD (build dir, default build-gpu), VNM_SKIP_CPU=1 skips the cpu tests, VNM_BUILD_ONLY=1 all tests,
+# VNM_GPU_TESTS=REGEX only the gpu tests it matches (ctest -R).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG=${OUT:-/tmp/vnmtune-gpu-logs}
@@ -47,7 +48,7 @@ fi
 [ "${VNM_BUILD_ONLY:-0}" = 1 ] && exit 0
 # Criterion's own dependencies (libgit2, ...) are found through the loader path, not RUNPATH
 export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-ctest --test-dir "$BUILD" -L gpu -V --timeout "${VNM_GPU_TEST_TIMEOUT:-300}" >"$LOG/gpu-tests.log" 2>&1
+ctest --test-dir "$BUILD" -L gpu ${VNM_GPU_TESTS:+-R "$VNM_GPU_TESTS"} -V --timeout "${VNM_GPU_TEST_TIMEOUT:-300}" >"$LOG/gpu-tests.log" 2>&1
 gpu_rc=$?
 grep -E "rel err|\[FAIL|\[SKIP|Synthesis|Passed|Failed|tests passed" "$LOG/gpu-tests.log" | sed 's/^[0-9]*: //'
 echo "gpu tests rc $gpu_rc"
