@@ -862,22 +862,25 @@ static int env_switch(const char *name) {
 }
 
 // Whether the persistent TMA kernel runs stream-K (Segments): when whole tiles would leave the last
-// round of CTAs less than 90 % full and a tile has at least 32 ring stages (in >= 2048). Measured
-// on an H200 (experiments/kernels/NOTES.md, Session 9): 11008 × 4096 at n = 2048 (688 tiles = 5.2
-// rounds on 132 SMs) 4 % faster, DeiT-B 768 × 3072 3 %; with 6-12 stages per tile (DeiT 384 × 384,
-// 768 × 768) the partial sums cost more than the idle SMs did: 10 % slower. VNM_STREAMK=0 / 1:
+// round of CTAs less than 90 % full, there are at least 4 rounds of tiles and a tile has at least
+// 32 ring stages (in >= 2048). Measured on an H200 (experiments/kernels/NOTES.md, Session 9), SS
+// kernel with 192-token tiles: 4096 × 4096 and 4096 × 11008 at n = 8192 (688 tiles = 5.2 rounds)
+// 11-12 % faster; with fewer rounds (11008 × 4096 and 4096 × 4096 at n = 2048, DeiT-B 768 × 3072)
+// or 6-12 stages per tile (DeiT 384 × 384, 768 × 768) it ran 5-25 % slower. VNM_STREAMK=0 / 1:
 // never / whenever possible.
 static bool use_stream_k(int64_t tiles, int64_t nstages, int64_t G) {
     static int env = -2;
     if (env == -2) env = env_switch("VNM_STREAMK");
     if (env == 0 || tiles * nstages < G) return false;  // every CTA needs a unit (the stream-K part has >= min(tiles, G) tiles)
     const int64_t rounds = (tiles + G - 1) / G;
-    return env == 1 || (nstages >= 32 && tiles < 0.9 * (double)(rounds * G));
+    return env == 1 || (nstages >= 32 && tiles >= 4 * G && tiles < 0.9 * (double)(rounds * G));
 }
 
 // Tile width of the SS kernel for n tokens: the smaller estimated time, rounds of tiles (or, with
-// stream-K, tiles / SMs) × tokens per tile × shared-memory bytes per multiply-add (0.0566 at 128,
-// 0.0508 at 192: Cfg comment). VNM_SS_TN=128 / 192 forces one.
+// stream-K, tiles / SMs + 1/2 for its partial sums) × tokens per tile × shared-memory bytes per
+// multiply-add (0.0566 at 128, 0.0508 at 192: Cfg comment). It picks 128 for 4096 rows × 2048
+// tokens (256 tiles = 1.94 rounds; 192 would make 176 = 1.33) and 192 for most other prefill
+// shapes. VNM_SS_TN=128 / 192 forces one.
 static int ss_tile_tokens(const VnmDeviceMatrix *d, int64_t n) {
     static int forced = -1;
     if (forced < 0) {
@@ -888,7 +891,7 @@ static int ss_tile_tokens(const VnmDeviceMatrix *d, int64_t n) {
     const int64_t G = d->num_sms, row_tiles = d->out_pad / BM, nstages = d->KT / 2;
     auto cost = [&](int tn, double bytes_per_mac) {
         const int64_t tiles = row_tiles * ((n + tn - 1) / tn);
-        const double rounds = use_stream_k(tiles, nstages, G) ? (double)tiles / G : (double)((tiles + G - 1) / G);
+        const double rounds = use_stream_k(tiles, nstages, G) ? (double)tiles / G + 0.5 : (double)((tiles + G - 1) / G);
         return rounds * tn * bytes_per_mac;
     };
     return cost(192, 0.0508) < cost(128, 0.0566) ? 192 : 128;

@@ -355,15 +355,21 @@ Test(vnm_spmm_gpu, persistent_many_tiles) {
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) run_case(&cases[i], VNM_KERNEL_AUTO, 6000 + i);
 }
 
-// Stream-K (the TMA kernel when whole tiles would fill the last round of CTAs badly and K >= 2048):
-// 24 tiles of 32 stages over ~132 SMs (each tile split between ~6 CTAs), 16 tiles of 32 stages
-// (~8), 16 tiles of 192 tokens, the owners adding the others' partial sums in order.
+// Stream-K (the TMA kernels; by default only from 4 rounds of tiles on, forced here): tiles split
+// between ~6 CTAs (24 tiles of 32 stages over ~132 SMs), ~8 (16 tiles) and ~8 with 192 tokens, the
+// owners adding the others' partial sums in order; the SS kernel with 192-token tiles (2:4 forms,
+// copies of plain 2:4), then the register-A TMA kernel (VNM_SS=0, 128 tokens, plain 2:4).
 Test(vnm_spmm_gpu, stream_k_splits) {
     SKIP_WITHOUT_GPU();
     const Case cases[] = {
         {16, 4, 768, 2048, 1024, 0, 1, 1, VNM_ACT_NONE},
-        {64, 8, 512, 2048, 1000, 0, 1, 0, VNM_ACT_GELU},  // 2:4 form
-        {16, 4, 256, 2048, 3000, 0, 1, 1, VNM_ACT_NONE},  // 192-token tiles of the SS kernel
+        {64, 8, 512, 2048, 1000, 0, 1, 0, VNM_ACT_GELU},  // 2:4 form (SS only)
+        {16, 4, 256, 2048, 3000, 0, 1, 1, VNM_ACT_NONE},
     };
+    setenv("VNM_STREAMK", "1", 1);  // read once per process (Criterion runs each test in its own)
+    setenv("VNM_SS_TN", "192", 1);
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) run_case(&cases[i], VNM_KERNEL_AUTO, 6100 + i);
+    setenv("VNM_SS", "0", 1);  // read at each upload
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) run_case(&cases[i], VNM_KERNEL_AUTO, 6200 + i);
+    unsetenv("VNM_SS"), unsetenv("VNM_SS_TN"), unsetenv("VNM_STREAMK");
 }
