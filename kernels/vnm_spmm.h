@@ -52,12 +52,18 @@
 // matrix whose kept values are also 2:4 over the original channels (M a multiple of 4 without
 // input permutation, vnm_to_24) is therefore uploaded a second time in that form, and token-major
 // AUTO calls with n > 16 run it ("wgmma_sp/tma as 2:4"); decode (n <= 16) keeps the V:N:M form,
-// which reads half the bytes. Cost: the 2:4 form's memory (1.25 bytes per weight: half of dense
-// plus metadata), on top. VNM_PREFILL_24 in the environment (read at each upload): unset, the form
-// is made while a quarter of the GPU's memory stays free after it (a model that fits without it
-// still fits, its first layers get it); 0 never; 1 always, and also for matrices that are 2:4 only
+// which reads half the bytes. Cost: the 2:4 form's memory (1.125 bytes per weight in the SS
+// layout: half of dense plus metadata), on top. VNM_PREFILL_24 in the environment (read at each
+// upload): unset, the form is made while a quarter of the GPU's memory stays free after it (a
+// model that fits without it still fits, its first layers get it); 0 never; 1 always, and also for matrices that are 2:4 only
 // over gathered inputs (permuted inputs, M not a multiple of 4: vnm_to_24_gathered; the call then
 // gathers x into a pooled buffer first, "wgmma_sp/tma as 2:4+gather"; not measured yet, hence opt-in).
+// The 2:4 form is stored in the SS layout ("wgmma_sp/ss as 2:4", VnmDeviceMatrix.ss): the wgmma
+// reads A from shared memory and the metadata comes once per 2 k-steps, so no A registers are
+// needed and a tile can be 192 tokens wide (less shared-memory traffic per multiply-add, the bound
+// of these kernels); plain 2:4 matrices the TMA kernel runs get such a copy too. VNM_SS=0 (read at
+// each upload) keeps the register-A layout, VNM_SS_TN=128 / 192 forces the tile width. Stream-K
+// (VNM_STREAMK, vnm_spmm_sm90.cu) splits the last tiles between CTAs on long shapes.
 // Measured speeds (H100, H200) and the V × M table for select-vm: experiments/kernels/.
 #pragma once
 #include <stdint.h>
