@@ -42,7 +42,7 @@ constexpr int EPI_PITCH = 64 + 4;     // token-major: floats per token (conflict
 constexpr int EPI_PITCH_FM = BN + 8;  // feature-major: floats per row (conflict-free float2 writes)
 constexpr int EPI_WG_BYTES = 64 * EPI_PITCH_FM * 4;  // = BN * EPI_PITCH * 4
 static_assert(EPI_WG_BYTES == BN * EPI_PITCH * 4, "both stagings fill the same area");
-constexpr int FM_PREFETCH = 4;        // rows filler: stages of kept-channel lists loaded ahead
+[[maybe_unused]] constexpr int FM_PREFETCH = 4;  // rows filler: stages of kept-channel lists loaded ahead
 // TMA filler over a matrix in the SS layout (d->ss: the 2:4 form for prefill): A is read by the
 // wgmma from shared memory and the metadata comes once per 2 k-steps (vnm_spmm.cu, pack_ss), so
 // no A registers are needed and a tile can be 192 tokens wide: shared memory then moves 0.051
