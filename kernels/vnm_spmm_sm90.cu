@@ -835,11 +835,11 @@ static int env_switch(const char *name) {
 
 // Whether the persistent TMA kernel runs stream-K (Segments): when whole tiles would leave the last
 // round of CTAs less than 90 % full, there are at least 4 rounds of tiles and a tile has at least
-// 32 ring stages (in >= 2048). Measured on an H200 (experiments/kernels/NOTES.md, Session 9), SS
-// kernel with 192-token tiles: 4096 × 4096 and 4096 × 11008 at n = 8192 (688 tiles = 5.2 rounds)
-// 11-12 % faster; with fewer rounds (11008 × 4096 and 4096 × 4096 at n = 2048, DeiT-B 768 × 3072)
-// or 6-12 stages per tile (DeiT 384 × 384, 768 × 768) it ran 5-25 % slower. VNM_STREAMK=0 / 1:
-// never / whenever possible.
+// 32 ring stages (in >= 2048). Measured on an H200 (experiments/kernels/NOTES.md, Session 9): at
+// 4096 × 4096 and 4096 × 11008, n = 8192, 192-token tiles with stream-K (688 tiles = 5.2 rounds)
+// took 294 / 777 µs, the best without it 331 / 878; with fewer rounds (11008 × 4096 at n = 2048,
+// DeiT-B 768 × 3072: 11 % / 28 % slower than the same tiles without) or 6-12 stages per tile (DeiT
+// 384 × 384, 768 × 768) it lost. VNM_STREAMK=0 / 1: never / whenever possible.
 static bool use_stream_k(int64_t tiles, int64_t nstages, int64_t G) {
     static int env = -2;
     if (env == -2) env = env_switch("VNM_STREAMK");
