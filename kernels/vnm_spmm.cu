@@ -4,14 +4,8 @@
 // ---- device layout (vnm_upload) ----
 // Rows are padded to out_pad (multiple of 256) and the logical reduction to KT k-steps of 32
 // (8 column blocks each, KT even); padding has zero values and metadata code 0b0100.
-//   vals[vnm_frag_index(q, s, KT, lane)] (uint4) : the A fragment of lane (g = lane/4, tig = lane%4) for the
-//       16-row group q and k-step s: words {row g, row g+8} × {block 8s+tig, block 8s+4+tig}, each
-//       word the 2 kept bf16 of one row in one block:  .x = (g, tig) .y = (g+8, tig)
-//       .z = (g, 4+tig) .w = (g+8, 4+tig). This is the mma.sp m16n8k32 A fragment; the wgmma.sp
-//       register-A fragment of each warp of a warpgroup has the same layout. vnm_frag_index
-//       (vnm_spmm_common.cuh) orders them so that one wgmma stage of a CTA is contiguous.
-//   meta[vnm_frag_index(q, s, KT, lane)] (u32) : the host meta word 2*g + (tig & 1) (vnm_format.c), so lanes
-//       0/1 and 2/3 of each quad hold the same word and either sparsity selector works.
+//   vals, meta: the fragment layout, or for the 2:4 form of prefill (d->ss) the SS layout of the
+//       sm_90a TMA kernel: train/vnm_device_layout.h.
 //   cols[(g*KT*8 + cb)*4 + k] : kept input channels of block cb for gather group g (rows
 //       g*group_rows ...), 0 for padding blocks.
 //   sel[(g*KT*8 + cb)*2 + {0,1}] : window-filler byte-permute selectors (window_selectors below).
@@ -256,71 +250,6 @@ static bool columns_uniform(const VnmMatrix *m) {
 
 static bool wgmma_matrix_ok(const VnmDeviceMatrix *d);
 
-// Bytes of the A fragments (uint4) and metadata (u32) of every lane, for out_pad rows and KT k-steps;
-// the SS layout has the same values and half the metadata.
-static size_t fragment_bytes(int64_t out_pad, int64_t KT, bool ss) {
-    return (size_t)(out_pad / 16 * KT * 32) * (ss ? 16 + 2 : 16 + 4);
-}
-
-// Device layout of the A fragments and metadata (top of this file), for 16-row groups [q0, q1).
-struct FragPack {
-    const VnmMatrix *m;
-    int64_t KT, kt_host;
-    uint32_t *vals, *meta;
-};
-static void pack_fragments(void *arg, int64_t q0, int64_t q1) {
-    const FragPack *f = (const FragPack *)arg;
-    const VnmMatrix *m = f->m;
-    const uint32_t *v32 = (const uint32_t *)m->values;  // the 2 kept values of (row, block) as one word
-    for (int64_t q = q0; q < q1; q++)
-        for (int64_t s = 0; s < f->KT; s++)
-            for (int lane = 0; lane < 32; lane++) {
-                int g = lane >> 2, tig = lane & 3;
-                uint32_t *w = f->vals + vnm_frag_index(q, s, f->KT, lane) * 4;
-                for (int k = 0; k < 4; k++) {
-                    int64_t row = 16 * q + g + ((k & 1) ? 8 : 0), cb = 8 * s + tig + ((k & 2) ? 4 : 0);
-                    w[k] = (row < m->out && cb < m->C) ? v32[row * m->C + cb] : 0;
-                }
-                f->meta[vnm_frag_index(q, s, f->KT, lane)] =
-                    (s < f->kt_host && 16 * q < m->out) ? m->meta[(q * f->kt_host + s) * 16 + 2 * g + (tig & 1)] : 0x44444444u;
-            }
-}
-
-// SS layout of the sm_90a TMA kernel (Cfg<FILL_TMA_SS> in vnm_spmm_sm90.cu), for 16-row groups
-// [q0, q1) (16 per 256-row tile):
-//   vals: per (256-row tile, k-step) 8 KB, the 2:4 values of each row in order (32 bytes: 16
-//     values of 8 column blocks) as K-major core matrices of 8 rows × 16 bytes, the two of an 8-row
-//     group adjacent ([row / 8][k half][row % 8][16 bytes]): the wgmma reads A from there;
-//   meta: per (256-row tile, k-step pair) 2 KB, one word per (16-row group, lane): the word of
-//     k-step 2j for lanes with tig 0-1 (sparsity selector 0), of 2j + 1 for tig 2-3 (selector 1);
-//     the fragment layout stores each word twice.
-static void pack_ss(void *arg, int64_t q0, int64_t q1) {
-    const FragPack *f = (const FragPack *)arg;
-    const VnmMatrix *m = f->m;
-    const uint32_t *v32 = (const uint32_t *)m->values;
-    for (int64_t q = q0; q < q1; q++) {
-        const int64_t rt = q / 16, qq = q % 16;
-        for (int64_t s = 0; s < f->KT; s++) {
-            uint32_t *block = f->vals + (rt * f->KT + s) * 2048;
-            for (int r = 0; r < 16; r++) {
-                const int64_t row = 16 * q + r, R = 16 * qq + r;
-                for (int j = 0; j < 8; j++) {
-                    const int64_t cb = 8 * s + j;
-                    block[((R / 8) * 2 + j / 4) * 32 + (R % 8) * 4 + j % 4] =
-                        (row < m->out && cb < m->C) ? v32[row * m->C + cb] : 0;
-                }
-            }
-        }
-        for (int64_t jp = 0; jp < f->KT / 2; jp++)
-            for (int lane = 0; lane < 32; lane++) {
-                const int g = lane >> 2, tig = lane & 3;
-                const int64_t ks = 2 * jp + (tig >> 1);
-                f->meta[((rt * (f->KT / 2) + jp) * 16 + qq) * 32 + lane] =
-                    (ks < f->kt_host && 16 * q < m->out) ? m->meta[(q * f->kt_host + ks) * 16 + 2 * g + (tig & 1)] : 0x44444444u;
-            }
-    }
-}
-
 static int upload_matrix(const VnmMatrix *m, VnmDeviceMatrix *d, bool ss, Err *err);
 
 // The 2:4 form for prefill (vnm_spmm.h), where it exists and the wgmma kernel can run it.
@@ -336,7 +265,7 @@ static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
         // Unset: only while a quarter of the GPU's memory stays free after it (activations, KV
         // cache), so that a model that fits without the 2:4 form still fits; =1 builds it regardless.
         const int64_t kt = ((m->in / 4 + 7) / 8 + 1) / 2 * 2;  // its k-steps (vnm_upload with M = 4)
-        const size_t need = fragment_bytes(d->out_pad, kt, ss);
+        const size_t need = vnm_layout_bytes(d->out_pad, kt, ss);
         size_t free_b = 0, total_b = 0;
         if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess || free_b < need + total_b / 4) {
             cudaGetLastError();
@@ -432,9 +361,9 @@ static int upload_matrix(const VnmMatrix *m, VnmDeviceMatrix *d, bool ss, Err *e
 
     // A fragments and metadata (16-row groups in parallel: a 7B model packs 224 matrices at load).
     const size_t meta_words = (size_t)(Q * d->KT * (d->ss ? 16 : 32));
-    FragPack fp = {m, d->KT, kt_host, (uint32_t *)xcalloc((size_t)(Q * d->KT * 32 * 4), sizeof(uint32_t)),
-                   (uint32_t *)xmalloc(meta_words * sizeof(uint32_t))};
-    parallel_for(Q, 16, d->ss ? pack_ss : pack_fragments, &fp);
+    VnmLayoutPack fp = {m, d->KT, kt_host, (uint32_t *)xcalloc((size_t)(Q * d->KT * 32 * 4), sizeof(uint32_t)),
+                        (uint32_t *)xmalloc(meta_words * sizeof(uint32_t))};
+    parallel_for(Q, 16, d->ss ? vnm_pack_ss : vnm_pack_fragments, &fp);
     uint32_t *vals = fp.vals, *meta = fp.meta;
     int rc = upload_array(&d->vals, vals, (size_t)(Q * d->KT * 32 * 4), err);
     if (!rc) rc = upload_array(&d->meta, meta, meta_words, err);
@@ -473,7 +402,7 @@ extern "C" size_t vnm_device_bytes(const VnmDeviceMatrix *d, size_t *as24_bytes)
     if (as24_bytes) *as24_bytes = d->as24 ? vnm_device_bytes(d->as24, NULL) + (size_t)d->as24_in * sizeof(int32_t) : 0;
     if (!d->vals) return 0;
     const int64_t ngroups = (d->out_pad + d->group_rows - 1) / d->group_rows, KB = d->KT * 8;
-    return fragment_bytes(d->out_pad, d->KT, d->ss)
+    return vnm_layout_bytes(d->out_pad, d->KT, d->ss)
            + (size_t)(ngroups * KB) * (4 * sizeof(uint16_t) + 2 * sizeof(uint32_t))  // cols + sel
            + (d->row_perm ? (size_t)d->out * sizeof(int32_t) : 0)
            + (size_t)(DECODE_MAX_N * d->out_pad) * sizeof(float) + (size_t)(d->out_pad / 64) * sizeof(int);  // ws

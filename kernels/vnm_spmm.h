@@ -105,7 +105,7 @@ typedef struct VnmDeviceMatrix {
     uint32_t *vals;       // (out_pad/16, KT, 32 lanes) × uint4: A fragments (ss: the same bytes in the SS layout)
     uint32_t *meta;       // (out_pad/16, KT, 32 lanes) u32: metadata words (ss: half as many)
     int ss;               // vals/meta in the SS layout of the sm_90a TMA kernel (the 2:4 form for prefill):
-                          // no other kernel can read them (vnm_spmm.cu, pack_ss)
+                          // no other kernel can read them (train/vnm_device_layout.h)
     uint16_t *cols;       // (groups, KT*8, 4) kept input channels per gather group (pad: 0)
     uint32_t *sel;        // (groups, KT*8, 2) byte-permute selectors for the window filler
     int32_t *row_perm;    // (out) or NULL

@@ -5,6 +5,7 @@
 
 #include "kernels/pdl.cuh"
 #include "kernels/vnm_spmm.h"
+#include "train/vnm_device_layout.h"  // vnm_frag_index
 
 // Everything a kernel needs about the matrix, passed by value.
 struct VnmDev {
@@ -30,16 +31,6 @@ struct VnmEpi {
 // Element offset of (output channel o, token t) in y and residual.
 __host__ __device__ __forceinline__ int64_t vnm_epi_offset(const VnmEpi &e, int64_t o, int64_t t) {
     return e.ld ? o * e.ld + t : t * e.out + o;
-}
-
-// Index (in uint4 A fragments or u32 metadata words) of lane `lane` of 16-row group q, k-step ks.
-// Order: [256-row tile][k-step][m64 row group][warp][lane], so that the A fragments of one CTA
-// (256 rows) for one k-step are one contiguous block (8 KB of A, 2 KB of metadata), and those of
-// consecutive k-steps too: a wgmma ring stage of 1 or 2 k-steps is one bulk copy. Needs rows
-// padded to 256.
-__host__ __device__ __forceinline__ int64_t vnm_frag_index(int64_t q, int64_t ks, int64_t KT, int lane) {
-    const int64_t rt = q >> 4, rg = (q >> 2) & 3, w = q & 3;
-    return (((rt * KT + ks) * 4 + rg) * 4 + w) * 32 + lane;
 }
 
 // A fragments and metadata words of k-steps ks0 .. ks0 + kc - 1 (kc <= KC) of 16-row group q, this

@@ -1,5 +1,5 @@
 // V:N:M SpMM on Hopper: wgmma.mma_async.sp (sm_90a). See vnm_spmm.h for the choice of kernel and
-// vnm_spmm.cu for the device layout of the A fragments and metadata.
+// train/vnm_device_layout.h for the device layouts of the A values and metadata.
 //
 // CTA = 3 warpgroups (384 threads), output tile 256 rows × 128 tokens. Warpgroup 0 produces B,
 // warpgroups 1 and 2 consume: each owns 128 rows as two m64 row groups with 64 fp32 accumulators
@@ -44,7 +44,7 @@ constexpr int EPI_WG_BYTES = 64 * EPI_PITCH_FM * 4;  // = BN * EPI_PITCH * 4
 static_assert(EPI_WG_BYTES == BN * EPI_PITCH * 4, "both stagings fill the same area");
 [[maybe_unused]] constexpr int FM_PREFETCH = 4;  // rows filler: stages of kept-channel lists loaded ahead
 // TMA filler over a matrix in the SS layout (d->ss: the 2:4 form for prefill): A is read by the
-// wgmma from shared memory and the metadata comes once per 2 k-steps (vnm_spmm.cu, pack_ss), so
+// wgmma from shared memory and the metadata comes once per 2 k-steps (train/vnm_device_layout.h), so
 // no A registers are needed and a tile can be 192 tokens wide: shared memory then moves 0.051
 // bytes per multiply-add instead of 0.059 (B read 1/32, B written 2/256, A written and read
 // 2·1.125/192), the bound that limits these kernels (experiments/kernels/NOTES.md, Session 9).

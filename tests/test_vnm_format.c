@@ -7,6 +7,7 @@
 
 #include "autograd/rng.h"
 #include "autograd/tensor.h"
+#include "train/vnm_device_layout.h"
 #include "train/vnm_format.h"
 
 // A random V:N:M mask: per block 4 random columns shared by the V rows, 2 of them per row.
@@ -254,5 +255,64 @@ Test(vnm_format, to_24_gathered_same_products) {
         for (int64_t k = 0; k < n * out; k++) cr_assert_float_eq(y24[k], y[k], 1e-4, "%d:2:%d at %lld", p.V, p.M, (long long)k);
         free(x), free(xg), free(y), free(y24), free(src);
         vnm_free(&m24), vnm_free(&m);
+    }
+}
+
+// Dense weights (compressed-row order, like vnm_decompress) read back from a device layout
+// (train/vnm_device_layout.h) the way the kernels read it: each value word by its position in the
+// layout, its two channels by the metadata nibble the sparse MMA takes for that row and block
+// (fragment layout: from lane 4g + h, selector 0; SS layout: from lane 4g + 2·(s % 2) + h, the
+// selector of the k-step's parity), h = the block's half of the k-step.
+static void decode_layout(const VnmMatrix *m, int64_t KT, const uint32_t *vals, const uint32_t *meta, bool ss,
+                          float *W) {
+    memset(W, 0, (size_t)(m->out * m->in) * sizeof(float));
+    for (int64_t row = 0; row < m->out; row++)
+        for (int64_t cb = 0; cb < m->C; cb++) {
+            const int64_t q = row / 16, rt = q / 16, R = row % 256, s = cb / 8;
+            const int r = (int)(row % 16), g = r % 8, hi = r / 8, j = (int)(cb % 8), h = j / 4;
+            uint32_t v, w;
+            if (ss) {
+                v = vals[(rt * KT + s) * 2048 + ((R / 8) * 2 + j / 4) * 32 + (R % 8) * 4 + j % 4];
+                w = meta[((rt * (KT / 2) + s / 2) * 16 + q % 16) * 32 + 4 * g + 2 * (s % 2) + h];
+            } else {
+                v = vals[vnm_frag_index(q, s, KT, 4 * g + j % 4) * 4 + hi + 2 * h];
+                w = meta[vnm_frag_index(q, s, KT, 4 * g + h)];
+            }
+            const unsigned code = (w >> (16 * hi + 4 * (j % 4))) & 0xF;
+            const uint16_t *chan = m->columns + ((row / m->p.V) * m->C + cb) * 4;
+            W[row * m->in + chan[code & 3]] = bf16_to_f32((uint16_t)(v & 0xFFFF));
+            W[row * m->in + chan[code >> 2]] = bf16_to_f32((uint16_t)(v >> 16));
+        }
+}
+
+// Both device layouts of the GPU kernels decode to the matrix: rows padded to 256, k-steps to an
+// even count (C not a multiple of 8 or 16), permuted rows and input channels.
+Test(vnm_format, device_layouts_decode) {
+    const struct {
+        VnmPattern p;
+        int64_t out, in;
+        unsigned flags;
+    } cases[] = {
+        {{16, 2, 4}, 320, 4 * 52, 0},
+        {{64, 2, 8}, 256, 8 * 40, VNM_RANDOM_PERMUTE_ROWS},
+        {{128, 2, 5}, 640, 5 * 36, VNM_RANDOM_PERMUTE_COLS},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        VnmMatrix m;
+        vnm_random(cases[i].p, cases[i].out, cases[i].in, 40 + i, cases[i].flags, &m);
+        const int64_t kt_host = vnm_meta_ksteps(&m), KT = (kt_host + 1) / 2 * 2, Q = (m.out + 255) / 256 * 16;
+        float *want = malloc((size_t)(m.out * m.in) * sizeof(float)), *got = malloc((size_t)(m.out * m.in) * sizeof(float));
+        vnm_decompress(&m, want);
+        for (int ss = 0; ss < 2; ss++) {
+            VnmLayoutPack pk = {&m, KT, kt_host, calloc((size_t)(Q * KT * 128), sizeof(uint32_t)),
+                                calloc((size_t)(Q * KT * 32), sizeof(uint32_t))};
+            (ss ? vnm_pack_ss : vnm_pack_fragments)(&pk, 0, Q);
+            decode_layout(&m, KT, pk.vals, pk.meta, ss, got);
+            cr_assert_eq(memcmp(got, want, (size_t)(m.out * m.in) * sizeof(float)), 0, "case %zu, %s layout", i,
+                         ss ? "SS" : "fragment");
+            free(pk.vals), free(pk.meta);
+        }
+        free(want), free(got);
+        vnm_free(&m);
     }
 }

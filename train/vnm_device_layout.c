@@ -1,0 +1,49 @@
+// Device layouts of the GPU SpMM kernels (see vnm_device_layout.h).
+#include "vnm_device_layout.h"
+
+#define PAD_META 0x44444444u  // code 0b0100 in every nibble
+
+void vnm_pack_fragments(void *arg, int64_t q0, int64_t q1) {
+    const VnmLayoutPack *f = (const VnmLayoutPack *)arg;
+    const VnmMatrix *m = f->m;
+    const uint32_t *v32 = (const uint32_t *)m->values;  // the 2 kept values of (row, block) as one word
+    for (int64_t q = q0; q < q1; q++)
+        for (int64_t s = 0; s < f->KT; s++)
+            for (int lane = 0; lane < 32; lane++) {
+                int g = lane >> 2, tig = lane & 3;
+                uint32_t *w = f->vals + vnm_frag_index(q, s, f->KT, lane) * 4;
+                for (int k = 0; k < 4; k++) {
+                    int64_t row = 16 * q + g + ((k & 1) ? 8 : 0), cb = 8 * s + tig + ((k & 2) ? 4 : 0);
+                    w[k] = (row < m->out && cb < m->C) ? v32[row * m->C + cb] : 0;
+                }
+                f->meta[vnm_frag_index(q, s, f->KT, lane)] =
+                    (s < f->kt_host && 16 * q < m->out) ? m->meta[(q * f->kt_host + s) * 16 + 2 * g + (tig & 1)] : PAD_META;
+            }
+}
+
+void vnm_pack_ss(void *arg, int64_t q0, int64_t q1) {
+    const VnmLayoutPack *f = (const VnmLayoutPack *)arg;
+    const VnmMatrix *m = f->m;
+    const uint32_t *v32 = (const uint32_t *)m->values;
+    for (int64_t q = q0; q < q1; q++) {
+        const int64_t rt = q / 16, qq = q % 16;
+        for (int64_t s = 0; s < f->KT; s++) {
+            uint32_t *block = f->vals + (rt * f->KT + s) * 2048;
+            for (int r = 0; r < 16; r++) {
+                const int64_t row = 16 * q + r, R = 16 * qq + r;
+                for (int j = 0; j < 8; j++) {
+                    const int64_t cb = 8 * s + j;
+                    block[((R / 8) * 2 + j / 4) * 32 + (R % 8) * 4 + j % 4] =
+                        (row < m->out && cb < m->C) ? v32[row * m->C + cb] : 0;
+                }
+            }
+        }
+        for (int64_t jp = 0; jp < f->KT / 2; jp++)
+            for (int lane = 0; lane < 32; lane++) {
+                const int g = lane >> 2, tig = lane & 3;
+                const int64_t ks = 2 * jp + (tig >> 1);
+                f->meta[((rt * (f->KT / 2) + jp) * 16 + qq) * 32 + lane] =
+                    (ks < f->kt_host && 16 * q < m->out) ? m->meta[(q * f->kt_host + ks) * 16 + 2 * g + (tig & 1)] : PAD_META;
+            }
+    }
+}

@@ -1,0 +1,70 @@
+// Device layouts of a V:N:M matrix's compressed values and metadata, as the GPU SpMM kernels read
+// them (kernels/vnm_spmm.cu uploads them). Host code in C, so that the CPU tests decode both
+// layouts back to the dense weights (tests/test_vnm_format.c).
+//
+// Rows are padded to out_pad (a multiple of 256) and the logical reduction to KT k-steps of 32
+// (8 column blocks each, KT even); padding has zero values and metadata code 0b0100. A "value
+// word" is the 2 kept bf16 of one row in one column block (low half first), a "meta word" the
+// host word meta[(q*kt_host + s)*16 + 2*g + h] of vnm_format.c (16-row group q, k-step s).
+//
+// Fragment layout (the mma.sp kernels, the register-A wgmma kernels, decode):
+//   vals[vnm_frag_index(q, s, KT, lane)] (4 value words) : the A fragment of lane (g = lane/4,
+//       tig = lane%4): .x = (row g, block tig), .y = (g+8, tig), .z = (g, 4+tig), .w = (g+8, 4+tig)
+//       of the k-step's 8 blocks. This is the mma.sp m16n8k32 A fragment; the wgmma.sp register-A
+//       fragment of each warp of a warpgroup has the same layout.
+//   meta[vnm_frag_index(q, s, KT, lane)] : meta word 2*g + (tig & 1), so lanes 0/1 and 2/3 of each
+//       quad hold the same word and either sparsity selector works.
+// SS layout (the sm_90a TMA kernel over the 2:4 form for prefill, which reads A from shared memory):
+//   vals: per (256-row tile rt, k-step s) 2048 value words, those of each row in block order
+//       (8 words = 16 values) as K-major core matrices of 8 rows × 16 bytes, the two of an 8-row
+//       group adjacent: word ((R/8)*2 + j/4)*32 + (R%8)*4 + j%4 of block rt*KT + s holds (row R of
+//       the tile, block j of the k-step).
+//   meta: per (256-row tile, k-step pair jp) 512 words, [(rt*KT/2 + jp)*16 + q%16]*32 + lane: the
+//       meta word of k-step 2jp for lanes with tig 0-1 (sparsity selector 0), of 2jp + 1 for tig 2-3
+//       (selector 1), i.e. each word once.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "train/vnm_format.h"
+
+#ifdef __CUDACC__
+#define VNM_HOST_DEVICE __host__ __device__
+#else
+#define VNM_HOST_DEVICE
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Index (in 4-word A fragments or metadata words) of lane `lane` of 16-row group q, k-step ks in
+// the fragment layout. Order: [256-row tile][k-step][m64 row group][warp][lane], so that the A
+// fragments of one CTA (256 rows) for one k-step are one contiguous block (8 KB of A, 2 KB of
+// metadata), and those of consecutive k-steps too: a wgmma ring stage is one bulk copy.
+static inline VNM_HOST_DEVICE int64_t vnm_frag_index(int64_t q, int64_t ks, int64_t KT, int lane) {
+    const int64_t rt = q >> 4, rg = (q >> 2) & 3, w = q & 3;
+    return (((rt * KT + ks) * 4 + rg) * 4 + w) * 32 + lane;
+}
+
+// Bytes of the values and metadata for out_pad rows and KT k-steps in either layout (the SS layout
+// has half the metadata).
+static inline size_t vnm_layout_bytes(int64_t out_pad, int64_t KT, int ss) {
+    return (size_t)(out_pad / 16 * KT * 32) * (ss ? 16 + 2 : 16 + 4);
+}
+
+// What the packers fill: vals (out_pad/16 · KT · 128 words), meta (out_pad/16 · KT · 32 words,
+// half for SS); KT even, >= kt_host = vnm_meta_ksteps(m).
+typedef struct VnmLayoutPack {
+    const VnmMatrix *m;
+    int64_t KT, kt_host;
+    uint32_t *vals, *meta;
+} VnmLayoutPack;
+
+// 16-row groups [q0, q1) of the fragment / SS layout (parallel_for bodies: arg is a VnmLayoutPack).
+void vnm_pack_fragments(void *arg, int64_t q0, int64_t q1);
+void vnm_pack_ss(void *arg, int64_t q0, int64_t q1);
+
+#ifdef __cplusplus
+}
+#endif
