@@ -32,7 +32,7 @@
 //                 loading during the epilogue; VNM_PERSISTENT=0 launches one CTA per tile).
 // The decode kernels start loading their weights before the previous kernel has finished
 // (programmatic dependent launch, kernels/pdl.cuh; VNM_PDL=0 turns it off).
-// The device layout of values/meta (per-thread fragment order) is documented in vnm_spmm.cu.
+// The device layouts of values/meta (fragment order, SS) are documented in train/vnm_device_layout.h.
 //
 // Feature-major path (vnm_spmm_cuda_fm): activations stored transposed, tokens contiguous:
 //   yT (out × ld) = epilogue( W_vnm · xT ),  xT (in × ld), residualT (out × ld),  element (c, t) at [c*ld + t]
