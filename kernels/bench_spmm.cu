@@ -43,6 +43,7 @@ namespace {
 struct Opts {
     int reps = 20, flush = 1, quick = 0, check = 1, prefill = 0, decode = 0, mmasp = 1, fm_only = 0, table_only = 0;
     int best_of = 4, splt_search = 1;  // cuBLASLt heuristic algorithms tried; cuSPARSELt's own search
+    int ncu_search = 0;                // --ncu: let cuSPARSELt search its algorithms (to see which it picks)
     const char *table = "spmm_table.txt";
     const char *ncu = NULL;  // --ncu PATTERN[@N][/fm][=OUTxIN]: 3 launches of ours (default 4096x4096, n = 2048), then 4 of cuBLASLt and cuSPARSELt (token-major), for profilers
 };
@@ -483,9 +484,10 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--table") && i + 1 < argc) o.table = argv[++i];
         else if (!strcmp(argv[i], "--table-only") && i + 1 < argc) o.table = argv[++i], o.table_only = 1;
         else if (!strcmp(argv[i], "--ncu") && i + 1 < argc) o.ncu = argv[++i];
+        else if (!strcmp(argv[i], "--ncu-search")) o.ncu_search = 1;
         else {
             fprintf(stderr, "usage: bench spmm [--quick | --prefill | --decode] [--reps N] [--no-flush | --flush-read] [--no-check] [--no-mmasp] "
-                            "[--fm-only] [--table FILE | --table-only FILE | --no-table] [--ncu PATTERN[@N][/fm][=OUTxIN]]\n");
+                            "[--fm-only] [--table FILE | --table-only FILE | --no-table] [--ncu PATTERN[@N][/fm][=OUTxIN] [--ncu-search]]\n");
             return 2;
         }
     }
@@ -539,7 +541,7 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         // Then the baselines of the same shape, 4 launches each: cuBLASLt's first heuristic algorithm
         // and cuSPARSELt 2:4 without its algorithm search (its default).
         Opts once;
-        once.reps = 1, once.flush = 0, once.best_of = 1, once.splt_search = 0;
+        once.reps = 1, once.flush = 0, once.best_of = 1, once.splt_search = o.ncu_search;
         if (!fm) dense_time(once, out, in, n, b.W, b.x, b.y_ref), splt_time(once, out, in, n, b.W, b.x, b.y_ref);
         return 0;
     }
