@@ -26,12 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/sm90_ptx.cuh"
 #include "kernels/vnm_spmm.h"
 #include "kernels/vnm_spmm_common.cuh"
-
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define VNM_SM90A 1
-#endif
 
 namespace vnm90 {
 
@@ -85,80 +82,6 @@ struct Cfg {
     static_assert(SMEM <= 227 * 1024, "shared memory");
 };
 
-// Operands of the wgmma asm statements below: accumulators d[i .. i+7] and the D register lists.
-#define VNM_ACC8(i) \
-    "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
-#define VNM_ACC64 VNM_ACC8(0), VNM_ACC8(8), VNM_ACC8(16), VNM_ACC8(24), VNM_ACC8(32), VNM_ACC8(40), VNM_ACC8(48), VNM_ACC8(56)
-#define VNM_ACC96 VNM_ACC64, VNM_ACC8(64), VNM_ACC8(72), VNM_ACC8(80), VNM_ACC8(88)
-#define VNM_D64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
-#define VNM_D96 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}"
-
-// wgmma.mma_async.sp m64n128k32 bf16 -> f32, A from registers, D += A·B (64 accumulators).
-// TRANS_B = imm-trans-b: 0 = K-major B, 1 = N-major B.
-template <int SEL, int TRANS_B>
-__device__ __forceinline__ void wgmma_sp_m64n128k32(float (&d)[64], uint4 a, uint64_t desc_b, uint32_t meta) {
-#ifdef VNM_SM90A
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %71, 0;\n"
-                 "wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 " VNM_D64
-                 ", {%64, %65, %66, %67}, %68, %69, %70, p, 1, 1, %72;\n}\n"
-                 : VNM_ACC64
-                 : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "l"(desc_b), "r"(meta), "n"(SEL), "r"(1), "n"(TRANS_B));
-#endif
-}
-
-// wgmma.mma_async.sp m64nNk32 bf16 -> f32 with A (the compressed 64 × 16 values) and B in shared
-// memory, both K-major; N = 128 and 192 (N/2 accumulators).
-template <int SEL>
-__device__ __forceinline__ void wgmma_sp_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b, uint32_t meta) {
-#ifdef VNM_SM90A
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %68, 0;\n"
-                 "wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 " VNM_D64 ", %64, %65, %66, %67, p, 1, 1, 0, 0;\n}\n"
-                 : VNM_ACC64
-                 : "l"(desc_a), "l"(desc_b), "r"(meta), "n"(SEL), "r"(1));
-#endif
-}
-template <int SEL>
-__device__ __forceinline__ void wgmma_sp_ss(float (&d)[96], uint64_t desc_a, uint64_t desc_b, uint32_t meta) {
-#ifdef VNM_SM90A
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %100, 0;\n"
-                 "wgmma.mma_async.sp.sync.aligned.m64n192k32.f32.bf16.bf16 " VNM_D96 ", %96, %97, %98, %99, p, 1, 1, 0, 0;\n}\n"
-                 : VNM_ACC96
-                 : "l"(desc_a), "l"(desc_b), "r"(meta), "n"(SEL), "r"(1));
-#endif
-}
-
-__device__ __forceinline__ void wgmma_fence() {
-#ifdef VNM_SM90A
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void wgmma_commit() {
-#ifdef VNM_SM90A
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void wgmma_wait_all() {
-#ifdef VNM_SM90A
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void fence_operand(float &r) { asm volatile("" : "+f"(r)::"memory"); }
-__device__ __forceinline__ void keep_word(uint32_t &m) { asm volatile("" : "+r"(m)::"memory"); }
-__device__ __forceinline__ void keep_operand(uint4 &a, uint32_t &m) {
-    asm volatile("" : "+r"(a.x), "+r"(a.y), "+r"(a.z), "+r"(a.w), "+r"(m)::"memory");
-}
-__device__ __forceinline__ void fence_proxy_async() {
-#ifdef VNM_SM90A
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
-}
-
-// Shared-memory matrix descriptor (PTX "matrix descriptor"): start, LBO, SBO in 16-byte units,
-// 128-byte swizzle (mode 1 in bits 62-63) or none (0), base offset 0 (all tiles 1024-byte aligned).
-__device__ __forceinline__ uint64_t smem_desc(uint32_t smem_addr, uint32_t lbo, uint32_t sbo, bool swizzle128 = true) {
-    return (uint64_t)((smem_addr & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(sbo >> 4) << 32) |
-           ((uint64_t)swizzle128 << 62);
-}
 // K-major B tile (tokens × 64 k, 128-byte rows), 128-byte swizzle: 8-row core groups 1024 bytes
 // apart (SBO), LBO unused (1).
 __device__ __forceinline__ uint64_t b_desc(uint32_t smem_addr) { return smem_desc(smem_addr, 16, 1024); }
@@ -187,122 +110,7 @@ __device__ __forceinline__ uint32_t swz(int t, int j) {
     return (uint32_t)(t * 128 + ((((j >> 1) ^ (t & 7)) << 4) | ((j & 1) << 3)));
 }
 
-__device__ __forceinline__ void st_shared_v2(uint32_t addr, uint2 v) {
-    asm volatile("st.shared.v2.u32 [%0], {%1, %2};" ::"r"(addr), "r"(v.x), "r"(v.y) : "memory");
-}
-
-__device__ __forceinline__ uint4 ldg_nc_v4(const void *p) {
-    uint4 v;
-    asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-    return v;
-}
-__device__ __forceinline__ uint32_t ldg_nc_u32(const void *p) {
-    uint32_t v;
-    asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(v) : "l"(p));
-    return v;
-}
-
-__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
-#ifdef VNM_SM90A
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-#endif
-}
-// Waits for the phase with the given parity; traps after 2^26 polls (about a second) so that a
-// pipeline bug shows as a launch error instead of a hang.
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t phase) {
-#ifdef VNM_SM90A
-    asm volatile(
-        "{\n.reg .pred P, Q;\n.reg .u32 n;\nmov.u32 n, 0;\n"
-        "WAIT_%=:\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 P, [%0], %1;\n"
-        "@P bra DONE_%=;\n"
-        "add.u32 n, n, 1;\n"
-        "setp.eq.u32 Q, n, 0x4000000;\n"
-        "@Q trap;\n"
-        "bra WAIT_%=;\n"
-        "DONE_%=:\n}\n" ::"r"(bar),
-        "r"(phase)
-        : "memory");
-#endif
-}
-
-__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map, uint32_t bar, int c0, int c1,
-                                            uint32_t bytes) {
-#ifdef VNM_SM90A
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-    asm volatile(
-        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
-            dst),
-        "l"(map), "r"(c0), "r"(c1), "r"(bar)
-        : "memory");
-#endif
-}
-
-__device__ __forceinline__ void wgmma_wait_1() {
-#ifdef VNM_SM90A
-    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-#ifdef VNM_SM90A
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
-#endif
-}
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
-#ifdef VNM_SM90A
-    asm volatile("mbarrier.expect_tx.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-#endif
-}
-// 16-byte cp.async with zero fill beyond src_bytes, L1-allocating: the 4 gather groups of a CTA
-// share channels (half the requests hit L1 at 64:2:8; .cg was not consistently faster on an H100).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, uint32_t src_bytes) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_arrive(uint32_t bar) {
-#ifdef VNM_SM90A
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
-#endif
-}
-__device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_t bytes, uint32_t bar) {
-#ifdef VNM_SM90A
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
-                 "l"(src), "r"(bytes), "r"(bar)
-                 : "memory");
-#endif
-}
-__device__ __forceinline__ uint4 lds_v4(uint32_t addr) {
-    uint4 v;
-    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
-    return v;
-}
-__device__ __forceinline__ void sts_f32(uint32_t addr, float v) {
-    asm volatile("st.shared.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
-}
-__device__ __forceinline__ void sts_v2_f32(uint32_t addr, float a, float b) {
-    asm volatile("st.shared.v2.f32 [%0], {%1, %2};" ::"r"(addr), "f"(a), "f"(b) : "memory");
-}
-__device__ __forceinline__ float4 lds_v4_f32(uint32_t addr) {
-    float4 v;
-    asm volatile("ld.shared.v4.f32 {%0,%1,%2,%3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(addr) : "memory");
-    return v;
-}
-__device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
-    uint32_t v;
-    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(addr));
-    return v;
-}
-template <int N>
-__device__ __forceinline__ void setmaxnreg_inc() {
-#ifdef VNM_SM90A
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
-#endif
-}
-template <int N>
-__device__ __forceinline__ void setmaxnreg_dec() {
-#ifdef VNM_SM90A
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
-#endif
-}
+// Named barrier 1 of the two consumer warpgroups (256 threads).
 __device__ __forceinline__ void consumer_bar() { asm volatile("bar.sync 1, 256;" ::: "memory"); }
 
 // Epilogue of 8 consecutive elements of y in memory, starting at (output channel o, token t):
@@ -388,19 +196,6 @@ struct Segments {
     }
 };
 
-__device__ __forceinline__ void flag_set(int *f) {
-    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(f), "r"(1) : "memory");
-}
-// Waits for *f != 0; traps after 2^26 polls like mbar_wait.
-__device__ __forceinline__ void flag_wait(const int *f) {
-    for (uint32_t n = 0;; n++) {
-        uint32_t v;
-        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(f) : "memory");
-        if (v) return;
-        if (n == 0x4000000u) __trap();
-    }
-}
-
 // Warp-specialized kernel: warpgroup 0 fills the ring (bulk copies of the stage's A fragments and
 // metadata, plus B by TMA or by 128 gathering threads), warpgroups 1 and 2 issue the wgmmas (rows
 // 128(w-1) .. +127 of the 256-row tile), reading A and the metadata from shared memory into
@@ -445,9 +240,7 @@ __global__ void __launch_bounds__(384, 1)
         auto copy_a = [&](int64_t row0, int s, int slot, uint32_t extra_tx) {
             const int64_t base = vnm_frag_index(row0 / 16, (int64_t)CF::KS * s, d.KT, 0);
             if (CF::TMA)
-                asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(full_bar + 8 * slot),
-                             "r"(CF::A_BYTES + CF::META_BYTES + extra_tx)
-                             : "memory");
+                mbar_arrive_expect_tx(full_bar + 8 * slot, CF::A_BYTES + CF::META_BYTES + extra_tx);
             else
                 mbar_expect_tx(full_bar + 8 * slot, CF::A_BYTES + CF::META_BYTES);
             bulk_load(a_addr(slot), d.vals + base, CF::A_BYTES, full_bar + 8 * slot);
@@ -464,11 +257,7 @@ __global__ void __launch_bounds__(384, 1)
                         const int slot = gs % CF::NST;
                         if (gs >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((gs / CF::NST - 1) & 1));
                         copy_a(tile_row0(tile), s, slot, CF::TILE_BYTES);
-                        asm volatile(
-                            "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
-                                tile_addr(slot, 0)),
-                            "l"(&tmap), "r"(64 * s), "r"((int)tile_t0(tile)), "r"(full_bar + 8 * slot)
-                            : "memory");
+                        tma_load_2d(tile_addr(slot, 0), &tmap, full_bar + 8 * slot, 64 * s, (int)tile_t0(tile));
                     }
             }
             return;
