@@ -173,17 +173,16 @@ __device__ __forceinline__ int64_t sk_first_tile(int64_t tiles, int64_t G) {
 // The segments a CTA runs: (tile, stages [s0, s1)), whole tiles blockIdx.x, + gridDim.x, ...,
 // then with stream-K its range of units.
 struct Segments {
-    int64_t num_tiles, whole_end, sk_tile0, u, u_end, tile;
+    int64_t sk_tile0, u, u_end, tile;  // sk_tile0: the first stream-K tile (all tiles without stream-K)
     int nstages;
-    __device__ Segments(int64_t tiles, int ns, bool sk) : num_tiles(tiles), tile(blockIdx.x), nstages(ns) {
-        whole_end = sk ? sk_first_tile(tiles, gridDim.x) : tiles;
-        sk_tile0 = whole_end;
+    __device__ Segments(int64_t tiles, int ns, bool sk) : tile(blockIdx.x), nstages(ns) {
+        sk_tile0 = sk ? sk_first_tile(tiles, gridDim.x) : tiles;
         const int64_t units = sk ? (tiles - sk_tile0) * ns : 0;
         u = sk_begin(units, blockIdx.x, gridDim.x);
         u_end = sk_begin(units, blockIdx.x + 1, gridDim.x);
     }
     __device__ bool next(int64_t &t, int &s0, int &s1) {
-        if (tile < whole_end) {
+        if (tile < sk_tile0) {
             t = tile, s0 = 0, s1 = nstages;
             tile += gridDim.x;
             return true;
@@ -616,6 +615,9 @@ int encode_x_map(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, int tn,
     return r == CUDA_SUCCESS ? 0 : -1;
 }
 
+// Output tiles of BM rows × tn tokens.
+static int64_t tile_count(const VnmDeviceMatrix *d, int64_t n, int tn) { return (d->out_pad / BM) * ((n + tn - 1) / tn); }
+
 // 0, 1 or -1 (unset) from an environment switch.
 static int env_switch(const char *name) {
     const char *env = getenv(name);
@@ -649,9 +651,9 @@ static int ss_tile_tokens(const VnmDeviceMatrix *d, int64_t n) {
         forced = env && (!strcmp(env, "128") || !strcmp(env, "192")) ? atoi(env) : 0;
     }
     if (forced) return forced;
-    const int64_t G = d->num_sms, row_tiles = d->out_pad / BM, nstages = d->KT / 2;
+    const int64_t G = d->num_sms, nstages = d->KT / 2;
     auto cost = [&](int tn, double bytes_per_mac) {
-        const int64_t tiles = row_tiles * ((n + tn - 1) / tn);
+        const int64_t tiles = tile_count(d, n, tn);
         const double rounds = use_stream_k(tiles, nstages, G) ? (double)tiles / G + 0.5 : (double)((tiles + G - 1) / G);
         return rounds * tn * bytes_per_mac;
     };
@@ -674,7 +676,7 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
     static int persist_env = -2;
     if (persist_env == -2) persist_env = env_switch("VNM_PERSISTENT");
     const bool persist = CF::PERSIST && persist_env != 0;
-    const int64_t tiles = (d->out_pad / BM) * ((e.n + TN - 1) / TN), G = d->num_sms;
+    const int64_t tiles = tile_count(d, e.n, TN), G = d->num_sms;
     const bool sk = persist && use_stream_k(tiles, d->KT / CF::KS, G);
     const int64_t grid = sk || (persist && tiles > G) ? G : tiles;
     e.ws = NULL, e.flags = NULL;
