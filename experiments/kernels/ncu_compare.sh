@@ -20,10 +20,16 @@ for item in ${SPECS:-2:4}; do
   awk '/^  [a-zA-Z_].*\(.*\)x\(/ {name=$1" "$2; sub(/\(.*/, "", name)} 
        /gpu__time_duration.sum|launch__grid_size|launch__block_size|launch__registers_per_thread |launch__shared_mem_per_block_dynamic|sm__throughput.avg.pct_of_peak_sustained_elapsed|l1tex__throughput.avg.pct|lts__throughput.avg.pct|l1tex__data_pipe_lsu_wavefronts_mem_shared.sum |l1tex__data_bank_(reads|writes).avg.pct|sm__pipe_tensor[a-z_]*.avg.pct_of_peak_sustained_active|sm__inst_executed_pipe_tensor[a-z_]*.avg.pct|lts__t_bytes.sum |dram__bytes_read.sum |sm__cycles_elapsed.avg / {print "  " substr(name,1,40), $1, $NF}' "$f" | grep -v "^  .*cudaMemset" | head -120
 done
-# NAMES=1: which kernels cuSPARSELt's algorithm search tries and how long each takes (one pass each)
+# NAMES=1: for each SPEC, the kernels cuSPARSELt's algorithm search runs, fastest first (to learn
+# its tile shapes), with the same sections for each, so the fastest one's metrics can be read.
 if [ "${NAMES:-0}" = 1 ]; then
-  timeout 240 ncu --metrics gpu__time_duration.sum,launch__grid_size,launch__shared_mem_per_block_dynamic -k regex:xmma_sparse \
-    --print-units base build-gpu/vnmtune bench spmm --ncu "${SPECS%% *}" --ncu-search >"$OUT/ncu/search.txt" 2>&1
-  grep -E "^  [a-z_0-9]+xmma|gpu__time_duration" "$OUT/ncu/search.txt" | paste - - | awk '{print $NF, $1}' | sort -n | uniq -c | head -20
+  for item in ${SPECS:-2:4}; do
+    f="$OUT/ncu/search_$(echo "$item" | tr ':@=+/' '_____').txt"
+    timeout 300 ncu --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+      --section LaunchStats -k regex:xmma_sparse -c 40 --page raw --print-units base \
+      build-gpu/vnmtune bench spmm --ncu "${item%%+*}" --ncu-search >"$f" 2>&1
+    echo "== search $item (rc $?): time, name"
+    awk '/^  [a-zA-Z_].*\(.*\)x\(/ {name=$1} /gpu__time_duration.sum/ {print $NF, name}' "$f" | tr -d , | sort -n | awk '!seen[$2]++' | head -12
+  done
 fi
-tar czf "$OUT/ncu.tgz" -C "$OUT" ncu && rm -r "$OUT/ncu"
+tar czf "$OUT/ncu${TAG:-}.tgz" -C "$OUT" ncu && rm -r "$OUT/ncu"
