@@ -125,6 +125,16 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map
         : "memory");
 }
 
+// Bulk tensor store of the box at (c0, c1) of map from shared memory (bulk async group), its commit,
+// and the wait until all committed stores have read their shared memory (not until y is written).
+__device__ __forceinline__ void tma_store_2d(const CUtensorMap *map, uint32_t src, int c0, int c1) {
+    VNM_SM90A_ASM("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];" ::"l"(map), "r"(c0),
+                  "r"(c1), "r"(src)
+                  : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { VNM_SM90A_ASM("cp.async.bulk.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_read_all() { VNM_SM90A_ASM("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
+
 __device__ __forceinline__ void wgmma_wait_1() { VNM_SM90A_ASM("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
     VNM_SM90A_ASM("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
@@ -172,6 +182,14 @@ __device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
     uint32_t v;
     asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(addr));
     return v;
+}
+// stmatrix .x4 .trans: four 8×8 bf16 matrices, given as this lane's fragment word of each (row
+// lane / 4, columns 2·(lane % 4) and + 1), stored transposed: memory row c of a matrix (16 bytes)
+// is its column c. Lane l gives the address of memory row l % 8 of matrix l / 8.
+__device__ __forceinline__ void stmatrix_x4_trans(uint32_t addr, const uint32_t (&q)[4]) {
+    VNM_SM90A_ASM("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(addr), "r"(q[0]),
+                  "r"(q[1]), "r"(q[2]), "r"(q[3])
+                  : "memory");
 }
 template <int N>
 __device__ __forceinline__ void setmaxnreg_inc() {

@@ -17,9 +17,10 @@
 // The consumers load A (compressed weights) and the metadata from global memory straight into
 // registers (one 16-byte load per thread per m64 row group and k-step) one stage ahead, keep one
 // wgmma group in flight and release a stage once its wgmmas completed.
-// Epilogue: accumulators -> shared memory (fp32) -> bias/GELU/residual -> 16-byte stores along
-// the output's contiguous dimension (rows of y, or tokens of yT); token-major y with row_perm
-// uses scalar stores.
+// Epilogue: token-major y without residual: bias/GELU in registers -> bf16 staging (stmatrix) ->
+// bulk tensor stores (persistent kernels) or 16-byte stores; with a residual, and yT:
+// accumulators -> shared memory (fp32) -> bias/GELU/residual -> 16-byte stores along the output's
+// contiguous dimension (rows of y, or tokens of yT); token-major y with row_perm uses scalar stores.
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -65,7 +66,7 @@ struct Cfg {
     static constexpr int PIPE_BYTES = NST * SLOT_BYTES;
     // Epilogue staging per consumer warpgroup: one m64 row group × EPI_TOK tokens at a time.
     static constexpr int EPI_PASSES = TN > BN ? 2 : 1, EPI_TOK = TN / EPI_PASSES;
-    static constexpr int EPI_BYTES = ROWS ? EPI_WG_BYTES : EPI_TOK * EPI_PITCH * 4;
+    static constexpr int EPI_BYTES = ROWS ? EPI_WG_BYTES : (EPI_TOK * EPI_PITCH * 4 + 1023) / 1024 * 1024;  // 1 KB aligned
     static constexpr int EPI_OFFSET = PERSIST ? PIPE_BYTES : 0;
     static constexpr int EPI_END = EPI_OFFSET + 2 * EPI_BYTES;
     static constexpr int BAR_OFFSET = PIPE_BYTES > EPI_END ? PIPE_BYTES : EPI_END;  // barriers after both uses
@@ -80,6 +81,7 @@ struct Cfg {
     static_assert(SLOT_BYTES % 1024 == 0, "B tiles must stay 1024-byte aligned");
     static_assert(TN == BN || SS, "only the SS kernel has other tile widths");
     static_assert(SMEM <= 227 * 1024, "shared memory");
+    static_assert(ROWS || (2 * EPI_TOK * 128 <= EPI_BYTES && EPI_TOK % 16 == 0), "bf16 staging (epilogue_bf16)");
 };
 
 // K-major B tile (tokens × 64 k, 128-byte rows), 128-byte swizzle: 8-row core groups 1024 bytes
@@ -200,9 +202,15 @@ struct Segments {
 // 128(w-1) .. +127 of the 256-row tile), reading A and the metadata from shared memory into
 // registers right before. full/empty mbarriers per stage; one wgmma group stays in flight.
 // x is xT (in × e.ld) for the rows filler.
+// The TMA kernels' tensor maps: x (B tiles) and y (bulk stores of the staged output when y_store).
+struct TmaMaps {
+    CUtensorMap x, y;
+    int y_store;
+};
+
 template <int FILL, int TN = BN>
 __global__ void __launch_bounds__(384, 1)
-    vnm_wgmma_sp_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e, const __grid_constant__ CUtensorMap tmap) {
+    vnm_wgmma_sp_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e, const __grid_constant__ TmaMaps maps) {
 #ifdef VNM_SM90A
     using CF = Cfg<FILL, TN>;
     extern __shared__ uint8_t smem_raw[];
@@ -256,7 +264,7 @@ __global__ void __launch_bounds__(384, 1)
                         const int slot = gs % CF::NST;
                         if (gs >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((gs / CF::NST - 1) & 1));
                         copy_a(tile_row0(tile), s, slot, CF::TILE_BYTES);
-                        tma_load_2d(tile_addr(slot, 0), &tmap, full_bar + 8 * slot, 64 * s, (int)tile_t0(tile));
+                        tma_load_2d(tile_addr(slot, 0), &maps.x, full_bar + 8 * slot, 64 * s, (int)tile_t0(tile));
                     }
             }
             return;
@@ -476,6 +484,70 @@ __global__ void __launch_bounds__(384, 1)
     const bool staged = CF::ROWS || !e.perm;
     auto wg_bar = [&]() { asm volatile("bar.sync %0, 128;" ::"r"(2 + cw) : "memory"); };
 
+    // Token-major y without a residual: act(acc + bias) rounded to bf16 in registers, both row groups
+    // of EPI_TOK tokens per pass staged as [row group][token][64 rows] bf16 by stmatrix (the 16-byte
+    // chunks of a token XOR-swizzled by token % 8, which is the 128-byte swizzle of the tensor maps:
+    // conflict-free writes and reads), then copied to y: by bulk tensor stores in the persistent
+    // kernels (maps.y_store: the consumers go on with the next tile while the copy drains, and wait
+    // only until it has read the staging before they write it again), else by 16-byte stores.
+    // Half the shared-memory bytes of the fp32 staging and 1/8 of its stores.
+    const bool tma_store = CF::PERSIST && maps.y_store;
+    auto epilogue_bf16 = [&](int64_t row0, int64_t t0) {
+        float bias[2][2];  // rows g and g + 8 of this warp's 16 in each row group
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int64_t row = row0 + 64 * (2 * cw + r) + 16 * wl + g + 8 * hf;
+                bias[r][hf] = e.bias && row < e.out ? __bfloat162float(e.bias[row]) : 0.0f;
+            }
+        auto value = [&](int r, int i, int hf) {
+            const float v = acc[r][i] + bias[r][hf];
+            return e.act == VNM_ACT_GELU ? vnm_gelu(v) : v;
+        };
+        const int mi = lane >> 3, k = lane & 7;  // the stmatrix row this lane addresses
+        auto chunk = [&](int r, int t, int c) { return stg + (uint32_t)((r * CF::EPI_TOK + t) * 128 + ((c ^ (t & 7)) << 4)); };
+#pragma unroll
+        for (int h = 0; h < CF::EPI_PASSES; h++) {
+            if (tma_store) {  // the last bulk store has read the staging
+                if (wt == 0) bulk_wait_read_all();
+                wg_bar();
+            }
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+#pragma unroll
+                for (int jj = 0; jj < CF::EPI_TOK / 16; jj++) {  // token blocks j, j + 1 × row halves
+                    const int j = CF::EPI_TOK / 8 * h + 2 * jj;
+                    uint32_t q[4];
+#pragma unroll
+                    for (int m = 0; m < 4; m++) {
+                        const int i = 4 * (j + (m >> 1)) + 2 * (m & 1);
+                        __nv_bfloat162 p = __floats2bfloat162_rn(value(r, i, m & 1), value(r, i + 1, m & 1));
+                        q[m] = *(uint32_t *)&p;
+                    }
+                    stmatrix_x4_trans(chunk(r, 16 * jj + 8 * (mi >> 1) + k, 2 * wl + (mi & 1)), q);
+                }
+            if (tma_store) {
+                fence_proxy_async();  // our writes -> the bulk copy's reads
+                wg_bar();
+                if (wt == 0) {
+#pragma unroll
+                    for (int r = 0; r < 2; r++)
+                        tma_store_2d(&maps.y, chunk(r, 0, 0), (int)(row0 + 64 * (2 * cw + r)), (int)(t0 + CF::EPI_TOK * h));
+                    bulk_commit();
+                }
+                continue;
+            }
+            wg_bar();
+            for (int c = wt; c < 2 * CF::EPI_TOK * 8; c += 128) {
+                const int cc = c & 7, t = (c >> 3) % CF::EPI_TOK, r = c / (8 * CF::EPI_TOK);
+                const int64_t row = row0 + 64 * (2 * cw + r) + 8 * cc, tok = t0 + CF::EPI_TOK * h + t;
+                if (tok < e.n && row < e.out) *(uint4 *)(e.y + tok * e.out + row) = lds_v4(chunk(r, t, cc));
+            }
+            wg_bar();  // the staging area is free again
+        }
+    };
+
     const bool sk = e.ws != NULL;  // stream-K (TMA filler only)
     // Stream-K: the partial sums of this warpgroup's accumulators in CTA b's slot, one float per
     // thread and accumulator, coalesced.
@@ -550,6 +622,10 @@ __global__ void __launch_bounds__(384, 1)
             continue;
         }
         if (!CF::PERSIST) consumer_bar();  // every consumer is done reading the B ring
+        if (!CF::ROWS && !e.residual) {
+            epilogue_bf16(row0, t0);
+            continue;
+        }
 #pragma unroll
         for (int pass = 0; pass < 2 * CF::EPI_PASSES; pass++) {  // row group r, tokens EPI_TOK·h ..
             const int r = pass / CF::EPI_PASSES, h = pass % CF::EPI_PASSES;
@@ -580,6 +656,7 @@ __global__ void __launch_bounds__(384, 1)
             wg_bar();  // the staging area is free again
         }
     }
+    if (tma_store && wt == 0) bulk_wait_read_all();  // shared memory must outlive the last bulk store's reads
 #endif
 }
 
@@ -595,8 +672,9 @@ struct TmapCache {
     CUtensorMap map;
 };
 
-// x (n × in) in boxes of 64 channels × tn tokens, 128-byte swizzle (the TMA filler's B tiles).
-int encode_x_map(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, int tn, CUtensorMap *map) {
+// A token-major bf16 matrix p (n × cols) in boxes of 64 columns × tn tokens, 128-byte swizzle: x
+// for the TMA filler's B tiles, y for the bulk stores of the epilogue.
+static int encode_map(const void *p, int64_t cols, int64_t n, int tn, CUtensorMap *map) {
     static EncodeTiledFn encode = NULL;
     if (!encode) {
         cudaDriverEntryPointQueryResult q;
@@ -606,10 +684,10 @@ int encode_x_map(const VnmDeviceMatrix *d, const uint16_t *x, int64_t n, int tn,
             return -1;
         encode = (EncodeTiledFn)fn;
     }
-    cuuint64_t dims[2] = {(cuuint64_t)d->in, (cuuint64_t)n};
-    cuuint64_t strides[1] = {(cuuint64_t)d->in * 2};
+    cuuint64_t dims[2] = {(cuuint64_t)cols, (cuuint64_t)n};
+    cuuint64_t strides[1] = {(cuuint64_t)cols * 2};
     cuuint32_t box[2] = {64, (cuuint32_t)tn}, estr[2] = {1, 1};
-    CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)x, dims, strides, box, estr,
+    CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)p, dims, strides, box, estr,
                         CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     return r == CUDA_SUCCESS ? 0 : -1;
@@ -661,7 +739,7 @@ static int ss_tile_tokens(const VnmDeviceMatrix *d, int64_t n) {
 }
 
 template <int FILL, int TN = BN>
-int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEpi e, const CUtensorMap &map,
+int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEpi e, TmaMaps &maps,
            cudaStream_t stream) {
     using CF = Cfg<FILL, TN>;
     static bool attr_set = false;
@@ -687,7 +765,13 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
         e.flags = (int *)((char *)e.ws + part_bytes);
         cudaMemsetAsync(e.flags, 0, (size_t)G * sizeof(int), stream);
     }
-    vnm_wgmma_sp_kernel<FILL, TN><<<(unsigned)grid, 384, CF::SMEM, stream>>>(dev, x, e, map);
+    // y by bulk tensor stores: token-major y, no residual or row permutation, rows 16-byte aligned
+    // (VNM_TMA_STORE=0: 16-byte stores by the threads instead).
+    static int store_env = -2;
+    if (store_env == -2) store_env = env_switch("VNM_TMA_STORE");
+    maps.y_store = CF::PERSIST && store_env != 0 && !e.residual && !e.perm && e.out % 8 == 0 && (uintptr_t)e.y % 16 == 0 &&
+                   encode_map(e.y, e.out, e.n, CF::EPI_TOK, &maps.y) == 0;
+    vnm_wgmma_sp_kernel<FILL, TN><<<(unsigned)grid, 384, CF::SMEM, stream>>>(dev, x, e, maps);
     if (sk) cudaFreeAsync(e.ws, stream);
     return 0;
 }
@@ -708,23 +792,23 @@ int vnm_wgmma_sp_available(void) {
 // x: token-major x, or xT when e.ld != 0 (feature-major: rows filler).
 int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, const VnmEpi &e,
                         cudaStream_t stream) {
-    CUtensorMap map;
-    memset(&map, 0, sizeof map);
-    if (e.ld) return launch<VNM_FILL_ROWS>(d, dev, x, e, map, stream);
+    TmaMaps maps;
+    memset(&maps, 0, sizeof maps);
+    if (e.ld) return launch<VNM_FILL_ROWS>(d, dev, x, e, maps, stream);
     if (d->fill == VNM_FILL_TMA) {
         const int tn = d->ss ? ss_tile_tokens(d, e.n) : BN;
         VnmDeviceMatrix *dm = (VnmDeviceMatrix *)d;  // the cache is logically const
         TmapCache *c = (TmapCache *)dm->tmap_cache;
         if (!c) dm->tmap_cache = c = (TmapCache *)calloc(1, sizeof(TmapCache));
         if (c->x != x || c->n != e.n || c->tn != tn) {
-            if (encode_x_map(d, x, e.n, tn, &c->map)) return -1;
+            if (encode_map(x, d->in, e.n, tn, &c->map)) return -1;
             c->x = x, c->n = e.n, c->tn = tn;
         }
-        map = c->map;
-        if (!d->ss) return launch<VNM_FILL_TMA>(d, dev, x, e, map, stream);
-        return tn == 192 ? launch<FILL_TMA_SS, 192>(d, dev, x, e, map, stream)
-                         : launch<FILL_TMA_SS, 128>(d, dev, x, e, map, stream);
+        maps.x = c->map;
+        if (!d->ss) return launch<VNM_FILL_TMA>(d, dev, x, e, maps, stream);
+        return tn == 192 ? launch<FILL_TMA_SS, 192>(d, dev, x, e, maps, stream)
+                         : launch<FILL_TMA_SS, 128>(d, dev, x, e, maps, stream);
     }
-    if (d->fill == VNM_FILL_WINDOW) return launch<VNM_FILL_WINDOW>(d, dev, x, e, map, stream);
-    return launch<VNM_FILL_GENERIC>(d, dev, x, e, map, stream);
+    if (d->fill == VNM_FILL_WINDOW) return launch<VNM_FILL_WINDOW>(d, dev, x, e, maps, stream);
+    return launch<VNM_FILL_GENERIC>(d, dev, x, e, maps, stream);
 }
