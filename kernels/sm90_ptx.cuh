@@ -191,6 +191,13 @@ __device__ __forceinline__ void stmatrix_x4_trans(uint32_t addr, const uint32_t 
                   "r"(q[1]), "r"(q[2]), "r"(q[3])
                   : "memory");
 }
+// ldmatrix .x4 .trans: the inverse of stmatrix_x4_trans (same addresses, same fragment words).
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t addr, uint32_t (&q)[4]) {
+    VNM_SM90A_ASM("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                  : "=r"(q[0]), "=r"(q[1]), "=r"(q[2]), "=r"(q[3])
+                  : "r"(addr)
+                  : "memory");
+}
 template <int N>
 __device__ __forceinline__ void setmaxnreg_inc() {
     VNM_SM90A_ASM("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));

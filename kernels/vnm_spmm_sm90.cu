@@ -70,7 +70,7 @@ struct Cfg {
     static constexpr int EPI_OFFSET = PERSIST ? PIPE_BYTES : 0;
     static constexpr int EPI_END = EPI_OFFSET + 2 * EPI_BYTES;
     static constexpr int BAR_OFFSET = PIPE_BYTES > EPI_END ? PIPE_BYTES : EPI_END;  // barriers after both uses
-    static constexpr int SMEM = BAR_OFFSET + 16 * NST + 1024;
+    static constexpr int SMEM = BAR_OFFSET + 16 * NST + 16 + 1024;  // ring barriers, 2 residual barriers, alignment
     // Register split: the CTA is launched with 384 × 168 = 64512 registers (launch bounds 384, 1) and
     // 128 × PRODUCER_REGS + 256 × CONSUMER_REGS must fit in that, or setmaxnreg.inc waits forever.
     static constexpr int PRODUCER_REGS =
@@ -202,10 +202,10 @@ struct Segments {
 // 128(w-1) .. +127 of the 256-row tile), reading A and the metadata from shared memory into
 // registers right before. full/empty mbarriers per stage; one wgmma group stays in flight.
 // x is xT (in × e.ld) for the rows filler.
-// The TMA kernels' tensor maps: x (B tiles) and y (bulk stores of the staged output when y_store).
+// The TMA kernels' tensor maps: x (B tiles), y and the residual (epilogue, when y_store / r_load).
 struct TmaMaps {
-    CUtensorMap x, y;
-    int y_store;
+    CUtensorMap x, y, r;
+    int y_store, r_load;  // y by bulk stores; the residual by bulk loads into the staging
 };
 
 template <int FILL, int TN = BN>
@@ -236,6 +236,7 @@ __global__ void __launch_bounds__(384, 1)
             mbar_init(full_bar + 8 * b, CF::TMA ? 1 : 128);
             mbar_init(empty_bar + 8 * b, 8);  // one arrival per consumer warp
         }
+        mbar_init(empty_bar + 8 * CF::NST, 1), mbar_init(empty_bar + 8 * CF::NST + 8, 1);  // residual loads
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
@@ -491,7 +492,19 @@ __global__ void __launch_bounds__(384, 1)
     // kernels (maps.y_store: the consumers go on with the next tile while the copy drains, and wait
     // only until it has read the staging before they write it again), else by 16-byte stores.
     // Half the shared-memory bytes of the fp32 staging and 1/8 of its stores.
-    const bool tma_store = CF::PERSIST && maps.y_store;
+    // With a residual (maps.r_load), its tile comes into the staging by bulk tensor loads (pass 0's
+    // when the tile's reduction starts), is read back by ldmatrix in the accumulators' layout and
+    // added before the rounding.
+    const bool tma_store = CF::PERSIST && maps.y_store, res = CF::PERSIST && maps.r_load && e.residual;
+    const uint32_t res_bar = empty_bar + 8 * (CF::NST + cw);
+    uint32_t res_phase = 0;
+    auto load_residual = [&](int64_t row0, int64_t t0, int h) {  // one thread; the staging is free
+        mbar_arrive_expect_tx(res_bar, 2 * CF::EPI_TOK * 128);
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+            tma_load_2d(stg + (uint32_t)(r * CF::EPI_TOK * 128), &maps.r, res_bar, (int)(row0 + 64 * (2 * cw + r)),
+                        (int)(t0 + CF::EPI_TOK * h));
+    };
     auto epilogue_bf16 = [&](int64_t row0, int64_t t0) {
         float bias[2][2];  // rows g and g + 8 of this warp's 16 in each row group
 #pragma unroll
@@ -509,23 +522,30 @@ __global__ void __launch_bounds__(384, 1)
         auto chunk = [&](int r, int t, int c) { return stg + (uint32_t)((r * CF::EPI_TOK + t) * 128 + ((c ^ (t & 7)) << 4)); };
 #pragma unroll
         for (int h = 0; h < CF::EPI_PASSES; h++) {
-            if (tma_store) {  // the last bulk store has read the staging
-                if (wt == 0) bulk_wait_read_all();
+            if (tma_store) {  // the last bulk store has read the staging (waited for before the reduction at pass 0)
+                if (wt == 0 && h > 0) {
+                    bulk_wait_read_all();
+                    if (res) load_residual(row0, t0, h);
+                }
                 wg_bar();
             }
+            if (res) mbar_wait(res_bar, res_phase), res_phase ^= 1;
 #pragma unroll
             for (int r = 0; r < 2; r++)
 #pragma unroll
                 for (int jj = 0; jj < CF::EPI_TOK / 16; jj++) {  // token blocks j, j + 1 × row halves
                     const int j = CF::EPI_TOK / 8 * h + 2 * jj;
-                    uint32_t q[4];
+                    const uint32_t addr = chunk(r, 16 * jj + 8 * (mi >> 1) + k, 2 * wl + (mi & 1));
+                    uint32_t q[4] = {0, 0, 0, 0};
+                    if (res) ldmatrix_x4_trans(addr, q);
 #pragma unroll
                     for (int m = 0; m < 4; m++) {
                         const int i = 4 * (j + (m >> 1)) + 2 * (m & 1);
-                        __nv_bfloat162 p = __floats2bfloat162_rn(value(r, i, m & 1), value(r, i + 1, m & 1));
+                        const float2 rv = __bfloat1622float2(*(__nv_bfloat162 *)&q[m]);  // 0 without residual
+                        __nv_bfloat162 p = __floats2bfloat162_rn(value(r, i, m & 1) + rv.x, value(r, i + 1, m & 1) + rv.y);
                         q[m] = *(uint32_t *)&p;
                     }
-                    stmatrix_x4_trans(chunk(r, 16 * jj + 8 * (mi >> 1) + k, 2 * wl + (mi & 1)), q);
+                    stmatrix_x4_trans(addr, q);
                 }
             if (tma_store) {
                 fence_proxy_async();  // our writes -> the bulk copy's reads
@@ -575,6 +595,10 @@ __global__ void __launch_bounds__(384, 1)
         for (int r = 0; r < 2; r++)
 #pragma unroll
             for (int i = 0; i < NACC; i++) acc[r][i] = 0.0f;
+        if (tma_store && !contributor && wt == 0) {  // the staging for pass 0 of this tile's epilogue
+            bulk_wait_read_all();
+            if (res) load_residual(row0, t0, 0);
+        }
         for (int s = 0; s < ns; s += 2) {
             mma_stage(gs0 + s, A[0], Mt[0]);
             retire(s >= 1 ? gs0 + s - 1 : -1, A[1], Mt[1], false);
@@ -622,7 +646,7 @@ __global__ void __launch_bounds__(384, 1)
             continue;
         }
         if (!CF::PERSIST) consumer_bar();  // every consumer is done reading the B ring
-        if (!CF::ROWS && !e.residual) {
+        if (!CF::ROWS && (!e.residual || res)) {
             epilogue_bf16(row0, t0);
             continue;
         }
@@ -765,12 +789,14 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
         e.flags = (int *)((char *)e.ws + part_bytes);
         cudaMemsetAsync(e.flags, 0, (size_t)G * sizeof(int), stream);
     }
-    // y by bulk tensor stores: token-major y, no residual or row permutation, rows 16-byte aligned
-    // (VNM_TMA_STORE=0: 16-byte stores by the threads instead).
+    // y by bulk tensor stores (and the residual by bulk loads): token-major y, no row permutation,
+    // rows 16-byte aligned (VNM_TMA_STORE=0: neither; 16-byte stores by the threads instead).
     static int store_env = -2;
     if (store_env == -2) store_env = env_switch("VNM_TMA_STORE");
-    maps.y_store = CF::PERSIST && store_env != 0 && !e.residual && !e.perm && e.out % 8 == 0 && (uintptr_t)e.y % 16 == 0 &&
+    maps.y_store = CF::PERSIST && store_env != 0 && !e.perm && e.out % 8 == 0 && (uintptr_t)e.y % 16 == 0 &&
                    encode_map(e.y, e.out, e.n, CF::EPI_TOK, &maps.y) == 0;
+    maps.r_load = maps.y_store && e.residual && (uintptr_t)e.residual % 16 == 0 &&
+                  encode_map(e.residual, e.out, e.n, CF::EPI_TOK, &maps.r) == 0;
     vnm_wgmma_sp_kernel<FILL, TN><<<(unsigned)grid, 384, CF::SMEM, stream>>>(dev, x, e, maps);
     if (sk) cudaFreeAsync(e.ws, stream);
     return 0;
