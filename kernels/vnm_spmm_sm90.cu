@@ -17,10 +17,11 @@
 // The consumers load A (compressed weights) and the metadata from global memory straight into
 // registers (one 16-byte load per thread per m64 row group and k-step) one stage ahead, keep one
 // wgmma group in flight and release a stage once its wgmmas completed.
-// Epilogue: token-major y without residual: bias/GELU in registers -> bf16 staging (stmatrix) ->
-// bulk tensor stores (persistent kernels) or 16-byte stores; with a residual, and yT:
-// accumulators -> shared memory (fp32) -> bias/GELU/residual -> 16-byte stores along the output's
-// contiguous dimension (rows of y, or tokens of yT); token-major y with row_perm uses scalar stores.
+// Epilogue: token-major y: bias/GELU (+ the residual, loaded by bulk copies into shared memory) in
+// registers -> bf16 staging (stmatrix) -> bulk tensor stores (persistent kernels); else (a residual
+// in the other kernels, yT): accumulators -> shared memory (fp32) -> bias/GELU/residual -> 16-byte
+// stores along the output's contiguous dimension (rows of y, or tokens of yT); token-major y with
+// row_perm uses scalar stores.
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -485,7 +486,8 @@ __global__ void __launch_bounds__(384, 1)
     const bool staged = CF::ROWS || !e.perm;
     auto wg_bar = [&]() { asm volatile("bar.sync %0, 128;" ::"r"(2 + cw) : "memory"); };
 
-    // Token-major y without a residual: act(acc + bias) rounded to bf16 in registers, both row groups
+    // Token-major y without row permutation (a residual only with maps.r_load, below): act(acc + bias)
+    // (+ residual) rounded to bf16 in registers, both row groups
     // of EPI_TOK tokens per pass staged as [row group][token][64 rows] bf16 by stmatrix (the 16-byte
     // chunks of a token XOR-swizzled by token % 8, which is the 128-byte swizzle of the tensor maps:
     // conflict-free writes and reads), then copied to y: by bulk tensor stores in the persistent
