@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include "kernels/sm90_ptx.cuh"
 #include "kernels/vnm_spmm.h"
 #include "kernels/vnm_spmm_common.cuh"
@@ -486,18 +488,18 @@ __global__ void __launch_bounds__(384, 1)
     const bool staged = CF::ROWS || !e.perm;
     auto wg_bar = [&]() { asm volatile("bar.sync %0, 128;" ::"r"(2 + cw) : "memory"); };
 
-    // Token-major y without row permutation (a residual only with maps.r_load, below): act(acc + bias)
-    // (+ residual) rounded to bf16 in registers, both row groups
-    // of EPI_TOK tokens per pass staged as [row group][token][64 rows] bf16 by stmatrix (the 16-byte
+    // Token-major y without row permutation in the persistent kernels (maps.y_store; a residual only
+    // with maps.r_load): act(acc + bias) (+ residual) rounded to bf16 in registers, both row groups of
+    // EPI_TOK tokens per pass staged as [row group][token][64 rows] bf16 by stmatrix (the 16-byte
     // chunks of a token XOR-swizzled by token % 8, which is the 128-byte swizzle of the tensor maps:
-    // conflict-free writes and reads), then copied to y: by bulk tensor stores in the persistent
-    // kernels (maps.y_store: the consumers go on with the next tile while the copy drains, and wait
-    // only until it has read the staging before they write it again), else by 16-byte stores.
-    // Half the shared-memory bytes of the fp32 staging and 1/8 of its stores.
-    // With a residual (maps.r_load), its tile comes into the staging by bulk tensor loads (pass 0's
-    // when the tile's reduction starts), is read back by ldmatrix in the accumulators' layout and
-    // added before the rounding.
-    const bool tma_store = CF::PERSIST && maps.y_store, res = CF::PERSIST && maps.r_load && e.residual;
+    // conflict-free), then written to y by bulk tensor stores: the consumers go on with the next tile
+    // while the copy drains and wait only until it has read the staging before they write it again.
+    // The residual tile comes into the staging by bulk tensor loads (pass 0's when the tile's
+    // reduction starts), is read back by ldmatrix in the accumulators' layout and added before the
+    // rounding. GELU and the residual are template flags (GELU_, RES_ as integral constants) so that
+    // each variant is straight-line code: per-group branches over the inlined erf made the epilogue
+    // jump over cold code and cost more than the fp32 staging (H200, Session 10).
+    const bool tma_store = CF::PERSIST && maps.y_store, res = tma_store && e.residual;
     const uint32_t res_bar = empty_bar + 8 * (CF::NST + cw);
     uint32_t res_phase = 0;
     auto load_residual = [&](int64_t row0, int64_t t0, int h) {  // one thread; the staging is free
@@ -507,7 +509,8 @@ __global__ void __launch_bounds__(384, 1)
             tma_load_2d(stg + (uint32_t)(r * CF::EPI_TOK * 128), &maps.r, res_bar, (int)(row0 + 64 * (2 * cw + r)),
                         (int)(t0 + CF::EPI_TOK * h));
     };
-    auto epilogue_bf16 = [&](int64_t row0, int64_t t0) {
+    auto epilogue_bf16 = [&](int64_t row0, int64_t t0, auto GELU_, auto RES_) {
+        constexpr bool GELU = decltype(GELU_)::value, RES = decltype(RES_)::value;
         float bias[2][2];  // rows g and g + 8 of this warp's 16 in each row group
 #pragma unroll
         for (int r = 0; r < 2; r++)
@@ -518,55 +521,48 @@ __global__ void __launch_bounds__(384, 1)
             }
         auto value = [&](int r, int i, int hf) {
             const float v = acc[r][i] + bias[r][hf];
-            return e.act == VNM_ACT_GELU ? vnm_gelu(v) : v;
+            return GELU ? vnm_gelu(v) : v;
         };
         const int mi = lane >> 3, k = lane & 7;  // the stmatrix row this lane addresses
         auto chunk = [&](int r, int t, int c) { return stg + (uint32_t)((r * CF::EPI_TOK + t) * 128 + ((c ^ (t & 7)) << 4)); };
 #pragma unroll
         for (int h = 0; h < CF::EPI_PASSES; h++) {
-            if (tma_store) {  // the last bulk store has read the staging (waited for before the reduction at pass 0)
-                if (wt == 0 && h > 0) {
-                    bulk_wait_read_all();
-                    if (res) load_residual(row0, t0, h);
-                }
-                wg_bar();
+            // the last bulk store has read the staging (waited for before the reduction at pass 0)
+            if (wt == 0 && h > 0) {
+                bulk_wait_read_all();
+                if (RES) load_residual(row0, t0, h);
             }
-            if (res) mbar_wait(res_bar, res_phase), res_phase ^= 1;
+            wg_bar();
+            if (RES) mbar_wait(res_bar, res_phase), res_phase ^= 1;
 #pragma unroll
             for (int r = 0; r < 2; r++)
 #pragma unroll
                 for (int jj = 0; jj < CF::EPI_TOK / 16; jj++) {  // token blocks j, j + 1 × row halves
                     const int j = CF::EPI_TOK / 8 * h + 2 * jj;
                     const uint32_t addr = chunk(r, 16 * jj + 8 * (mi >> 1) + k, 2 * wl + (mi & 1));
-                    uint32_t q[4] = {0, 0, 0, 0};
-                    if (res) ldmatrix_x4_trans(addr, q);
+                    uint32_t q[4];
+                    if (RES) ldmatrix_x4_trans(addr, q);
 #pragma unroll
                     for (int m = 0; m < 4; m++) {
                         const int i = 4 * (j + (m >> 1)) + 2 * (m & 1);
-                        const float2 rv = __bfloat1622float2(*(__nv_bfloat162 *)&q[m]);  // 0 without residual
-                        __nv_bfloat162 p = __floats2bfloat162_rn(value(r, i, m & 1) + rv.x, value(r, i + 1, m & 1) + rv.y);
+                        float lo = value(r, i, m & 1), hi = value(r, i + 1, m & 1);
+                        if (RES) {
+                            const float2 rv = __bfloat1622float2(*(__nv_bfloat162 *)&q[m]);
+                            lo += rv.x, hi += rv.y;
+                        }
+                        __nv_bfloat162 p = __floats2bfloat162_rn(lo, hi);
                         q[m] = *(uint32_t *)&p;
                     }
                     stmatrix_x4_trans(addr, q);
                 }
-            if (tma_store) {
-                fence_proxy_async();  // our writes -> the bulk copy's reads
-                wg_bar();
-                if (wt == 0) {
-#pragma unroll
-                    for (int r = 0; r < 2; r++)
-                        tma_store_2d(&maps.y, chunk(r, 0, 0), (int)(row0 + 64 * (2 * cw + r)), (int)(t0 + CF::EPI_TOK * h));
-                    bulk_commit();
-                }
-                continue;
-            }
+            fence_proxy_async();  // our writes -> the bulk copy's reads
             wg_bar();
-            for (int c = wt; c < 2 * CF::EPI_TOK * 8; c += 128) {
-                const int cc = c & 7, t = (c >> 3) % CF::EPI_TOK, r = c / (8 * CF::EPI_TOK);
-                const int64_t row = row0 + 64 * (2 * cw + r) + 8 * cc, tok = t0 + CF::EPI_TOK * h + t;
-                if (tok < e.n && row < e.out) *(uint4 *)(e.y + tok * e.out + row) = lds_v4(chunk(r, t, cc));
+            if (wt == 0) {
+#pragma unroll
+                for (int r = 0; r < 2; r++)
+                    tma_store_2d(&maps.y, chunk(r, 0, 0), (int)(row0 + 64 * (2 * cw + r)), (int)(t0 + CF::EPI_TOK * h));
+                bulk_commit();
             }
-            wg_bar();  // the staging area is free again
         }
     };
 
@@ -648,8 +644,11 @@ __global__ void __launch_bounds__(384, 1)
             continue;
         }
         if (!CF::PERSIST) consumer_bar();  // every consumer is done reading the B ring
-        if (!CF::ROWS && (!e.residual || res)) {
-            epilogue_bf16(row0, t0);
+        if (tma_store) {
+            using yes = std::true_type;
+            using no = std::false_type;
+            if (e.act == VNM_ACT_GELU) res ? epilogue_bf16(row0, t0, yes(), yes()) : epilogue_bf16(row0, t0, yes(), no());
+            else res ? epilogue_bf16(row0, t0, no(), yes()) : epilogue_bf16(row0, t0, no(), no());
             continue;
         }
 #pragma unroll
@@ -791,14 +790,15 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
         e.flags = (int *)((char *)e.ws + part_bytes);
         cudaMemsetAsync(e.flags, 0, (size_t)G * sizeof(int), stream);
     }
-    // y by bulk tensor stores (and the residual by bulk loads): token-major y, no row permutation,
-    // rows 16-byte aligned (VNM_TMA_STORE=0: neither; 16-byte stores by the threads instead).
+    // The bf16 epilogue with bulk tensor stores of y (and bulk loads of the residual): token-major
+    // y, no row permutation, rows 16-byte aligned (VNM_TMA_STORE=0: the fp32 staging and 16-byte
+    // stores by the threads instead).
     static int store_env = -2;
     if (store_env == -2) store_env = env_switch("VNM_TMA_STORE");
-    maps.y_store = CF::PERSIST && store_env != 0 && !e.perm && e.out % 8 == 0 && (uintptr_t)e.y % 16 == 0 &&
+    const bool aligned = e.out % 8 == 0 && (uintptr_t)e.y % 16 == 0 && (uintptr_t)e.residual % 16 == 0;
+    maps.r_load = CF::PERSIST && e.residual && aligned && encode_map(e.residual, e.out, e.n, CF::EPI_TOK, &maps.r) == 0;
+    maps.y_store = CF::PERSIST && store_env != 0 && !e.perm && aligned && (!e.residual || maps.r_load) &&
                    encode_map(e.y, e.out, e.n, CF::EPI_TOK, &maps.y) == 0;
-    maps.r_load = maps.y_store && e.residual && (uintptr_t)e.residual % 16 == 0 &&
-                  encode_map(e.residual, e.out, e.n, CF::EPI_TOK, &maps.r) == 0;
     vnm_wgmma_sp_kernel<FILL, TN><<<(unsigned)grid, 384, CF::SMEM, stream>>>(dev, x, e, maps);
     if (sk) cudaFreeAsync(e.ws, stream);
     return 0;

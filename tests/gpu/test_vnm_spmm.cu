@@ -235,7 +235,8 @@ Test(vnm_spmm_gpu, shapes_and_epilogues) {
     const Case cases[] = {
         {64, 8, 320, 8 * 52, 129, 0, 1, 1, VNM_ACT_GELU},                        // out_pad > out, partial stage
         {64, 8, 320, 8 * 52, 129, 0, 1, 0, VNM_ACT_GELU},  // the same without residual: bf16 staging
-        {16, 4, 200, 4 * 64, 77, 0, 1, 0, VNM_ACT_GELU},   // plain 2:4, out % 64 != 0, bf16 staging
+        {16, 4, 208, 4 * 64, 77, 0, 1, 0, VNM_ACT_GELU},   // plain 2:4, out % 64 != 0, bf16 staging
+        {16, 4, 208, 4 * 64, 77, 0, 0, 1, VNM_ACT_NONE},   // the same with a residual (bulk loads), no bias
         {64, 8, 512, 8 * 64, 300, VNM_RANDOM_PERMUTE_ROWS, 1, 1, VNM_ACT_GELU},  // row_perm epilogue
         {64, 8, 512, 8 * 64, 131, VNM_RANDOM_PERMUTE_COLS, 0, 0, VNM_ACT_NONE},  // generic filler
         {64, 5, 768, 5 * 96, 513, 0, 1, 0, VNM_ACT_NONE},                        // window filler, odd window starts
