@@ -14,9 +14,9 @@
 //   rows filler   : feature-major xT (vnm_spmm_cuda_fm): B is N-major (tokens contiguous), each
 //                   kept channel a 256-byte row of xT copied by 16-byte cp.async straight into
 //                   the swizzled tile; stages of 1 k-step, 5 deep (see b_desc_mn for the layout).
-// The consumers load A (compressed weights) and the metadata from global memory straight into
-// registers (one 16-byte load per thread per m64 row group and k-step) one stage ahead, keep one
-// wgmma group in flight and release a stage once its wgmmas completed.
+// The producer also bulk-copies each stage's A (compressed weights) and metadata into the ring; the
+// consumers read them from shared memory (into registers, or by the wgmma itself in the SS kernel),
+// keep one wgmma group in flight and release a stage once its wgmmas completed.
 // Epilogue: token-major y: bias/GELU (+ the residual, loaded by bulk copies into shared memory) in
 // registers -> bf16 staging (stmatrix) -> bulk tensor stores (persistent kernels); else (a residual
 // in the other kernels, yT): accumulators -> shared memory (fp32) -> bias/GELU/residual -> 16-byte
@@ -67,7 +67,8 @@ struct Cfg {
     static constexpr bool PERSIST = TMA;
     static constexpr int NST = PERSIST ? 4 : ROWS ? 5 : 2;  // ring stages
     static constexpr int PIPE_BYTES = NST * SLOT_BYTES;
-    // Epilogue staging per consumer warpgroup: one m64 row group × EPI_TOK tokens at a time.
+    // Epilogue staging per consumer warpgroup: one m64 row group × EPI_TOK tokens at a time (fp32),
+    // both row groups × EPI_TOK tokens (bf16, epilogue_bf16).
     static constexpr int EPI_PASSES = TN > BN ? 2 : 1, EPI_TOK = TN / EPI_PASSES;
     static constexpr int EPI_BYTES = ROWS ? EPI_WG_BYTES : (EPI_TOK * EPI_PITCH * 4 + 1023) / 1024 * 1024;  // 1 KB aligned
     static constexpr int EPI_OFFSET = PERSIST ? PIPE_BYTES : 0;
