@@ -527,8 +527,10 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         char *at = strchr(pat, '@');
         int64_t n = 2048;
         if (at) *at = 0, n = atoll(at + 1);
-        if (vnm_pattern_parse(pat, &p, &err) || n < 1 || n > 8192 || out < 16 || in < 16 || out > 65536 || in > 65000)
-            fatal("bench_spmm: --ncu %s", o.ncu);
+        if (vnm_pattern_parse(pat, &p, &err) || n < 1 || n > 16384 || out < 16 || in < 16 || out > 65536 || in > 65000)
+            fatal("bench_spmm: --ncu %s: want PATTERN[@N][/fm][=OUTxIN] with 1 <= N <= 16384, 16 <= OUT <= 65536, "
+                  "16 <= IN <= 65000",
+                  o.ncu);
         buffers_init(&b, n, in + 32, out);
         Ours s;
         ours_make(&s, p, out, in, 5);
