@@ -48,7 +48,8 @@ static_assert(EPI_WG_BYTES == BN * EPI_PITCH * 4, "both stagings fill the same a
 // wgmma from shared memory and the metadata comes once per 2 k-steps (train/vnm_device_layout.h), so
 // no A registers are needed and a tile can be 192 tokens wide: shared memory then moves 0.051
 // bytes per multiply-add instead of 0.059 (B read 1/32, B written 2/256, A written and read
-// 2·1.125/192), the bound that limits these kernels (experiments/kernels/NOTES.md, Session 9).
+// 2·1.125/192). Session 9 took that for the bound of these kernels; Session 10's ncu shows them
+// below it (experiments/kernels/NOTES.md); ss_tile_tokens' choice was A/B-measured in Session 9.
 constexpr int FILL_TMA_SS = 4;
 constexpr int SS_KSTEP_META_BYTES = 1024;  // compact metadata of one k-step of one CTA
 
@@ -206,10 +207,10 @@ struct Segments {
 // 128(w-1) .. +127 of the 256-row tile), reading A and the metadata from shared memory into
 // registers right before. full/empty mbarriers per stage; one wgmma group stays in flight.
 // x is xT (in × e.ld) for the rows filler.
-// The TMA kernels' tensor maps: x (B tiles), y and the residual (epilogue, when y_store / r_load).
+// The TMA kernels' tensor maps: x (B tiles), y and the residual (epilogue, when y_store).
 struct TmaMaps {
     CUtensorMap x, y, r;
-    int y_store, r_load;  // y by bulk stores; the residual by bulk loads into the staging
+    int y_store;  // the bf16 epilogue: y by bulk stores (and a residual, if any, by bulk loads)
 };
 
 template <int FILL, int TN = BN>
@@ -489,12 +490,12 @@ __global__ void __launch_bounds__(384, 1)
     const bool staged = CF::ROWS || !e.perm;
     auto wg_bar = [&]() { asm volatile("bar.sync %0, 128;" ::"r"(2 + cw) : "memory"); };
 
-    // Token-major y without row permutation in the persistent kernels (maps.y_store; a residual only
-    // with maps.r_load): act(acc + bias) (+ residual) rounded to bf16 in registers, both row groups of
-    // EPI_TOK tokens per pass staged as [row group][token][64 rows] bf16 by stmatrix (the 16-byte
-    // chunks of a token XOR-swizzled by token % 8, which is the 128-byte swizzle of the tensor maps:
-    // conflict-free), then written to y by bulk tensor stores: the consumers go on with the next tile
-    // while the copy drains and wait only until it has read the staging before they write it again.
+    // Token-major y without row permutation in the persistent kernels (maps.y_store): act(acc + bias)
+    // (+ residual) rounded to bf16 in registers, both row groups of EPI_TOK tokens per pass staged
+    // as [row group][token][64 rows] bf16 by stmatrix (the 16-byte chunks of a token XOR-swizzled
+    // by token % 8, which is the 128-byte swizzle of the tensor maps: conflict-free), then written
+    // to y by bulk tensor stores: the consumers go on with the next tile while the copy drains and
+    // wait only until it has read the staging before they write it again.
     // The residual tile comes into the staging by bulk tensor loads (pass 0's when the tile's
     // reduction starts), is read back by ldmatrix in the accumulators' layout and added before the
     // rounding. GELU and the residual are template flags (GELU_, RES_ as integral constants) so that
@@ -796,9 +797,9 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
     // stores by the threads instead).
     static int store_env = -2;
     if (store_env == -2) store_env = env_switch("VNM_TMA_STORE");
-    const bool aligned = e.out % 8 == 0 && (uintptr_t)e.y % 16 == 0 && (uintptr_t)e.residual % 16 == 0;
-    maps.r_load = CF::PERSIST && e.residual && aligned && encode_map(e.residual, e.out, e.n, CF::EPI_TOK, &maps.r) == 0;
-    maps.y_store = CF::PERSIST && store_env != 0 && !e.perm && aligned && (!e.residual || maps.r_load) &&
+    const bool bf16_epi = CF::PERSIST && store_env != 0 && !e.perm && e.out % 8 == 0 && (uintptr_t)e.y % 16 == 0 &&
+                          (uintptr_t)e.residual % 16 == 0;
+    maps.y_store = bf16_epi && (!e.residual || encode_map(e.residual, e.out, e.n, CF::EPI_TOK, &maps.r) == 0) &&
                    encode_map(e.y, e.out, e.n, CF::EPI_TOK, &maps.y) == 0;
     vnm_wgmma_sp_kernel<FILL, TN><<<(unsigned)grid, 384, CF::SMEM, stream>>>(dev, x, e, maps);
     if (sk) cudaFreeAsync(e.ws, stream);
