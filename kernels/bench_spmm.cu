@@ -17,7 +17,8 @@
 // Feature-major columns: dense_fm = cuBLASLt on yT (out × n) = W · xT (in × n), both row-major
 // (the same FLOPs), fm = vnm_spmm_cuda_fm on the same layout, fm/xfm = dense_fm / fm.
 // --prefill: only Llama n = 2048, 8192 and the DeiT shapes; --no-mmasp skips the mma_sp column,
-// --fm-only every sparse token-major column (for quick feature-major experiments).
+// --fm-only every sparse token-major column (for quick feature-major experiments); --shapes
+// 4096x4096,768x3072 only those shapes (out x in) of the main table.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
@@ -45,6 +46,7 @@ struct Opts {
     int best_of = 4, splt_search = 1;  // cuBLASLt heuristic algorithms tried; cuSPARSELt's own search
     int ncu_search = 0;                // --ncu: let cuSPARSELt search its algorithms (to see which it picks)
     const char *table = "spmm_table.txt";
+    const char *shapes = NULL;  // --shapes OUTxIN[,OUTxIN...]: only these shapes of the main table
     const char *ncu = NULL;  // --ncu PATTERN[@N][/fm][=OUTxIN]: 3 launches of ours (default 4096x4096, n = 2048), then 4 of cuBLASLt and cuSPARSELt (token-major), for profilers
 };
 
@@ -97,6 +99,10 @@ double time_us(const Opts &o, F fn) {
             double t = ts[k];
             ts[k] = ts[k - 1], ts[k - 1] = t;
         }
+    static const bool spread = getenv("VNM_BENCH_SPREAD") != NULL;  // how the runs spread (stderr)
+    if (spread)
+        fprintf(stderr, "spread: min %.1f p10 %.1f p50 %.1f p90 %.1f max %.1f us (%d runs)\n", ts[0], ts[reps / 10],
+                ts[reps / 2], ts[reps - 1 - reps / 10], ts[reps - 1], reps);
     return reps % 2 ? ts[reps / 2] : 0.5 * (ts[reps / 2 - 1] + ts[reps / 2]);
 }
 
@@ -370,6 +376,17 @@ void buffers_init(Buffers *b, int64_t max_n, int64_t max_in, int64_t max_out) {
     CK(cudaMalloc((void **)&b->y_ref, (size_t)b->y_count * 2));
 }
 
+// Whether "OUTxIN" is an item of the comma-separated list.
+bool shape_listed(const char *list, const Shape &sh) {
+    char item[32];
+    snprintf(item, sizeof item, "%lldx%lld", (long long)sh.out, (long long)sh.in);
+    for (const char *p = strstr(list, item); p; p = strstr(p + 1, item)) {
+        const char end = p[strlen(item)];
+        if ((p == list || p[-1] == ',') && (end == 0 || end == ',')) return true;
+    }
+    return false;
+}
+
 void main_table(const Opts &o, const Buffers &b) {
     const char *patterns[] = {"2:4", "64:2:5", "64:2:8"};
     printf("%-11s %-13s %5s %-7s %-19s %9s %9s %9s %9s %7s %7s %8s %9s %9s %7s %7s %8s\n", "model", "out x in", "n",
@@ -385,6 +402,7 @@ void main_table(const Opts &o, const Buffers &b) {
         for (size_t si = 0; si < groups[gi].count; si++) {
             const Shape sh = groups[gi].s[si];
             if (o.quick && !(sh.out == 4096 && sh.in == 4096) && !(sh.out == 768 && sh.in == 3072)) continue;
+            if (o.shapes && !shape_listed(o.shapes, sh)) continue;
             if (o.decode && groups[gi].s != LLAMA) continue;
             Ours ours[3];
             for (int pi = 0; pi < 3; pi++) {
@@ -485,9 +503,10 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--table-only") && i + 1 < argc) o.table = argv[++i], o.table_only = 1;
         else if (!strcmp(argv[i], "--ncu") && i + 1 < argc) o.ncu = argv[++i];
         else if (!strcmp(argv[i], "--ncu-search")) o.ncu_search = 1;
+        else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) o.shapes = argv[++i];
         else {
             fprintf(stderr, "usage: bench spmm [--quick | --prefill | --decode] [--reps N] [--no-flush | --flush-read] [--no-check] [--no-mmasp] "
-                            "[--fm-only] [--table FILE | --table-only FILE | --no-table] [--ncu PATTERN[@N][/fm][=OUTxIN] [--ncu-search]]\n");
+                            "[--fm-only] [--table FILE | --table-only FILE | --no-table] [--shapes OUTxIN,...] [--ncu PATTERN[@N][/fm][=OUTxIN] [--ncu-search]]\n");
             return 2;
         }
     }

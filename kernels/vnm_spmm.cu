@@ -5,7 +5,7 @@
 // Rows are padded to out_pad (multiple of 256) and the logical reduction to KT k-steps of 32
 // (8 column blocks each, KT even); padding has zero values and metadata code 0b0100.
 //   vals, meta: the fragment layout, or for the 2:4 form of prefill (d->ss) the SS layout of the
-//       sm_90a TMA kernel: train/vnm_device_layout.h.
+//       sm_90a TMA kernel (vals only): train/vnm_device_layout.h.
 //   cols[(g*KT*8 + cb)*4 + k] : kept input channels of block cb for gather group g (rows
 //       g*group_rows ...), 0 for padding blocks.
 //   sel[(g*KT*8 + cb)*2 + {0,1}] : window-filler byte-permute selectors (window_selectors below).
@@ -360,13 +360,13 @@ static int upload_matrix(const VnmMatrix *m, VnmDeviceMatrix *d, bool ss, Err *e
     d->ss = ss && d->fill == VNM_FILL_TMA;
 
     // A fragments and metadata (16-row groups in parallel: a 7B model packs 224 matrices at load).
-    const size_t meta_words = (size_t)(Q * d->KT * (d->ss ? 16 : 32));
-    VnmLayoutPack fp = {m, d->KT, kt_host, (uint32_t *)xcalloc((size_t)(Q * d->KT * 32 * 4), sizeof(uint32_t)),
-                        (uint32_t *)xmalloc(meta_words * sizeof(uint32_t))};
+    const size_t val_words = (size_t)(Q * d->KT * (d->ss ? 144 : 128)), meta_words = d->ss ? 0 : (size_t)(Q * d->KT * 32);
+    VnmLayoutPack fp = {m, d->KT, kt_host, (uint32_t *)xcalloc(val_words, sizeof(uint32_t)),
+                        d->ss ? NULL : (uint32_t *)xmalloc(meta_words * sizeof(uint32_t))};
     parallel_for(Q, 16, d->ss ? vnm_pack_ss : vnm_pack_fragments, &fp);
     uint32_t *vals = fp.vals, *meta = fp.meta;
-    int rc = upload_array(&d->vals, vals, (size_t)(Q * d->KT * 32 * 4), err);
-    if (!rc) rc = upload_array(&d->meta, meta, meta_words, err);
+    int rc = upload_array(&d->vals, vals, val_words, err);
+    if (!rc && meta) rc = upload_array(&d->meta, meta, meta_words, err);
     if (!rc) rc = upload_array(&d->cols, cols, (size_t)(ngroups * KB * 4), err);
     if (!rc) rc = upload_array(&d->sel, sel, (size_t)(ngroups * KB * 2), err);
     if (!rc && m->row_perm) rc = upload_array(&d->row_perm, m->row_perm, (size_t)m->out, err);

@@ -60,9 +60,10 @@
 // gathers x into a pooled buffer first, "wgmma_sp/tma as 2:4+gather"; not measured yet, hence opt-in).
 // The 2:4 form is stored in the SS layout ("wgmma_sp/ss as 2:4", VnmDeviceMatrix.ss): the wgmma
 // reads A from shared memory and the metadata comes once per 2 k-steps, so no A registers are
-// needed and a tile can be 192 tokens wide (less shared-memory traffic per multiply-add, the bound
-// of these kernels); plain 2:4 matrices the TMA kernel runs get such a copy too. VNM_SS=0 (read at
-// each upload) keeps the register-A layout, VNM_SS_TN=128 / 192 forces the tile width. Stream-K
+// needed and a tile can be 192 tokens wide; a ring stage's values and metadata are one block, one
+// bulk copy (VNM_SS_COPIES=2: two, the A/B switch); plain 2:4 matrices the TMA kernel runs get such
+// a copy too. VNM_SS=0 (read at each upload) keeps the register-A layout, VNM_SS_TN=128 / 192
+// forces the tile width. Stream-K
 // (VNM_STREAMK, vnm_spmm_sm90.cu) splits the last tiles between CTAs on long shapes. The TMA kernels'
 // epilogue stages bf16 and, without residual or row permutation, stores y by bulk tensor copies
 // while the next tile runs (VNM_TMA_STORE=0: by the threads).
@@ -104,9 +105,9 @@ typedef struct VnmDeviceMatrix {
     int cols_local;       // every kept channel of column block cb lies in [cb*M, cb*M + M) (no input permutation)
     int cc_major;         // compute capability of the device it was uploaded to
     int num_sms;
-    uint32_t *vals;       // (out_pad/16, KT, 32 lanes) × uint4: A fragments (ss: the same bytes in the SS layout)
-    uint32_t *meta;       // (out_pad/16, KT, 32 lanes) u32: metadata words (ss: half as many)
-    int ss;               // vals/meta in the SS layout of the sm_90a TMA kernel (the 2:4 form for prefill):
+    uint32_t *vals;       // (out_pad/16, KT, 32 lanes) × uint4: A fragments (ss: values and metadata in the SS layout)
+    uint32_t *meta;       // (out_pad/16, KT, 32 lanes) u32: metadata words (ss: NULL, they are in vals)
+    int ss;               // vals in the SS layout of the sm_90a TMA kernel (the 2:4 form for prefill):
                           // no other kernel can read them (train/vnm_device_layout.h)
     uint16_t *cols;       // (groups, KT*8, 4) kept input channels per gather group (pad: 0)
     uint32_t *sel;        // (groups, KT*8, 2) byte-permute selectors for the window filler

@@ -84,6 +84,7 @@ struct Cfg {
         TMA ? 232 : FILL == VNM_FILL_WINDOW ? 192 : FILL == VNM_FILL_GENERIC ? 200 : 200;
     static_assert(128 * PRODUCER_REGS + 256 * CONSUMER_REGS <= 384 * 168, "register split");
     static_assert(SLOT_BYTES % 1024 == 0, "B tiles must stay 1024-byte aligned");
+    static_assert(!SS || A_BYTES + META_BYTES == 4 * VNM_SS_BLOCK_WORDS, "a stage of the SS kernel is one SS block");
     static_assert(TN == BN || SS, "only the SS kernel has other tile widths");
     static_assert(SMEM <= 227 * 1024, "shared memory");
     static_assert(ROWS || (2 * EPI_TOK * 128 <= EPI_BYTES && EPI_TOK % 16 == 0), "bf16 staging (epilogue_bf16)");
@@ -211,6 +212,7 @@ struct Segments {
 struct TmaMaps {
     CUtensorMap x, y, r;
     int y_store;  // the bf16 epilogue: y by bulk stores (and a residual, if any, by bulk loads)
+    int ss_copies;  // 2: the SS block by two bulk copies, values and metadata (VNM_SS_COPIES=2, the A/B switch)
 };
 
 template <int FILL, int TN = BN>
@@ -249,15 +251,25 @@ __global__ void __launch_bounds__(384, 1)
     if (wg == 0) {
         // ================= producer =================
         setmaxnreg_dec<CF::PRODUCER_REGS>();
-        // The stage's A fragments and metadata: one contiguous block each (vnm_frag_index).
+        // The stage's A fragments and metadata: one contiguous block each (vnm_frag_index), or in the
+        // SS layout one block with both (vnm_ss_block) and so one bulk copy: a copy costs more than
+        // its bytes (Session 11: 2 instead of 3 copies per stage, 0-5 % faster; 4, 23 % slower).
         auto copy_a = [&](int64_t row0, int s, int slot, uint32_t extra_tx) {
+            const uint32_t bar = full_bar + 8 * slot;
+            if (CF::TMA) mbar_arrive_expect_tx(bar, CF::A_BYTES + CF::META_BYTES + extra_tx);
+            else mbar_expect_tx(bar, CF::A_BYTES + CF::META_BYTES);
+            if (CF::SS) {
+                const uint32_t *src = (const uint32_t *)d.vals + vnm_ss_block(row0 / BM, s, d.KT);
+                if (maps.ss_copies == 2) {  // the A/B switch: values and metadata by two copies
+                    bulk_load(a_addr(slot), src, CF::A_BYTES, bar);
+                    bulk_load(m_addr(slot), src + CF::A_BYTES / 4, CF::META_BYTES, bar);
+                } else
+                    bulk_load(a_addr(slot), src, CF::A_BYTES + CF::META_BYTES, bar);
+                return;
+            }
             const int64_t base = vnm_frag_index(row0 / 16, (int64_t)CF::KS * s, d.KT, 0);
-            if (CF::TMA)
-                mbar_arrive_expect_tx(full_bar + 8 * slot, CF::A_BYTES + CF::META_BYTES + extra_tx);
-            else
-                mbar_expect_tx(full_bar + 8 * slot, CF::A_BYTES + CF::META_BYTES);
-            bulk_load(a_addr(slot), d.vals + base, CF::A_BYTES, full_bar + 8 * slot);
-            bulk_load(m_addr(slot), d.meta + (CF::SS ? base / 2 : base), CF::META_BYTES, full_bar + 8 * slot);  // SS: compact
+            bulk_load(a_addr(slot), d.vals + base, CF::A_BYTES, bar);
+            bulk_load(m_addr(slot), d.meta + base, CF::META_BYTES, bar);
         };
         if (CF::TMA) {
             if (tid == 0) {
@@ -835,6 +847,8 @@ int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint1
             c->x = x, c->n = e.n, c->tn = tn;
         }
         maps.x = c->map;
+        static const int ss_copies = getenv("VNM_SS_COPIES") && !strcmp(getenv("VNM_SS_COPIES"), "2") ? 2 : 1;
+        maps.ss_copies = ss_copies;
         if (!d->ss) return launch<VNM_FILL_TMA>(d, dev, x, e, maps, stream);
         return tn == 192 ? launch<FILL_TMA_SS, 192>(d, dev, x, e, maps, stream)
                          : launch<FILL_TMA_SS, 128>(d, dev, x, e, maps, stream);

@@ -272,8 +272,9 @@ static void decode_layout(const VnmMatrix *m, int64_t KT, const uint32_t *vals, 
             const int r = (int)(row % 16), g = r % 8, hi = r / 8, j = (int)(cb % 8), h = j / 4;
             uint32_t v, w;
             if (ss) {
-                v = vals[(rt * KT + s) * 2048 + ((R / 8) * 2 + j / 4) * 32 + (R % 8) * 4 + j % 4];
-                w = meta[((rt * (KT / 2) + s / 2) * 16 + q % 16) * 32 + 4 * g + 2 * (s % 2) + h];
+                const uint32_t *block = vals + vnm_ss_block(rt, s / 2, KT);
+                v = block[2048 * (s % 2) + ((R / 8) * 2 + j / 4) * 32 + (R % 8) * 4 + j % 4];
+                w = block[4096 + (q % 16) * 32 + 4 * g + 2 * (s % 2) + h];
             } else {
                 v = vals[vnm_frag_index(q, s, KT, 4 * g + j % 4) * 4 + hi + 2 * h];
                 w = meta[vnm_frag_index(q, s, KT, 4 * g + h)];
@@ -304,7 +305,7 @@ Test(vnm_format, device_layouts_decode) {
         float *want = malloc((size_t)(m.out * m.in) * sizeof(float)), *got = malloc((size_t)(m.out * m.in) * sizeof(float));
         vnm_decompress(&m, want);
         for (int ss = 0; ss < 2; ss++) {
-            VnmLayoutPack pk = {&m, KT, kt_host, calloc((size_t)(Q * KT * 128), sizeof(uint32_t)),
+            VnmLayoutPack pk = {&m, KT, kt_host, calloc((size_t)(Q * KT * 144), sizeof(uint32_t)),
                                 calloc((size_t)(Q * KT * 32), sizeof(uint32_t))};
             (ss ? vnm_pack_ss : vnm_pack_fragments)(&pk, 0, Q);
             decode_layout(&m, KT, pk.vals, pk.meta, ss, got);

@@ -28,7 +28,7 @@ void vnm_pack_ss(void *arg, int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; q++) {
         const int64_t rt = q / 16, qq = q % 16;
         for (int64_t s = 0; s < f->KT; s++) {
-            uint32_t *block = f->vals + (rt * f->KT + s) * 2048;
+            uint32_t *block = f->vals + vnm_ss_block(rt, s / 2, f->KT) + 2048 * (s % 2);
             for (int r = 0; r < 16; r++) {
                 const int64_t row = 16 * q + r, R = 16 * qq + r;
                 for (int j = 0; j < 8; j++) {
@@ -42,7 +42,7 @@ void vnm_pack_ss(void *arg, int64_t q0, int64_t q1) {
             for (int lane = 0; lane < 32; lane++) {
                 const int g = lane >> 2, tig = lane & 3;
                 const int64_t ks = 2 * jp + (tig >> 1);
-                f->meta[((rt * (f->KT / 2) + jp) * 16 + qq) * 32 + lane] =
+                f->vals[vnm_ss_block(rt, jp, f->KT) + 4096 + qq * 32 + lane] =
                     (ks < f->kt_host && 16 * q < m->out) ? m->meta[(q * f->kt_host + ks) * 16 + 2 * g + (tig & 1)] : PAD_META;
             }
     }

@@ -15,13 +15,15 @@
 //   meta[vnm_frag_index(q, s, KT, lane)] : meta word 2*g + (tig & 1), so lanes 0/1 and 2/3 of each
 //       quad hold the same word and either sparsity selector works.
 // SS layout (the sm_90a TMA kernel over the 2:4 form for prefill, which reads A from shared memory):
-//   vals: per (256-row tile rt, k-step s) 2048 value words, those of each row in block order
-//       (8 words = 16 values) as K-major core matrices of 8 rows × 16 bytes, the two of an 8-row
-//       group adjacent: word ((R/8)*2 + j/4)*32 + (R%8)*4 + j%4 of block rt*KT + s holds (row R of
-//       the tile, block j of the k-step).
-//   meta: per (256-row tile, k-step pair jp) 512 words, [(rt*KT/2 + jp)*16 + q%16]*32 + lane: the
-//       meta word of k-step 2jp for lanes with tig 0-1 (sparsity selector 0), of 2jp + 1 for tig 2-3
-//       (selector 1), i.e. each word once.
+//   vals only (no separate meta array): per (256-row tile rt, k-step pair jp) one block of
+//   VNM_SS_BLOCK_WORDS words at vnm_ss_block(rt, jp, KT), which is one ring stage of the kernel and
+//   so one bulk copy (a copy per stage costs more than its bytes: Session 11,
+//   experiments/kernels/NOTES.md):
+//   words [2048·(s%2), + 2048): the values of k-step s, those of each row in block order (8 words =
+//       16 values) as K-major core matrices of 8 rows × 16 bytes, the two of an 8-row group
+//       adjacent: word ((R/8)*2 + j/4)*32 + (R%8)*4 + j%4 holds (row R of the tile, block j);
+//   words [4096, 4608): the metadata, word (q%16)*32 + lane: the meta word of k-step 2jp for lanes
+//       with tig 0-1 (sparsity selector 0), of 2jp + 1 for tig 2-3 (selector 1), i.e. each word once.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -47,14 +49,20 @@ static inline VNM_HOST_DEVICE int64_t vnm_frag_index(int64_t q, int64_t ks, int6
     return (((rt * KT + ks) * 4 + rg) * 4 + w) * 32 + lane;
 }
 
+// Word offset of the SS block of 256-row tile rt, k-step pair jp (above).
+#define VNM_SS_BLOCK_WORDS 4608
+static inline VNM_HOST_DEVICE int64_t vnm_ss_block(int64_t rt, int64_t jp, int64_t KT) {
+    return (rt * (KT / 2) + jp) * VNM_SS_BLOCK_WORDS;
+}
+
 // Bytes of the values and metadata for out_pad rows and KT k-steps in either layout (the SS layout
 // has half the metadata).
 static inline size_t vnm_layout_bytes(int64_t out_pad, int64_t KT, int ss) {
     return (size_t)(out_pad / 16 * KT * 32) * (ss ? 16 + 2 : 16 + 4);
 }
 
-// What the packers fill: vals (out_pad/16 · KT · 128 words), meta (out_pad/16 · KT · 32 words,
-// half for SS); KT even, >= kt_host = vnm_meta_ksteps(m).
+// What the packers fill: vals (out_pad/16 · KT · 128 words; SS: · 144, with the metadata) and meta
+// (out_pad/16 · KT · 32 words; SS: not used); KT even, >= kt_host = vnm_meta_ksteps(m).
 typedef struct VnmLayoutPack {
     const VnmMatrix *m;
     int64_t KT, kt_host;
