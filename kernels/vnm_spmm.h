@@ -63,10 +63,10 @@
 // needed and a tile can be 192 tokens wide; a ring stage's values and metadata are one block, one
 // bulk copy (VNM_SS_COPIES=2: two, the A/B switch); plain 2:4 matrices the TMA kernel runs get such
 // a copy too. VNM_SS=0 (read at each upload) keeps the register-A layout, VNM_SS_TN=128 / 192
-// forces the tile width. Stream-K
-// (VNM_STREAMK, vnm_spmm_sm90.cu) splits the last tiles between CTAs on long shapes. The TMA kernels'
-// epilogue stages bf16 and, without residual or row permutation, stores y by bulk tensor copies
-// while the next tile runs (VNM_TMA_STORE=0: by the threads).
+// forces the tile width. Stream-K (VNM_STREAMK, vnm_spmm_sm90.cu) splits the last tiles between
+// CTAs on long shapes. The TMA kernels' epilogue stages bf16 and, without residual or row
+// permutation, stores y by bulk tensor copies while the next tile runs (VNM_TMA_STORE=0: by the
+// threads).
 // Measured speeds (H100, H200) and the V × M table for select-vm: experiments/kernels/.
 #pragma once
 #include <stdint.h>
