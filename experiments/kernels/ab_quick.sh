@@ -2,8 +2,10 @@
 # One device call for kernel A/B experiments: build, then for each setting of AB (space-separated;
 # "-" = the defaults, "A=1,B=2" sets several variables) the vnm_spmm GPU test and
 # `bench spmm --prefill --shapes $SHAPES`; NCU="SPEC ..." then runs ncu_compare.sh's sections on
-# those specs (its syntax: "2:4+VNM_X=1"). SKIP_TEST=1 skips the tests (timing-only settings).
-# Logs into $OUT/ab.tgz, a summary on stdout.
+# those specs (its syntax: "2:4+VNM_X=1"). SKIP_TEST=1 skips the tests (timing-only settings);
+# PROBE=1 first runs probe_copy.cu (copy-engine costs, no math). The machine's `nvidia-smi -q` goes
+# into the logs too (kernel speed depends on the machine: NOTES.md, Session 11). Logs into
+# $OUT/ab.tgz, a summary on stdout.
 #   AB="- VNM_RING5=1" [SHAPES=4096x4096,768x3072] [NCU="2:4 2:4+VNM_RING5=1"] bash experiments/kernels/ab_quick.sh [DEB_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,10 +15,17 @@ t0=$SECONDS
 VNM_BUILD_ONLY=1 bash scripts/gpu-test.sh "${1:-.deps}" >/dev/null || { tail -30 "$OUT/build.log"; exit 1; }
 echo "build: $((SECONDS - t0)) s"
 export LD_LIBRARY_PATH=/opt/vnmdeps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+nvidia-smi -q >"$OUT/ab/nvidia_smi_q.txt" 2>&1
+if [ "${PROBE:-0}" = 1 ]; then
+  "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I. \
+    -o build-gpu/probe_copy experiments/kernels/probe_copy.cu -L/usr/local/cuda/lib64/stubs -lcuda &&
+    timeout 120 build-gpu/probe_copy | tee "$OUT/ab/probe_copy.txt"
+fi
+i=0
 for ab in ${AB:--}; do
   vars=(VNM_AB=1)
   [ "$ab" != - ] && IFS=, read -r -a vars <<<"$ab"
-  tag=$(echo "$ab" | tr '=,' '_+')
+  i=$((i + 1)); tag=${i}_$(echo "$ab" | tr '=,' '_+')
   if [ "${SKIP_TEST:-0}" = 1 ]; then echo "== $ab"; else
     env "${vars[@]}" timeout "${TEST_LIMIT:-90}" build-gpu/gpu_test_vnm_spmm >"$OUT/ab/test_$tag.txt" 2>&1
     echo "== $ab: test rc $? $(grep Synthesis "$OUT/ab/test_$tag.txt") ($((SECONDS - t0)) s)"
