@@ -26,14 +26,12 @@
 
 using namespace vnm90;
 
-#define CHECK(x)                                                                           \
-    do {                                                                                   \
-        cudaError_t e_ = (x);                                                              \
-        if (e_ != cudaSuccess) {                                                           \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(1);                                                                       \
-        }                                                                                  \
-    } while (0)
+static void ck(cudaError_t e, const char *what) {
+    if (e == cudaSuccess) return;
+    fprintf(stderr, "probe_copy: %s: %s\n", what, cudaGetErrorString(e));
+    exit(1);
+}
+#define CHECK(x) ck((x), #x)
 
 constexpr int MAX_COPIES = 8, BOX_BYTES = 64 * 128 * 2;  // the tensor box: 64 k × 128 tokens, bf16
 constexpr size_t SRC_BYTES = 32u << 20;
