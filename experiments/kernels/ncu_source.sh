@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One device call (after a build in build-gpu): per-instruction warp-stall samples of our SpMM
 # kernel (ncu SourceCounters) for each SPEC of bench spmm --ncu ("+VAR=VALUE" adds an environment
-# setting), e.g.  SPECS="2:4 2:4+VNM_CLUSTER=1" bash experiments/kernels/ncu_source.sh
-# Writes $OUT/src/<spec>.csv (ncu's source page, SASS) into $OUT/ncu_source.tgz.
+# setting), e.g.  SPECS="2:4 2:4+VNM_SS_COPIES=2" bash experiments/kernels/ncu_source.sh
+# Writes $OUT/src/<spec>.csv (ncu's source page, SASS) into $OUT/ncu_source.tgz; summarize a CSV with
+# experiments/kernels/ncu_source_summary.py.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
