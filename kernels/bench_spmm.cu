@@ -387,6 +387,27 @@ bool shape_listed(const char *list, const Shape &sh) {
     return false;
 }
 
+// Whether an item of --shapes is not a shape of the main table (said on stderr, naming the shapes).
+bool shapes_unknown(const char *list) {
+    const Shape *groups[] = {LLAMA, DEIT_B, DEIT_S};
+    const size_t counts[] = {ARRAY_LEN(LLAMA), ARRAY_LEN(DEIT_B), ARRAY_LEN(DEIT_S)};
+    char copy[256];
+    snprintf(copy, sizeof copy, "%s", list);
+    for (char *item = strtok(copy, ","); item; item = strtok(NULL, ",")) {
+        bool known = false;
+        for (size_t g = 0; g < ARRAY_LEN(groups); g++)
+            for (size_t k = 0; k < counts[g]; k++) known = known || shape_listed(item, groups[g][k]);
+        if (known) continue;
+        fprintf(stderr, "bench spmm: --shapes: '%s' is not a shape of the table (out x in:", item);
+        for (size_t g = 0; g < ARRAY_LEN(groups); g++)
+            for (size_t k = 0; k < counts[g]; k++)
+                fprintf(stderr, " %lldx%lld", (long long)groups[g][k].out, (long long)groups[g][k].in);
+        fprintf(stderr, ")\n");
+        return true;
+    }
+    return false;
+}
+
 void main_table(const Opts &o, const Buffers &b) {
     const char *patterns[] = {"2:4", "64:2:5", "64:2:8"};
     printf("%-11s %-13s %5s %-7s %-19s %9s %9s %9s %9s %7s %7s %8s %9s %9s %7s %7s %8s\n", "model", "out x in", "n",
@@ -503,7 +524,10 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--table-only") && i + 1 < argc) o.table = argv[++i], o.table_only = 1;
         else if (!strcmp(argv[i], "--ncu") && i + 1 < argc) o.ncu = argv[++i];
         else if (!strcmp(argv[i], "--ncu-search")) o.ncu_search = 1;
-        else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) o.shapes = argv[++i];
+        else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) {
+            o.shapes = argv[++i];
+            if (shapes_unknown(o.shapes)) return 2;
+        }
         else {
             fprintf(stderr, "usage: bench spmm [--quick | --prefill | --decode] [--reps N] [--no-flush | --flush-read] [--no-check] [--no-mmasp] "
                             "[--fm-only] [--table FILE | --table-only FILE | --no-table] [--shapes OUTxIN,...] [--ncu PATTERN[@N][/fm][=OUTxIN] [--ncu-search]]\n");
