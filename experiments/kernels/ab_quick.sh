@@ -6,7 +6,7 @@
 # PROBE=1 first runs probe_copy.cu (copy-engine costs, no math). The machine's `nvidia-smi -q` goes
 # into the logs too (kernel speed depends on the machine: NOTES.md, Session 11). Logs into
 # $OUT/ab.tgz, a summary on stdout.
-#   AB="- VNM_RING5=1" [SHAPES=4096x4096,768x3072] [NCU="2:4 2:4+VNM_RING5=1"] bash experiments/kernels/ab_quick.sh [DEB_DIR]
+#   AB="- VNM_SS_COPIES=2" [SHAPES=4096x4096,768x3072] [NCU="2:4 2:4+VNM_SS_COPIES=2"] bash experiments/kernels/ab_quick.sh [DEB_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
