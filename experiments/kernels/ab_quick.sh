@@ -3,7 +3,8 @@
 # "-" = the defaults, "A=1,B=2" sets several variables) the vnm_spmm GPU test and
 # `bench spmm --prefill --shapes $SHAPES`; NCU="SPEC ..." then runs ncu_compare.sh's sections on
 # those specs (its syntax: "2:4+VNM_X=1"). SKIP_TEST=1 skips the tests (timing-only settings);
-# PROBE=1 first runs probe_copy.cu (copy-engine costs, no math). The machine's `nvidia-smi -q` goes
+# PROBE=1 first runs probe_copy.cu (copy-engine costs, no math) and probe_rate.cu (wgmma rates, with
+# shared-memory stores or bulk copies beside them). The machine's `nvidia-smi -q` goes
 # into the logs too (kernel speed depends on the machine: NOTES.md, Session 11). Logs into
 # $OUT/ab.tgz, a summary on stdout.
 #   AB="- VNM_SS_COPIES=2" [SHAPES=4096x4096,768x3072] [NCU="2:4 2:4+VNM_SS_COPIES=2"] bash experiments/kernels/ab_quick.sh [DEB_DIR]
@@ -17,9 +18,11 @@ echo "build: $((SECONDS - t0)) s"
 export LD_LIBRARY_PATH=/opt/vnmdeps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 nvidia-smi -q >"$OUT/ab/nvidia_smi_q.txt" 2>&1
 if [ "${PROBE:-0}" = 1 ]; then
-  "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I. \
-    -o build-gpu/probe_copy experiments/kernels/probe_copy.cu -L/usr/local/cuda/lib64/stubs -lcuda &&
-    timeout 120 build-gpu/probe_copy | tee "$OUT/ab/probe_copy.txt"
+  for p in probe_copy probe_rate; do
+    "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I. \
+      -o build-gpu/$p experiments/kernels/$p.cu -L/usr/local/cuda/lib64/stubs -lcuda &&
+      timeout 120 build-gpu/$p | tee "$OUT/ab/$p.txt"
+  done
 fi
 i=0
 for ab in ${AB:--}; do

@@ -1,6 +1,6 @@
 // probe_rate: is the Hopper sparse tensor-core rate limited by shared-memory bandwidth?
 //
-// Build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -o probe_rate experiments/kernels/probe_rate.cu
+// Build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I. -o probe_rate experiments/kernels/probe_rate.cu
 // Run:   ./probe_rate [--quick] [--iters N]     (--quick: 256 iterations, 2 reps; default 4096, 5 reps)
 //
 // Every CTA (1 per SM, grid = #SMs) runs a loop of wgmmas over B tiles already resident in shared
@@ -26,11 +26,14 @@
 // clock64 over the loop (clock-independent: dense ideal 4096, sparse 8192); the SM clock the
 // loop ran at (clock64 / globaltimer); smem bytes/clk read by the wgmmas (B, plus A in SS form);
 // and the hog's st.shared bytes/clk where a hog warpgroup runs.
+#include <cuda.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernels/sm90_ptx.cuh"
 
 #define CHECK(x)                                                                              \
     do {                                                                                      \
@@ -47,10 +50,13 @@ static const char *op_name[] = {"dense  SS", "dense  RS", "sparse SS", "sparse R
 // shared memory layout (offsets from a 1024-aligned base)
 constexpr int NST = 4, STAGE_BYTES = 256 * 128;      // B: 4 stages of 256 rows x 128 bytes (64 k)
 constexpr int A_OFF = NST * STAGE_BYTES;              // A (SS form): 64 rows x 128 bytes per warpgroup
-constexpr int HOG_OFF = A_OFF + 2 * 64 * 128;         // hog buffer, 32 KB
-constexpr int HOG_BYTES = 32 * 1024;
-constexpr int FLAG_OFF = HOG_OFF + HOG_BYTES;         // consumers-done flag
-constexpr int SMEM = FLAG_OFF + 16 + 1024;            // > 114 KB: only one CTA fits per SM
+constexpr int HOG_OFF = A_OFF + 2 * 64 * 128;         // hog buffer: the store hog loops over 32 KB,
+constexpr int HOG_BYTES = 32 * 1024;                  // the copy hog over TMA_SLOTS slots of 16 KB
+constexpr int TMA_SLOTS = 4, TMA_COPY = 16 * 1024;
+constexpr int FLAG_OFF = HOG_OFF + TMA_SLOTS * TMA_COPY;  // consumers-done flag, then the copy hog's mbarriers
+constexpr int SMEM = FLAG_OFF + 16 + 8 * TMA_SLOTS + 1024;  // > 114 KB: only one CTA fits per SM
+constexpr size_t TMA_SRC_BYTES = 16u << 20;           // the copy hog's source (L2-resident after warm-up)
+enum Hog { NO_HOG, STORE_HOG, COPY_HOG };
 
 struct Stats { long long cyc, ns, hog_cyc, hog_bytes; };
 
@@ -91,6 +97,11 @@ __device__ __forceinline__ void mma_sp_ss(float (&d)[128], const uint32_t (&a)[4
     asm volatile(PRED(131) "wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.bf16.bf16 " ACC128 ", %128, %129, %130, 0, p, 1, 1, 0, 0;\n}\n"
                  : F128 : "l"(da), "l"(db), "r"(e), "r"(1));
 }
+// D += A*B, m64n128k32 sparse, compressed A (64 x 16) and B from shared memory, metadata e
+__device__ __forceinline__ void mma_sp_ss(float (&d)[64], const uint32_t (&a)[4], uint64_t da, uint64_t db, uint32_t e) {
+    asm volatile(PRED(67) "wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 " ACC64 ", %64, %65, %66, 0, p, 1, 1, 0, 0;\n}\n"
+                 : F64 : "l"(da), "l"(db), "r"(e), "r"(1));
+}
 // D += A*B, m64n256k32 sparse, compressed A from registers
 __device__ __forceinline__ void mma_sp_rs(float (&d)[128], const uint32_t (&a)[4], uint64_t, uint64_t db, uint32_t e) {
     asm volatile(PRED(134) "wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.bf16.bf16 " ACC128
@@ -126,10 +137,11 @@ __device__ __forceinline__ long long globaltimer() {
 }
 
 // NC consumer warpgroups run `iters` iterations of OP with N columns; with HOG a further warpgroup
-// stores 16 bytes per thread into a 32 KB buffer until the consumers are done (or hog_max
-// iterations of 32 KB when NC = 0).
-template <int OP, int N, int NC, bool HOG>
-__global__ void __launch_bounds__(384, 1) probe(int iters, long long hog_max, Stats *st, float *out) {
+// writes shared memory until the consumers are done (or hog_max rounds when NC = 0): STORE_HOG
+// stores 16 bytes per thread into a 32 KB buffer; COPY_HOG (one thread) keeps TMA_SLOTS bulk
+// copies of 16 KB from global memory (L2) in flight, as a TMA producer fills a ring.
+template <int OP, int N, int NC, int HOG>
+__global__ void __launch_bounds__(384, 1) probe(int iters, long long hog_max, Stats *st, float *out, const char *src) {
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ uint8_t smem_raw[];
     const uint32_t base = ((uint32_t)__cvta_generic_to_shared(smem_raw) + 1023) & ~1023u;
@@ -182,7 +194,26 @@ __global__ void __launch_bounds__(384, 1) probe(int iters, long long hog_max, St
 #pragma unroll
         for (int i = 0; i < N / 2; i++) s += d[i];
         if (s == 12345.0f) out[blockIdx.x] = s;  // keeps the accumulators observable
-    } else if (HOG) {
+    } else if (HOG == COPY_HOG) {
+        if ((tid & 127) != 0) return;
+        const uint32_t bar = base + FLAG_OFF + 16, buf = base + HOG_OFF;
+        for (int b = 0; b < TMA_SLOTS; b++) vnm90::mbar_init(bar + 8 * b, 1);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        long long c0 = clock64(), t0 = globaltimer(), n = 0;
+        uint32_t flag = 0;
+        for (; n < hog_max && !flag; n++) {
+            const int b = (int)(n % TMA_SLOTS);
+            if (n >= TMA_SLOTS) vnm90::mbar_wait(bar + 8 * b, (uint32_t)((n / TMA_SLOTS - 1) & 1));
+            asm volatile("ld.volatile.shared.u32 %0, [%1];" : "=r"(flag) : "r"(base + FLAG_OFF));
+            const size_t at = ((size_t)blockIdx.x * 8 + (size_t)n) * TMA_COPY % TMA_SRC_BYTES;
+            vnm90::mbar_arrive_expect_tx(bar + 8 * b, TMA_COPY);
+            vnm90::bulk_load(buf + b * TMA_COPY, src + at, TMA_COPY, bar + 8 * b);
+        }
+        for (long long m = n > TMA_SLOTS ? n - TMA_SLOTS : 0; m < n; m++)  // the copies still in flight
+            vnm90::mbar_wait(bar + 8 * (int)(m % TMA_SLOTS), (uint32_t)((m / TMA_SLOTS) & 1));
+        st[blockIdx.x].hog_cyc = clock64() - c0, st[blockIdx.x].hog_bytes = n * TMA_COPY;
+        if (NC == 0) st[blockIdx.x].cyc = st[blockIdx.x].hog_cyc, st[blockIdx.x].ns = globaltimer() - t0;
+    } else if (HOG == STORE_HOG) {
         // each iteration: 16 x st.shared.v4 per thread = the whole 32 KB buffer, conflict-free
         const uint32_t p = base + HOG_OFF + 16 * (tid & 127);
         const uint32_t v = rand_bf16x2(tid);
@@ -206,13 +237,14 @@ __global__ void __launch_bounds__(384, 1) probe(int iters, long long hog_max, St
 static int nsm, clk_khz, reps = 5;
 static Stats *d_st;
 static float *d_out;
+static char *d_src;
 
-template <int OP, int N, int NC, bool HOG>
+template <int OP, int N, int NC, int HOG>
 static void run(int iters, const char *note) {
     auto k = probe<OP, N, NC, HOG>;
     CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM));
     const int threads = 128 * (NC + (HOG ? 1 : 0));
-    const long long hog_max = (NC ? 1024ll : 16ll) * iters;  // with consumers: a safety cap only
+    const long long hog_max = (NC ? 1024ll : 16ll) * iters * (HOG == COPY_HOG ? 2 : 1);  // with consumers: a safety cap only
     cudaEvent_t e0, e1;
     CHECK(cudaEventCreate(&e0));
     CHECK(cudaEventCreate(&e1));
@@ -221,7 +253,7 @@ static void run(int iters, const char *note) {
     for (int r = 0; r <= reps; r++) {  // r = 0 is a warm-up
         CHECK(cudaMemset(d_st, 0, nsm * sizeof(Stats)));
         CHECK(cudaEventRecord(e0));
-        k<<<nsm, threads, SMEM>>>(iters, hog_max, d_st, d_out);
+        k<<<nsm, threads, SMEM>>>(iters, hog_max, d_st, d_out, d_src);
         CHECK(cudaEventRecord(e1));
         CHECK(cudaEventSynchronize(e1));
         CHECK(cudaGetLastError());
@@ -235,8 +267,10 @@ static void run(int iters, const char *note) {
     cyc /= nsm, ns /= nsm, hc /= nsm, hb /= nsm;
     char hog[32] = "-";
     if (HOG) snprintf(hog, sizeof hog, "%.1f B/clk", hb / hc);
+    const char *hog_name = HOG == COPY_HOG ? "+copies" : "+hog";
     if (NC == 0) {
-        printf("%-28s | hog st.shared.v4 %s | %4.0f MHz | %.3f ms%s\n", "hog alone (1 warpgroup)", hog, cyc / ns * 1e3, best, note);
+        printf("%-28s | hog %s %s | %4.0f MHz | %.3f ms%s\n", HOG == COPY_HOG ? "copy hog alone" : "hog alone (1 warpgroup)",
+               HOG == COPY_HOG ? "bulk copies 4 x 16 KB" : "st.shared.v4", hog, cyc / ns * 1e3, best, note);
     } else {
         const bool sp = OP == SP_SS || OP == SP_RS, ss = OP == DENSE_SS || OP == SP_SS;
         const double flop_cta = (double)NC * iters * 2.0 * 64 * N * 64;     // 64 logical k per iteration
@@ -244,7 +278,7 @@ static void run(int iters, const char *note) {
         const double tflops = flop_cta * nsm / (best * 1e-3) / 1e12;
         const double peak = (double)clk_khz * 1e3 * nsm * 4096 / 1e12;
         char name[64];
-        snprintf(name, sizeof name, "%s m64n%dk%d wg=%d%s", op_name[OP], N, sp ? 32 : 16, NC, HOG ? "+hog" : "");
+        snprintf(name, sizeof name, "%s m64n%dk%d wg=%d%s", op_name[OP], N, sp ? 32 : 16, NC, HOG ? hog_name : "");
         printf("%-28s | %7.1f TFLOP/s %6.1f%% of clk peak | %5.0f FLOP/clk/SM (%5.1f%% of %d) | %4.0f MHz | wgmma smem %5.1f B/clk | hog %s%s\n",
                name, tflops, 100 * tflops / peak, flop_cta / cyc, 100 * flop_cta / cyc / (sp ? 8192 : 4096), sp ? 8192 : 4096,
                cyc / ns * 1e3, smem_cta / cyc, hog, note);
@@ -271,19 +305,28 @@ int main(int argc, char **argv) {
     if (prop.major != 9) { fprintf(stderr, "needs sm_90a (Hopper)\n"); return 1; }
     CHECK(cudaMalloc(&d_st, nsm * sizeof(Stats)));
     CHECK(cudaMalloc(&d_out, nsm * sizeof(float)));
-    run<DENSE_SS, 256, 1, false>(iters, "");                    // 1. dense, A and B from smem
-    run<DENSE_SS, 256, 2, false>(iters, "");
-    run<DENSE_RS, 256, 1, false>(iters, "");                    // 2. dense, A from registers
-    run<DENSE_RS, 256, 2, false>(iters, "");
-    run<SP_RS, 256, 1, false>(iters, "");                       // 3. sparse, A from registers
-    run<SP_RS, 256, 2, false>(iters, "");
-    run<SP_SS, 256, 1, false>(iters, "");                       // 4. sparse, A and B from smem
-    run<SP_SS, 256, 2, false>(iters, "");
-    run<SP_RS, 256, 0, true>(iters, "");                        // 5. smem bandwidth hog alone,
-    run<SP_RS, 256, 2, true>(iters, "");                        //    with 2 sparse warpgroups,
-    run<DENSE_RS, 256, 2, true>(iters, "  (control)");          //    with 2 dense warpgroups
-    run<SP_RS, 128, 1, false>(iters, "");                       // 6. sparse n128
-    run<SP_RS, 128, 2, false>(iters, "");
-    run<SP_RS, 128, 2, true>(iters, "");
+    CHECK(cudaMalloc(&d_src, TMA_SRC_BYTES));
+    CHECK(cudaMemset(d_src, 3, TMA_SRC_BYTES));
+    run<DENSE_SS, 256, 1, NO_HOG>(iters, "");                    // 1. dense, A and B from smem
+    run<DENSE_SS, 256, 2, NO_HOG>(iters, "");
+    run<DENSE_RS, 256, 1, NO_HOG>(iters, "");                    // 2. dense, A from registers
+    run<DENSE_RS, 256, 2, NO_HOG>(iters, "");
+    run<SP_RS, 256, 1, NO_HOG>(iters, "");                       // 3. sparse, A from registers
+    run<SP_RS, 256, 2, NO_HOG>(iters, "");
+    run<SP_SS, 256, 1, NO_HOG>(iters, "");                       // 4. sparse, A and B from smem
+    run<SP_SS, 256, 2, NO_HOG>(iters, "");
+    run<SP_RS, 256, 0, STORE_HOG>(iters, "");                        // 5. smem bandwidth hog alone,
+    run<SP_RS, 256, 2, STORE_HOG>(iters, "");                        //    with 2 sparse warpgroups,
+    run<DENSE_RS, 256, 2, STORE_HOG>(iters, "  (control)");          //    with 2 dense warpgroups
+    run<SP_RS, 128, 1, NO_HOG>(iters, "");                       // 6. sparse n128
+    run<SP_RS, 128, 2, NO_HOG>(iters, "");
+    run<SP_RS, 128, 2, STORE_HOG>(iters, "");
+    // 7. (Session 12) do TMA fills compete with the wgmma's shared-memory reads like stores do?
+    run<SP_RS, 256, 0, COPY_HOG>(iters, "");                  //    bulk copies alone,
+    run<SP_RS, 256, 2, COPY_HOG>(iters, "");                  //    with 2 sparse warpgroups (RS, SS),
+    run<SP_SS, 256, 2, COPY_HOG>(iters, "");
+    run<DENSE_RS, 256, 2, COPY_HOG>(iters, "  (control)");    //    with 2 dense warpgroups
+    run<SP_SS, 128, 2, NO_HOG>(iters, "");                     // 8. sparse SS n128 (the SS kernel's 128-token tile)
+    run<SP_SS, 128, 2, COPY_HOG>(iters, "");
     return 0;
 }
