@@ -3,8 +3,9 @@
 # "-" = the defaults, "A=1,B=2" sets several variables) the vnm_spmm GPU test and
 # `bench spmm --prefill --shapes $SHAPES`; NCU="SPEC ..." then runs ncu_compare.sh's sections on
 # those specs (its syntax: "2:4+VNM_X=1"). SKIP_TEST=1 skips the tests (timing-only settings);
-# PROBE=1 first runs probe_copy.cu (copy-engine costs, no math) and probe_rate.cu (wgmma rates, with
-# shared-memory stores or bulk copies beside them). The machine's `nvidia-smi -q` goes
+# PROBE=1 first runs probe_copy.cu (copy-engine costs, no math), probe_rate.cu (wgmma rates, with
+# shared-memory stores or bulk copies beside them) and probe_ring.cu (the SS main loop alone), or
+# those PROBES names. The machine's `nvidia-smi -q` goes
 # into the logs too (kernel speed depends on the machine: NOTES.md, Session 11). Logs into
 # $OUT/ab.tgz, a summary on stdout.
 #   AB="- VNM_SS_COPIES=2" [SHAPES=4096x4096,768x3072] [NCU="2:4 2:4+VNM_SS_COPIES=2"] bash experiments/kernels/ab_quick.sh [DEB_DIR]
@@ -18,7 +19,7 @@ echo "build: $((SECONDS - t0)) s"
 export LD_LIBRARY_PATH=/opt/vnmdeps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 nvidia-smi -q >"$OUT/ab/nvidia_smi_q.txt" 2>&1
 if [ "${PROBE:-0}" = 1 ]; then
-  for p in probe_copy probe_rate; do
+  for p in ${PROBES:-probe_copy probe_rate probe_ring}; do
     "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I. \
       -o build-gpu/$p experiments/kernels/$p.cu -L/usr/local/cuda/lib64/stubs -lcuda &&
       timeout 120 build-gpu/$p | tee "$OUT/ab/$p.txt"
