@@ -252,8 +252,8 @@ __global__ void __launch_bounds__(384, 1)
         // ================= producer =================
         setmaxnreg_dec<CF::PRODUCER_REGS>();
         // The stage's A fragments and metadata: one contiguous block each (vnm_frag_index), or in the
-        // SS layout one block with both (vnm_ss_block) and so one bulk copy: a copy costs more than
-        // its bytes (Session 11: 2 instead of 3 copies per stage, 0-5 % faster; 4, 23 % slower).
+        // SS layout one block with both (vnm_ss_block) and so one bulk copy (Session 11: 2 instead of
+        // 3 copies per stage 0-5 % faster, 4 23 % slower; probe_copy alone: no cost per copy, Session 13).
         auto copy_a = [&](int64_t row0, int s, int slot, uint32_t extra_tx) {
             const uint32_t bar = full_bar + 8 * slot;
             if (CF::TMA) mbar_arrive_expect_tx(bar, CF::A_BYTES + CF::META_BYTES + extra_tx);

@@ -17,8 +17,8 @@
 // SS layout (the sm_90a TMA kernel over the 2:4 form for prefill, which reads A from shared memory):
 //   vals only (no separate meta array): per (256-row tile rt, k-step pair jp) one block of
 //   VNM_SS_BLOCK_WORDS words at vnm_ss_block(rt, jp, KT), which is one ring stage of the kernel and
-//   so one bulk copy (a copy per stage costs more than its bytes: Session 11,
-//   experiments/kernels/NOTES.md):
+//   so one bulk copy (in the kernel 2 copies per stage ran 0-5 % faster than 3, Session 11,
+//   experiments/kernels/NOTES.md; the copy engine alone shows no cost per copy, Session 13):
 //   words [2048·(s%2), + 2048): the values of k-step s, those of each row in block order (8 words =
 //       16 values) as K-major core matrices of 8 rows × 16 bytes, the two of an 8-row group
 //       adjacent: word ((R/8)*2 + j/4)*32 + (R%8)*4 + j%4 holds (row R of the tile, block j);

@@ -6,7 +6,7 @@
 //
 // Build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I. -o probe_ring \
 //            experiments/kernels/probe_ring.cu -lcuda
-// Run:   ./probe_ring [--n TOKENS] [--flush]   (default n = 2048, L2 warm)
+// Run:   ./probe_ring [--n TOKENS] [--flush] [--random]   (default n = 2048, L2 warm, constant data)
 //
 // One CTA per SM, 384 threads: thread 0 of warpgroup 0 fills a ring of NST slots, one stage per slot:
 // an 18 KB weight block (values + metadata, the SS layout's `vnm_ss_block` size) and a 16 KB x box
@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(384, 1) ring(const char *w, const char *x, int
     if (sum == 12345.0f) out[blockIdx.x] = sum;  // keeps the accumulators observable
 }
 
-static int sms, token_tiles = 16, flush;
+static int sms, token_tiles = 16, flush, random_data;
 static char *w, *x, *flush_buf;
 static long long *cyc;
 static float *out;
@@ -155,7 +155,8 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--n") && i + 1 < argc) token_tiles = atoi(argv[++i]) / 128;
         else if (!strcmp(argv[i], "--flush")) flush = 1;
-        else { fprintf(stderr, "usage: %s [--n TOKENS (128 .. 8192)] [--flush]\n", argv[0]); return 2; }
+        else if (!strcmp(argv[i], "--random")) random_data = 1;
+        else { fprintf(stderr, "usage: %s [--n TOKENS (128 .. 8192)] [--flush] [--random]\n", argv[0]); return 2; }
     if (token_tiles < 1 || token_tiles > MAX_TOKEN_TILES) { fprintf(stderr, "probe_ring: --n must be 128 .. 8192\n"); return 2; }
     cudaDeviceProp prop;
     CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -166,12 +167,25 @@ int main(int argc, char **argv) {
     if (flush) CHECK(cudaMalloc(&flush_buf, 128u << 20));
     CHECK(cudaMalloc(&cyc, sms * sizeof(long long)));
     CHECK(cudaMalloc(&out, sms * sizeof(float)));
-    // metadata words 0x44444444 (every 4-chunk keeps positions 0, 1), values bf16 0x3F80 = 1.0
-    CHECK(cudaMemset(w, 0x44, (size_t)ROW_TILES * STAGES * A_BYTES));
-    CHECK(cudaMemset(x, 0x3F, (size_t)MAX_TOKEN_TILES * STAGES * X_BYTES));
+    // values 0x4444 / 0x3F3F, or with --random random bf16 in +-[0.5, 1) (the clock under wgmma load
+    // depends on the data; written in Session 13, not run yet); metadata words 0x44444444 (every
+    // 4-chunk keeps positions 0, 1)
+    const size_t wn = (size_t)ROW_TILES * STAGES * A_BYTES / 2, xn = (size_t)MAX_TOKEN_TILES * STAGES * X_BYTES / 2;
+    uint16_t *h = (uint16_t *)malloc(xn * 2);
+    uint32_t seed = 12345;
+    for (size_t i = 0; i < xn; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        h[i] = random_data ? (uint16_t)(((seed >> 16) & 0x807F) | 0x3F00) : 0x3F3F;
+    }
+    CHECK(cudaMemcpy(x, h, xn * 2, cudaMemcpyHostToDevice));
+    for (size_t i = 0; i < wn; i++)  // the last 2 KB of each 18 KB block: metadata
+        if (!random_data || i % (A_BYTES / 2) >= 16384 / 2) h[i] = 0x4444;
+    CHECK(cudaMemcpy(w, h, wn * 2, cudaMemcpyHostToDevice));
+    free(h);
     printf("# probe_ring: %s, %d SMs; the SS kernel's main loop over 4096 x 4096, n = %d (%d tiles of 256 x 128, "
-           "64 stages); best of 5%s; MHz from clock64 over the event time\n", prop.name, sms, 128 * token_tiles,
-           ROW_TILES * token_tiles, flush ? ", L2 flushed (128 MB memset) before each run" : ", L2 warm");
+           "64 stages); best of 5%s, %s data; MHz from clock64 over the event time\n", prop.name, sms, 128 * token_tiles,
+           ROW_TILES * token_tiles, flush ? ", L2 flushed (128 MB memset) before each run" : ", L2 warm",
+           random_data ? "random" : "constant");
     run<4, BOTH>("copies + wgmmas (the kernel's main loop)");
     run<4, COPIES_ONLY>("copies alone (consumers wait and release)");
     run<4, MMA_ONLY>("wgmmas alone (no waits)");
