@@ -43,6 +43,6 @@ for item in "$@"; do
   grep -E "smsp__average_warps_issue_stalled_.*_per_issue_active.ratio" "$OUT/ncu_$tag.txt" | awk '$NF+0 > 0.3 {print $1, $NF}'
 done
 if [ -f experiments/kernels/probe_rate.cu ] && [ -n "${PROBE:-}" ]; then
-  nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -o $B/probe_rate experiments/kernels/probe_rate.cu &&
+  nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I. -o $B/probe_rate experiments/kernels/probe_rate.cu &&
     $B/probe_rate | tee "$OUT/probe_rate.txt"
 fi

@@ -23,16 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "experiments/kernels/probe_check.cuh"
 #include "kernels/sm90_ptx.cuh"
 
 using namespace vnm90;
-
-static void ck(cudaError_t e, const char *what) {
-    if (e == cudaSuccess) return;
-    fprintf(stderr, "probe_copy: %s: %s\n", what, cudaGetErrorString(e));
-    exit(1);
-}
-#define CHECK(x) ck((x), #x)
 
 constexpr int MAX_COPIES = 8, BOX_BYTES = 64 * 128 * 2;  // the tensor box: 64 k × 128 tokens, bf16
 constexpr size_t SRC_BYTES = 128u << 20;  // allocated; --src-mb picks the window the copies read (default 32 MB)

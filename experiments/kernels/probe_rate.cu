@@ -33,16 +33,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "experiments/kernels/probe_check.cuh"
 #include "kernels/sm90_ptx.cuh"
 
-#define CHECK(x)                                                                              \
-    do {                                                                                      \
-        cudaError_t e_ = (x);                                                                 \
-        if (e_ != cudaSuccess) {                                                              \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
 
 enum Op { DENSE_SS, DENSE_RS, SP_SS, SP_RS };
 static const char *op_name[] = {"dense  SS", "dense  RS", "sparse SS", "sparse RS"};

@@ -23,16 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "experiments/kernels/probe_check.cuh"
 #include "kernels/sm90_ptx.cuh"
 
 using namespace vnm90;
-
-static void ck(cudaError_t e, const char *what) {
-    if (e == cudaSuccess) return;
-    fprintf(stderr, "probe_ring: %s: %s\n", what, cudaGetErrorString(e));
-    exit(1);
-}
-#define CHECK(x) ck((x), #x)
 
 constexpr int ROW_TILES = 16, STAGES = 64;       // 4096 rows; stages per tile (4096 k)
 constexpr int MAX_TOKEN_TILES = 64;               // n up to 8192
