@@ -18,7 +18,8 @@
 // (the same FLOPs), fm = vnm_spmm_cuda_fm on the same layout, fm/xfm = dense_fm / fm.
 // --prefill: only Llama n = 2048, 8192 and the DeiT shapes; --no-mmasp skips the mma_sp column,
 // --fm-only every sparse token-major column (for quick feature-major experiments); --shapes
-// 4096x4096,768x3072 only those shapes (out x in) of the main table.
+// 4096x4096,768x3072 only those shapes (out x in) of the main table; --n 1024 each shape at that n
+// only (1 .. 16384; e.g. one output tile per CTA, to time what a kernel spends per tile).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
@@ -47,6 +48,7 @@ struct Opts {
     int ncu_search = 0;                // --ncu: let cuSPARSELt search its algorithms (to see which it picks)
     const char *table = "spmm_table.txt";
     const char *shapes = NULL;  // --shapes OUTxIN[,OUTxIN...]: only these shapes of the main table
+    int64_t n = 0;              // --n N: every shape of the main table at this n only (0: the table's n)
     const char *ncu = NULL;  // --ncu PATTERN[@N][/fm][=OUTxIN]: 3 launches of ours (default 4096x4096, n = 2048), then 4 of cuBLASLt and cuSPARSELt (token-major), for profilers
 };
 
@@ -362,6 +364,7 @@ const Shape LLAMA[] = {{"llama2-7b", 4096, 4096}, {"llama2-7b", 11008, 4096}, {"
 const Shape DEIT_B[] = {{"deit-base", 2304, 768}, {"deit-base", 768, 768}, {"deit-base", 3072, 768}, {"deit-base", 768, 3072}};
 const Shape DEIT_S[] = {{"deit-small", 1152, 384}, {"deit-small", 384, 384}, {"deit-small", 1536, 384}, {"deit-small", 384, 1536}};
 const int64_t DEIT_N = 197 * 64;
+const int64_t MAX_N = 16384;  // the largest --n
 
 struct Buffers {
     uint16_t *x, *y, *y_ref, *W;
@@ -432,11 +435,11 @@ void main_table(const Opts &o, const Buffers &b) {
                 vnm_pattern_parse(patterns[pi], &p, &err);
                 ours_make(&ours[pi], p, sh.out, sh.in, 1000 + pi);
             }
-            for (int ni = 0; ni < groups[gi].nn; ni++) {
-                int64_t n = groups[gi].ns[ni];
-                if (o.quick && n != 2048 && n != 16 && n != DEIT_N) continue;
-                if (o.prefill && n < 2048) continue;
-                if (o.decode ? n > 16 : n == 4) continue;  // n = 4 only in the decode table
+            for (int ni = 0; ni < (o.n ? 1 : groups[gi].nn); ni++) {
+                int64_t n = o.n ? o.n : groups[gi].ns[ni];
+                if (!o.n && o.quick && n != 2048 && n != 16 && n != DEIT_N) continue;
+                if (!o.n && o.prefill && n < 2048) continue;
+                if (!o.n && (o.decode ? n > 16 : n == 4)) continue;  // n = 4 only in the decode table
                 double td = dense_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
                 double ts = o.fm_only ? NAN : splt_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
                 double tdf = dense_fm_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
@@ -446,7 +449,7 @@ void main_table(const Opts &o, const Buffers &b) {
                     double tm = o.decode ? floor_time(o, &ours[pi]) : ours_time(o, &ours[pi], n, b.x, b.y, VNM_KERNEL_MMA_SP);
                     double tf = ours_fm_time(o, &ours[pi], n, b.x, b.y);
                     double err = NAN, err_fm = NAN;
-                    if (o.check && ours[pi].m.in == sh.in && (n == 16 || n == 128 || n == 2048 || n == DEIT_N)) {
+                    if (o.check && ours[pi].m.in == sh.in && (n == 16 || n == 128 || n == 2048 || n == DEIT_N || n == o.n)) {
                         if (!o.fm_only) err = check_vs_dense(&ours[pi], n, b.x, b.y, b.y_ref, false);
                         err_fm = check_vs_dense(&ours[pi], n, b.x, b.y, b.y_ref, true);
                     }
@@ -527,10 +530,17 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) {
             o.shapes = argv[++i];
             if (shapes_unknown(o.shapes)) return 2;
+        } else if (!strcmp(argv[i], "--n") && i + 1 < argc) {
+            char *end;
+            o.n = strtoll(argv[++i], &end, 10);
+            if (*end || o.n < 1 || o.n > MAX_N) {
+                fprintf(stderr, "bench spmm: --n: '%s' is not a token count in 1 .. %lld\n", argv[i], (long long)MAX_N);
+                return 2;
+            }
         }
         else {
             fprintf(stderr, "usage: bench spmm [--quick | --prefill | --decode] [--reps N] [--no-flush | --flush-read] [--no-check] [--no-mmasp] "
-                            "[--fm-only] [--table FILE | --table-only FILE | --no-table] [--shapes OUTxIN,...] [--ncu PATTERN[@N][/fm][=OUTxIN] [--ncu-search]]\n");
+                            "[--fm-only] [--table FILE | --table-only FILE | --no-table] [--shapes OUTxIN,...] [--n N] [--ncu PATTERN[@N][/fm][=OUTxIN] [--ncu-search]]\n");
             return 2;
         }
     }
@@ -590,7 +600,7 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         if (!fm) dense_time(once, out, in, n, b.W, b.x, b.y_ref), splt_time(once, out, in, n, b.W, b.x, b.y_ref);
         return 0;
     }
-    buffers_init(&b, 12608, 11008 + 32, 11008);
+    buffers_init(&b, o.n > DEIT_N ? o.n : DEIT_N, 11008 + 32, 11008);
     if (!o.table_only) main_table(o, b);
     if (o.table) vm_table(o, b, o.table, device);
     cudaFree(b.x), cudaFree(b.y), cudaFree(b.y_ref), cudaFree(b.W);
