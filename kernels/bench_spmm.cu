@@ -435,11 +435,14 @@ void main_table(const Opts &o, const Buffers &b) {
                 vnm_pattern_parse(patterns[pi], &p, &err);
                 ours_make(&ours[pi], p, sh.out, sh.in, 1000 + pi);
             }
+            const int64_t *ns = o.n ? &o.n : groups[gi].ns;  // --n replaces the group's list
             for (int ni = 0; ni < (o.n ? 1 : groups[gi].nn); ni++) {
-                int64_t n = o.n ? o.n : groups[gi].ns[ni];
-                if (!o.n && o.quick && n != 2048 && n != 16 && n != DEIT_N) continue;
-                if (!o.n && o.prefill && n < 2048) continue;
-                if (!o.n && (o.decode ? n > 16 : n == 4)) continue;  // n = 4 only in the decode table
+                const int64_t n = ns[ni];
+                if (!o.n) {  // the mode's subset of the list
+                    if (o.quick && n != 2048 && n != 16 && n != DEIT_N) continue;
+                    if (o.prefill && n < 2048) continue;
+                    if (o.decode ? n > 16 : n == 4) continue;  // n = 4 only in the decode table
+                }
                 double td = dense_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
                 double ts = o.fm_only ? NAN : splt_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
                 double tdf = dense_fm_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);

@@ -36,8 +36,8 @@ struct Case {
     const char *name;
     int depth, hold, tensor, count;
     int bytes[MAX_COPIES];
-    int lag;  // CTA b reads the source b·lag stages behind CTA 0 (0: 131, i.e. far apart). The copy hog of
-              // probe_rate.cu (CTAs 8 copies apart) ran at twice the per-SM rate of the far-apart cases.
+    int lag;  // CTA b reads the source b·lag stages behind CTA 0 (0: 131, i.e. far apart). probe_rate.cu's
+              // copy hog (CTAs 8 copies apart) moves ~137 GB/s per SM, its copy here ~76 (not explained).
     int waiters;  // who waits for the full barriers: 0 the consumer warp (all 32 lanes poll, as the kernel's
                   // consumer warps do), 1 its lane 0 alone, 2 nobody but the producer before it reuses a
                   // slot (as the copy hog does: no consumer, no empty barriers)

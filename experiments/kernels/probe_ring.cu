@@ -147,11 +147,15 @@ static void run(const char *name) {
 
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--n") && i + 1 < argc) token_tiles = atoi(argv[++i]) / 128;
+        if (!strcmp(argv[i], "--n") && i + 1 < argc) {
+            char *end;
+            const long n = strtol(argv[++i], &end, 10);
+            token_tiles = *end || n % 128 ? 0 : (int)(n / 128);  // 0: rejected below
+        }
         else if (!strcmp(argv[i], "--flush")) flush = 1;
         else if (!strcmp(argv[i], "--random")) random_data = 1;
-        else { fprintf(stderr, "usage: %s [--n TOKENS (128 .. 8192)] [--flush] [--random]\n", argv[0]); return 2; }
-    if (token_tiles < 1 || token_tiles > MAX_TOKEN_TILES) { fprintf(stderr, "probe_ring: --n must be 128 .. 8192\n"); return 2; }
+        else { fprintf(stderr, "usage: %s [--n TOKENS (a multiple of 128, 128 .. 8192)] [--flush] [--random]\n", argv[0]); return 2; }
+    if (token_tiles < 1 || token_tiles > MAX_TOKEN_TILES) { fprintf(stderr, "probe_ring: --n must be a multiple of 128 in 128 .. 8192\n"); return 2; }
     cudaDeviceProp prop;
     CHECK(cudaGetDeviceProperties(&prop, 0));
     if (prop.major != 9) { fprintf(stderr, "probe_ring: needs sm_90a (Hopper)\n"); return 1; }
