@@ -277,13 +277,18 @@ __global__ void __launch_bounds__(384, 1)
                 Segments seg(num_tiles, nstages, e.ws != NULL);
                 int64_t tile;
                 int s0, s1;
-                while (seg.next(tile, s0, s1))
+                while (seg.next(tile, s0, s1)) {
+                    // Once per tile: a 64-bit division by a runtime value is a software loop, and this one
+                    // thread issues every copy (Session 14: done per stage, they made the kernel 1.10-1.13×
+                    // slower, 4096², n = 2048: 74.0 vs 66.5-67.2 µs on an H200).
+                    const int64_t row0 = tile_row0(tile), t0 = tile_t0(tile);
                     for (int s = s0; s < s1; s++, gs++) {
                         const int slot = gs % CF::NST;
                         if (gs >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((gs / CF::NST - 1) & 1));
-                        copy_a(tile_row0(tile), s, slot, CF::TILE_BYTES);
-                        tma_load_2d(tile_addr(slot, 0), &maps.x, full_bar + 8 * slot, 64 * s, (int)tile_t0(tile));
+                        copy_a(row0, s, slot, CF::TILE_BYTES);
+                        tma_load_2d(tile_addr(slot, 0), &maps.x, full_bar + 8 * slot, 64 * s, (int)t0);
                     }
+                }
             }
             return;
         }
@@ -757,10 +762,13 @@ static bool use_stream_k(int64_t tiles, int64_t nstages, int64_t G) {
 }
 
 // Tile width of the SS kernel for n tokens: the smaller estimated time, rounds of tiles (or, with
-// stream-K, tiles / SMs + 1/2 for its partial sums) × tokens per tile × shared-memory bytes per
+// stream-K, tiles / SMs + 1 for its partial sums) × tokens per tile × shared-memory bytes per
 // multiply-add (0.0566 at 128, 0.0508 at 192: Cfg comment). It picks 128 for 4096 rows × 2048
-// tokens (256 tiles = 1.94 rounds; 192 would make 176 = 1.33) and 192 for most other prefill
-// shapes. VNM_SS_TN=128 / 192 forces one.
+// tokens (256 tiles = 1.94 rounds; 192 would make 176 = 1.33) and for 4096 rows × 8192 tokens
+// (8 whole rounds; 192 would need stream-K), 192 for the DeiT shapes and 11008 rows. Stream-K's
+// cost was half a round until Session 14, whose faster producer made 192 + stream-K lose to 128 at
+// 4096 × 11008, n = 8192 (H200: 682 vs 643 µs for 64:2:8, 783 vs 745 for 2:4; 4096², n = 8192: 270 vs
+// 258 and 277 vs 282). VNM_SS_TN=128 / 192 forces one.
 static int ss_tile_tokens(const VnmDeviceMatrix *d, int64_t n) {
     static int forced = -1;
     if (forced < 0) {
@@ -771,7 +779,7 @@ static int ss_tile_tokens(const VnmDeviceMatrix *d, int64_t n) {
     const int64_t G = d->num_sms, nstages = d->KT / 2;
     auto cost = [&](int tn, double bytes_per_mac) {
         const int64_t tiles = tile_count(d, n, tn);
-        const double rounds = use_stream_k(tiles, nstages, G) ? (double)tiles / G + 0.5 : (double)((tiles + G - 1) / G);
+        const double rounds = use_stream_k(tiles, nstages, G) ? (double)tiles / G + 1.0 : (double)((tiles + G - 1) / G);
         return rounds * tn * bytes_per_mac;
     };
     return cost(192, 0.0508) < cost(128, 0.0566) ? 192 : 128;

@@ -5,7 +5,8 @@
 # those specs (its syntax: "2:4+VNM_X=1"). SKIP_TEST=1 skips the tests (timing-only settings);
 # PROBE=1 first runs probe_copy.cu (copy-engine costs, no math), probe_rate.cu (wgmma rates, with
 # shared-memory stores or bulk copies beside them) and probe_ring.cu (the SS main loop alone), or
-# those PROBES names. BENCH_N=1024 benches every shape at that n only. The machine's `nvidia-smi -q` goes
+# those PROBES names. BENCH_N=1024 benches every shape at that n only;
+# BENCH_ARGS (e.g. --no-flush) go to bench spmm as they are. The machine's `nvidia-smi -q` goes
 # into the logs too (kernel speed depends on the machine: NOTES.md, Session 11). Logs into
 # $OUT/ab.tgz, a summary on stdout.
 #   AB="- VNM_SS_COPIES=2" [SHAPES=4096x4096,768x3072] [NCU="2:4 2:4+VNM_SS_COPIES=2"] bash experiments/kernels/ab_quick.sh [DEB_DIR]
@@ -35,7 +36,7 @@ for ab in ${AB:--}; do
     echo "== $ab: test rc $? $(grep Synthesis "$OUT/ab/test_$tag.txt") ($((SECONDS - t0)) s)"
   fi
   env "${vars[@]}" timeout 150 build-gpu/vnmtune bench spmm --prefill --reps 10 --no-table --no-mmasp \
-    --shapes "${SHAPES:-4096x4096,4096x11008,768x3072,1536x384}" ${BENCH_N:+--n $BENCH_N} >"$OUT/ab/bench_$tag.txt" 2>&1
+    --shapes "${SHAPES:-4096x4096,4096x11008,768x3072,1536x384}" ${BENCH_N:+--n $BENCH_N} ${BENCH_ARGS:-} >"$OUT/ab/bench_$tag.txt" 2>&1
   grep -E "^ *(llama|deit)|rror" "$OUT/ab/bench_$tag.txt" |
     awk '/^ *(llama|deit)/ {print $2, $3, $4, "dense", $(NF-11), "ours", $(NF-9), $(NF-7) "x", "splt", $(NF-6) "x"; next} {print}'
 done

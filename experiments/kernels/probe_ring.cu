@@ -6,7 +6,9 @@
 //
 // Build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I. -o probe_ring \
 //            experiments/kernels/probe_ring.cu -lcuda
-// Run:   ./probe_ring [--n TOKENS] [--flush] [--random]   (default n = 2048, L2 warm, constant data)
+// Run:   ./probe_ring [--n TOKENS] [--flush] [--random] [--random-meta] [--tensor] [--smem KB]
+//        (default n = 2048, L2 warm, constant data, x by 1D bulk copies; --tensor: by the kernel's 2D
+//        boxes out of token-major x; --smem: at least that much dynamic shared memory, as the kernel's)
 //
 // One CTA per SM, 384 threads: thread 0 of warpgroup 0 fills a ring of NST slots, one stage per slot:
 // an 18 KB weight block (values + metadata, the SS layout's `vnm_ss_block` size) and a 16 KB x box
@@ -35,7 +37,8 @@ constexpr int SLOT = 35 * 1024;                  // x box at 0 (1 KB aligned for
 enum Mode { BOTH, COPIES_ONLY, MMA_ONLY };
 
 template <int NST, int MODE>
-__global__ void __launch_bounds__(384, 1) ring(const char *w, const char *x, int token_tiles, long long *cycles, float *out) {
+__global__ void __launch_bounds__(384, 1) ring(const char *w, const char *x, const __grid_constant__ CUtensorMap xmap,
+                                                int tensor, int token_tiles, long long *cycles, float *out) {
     extern __shared__ uint8_t raw[];
     const uint32_t base = ((uint32_t)__cvta_generic_to_shared(raw) + 1023) & ~1023u;
     const uint32_t full = base + NST * SLOT, empty = full + 8 * NST;
@@ -56,7 +59,10 @@ __global__ void __launch_bounds__(384, 1) ring(const char *w, const char *x, int
             const int row_tile = t % ROW_TILES, token_tile = t / ROW_TILES;
             if (u > 0) mbar_wait(empty + 8 * b, (uint32_t)((u - 1) & 1));
             mbar_arrive_expect_tx(full + 8 * b, A_BYTES + X_BYTES);
-            bulk_load(base + b * SLOT, x + ((size_t)token_tile * STAGES + ks) * X_BYTES, X_BYTES, full + 8 * b);
+            if (tensor)  // the kernel's x box: 64 k × 128 tokens of token-major x (n × 4096), 128-byte swizzle
+                tma_load_2d(base + b * SLOT, &xmap, full + 8 * b, 64 * ks, 128 * token_tile);
+            else
+                bulk_load(base + b * SLOT, x + ((size_t)token_tile * STAGES + ks) * X_BYTES, X_BYTES, full + 8 * b);
             bulk_load(base + b * SLOT + X_BYTES, w + ((size_t)row_tile * STAGES + ks) * A_BYTES, A_BYTES, full + 8 * b);
             if (++b == NST) b = 0, u++;
         }
@@ -110,7 +116,8 @@ __global__ void __launch_bounds__(384, 1) ring(const char *w, const char *x, int
     if (sum == 12345.0f) out[blockIdx.x] = sum;  // keeps the accumulators observable
 }
 
-static int sms, token_tiles = 16, flush, random_data;
+static int sms, token_tiles = 16, flush, random_data, random_meta, tensor, smem_kb;
+static CUtensorMap xmap;
 static char *w, *x, *flush_buf;
 static long long *cyc;
 static float *out;
@@ -118,7 +125,7 @@ static float *out;
 template <int NST, int MODE>
 static void run(const char *name) {
     auto k = ring<NST, MODE>;
-    const int smem = NST * SLOT + 16 * NST + 1024;
+    const int smem = max(NST * SLOT + 16 * NST + 1024, smem_kb * 1024);
     CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     cudaEvent_t e0, e1;
     CHECK(cudaEventCreate(&e0));
@@ -127,7 +134,7 @@ static void run(const char *name) {
     for (int r = 0; r < 6; r++) {  // r = 0: warm-up (sources into L2)
         if (flush) CHECK(cudaMemset(flush_buf, r, 128u << 20));  // as bench spmm: L2 holds other data
         CHECK(cudaEventRecord(e0));
-        k<<<sms, 384, smem>>>(w, x, token_tiles, cyc, out);
+        k<<<sms, 384, smem>>>(w, x, xmap, tensor, token_tiles, cyc, out);
         CHECK(cudaEventRecord(e1));
         CHECK(cudaEventSynchronize(e1));
         CHECK(cudaGetLastError());
@@ -154,7 +161,10 @@ int main(int argc, char **argv) {
         }
         else if (!strcmp(argv[i], "--flush")) flush = 1;
         else if (!strcmp(argv[i], "--random")) random_data = 1;
-        else { fprintf(stderr, "usage: %s [--n TOKENS (a multiple of 128, 128 .. 8192)] [--flush] [--random]\n", argv[0]); return 2; }
+        else if (!strcmp(argv[i], "--tensor")) tensor = 1;
+        else if (!strcmp(argv[i], "--random-meta")) random_meta = 1;
+        else if (!strcmp(argv[i], "--smem") && i + 1 < argc) smem_kb = atoi(argv[++i]);
+        else { fprintf(stderr, "usage: %s [--n TOKENS (a multiple of 128, 128 .. 8192)] [--flush] [--random] [--random-meta] [--tensor] [--smem KB]\n", argv[0]); return 2; }
     if (token_tiles < 1 || token_tiles > MAX_TOKEN_TILES) { fprintf(stderr, "probe_ring: --n must be a multiple of 128 in 128 .. 8192\n"); return 2; }
     cudaDeviceProp prop;
     CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -176,14 +186,32 @@ int main(int argc, char **argv) {
         h[i] = random_data ? (uint16_t)(((seed >> 16) & 0x807F) | 0x3F00) : 0x3F3F;
     }
     CHECK(cudaMemcpy(x, h, xn * 2, cudaMemcpyHostToDevice));
+    // --random-meta: each 4-bit code a random one of the 6 valid 2:4 pairs (i0 | i1 << 2, i0 < i1)
+    static const uint16_t pair_codes[6] = {0x4, 0x8, 0xC, 0x9, 0xD, 0xE};
     for (size_t i = 0; i < wn; i++)  // the last 2 KB of each 18 KB block: metadata
-        if (!random_data || i % (A_BYTES / 2) >= 16384 / 2) h[i] = 0x4444;
+        if (i % (A_BYTES / 2) >= 16384 / 2) {
+            h[i] = 0x4444;
+            if (random_meta)
+                for (int q = 0; q < 4; q++) {
+                    seed = seed * 1664525u + 1013904223u;
+                    h[i] = (uint16_t)((h[i] & ~(0xF << (4 * q))) | (pair_codes[(seed >> 16) % 6] << (4 * q)));
+                }
+        } else if (!random_data) h[i] = 0x4444;
     CHECK(cudaMemcpy(w, h, wn * 2, cudaMemcpyHostToDevice));
     free(h);
+    // --tensor: x read as the kernel reads it, a 2D box of 64 k × 128 tokens out of token-major x (n × 4096)
+    const cuuint64_t dims[2] = {4096, (cuuint64_t)token_tiles * 128}, strides[1] = {4096 * 2};
+    const cuuint32_t box[2] = {64, 128}, one[2] = {1, 1};
+    if (cuTensorMapEncodeTiled(&xmap, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, x, dims, strides, box, one, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
+        fprintf(stderr, "probe_ring: cuTensorMapEncodeTiled failed\n");
+        return 1;
+    }
     printf("# probe_ring: %s, %d SMs; the SS kernel's main loop over 4096 x 4096, n = %d (%d tiles of 256 x 128, "
-           "64 stages); best of 5%s, %s data; MHz from clock64 over the event time\n", prop.name, sms, 128 * token_tiles,
+           "64 stages); best of 5%s, %s data, %s metadata, x by %s; MHz from clock64 over the event time\n", prop.name, sms, 128 * token_tiles,
            ROW_TILES * token_tiles, flush ? ", L2 flushed (128 MB memset) before each run" : ", L2 warm",
-           random_data ? "random" : "constant");
+           random_data ? "random" : "constant", random_meta ? "random" : "constant", tensor ? "2D tensor boxes (as the kernel)" : "1D bulk copies");
+    if (smem_kb) printf("# dynamic shared memory at least %d KB\n", smem_kb);
     run<4, BOTH>("copies + wgmmas (the kernel's main loop)");
     run<4, COPIES_ONLY>("copies alone (consumers wait and release)");
     run<4, MMA_ONLY>("wgmmas alone (no waits)");
