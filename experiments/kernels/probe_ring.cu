@@ -2,7 +2,9 @@
 // time goes. Session 13's probes put the parts of a 256-row × 128-token × 64-k stage (4096², n = 2048,
 // H200) at ~690 clocks for the copies alone (probe_copy, the kernel's read pattern) and ~640 for the
 // wgmmas alone (probe_rate, sparse SS m64n128 at 80 % of peak), while the kernel takes ~1100 per stage.
-// This probe runs the same ring with both, and each alone, over the kernel's 256 tiles.
+// This probe runs the same ring with both, and each alone, over the kernel's 256 tiles: ~700 clocks per
+// stage, also with the kernel's x box, shared memory size and random data (Session 14), which led to
+// the kernel's own producer (per-stage divisions; ~850 clocks per stage after the fix).
 //
 // Build: nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I. -o probe_ring \
 //            experiments/kernels/probe_ring.cu -lcuda
