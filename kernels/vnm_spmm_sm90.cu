@@ -769,7 +769,7 @@ static bool use_stream_k(int64_t tiles, int64_t nstages, int64_t G) {
 // stream-K, tiles / SMs + 1 for its partial sums) × tokens per tile × shared-memory bytes per
 // multiply-add (0.0566 at 128, 0.0508 at 192: Cfg comment). It picks 128 for 4096 rows × 2048
 // tokens (256 tiles = 1.94 rounds; 192 would make 176 = 1.33) and for 4096 rows × 8192 tokens
-// (8 whole rounds; 192 would need stream-K), 192 for the DeiT shapes and 11008 rows. Stream-K's
+// (8 whole rounds; 192 would need stream-K), 192 for 11008 rows and most DeiT shapes. Stream-K's
 // cost was half a round until Session 14, whose faster producer made 192 + stream-K lose to 128 at
 // 4096 × 11008, n = 8192 (H200: 682 vs 643 µs for 64:2:8, 783 vs 745 for 2:4; 4096², n = 8192: 270 vs
 // 258 and 277 vs 282). VNM_SS_TN=128 / 192 forces one.
