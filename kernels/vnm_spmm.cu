@@ -45,11 +45,15 @@ __global__ void __launch_bounds__(128) vnm_mma_sp_kernel(VnmDev d, const uint16_
     const int j = tid & 7, tq = tid >> 3;  // gather: block j of the k-step, tokens tq + 16*i
 
     uint2 st[4][UNITS];
+    int64_t group[4];  // gather group of tile k, once: a 64-bit division by a runtime value is a software loop
+#pragma unroll
+    for (int k = 0; k < 4; k++) group[k] = (row0 + (ntiles == 1 ? 0 : 16 * k)) / d.group_rows;
     auto load_units = [&](int64_t ks) {
         int64_t cb = ks * 8 + j;
+#pragma unroll
         for (int k = 0; k < 4; k++) {
             if (k >= ntiles) break;
-            int64_t g = (row0 + (ntiles == 1 ? 0 : 16 * k)) / d.group_rows;
+            const int64_t g = group[k];
 #pragma unroll
             for (int i = 0; i < UNITS; i++) {
                 int64_t t = t0 + tq + 16 * i;
