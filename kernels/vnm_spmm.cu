@@ -45,9 +45,8 @@ __global__ void __launch_bounds__(128) vnm_mma_sp_kernel(VnmDev d, const uint16_
     const int j = tid & 7, tq = tid >> 3;  // gather: block j of the k-step, tokens tq + 16*i
 
     uint2 st[4][UNITS];
-    int64_t group[4];  // gather group of tile k, once: a 64-bit division by a runtime value is a software loop
-#pragma unroll
-    for (int k = 0; k < 4; k++) group[k] = (row0 + (ntiles == 1 ? 0 : 16 * k)) / d.group_rows;
+    int64_t group[4];  // gather group of tile k (16 rows each when ntiles = 4)
+    vnm_tile_groups(d, row0, ntiles, 16, group);
     auto load_units = [&](int64_t ks) {
         int64_t cb = ks * 8 + j;
 #pragma unroll

@@ -92,6 +92,15 @@ __device__ __forceinline__ uint2 vnm_gather_generic(const VnmDev &d, const uint1
     return vnm_gather_cols(xrow, __ldg((const uint2 *)(d.cols + (g * d.KT * 8 + cb) * 4)));
 }
 
+// Gather group of each of a CTA's ntiles B tiles (tile k: rows row0 + k·tile_rows; slots k >= ntiles
+// repeat tile 0), computed once before the k loop: a 64-bit division by a runtime value is a
+// software loop (Session 14: per stage in a one-thread producer it cost the SS kernel 10-13 %).
+__device__ __forceinline__ void vnm_tile_groups(const VnmDev &d, int64_t row0, int ntiles, int tile_rows,
+                                                int64_t (&group)[4]) {
+#pragma unroll
+    for (int k = 0; k < 4; k++) group[k] = (row0 + (int64_t)(k < ntiles ? k : 0) * tile_rows) / d.group_rows;
+}
+
 __device__ __forceinline__ uint32_t vnm_prmt(uint32_t a, uint32_t b, uint32_t s) {
     uint32_t d;
     asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(s));

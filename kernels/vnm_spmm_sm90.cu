@@ -294,11 +294,8 @@ __global__ void __launch_bounds__(384, 1)
         }
         const int64_t row0 = tile_row0(blockIdx.x), t0 = tile_t0(blockIdx.x);
         const int64_t KB = d.KT * 8;
-        // Gather group of tile k, computed once: a 64-bit division by a runtime value is a software loop.
-        int64_t group[4];
-#pragma unroll
-        for (int k = 0; k < 4; k++) group[k] = (row0 + (int64_t)(k < ntiles ? k : 0) * (BM / ntiles)) / d.group_rows;
-        auto group_of = [&](int k) { return group[k]; };
+        int64_t group[4];  // gather group of tile k
+        vnm_tile_groups(d, row0, ntiles, BM / ntiles, group);
         auto begin_stage = [&](int s, int slot) {
             if (s >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((s / CF::NST - 1) & 1));
             if (tid == 0) copy_a(row0, s, slot, 0);
@@ -316,7 +313,7 @@ __global__ void __launch_bounds__(384, 1)
             const uint16_t *xt = x + (bytes ? t : 0);
             const uint2 *cols[4];  // block jb of k-step 0 in each tile's channel list
 #pragma unroll
-            for (int k = 0; k < 4; k++) cols[k] = (const uint2 *)(d.cols + (group_of(k) * KB + jb) * 4);
+            for (int k = 0; k < 4; k++) cols[k] = (const uint2 *)(d.cols + (group[k] * KB + jb) * 4);
             auto block_ok = [&](int s) { return bytes && s < nstages && 8 * (int64_t)s + jb < d.C; };
             auto load_cols = [&](int s, uint2 (&q)[4]) {
                 const bool ok = block_ok(s);
@@ -358,7 +355,7 @@ __global__ void __launch_bounds__(384, 1)
                 begin_stage(s, slot);
                 const int64_t cb = (int64_t)s * 16 + j;
                 for (int k = 0; k < ntiles; k++) {
-                    const int64_t g = group_of(k);
+                    const int64_t g = group[k];
 #pragma unroll 4
                     for (int i = 0; i < 16; i++) {
                         const int64_t t = t0 + tq + 8 * i;
@@ -400,7 +397,7 @@ __global__ void __launch_bounds__(384, 1)
             if (quarter == 0)
 #pragma unroll
                 for (int k = 0; k < 4; k++)
-                    if (k < ntiles) sv_next[k] = ok ? *(const uint2 *)(d.sel + (group_of(k) * KB + cb) * 2) : make_uint2(0, 0);
+                    if (k < ntiles) sv_next[k] = ok ? *(const uint2 *)(d.sel + (group[k] * KB + cb) * 2) : make_uint2(0, 0);
         };
         // L1 prefetch of the x rows of stage s (thread = token): the quarter loads then hit L1.
         auto prefetch_stage = [&](int s) {
