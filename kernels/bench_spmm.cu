@@ -19,7 +19,9 @@
 // --prefill: only Llama n = 2048, 8192 and the DeiT shapes; --no-mmasp skips the mma_sp column,
 // --fm-only every sparse token-major column (for quick feature-major experiments); --shapes
 // 4096x4096,768x3072 only those shapes (out x in) of the main table; --n 1024 each shape at that n
-// only (1 .. 16384; e.g. one output tile per CTA, to time what a kernel spends per tile).
+// only (1 .. 16384; e.g. one output tile per CTA, to time what a kernel spends per tile);
+// --patterns 2:4,64:2:6,64:2:8p the main table's patterns (default 2:4,64:2:5,64:2:8; a trailing
+// 'p': random input-channel permutation, which the 2:4 form of prefill runs over gathered inputs).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
@@ -48,6 +50,7 @@ struct Opts {
     int ncu_search = 0;                // --ncu: let cuSPARSELt search its algorithms (to see which it picks)
     const char *table = "spmm_table.txt";
     const char *shapes = NULL;  // --shapes OUTxIN[,OUTxIN...]: only these shapes of the main table
+    const char *patterns = "2:4,64:2:5,64:2:8";  // --patterns: those of the main table
     int64_t n = 0;              // --n N: every shape of the main table at this n only (0: the table's n)
     const char *ncu = NULL;  // --ncu PATTERN[@N][/fm][=OUTxIN]: 3 launches of ours (default 4096x4096, n = 2048), then 4 of cuBLASLt and cuSPARSELt (token-major), for profilers
 };
@@ -293,8 +296,9 @@ struct Ours {
     VnmDeviceMatrix d;
 };
 
-void ours_make(Ours *o, VnmPattern p, int64_t out, int64_t in, uint64_t seed) {
-    vnm_random(p, out, sparse_in(in, p.M), seed, 0, &o->m);
+// flags: VNM_RANDOM_PERMUTE_COLS for permuted input channels (a pattern "64:2:8p" of --patterns).
+void ours_make(Ours *o, VnmPattern p, int64_t out, int64_t in, uint64_t seed, unsigned flags = 0) {
+    vnm_random(p, out, sparse_in(in, p.M), seed, flags, &o->m);
     Err err;
     if (vnm_upload(&o->m, &o->d, &err)) fatal("bench_spmm: %s", err.msg);
 }
@@ -412,7 +416,23 @@ bool shapes_unknown(const char *list) {
 }
 
 void main_table(const Opts &o, const Buffers &b) {
-    const char *patterns[] = {"2:4", "64:2:5", "64:2:8"};
+    // --patterns: up to 8 comma-separated V:N:M patterns, a trailing 'p' = permuted input channels.
+    char patterns[8][16];
+    VnmPattern pats[8];
+    unsigned pflags[8];
+    int np = 0;
+    for (const char *q = o.patterns; *q && np < 8; np++) {
+        const size_t len = strcspn(q, ",");
+        snprintf(patterns[np], sizeof patterns[np], "%.*s", (int)(len < 15 ? len : 15), q);
+        char spec[16];
+        snprintf(spec, sizeof spec, "%s", patterns[np]);
+        const size_t sl = strlen(spec);
+        pflags[np] = sl && spec[sl - 1] == 'p' ? VNM_RANDOM_PERMUTE_COLS : 0u;
+        if (pflags[np]) spec[sl - 1] = 0;
+        Err err;
+        if (vnm_pattern_parse(spec, &pats[np], &err)) fatal("bench spmm: --patterns: '%s': %s", patterns[np], err.msg);
+        q += len + (q[len] == ',');
+    }
     printf("%-11s %-13s %5s %-7s %-19s %9s %9s %9s %9s %7s %7s %8s %9s %9s %7s %7s %8s\n", "model", "out x in", "n",
            "pattern", "kernel", "dense_us", "splt24_us", "ours_us", o.decode ? "floor_us" : "mmasp_us", "ours/x", "splt/x", "check", "dnsfm_us",
            "fm_us", "fm/xfm", "fm/x", "check_fm");
@@ -428,13 +448,8 @@ void main_table(const Opts &o, const Buffers &b) {
             if (o.quick && !(sh.out == 4096 && sh.in == 4096) && !(sh.out == 768 && sh.in == 3072)) continue;
             if (o.shapes && !shape_listed(o.shapes, sh)) continue;
             if (o.decode && groups[gi].s != LLAMA) continue;
-            Ours ours[3];
-            for (int pi = 0; pi < 3; pi++) {
-                VnmPattern p;
-                Err err;
-                vnm_pattern_parse(patterns[pi], &p, &err);
-                ours_make(&ours[pi], p, sh.out, sh.in, 1000 + pi);
-            }
+            Ours ours[8];
+            for (int pi = 0; pi < np; pi++) ours_make(&ours[pi], pats[pi], sh.out, sh.in, 1000 + pi, pflags[pi]);
             const int64_t *ns = o.n ? &o.n : groups[gi].ns;  // --n replaces the group's list
             for (int ni = 0; ni < (o.n ? 1 : groups[gi].nn); ni++) {
                 const int64_t n = ns[ni];
@@ -446,7 +461,7 @@ void main_table(const Opts &o, const Buffers &b) {
                 double td = dense_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
                 double ts = o.fm_only ? NAN : splt_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
                 double tdf = dense_fm_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
-                for (int pi = 0; pi < 3; pi++) {
+                for (int pi = 0; pi < np; pi++) {
                     double t = o.fm_only ? NAN : ours_time(o, &ours[pi], n, b.x, b.y, VNM_KERNEL_AUTO);
                     // --decode: that column is the memory floor instead of the mma_sp kernel
                     double tm = o.decode ? floor_time(o, &ours[pi]) : ours_time(o, &ours[pi], n, b.x, b.y, VNM_KERNEL_MMA_SP);
@@ -466,7 +481,7 @@ void main_table(const Opts &o, const Buffers &b) {
                     fflush(stdout);
                 }
             }
-            for (int pi = 0; pi < 3; pi++) ours_free(&ours[pi]);
+            for (int pi = 0; pi < np; pi++) ours_free(&ours[pi]);
         }
 }
 
@@ -527,6 +542,7 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--no-table")) o.table = NULL;
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) o.reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--table") && i + 1 < argc) o.table = argv[++i];
+        else if (!strcmp(argv[i], "--patterns") && i + 1 < argc) o.patterns = argv[++i];
         else if (!strcmp(argv[i], "--table-only") && i + 1 < argc) o.table = argv[++i], o.table_only = 1;
         else if (!strcmp(argv[i], "--ncu") && i + 1 < argc) o.ncu = argv[++i];
         else if (!strcmp(argv[i], "--ncu-search")) o.ncu_search = 1;
@@ -543,7 +559,7 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         }
         else {
             fprintf(stderr, "usage: bench spmm [--quick | --prefill | --decode] [--reps N] [--no-flush | --flush-read] [--no-check] [--no-mmasp] "
-                            "[--fm-only] [--table FILE | --table-only FILE | --no-table] [--shapes OUTxIN,...] [--n N] [--ncu PATTERN[@N][/fm][=OUTxIN] [--ncu-search]]\n");
+                            "[--fm-only] [--table FILE | --table-only FILE | --no-table] [--shapes OUTxIN,...] [--patterns P,...] [--n N] [--ncu PATTERN[@N][/fm][=OUTxIN] [--ncu-search]]\n");
             return 2;
         }
     }

@@ -255,6 +255,8 @@ static bool wgmma_matrix_ok(const VnmDeviceMatrix *d);
 
 static int upload_matrix(const VnmMatrix *m, VnmDeviceMatrix *d, bool ss, Err *err);
 
+constexpr int64_t GATHER_MAX_IN = 32768;  // gather_columns_kernel's row in shared memory: 64 KB
+
 // The 2:4 form for prefill (vnm_spmm.h), where it exists and the wgmma kernel can run it.
 static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     const char *env = getenv("VNM_PREFILL_24");
@@ -267,7 +269,8 @@ static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     if (!always) {
         // Unset: only while a quarter of the GPU's memory stays free after it (activations, KV
         // cache), so that a model that fits without the 2:4 form still fits; =1 builds it regardless.
-        const int64_t kt = ((m->in / 4 + 7) / 8 + 1) / 2 * 2;  // its k-steps (vnm_upload with M = 4)
+        const int64_t slots = m->C * ((m->p.M + 3) / 4 * 4);  // at most, over gathered inputs
+        const int64_t kt = ((slots / 4 + 7) / 8 + 1) / 2 * 2;  // its k-steps (vnm_upload with M = 4)
         const size_t need = vnm_layout_bytes(d->out_pad, kt, ss);
         size_t free_b = 0, total_b = 0;
         if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess || free_b < need + total_b / 4) {
@@ -280,8 +283,9 @@ static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     int32_t *src = NULL;
     int64_t n_src = 0;
     if (d->fill != VNM_FILL_TMA && vnm_to_24(m, &m24) != 0) {
-        // Not 2:4 over the original channels: over gathered inputs, when asked for (not measured yet).
-        if (!always || vnm_to_24_gathered(m, &m24, &src, &n_src) != 0) return 0;
+        // Not 2:4 over the original channels: over gathered inputs (the gather stages a row of x in
+        // shared memory).
+        if (m->in > GATHER_MAX_IN || vnm_to_24_gathered(m, &m24, &src, &n_src) != 0) return 0;
     }
     VnmDeviceMatrix *d24 = (VnmDeviceMatrix *)xcalloc(1, sizeof *d24);
     Err why;
@@ -624,16 +628,30 @@ static int spmm_via_feature_major(const VnmDeviceMatrix *d, const uint16_t *x, i
     return launch_result(rc, "vnm_spmm_cuda", err);
 }
 
-// xg (n × n_src) = x[:, src] (0 where src < 0): thread = 2 slots of grid-strided rows.
-__global__ void gather_columns_kernel(const uint16_t *__restrict__ x, int64_t n, int64_t in, const int32_t *__restrict__ src,
-                                      int64_t n_src, uint16_t *__restrict__ xg) {
-    const int64_t j = 2 * ((int64_t)blockIdx.x * blockDim.x + threadIdx.x);
-    if (j >= n_src) return;
-    const int32_t s0 = src[j], s1 = src[j + 1];
-    for (int64_t t = blockIdx.y; t < n; t += gridDim.y) {
-        const uint16_t *row = x + t * in;
-        const uint32_t lo = s0 >= 0 ? row[s0] : 0u, hi = s1 >= 0 ? row[s1] : 0u;
-        *(uint32_t *)(xg + t * n_src + j) = lo | hi << 16;
+// xg (n × n_src) = x[:, src] (0 where src < 0; n_src % 8 == 0). A CTA stages a row of x in shared
+// memory by 16-byte loads of the aligned chunks that hold it (a chunk with one byte of the row lies
+// in a mapped page, so the bytes around the row are safe to read), then each thread writes 8 slots
+// at a time by one 16-byte store; rows blockIdx.x, + gridDim.x, ...
+__global__ void __launch_bounds__(256) gather_columns_kernel(const uint16_t *__restrict__ x, int64_t n, int64_t in,
+                                                             const int32_t *__restrict__ src, int64_t n_src,
+                                                             uint16_t *__restrict__ xg) {
+    extern __shared__ uint4 chunks_s[];
+    const uint16_t *row_s = (const uint16_t *)chunks_s;
+    for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
+        const uintptr_t row = (uintptr_t)(x + t * in);
+        const uint4 *chunk = (const uint4 *)(row & ~(uintptr_t)15);
+        const int off = (int)(row & 15) / 2;  // the row's first element in row_s
+        for (int64_t c = threadIdx.x; c < (off + in + 7) / 8; c += blockDim.x) chunks_s[c] = chunk[c];
+        __syncthreads();
+        for (int64_t j = 8 * threadIdx.x; j < n_src; j += 8 * blockDim.x) {
+            const int4 s0 = *(const int4 *)(src + j), s1 = *(const int4 *)(src + j + 4);
+            const int32_t s[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
+            uint32_t w[4];
+            for (int k = 0; k < 4; k++)
+                w[k] = (s[2 * k] >= 0 ? row_s[off + s[2 * k]] : 0u) | (s[2 * k + 1] >= 0 ? row_s[off + s[2 * k + 1]] : 0u) << 16;
+            *(uint4 *)(xg + t * n_src + j) = make_uint4(w[0], w[1], w[2], w[3]);
+        }
+        __syncthreads();
     }
 }
 
@@ -649,8 +667,14 @@ static int spmm_via_gather(const VnmDeviceMatrix *d, const uint16_t *x, int64_t 
         return err_set(err, "vnm_spmm_cuda: gathered inputs (%lld x %lld): %s", (long long)n, (long long)d->as24_in,
                        cudaGetErrorString(ce));
     }
-    dim3 grid((unsigned)((d->as24_in / 2 + 255) / 256), (unsigned)(n < 65535 ? n : 65535));
-    gather_columns_kernel<<<grid, 256, 0, stream>>>(x, n, d->in, d->as24_src, d->as24_in, xg);
+    static bool attr_set = false;
+    if (!attr_set) {
+        cudaFuncSetAttribute(gather_columns_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 2 * GATHER_MAX_IN + 32);
+        attr_set = true;
+    }
+    const int64_t grid = n < 8 * d->num_sms ? n : 8 * d->num_sms;
+    const size_t smem = (size_t)((d->in + 7) / 8 + 1) * 16;  // the row's aligned chunks
+    gather_columns_kernel<<<(unsigned)grid, 256, smem, stream>>>(x, n, d->in, d->as24_src, d->as24_in, xg);
     int rc = vnm_spmm_cuda_ex(d->as24, xg, n, bias, residual, act, y, stream, VNM_KERNEL_AUTO, err);
     cudaFreeAsync(xg, stream);
     return rc;

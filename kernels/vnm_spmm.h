@@ -55,9 +55,11 @@
 // which reads half the bytes. Cost: the 2:4 form's memory (1.125 bytes per weight in the SS
 // layout: half of dense plus metadata), on top. VNM_PREFILL_24 in the environment (read at each
 // upload): unset, the form is made while a quarter of the GPU's memory stays free after it (a
-// model that fits without it still fits, its first layers get it); 0 never; 1 always, and also for matrices that are 2:4 only
-// over gathered inputs (permuted inputs, M not a multiple of 4: vnm_to_24_gathered; the call then
-// gathers x into a pooled buffer first, "wgmma_sp/tma as 2:4+gather"; not measured yet, hence opt-in).
+// model that fits without it still fits, its first layers get it); 0 never; 1 always. Matrices that
+// are 2:4 only over gathered inputs (permuted inputs, M not a multiple of 4, in <= 32768) get that
+// form (vnm_to_24_gathered: 1.2·in slots for M = 5, in for permuted M = 8); the call then gathers
+// x into a pooled buffer first ("wgmma_sp/ss as 2:4+gather"), which is faster than the kept-channel
+// gathers of the V:N:M kernels at prefill sizes (experiments/kernels/NOTES.md, Session 15).
 // The 2:4 form is stored in the SS layout ("wgmma_sp/ss as 2:4", VnmDeviceMatrix.ss): the wgmma
 // reads A from shared memory and the metadata comes once per 2 k-steps, so no A registers are
 // needed and a tile can be 192 tokens wide; a ring stage's values and metadata are one block, one

@@ -270,13 +270,18 @@ int vnm_to_24(const VnmMatrix *m, VnmMatrix *o) {
 }
 
 int vnm_to_24_gathered(const VnmMatrix *m, VnmMatrix *o, int32_t **src, int64_t *n_src) {
-    // Slots: per block the ascending union of its kept channels over the row blocks.
-    int64_t n = 0, cap = m->C * ((m->p.M + 3) / 4 * 4) + 8;
+    // Slots: per block the ascending union u of its kept channels over the row blocks, in groups of
+    // 4. A row keeps 2 values per block, so any 4 of a block's channels hold at most 2 of them: every
+    // whole group is 2:4. A lone leftover channel (|u| % 4 == 1, as M = 5 gives) shares a group with
+    // the lone leftover of another block (1 + 1 values at most) and 2 padding slots: M = 5 takes
+    // 1.2·in slots instead of 1.6·in (8 per block). Leftovers of 2 or 3 channels get a group each.
+    int64_t n = 0, cap = m->C * ((m->p.M + 3) / 4 * 4) + 8, open_pair = -1;  // open_pair: a group with one leftover
     int32_t *slot_src = xmalloc((size_t)cap * sizeof(int32_t));
     uint16_t *cols = xmalloc((size_t)(m->R * m->C * 4) * sizeof(uint16_t));  // kept columns as slot indices
     int ok = 1;
     for (int64_t cb = 0; cb < m->C && ok; cb++) {
         int32_t u[64];
+        int64_t slot_of[64];
         int nu = 0;
         for (int64_t rb = 0; rb < m->R && ok; rb++)
             for (int k = 0; k < 4; k++) {
@@ -291,14 +296,25 @@ int vnm_to_24_gathered(const VnmMatrix *m, VnmMatrix *o, int32_t **src, int64_t 
                 memmove(u + at + 1, u + at, (size_t)(nu - at) * sizeof *u);
                 u[at] = ch, nu++;
             }
-        for (int64_t rb = 0; rb < m->R && ok; rb++)
+        if (!ok) break;
+        const int whole = nu / 4 * 4;
+        for (int j = 0; j < whole; j++) slot_of[j] = n + j, slot_src[n + j] = u[j];
+        n += whole;
+        if (nu - whole == 1 && open_pair >= 0) {  // the second leftover of an open group
+            slot_of[whole] = open_pair + 1, slot_src[open_pair + 1] = u[whole];
+            open_pair = -1;
+        } else if (nu > whole) {  // a new group: the leftovers, then padding
+            if (nu - whole == 1) open_pair = n;
+            for (int j = 0; j < 4; j++) slot_src[n + j] = whole + j < nu ? u[whole + j] : -1;
+            for (int j = whole; j < nu; j++) slot_of[j] = n + j - whole;
+            n += 4;
+        }
+        for (int64_t rb = 0; rb < m->R; rb++)
             for (int k = 0; k < 4; k++) {
                 int at = 0;
                 while (u[at] != m->columns[(rb * m->C + cb) * 4 + k]) at++;
-                cols[(rb * m->C + cb) * 4 + k] = (uint16_t)(n + at);
+                cols[(rb * m->C + cb) * 4 + k] = (uint16_t)slot_of[at];
             }
-        for (int j = 0; ok && j < (nu + 3) / 4 * 4; j++) slot_src[n + j] = j < nu ? u[j] : -1;
-        n += (nu + 3) / 4 * 4;
     }
     while (ok && n % 8) slot_src[n++] = -1;
     if (ok && n > 65535) ok = 0;

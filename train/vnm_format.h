@@ -61,8 +61,9 @@ void vnm_pack_meta(VnmMatrix *m);
 int vnm_to_24(const VnmMatrix *m, VnmMatrix *o);
 // The same as a plain 2:4 matrix over GATHERED inputs x'[:, j] = x[:, src[j]] (0 where src[j] < 0),
 // for any M and input permutation: block c's slots hold the channels that any row block keeps
-// there, padded to a multiple of 4 (a row keeps 2 values per block, so every group of 4 slots is
-// 2:4), the total padded to a multiple of 8. *src (malloc'd, *n_src entries) is the slot map;
+// there in groups of 4 (a row keeps 2 values per block, so every group of 4 slots is 2:4); a lone
+// leftover channel shares its group with another block's (M = 5: 1.2·in slots), other leftovers
+// are padded to 4; the total padded to a multiple of 8. *src (malloc'd, *n_src entries) is the slot map;
 // o->in = *n_src. Returns 0, or -1 (nothing allocated) when a block's kept channels exceed M.
 int vnm_to_24_gathered(const VnmMatrix *m, VnmMatrix *o, int32_t **src, int64_t *n_src);
 void vnm_free(VnmMatrix *m);

@@ -292,8 +292,9 @@ Test(vnm_spmm_gpu, feature_major_edges) {
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) run_case_fm(&cases[i].c, 4000 + i, cases[i].extra_ld);
 }
 
-// The 2:4 form (vnm_to_24) runs token-major AUTO calls with n > 16 on sm_90a when M is a multiple
-// of 4 and the inputs are not permuted; decode sizes keep the V:N:M kernels.
+// The 2:4 form runs token-major AUTO calls with n > 16 on sm_90a: over the original channels
+// (vnm_to_24) when M is a multiple of 4 and the inputs are not permuted, else over gathered inputs
+// (vnm_to_24_gathered); decode sizes keep the V:N:M kernels.
 Test(vnm_spmm_gpu, prefill_as_24) {
     SKIP_WITHOUT_GPU();
     const Case cases[] = {
@@ -301,26 +302,28 @@ Test(vnm_spmm_gpu, prefill_as_24) {
         {16, 8, 320, 8 * 52, 129, 0, 1, 0, VNM_ACT_NONE},  // V = 16: no wgmma kernel for the V:N:M form
         {128, 16, 256, 16 * 40, 77, 0, 0, 1, VNM_ACT_NONE},
         {64, 8, 256, 8 * 64, 16, 0, 1, 1, VNM_ACT_NONE},    // decode size: V:N:M kernels
-        {64, 5, 256, 5 * 64, 200, 0, 1, 1, VNM_ACT_NONE},   // M = 5: no 2:4 form
-        {64, 8, 256, 8 * 64, 200, VNM_RANDOM_PERMUTE_COLS, 1, 1, VNM_ACT_NONE},  // permuted inputs: none
+        {64, 5, 256, 5 * 64, 200, 0, 1, 1, VNM_ACT_NONE},   // M = 5: over gathered inputs
+        {64, 8, 256, 8 * 64, 200, VNM_RANDOM_PERMUTE_COLS, 1, 1, VNM_ACT_NONE},  // permuted inputs: gathered
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
         const Case *c = &cases[i];
         Problem P;
         problem_make(&P, c, 5000 + i);
-        const bool want = P.d.cc_major == 9 && vnm_wgmma_sp_available() && c->M % 4 == 0 && !(c->flags & VNM_RANDOM_PERMUTE_COLS);
+        const bool want = P.d.cc_major == 9 && vnm_wgmma_sp_available();
+        const bool gathered = c->M % 4 != 0 || (c->flags & VNM_RANDOM_PERMUTE_COLS);
         cr_expect_eq(P.d.as24 != NULL, want, "%d:2:%d flags %u: 2:4 form %s", c->V, c->M, c->flags,
                      P.d.as24 ? "present" : "missing");
+        cr_expect_eq(P.d.as24_src != NULL, want && gathered, "%d:2:%d flags %u: gathered inputs", c->V, c->M, c->flags);
         const char *kname = vnm_spmm_kernel_name(&P.d, c->n, VNM_KERNEL_AUTO);
-        cr_expect_eq(strstr(kname, " as 2:4") && !strstr(kname, "gather"), want && c->n > 16, "%d:2:%d n=%lld: %s", c->V, c->M,
-                     (long long)c->n, kname);
+        cr_expect_eq(strstr(kname, " as 2:4") && (strstr(kname, "+gather") != NULL) == gathered, want && c->n > 16,
+                     "%d:2:%d n=%lld: %s", c->V, c->M, (long long)c->n, kname);
         problem_free(&P);
         run_case(c, VNM_KERNEL_AUTO, 5000 + i);
     }
 }
 
-// VNM_PREFILL_24=1: matrices that are 2:4 only over gathered inputs (permuted inputs, M = 5, 6)
-// get that form too; AUTO calls at n > 16 gather x first.
+// VNM_PREFILL_24=1 (the form regardless of free memory): matrices that are 2:4 only over gathered
+// inputs (permuted inputs, M = 5, 6) get that form too; AUTO calls at n > 16 gather x first.
 Test(vnm_spmm_gpu, prefill_as_24_gathered) {
     SKIP_WITHOUT_GPU();
     const Case cases[] = {
