@@ -628,28 +628,35 @@ static int spmm_via_feature_major(const VnmDeviceMatrix *d, const uint16_t *x, i
     return launch_result(rc, "vnm_spmm_cuda", err);
 }
 
-// xg (n × n_src) = x[:, src] (0 where src < 0; n_src % 8 == 0). A CTA stages a row of x in shared
-// memory by 16-byte loads of the aligned chunks that hold it (a chunk with one byte of the row lies
-// in a mapped page, so the bytes around the row are safe to read), then each thread writes 8 slots
-// at a time by one 16-byte store; rows blockIdx.x, + gridDim.x, ...
+// xg (n × n_src) = x[:, src] (0 where src < 0; n_src % 8 == 0). A CTA stages `rows` rows of x in
+// shared memory by 16-byte loads of the aligned chunks that hold each row (a chunk with one byte
+// of the row lies in a mapped page, so the bytes around the row are safe to read; several rows at
+// once keep more loads in flight), then each thread writes 8 slots at a time by one 16-byte store;
+// row groups blockIdx.x, + gridDim.x, ...
 __global__ void __launch_bounds__(256) gather_columns_kernel(const uint16_t *__restrict__ x, int64_t n, int64_t in,
                                                              const int32_t *__restrict__ src, int64_t n_src,
-                                                             uint16_t *__restrict__ xg) {
+                                                             int rows, uint16_t *__restrict__ xg) {
     extern __shared__ uint4 chunks_s[];
-    const uint16_t *row_s = (const uint16_t *)chunks_s;
-    for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
-        const uintptr_t row = (uintptr_t)(x + t * in);
-        const uint4 *chunk = (const uint4 *)(row & ~(uintptr_t)15);
-        const int off = (int)(row & 15) / 2;  // the row's first element in row_s
-        for (int64_t c = threadIdx.x; c < (off + in + 7) / 8; c += blockDim.x) chunks_s[c] = chunk[c];
+    const int64_t row_chunks = (in + 7) / 8 + 1;  // per staged row, with room for its misalignment
+    for (int64_t t0 = (int64_t)blockIdx.x * rows; t0 < n; t0 += (int64_t)gridDim.x * rows) {
+        const int nr = (int)(n - t0 < rows ? n - t0 : rows);
+        for (int r = 0; r < nr; r++) {
+            const uintptr_t row = (uintptr_t)(x + (t0 + r) * in);
+            const uint4 *chunk = (const uint4 *)(row & ~(uintptr_t)15);
+            const int64_t count = ((row & 15) / 2 + in + 7) / 8;
+            for (int64_t c = threadIdx.x; c < count; c += blockDim.x) chunks_s[r * row_chunks + c] = chunk[c];
+        }
         __syncthreads();
         for (int64_t j = 8 * threadIdx.x; j < n_src; j += 8 * blockDim.x) {
-            const int4 s0 = *(const int4 *)(src + j), s1 = *(const int4 *)(src + j + 4);
-            const int32_t s[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
-            uint32_t w[4];
-            for (int k = 0; k < 4; k++)
-                w[k] = (s[2 * k] >= 0 ? row_s[off + s[2 * k]] : 0u) | (s[2 * k + 1] >= 0 ? row_s[off + s[2 * k + 1]] : 0u) << 16;
-            *(uint4 *)(xg + t * n_src + j) = make_uint4(w[0], w[1], w[2], w[3]);
+            const int4 s0 = *(const int4 *)(src + j), s1 = *(const int4 *)(src + j + 4);  // once for the rows
+            const int32_t sl[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
+            for (int r = 0; r < nr; r++) {
+                const uint16_t *row_s = (const uint16_t *)(chunks_s + r * row_chunks) + ((uintptr_t)(x + (t0 + r) * in) & 15) / 2;
+                uint32_t w[4];
+                for (int k = 0; k < 4; k++)
+                    w[k] = (sl[2 * k] >= 0 ? row_s[sl[2 * k]] : 0u) | (sl[2 * k + 1] >= 0 ? row_s[sl[2 * k + 1]] : 0u) << 16;
+                *(uint4 *)(xg + (t0 + r) * n_src + j) = make_uint4(w[0], w[1], w[2], w[3]);
+            }
         }
         __syncthreads();
     }
@@ -672,9 +679,10 @@ static int spmm_via_gather(const VnmDeviceMatrix *d, const uint16_t *x, int64_t 
         cudaFuncSetAttribute(gather_columns_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 2 * GATHER_MAX_IN + 32);
         attr_set = true;
     }
-    const int64_t grid = n < 8 * d->num_sms ? n : 8 * d->num_sms;
-    const size_t smem = (size_t)((d->in + 7) / 8 + 1) * 16;  // the row's aligned chunks
-    gather_columns_kernel<<<(unsigned)grid, 256, smem, stream>>>(x, n, d->in, d->as24_src, d->as24_in, xg);
+    const size_t row_bytes = (size_t)((d->in + 7) / 8 + 1) * 16;  // a row's aligned chunks
+    const int rows = row_bytes * 4 <= 48 * 1024 ? 4 : row_bytes * 2 <= 48 * 1024 ? 2 : 1;
+    const int64_t groups = (n + rows - 1) / rows, grid = groups < 8 * d->num_sms ? groups : 8 * d->num_sms;
+    gather_columns_kernel<<<(unsigned)grid, 256, rows * row_bytes, stream>>>(x, n, d->in, d->as24_src, d->as24_in, rows, xg);
     int rc = vnm_spmm_cuda_ex(d->as24, xg, n, bias, residual, act, y, stream, VNM_KERNEL_AUTO, err);
     cudaFreeAsync(xg, stream);
     return rc;

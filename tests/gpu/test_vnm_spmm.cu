@@ -331,6 +331,7 @@ Test(vnm_spmm_gpu, prefill_as_24_gathered) {
         {64, 5, 256, 5 * 64, 200, 0, 1, 0, VNM_ACT_NONE},
         {16, 6, 320, 6 * 52, 77, VNM_RANDOM_PERMUTE_COLS, 0, 1, VNM_ACT_NONE},
         {64, 5, 256, 5 * 64, 16, 0, 1, 1, VNM_ACT_NONE},  // decode size: V:N:M kernels
+        {64, 5, 256, 5 * 61, 130, 0, 1, 1, VNM_ACT_GELU},  // in odd: x's rows not 16-byte aligned (the gather)
     };
     setenv("VNM_PREFILL_24", "1", 1);
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
