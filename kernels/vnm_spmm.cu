@@ -282,14 +282,17 @@ static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
     memset(&m24, 0, sizeof m24);
     int32_t *src = NULL;
     int64_t n_src = 0;
-    if (d->fill != VNM_FILL_TMA && vnm_to_24(m, &m24) != 0) {
+    // A plain 2:4 matrix the TMA kernel runs is copied as it is, unless its rows are permuted:
+    // vnm_to_24 puts them in output order, so that y is written by the bulk-store epilogue.
+    const bool as_is = d->fill == VNM_FILL_TMA && !m->row_perm;
+    if (!as_is && vnm_to_24(m, &m24) != 0) {
         // Not 2:4 over the original channels: over gathered inputs (the gather stages a row of x in
         // shared memory).
         if (m->in > GATHER_MAX_IN || vnm_to_24_gathered(m, &m24, &src, &n_src) != 0) return 0;
     }
     VnmDeviceMatrix *d24 = (VnmDeviceMatrix *)xcalloc(1, sizeof *d24);
     Err why;
-    int rc = upload_matrix(d->fill == VNM_FILL_TMA ? m : &m24, d24, ss, &why);
+    int rc = upload_matrix(as_is ? m : &m24, d24, ss, &why);
     vnm_free(&m24);
     if (!rc && src && upload_array(&d->as24_src, src, (size_t)n_src, &why)) {
         vnm_device_free(d24);

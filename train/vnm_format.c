@@ -232,8 +232,9 @@ static void to24_rows(void *arg, int64_t r0, int64_t r1) {
                 mask[ch >> 2] |= (uint8_t)(1u << (ch & 3));
                 by_pos[ch] = v[2 * cb + k];
             }
-        uint16_t *val = c->o->values + row * 2 * G;
-        uint8_t *code = c->o->idx + row * G;
+        const int64_t dst = m->row_perm ? m->row_perm[row] : row;  // rows in output order (no row blocks to keep)
+        uint16_t *val = c->o->values + dst * 2 * G;
+        uint8_t *code = c->o->idx + dst * G;
         for (int64_t q = 0; q < G; q++) {
             const uint8_t cd = c->table[mask[q]];
             bad |= (uint8_t)(cd == 0xFF);
@@ -260,10 +261,6 @@ int vnm_to_24(const VnmMatrix *m, VnmMatrix *o) {
     if (!ok) {
         vnm_free(o);
         return -1;
-    }
-    if (m->row_perm) {
-        o->row_perm = xmalloc((size_t)m->out * sizeof(int32_t));
-        memcpy(o->row_perm, m->row_perm, (size_t)m->out * sizeof(int32_t));
     }
     vnm_pack_meta(o);
     return 0;

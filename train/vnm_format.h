@@ -57,7 +57,10 @@ void vnm_pack_meta(VnmMatrix *m);
 // keeps more than 2 values in any such group, which always holds for M a multiple of 4 without an
 // input-channel permutation (a block of M channels is whole groups of 4 and a row keeps 2 values
 // per block); the sm_90 kernels run this form faster than a gather of the kept channels at
-// prefill sizes (kernels/vnm_spmm.h). Returns 0, or -1 (o left empty) when it is not possible.
+// prefill sizes (kernels/vnm_spmm.h). Every column of a 2:4 matrix is kept, so its rows need not stay
+// in row blocks: o's rows are in output order (m's row_perm applied, o->row_perm NULL), which lets
+// the kernels' fast epilogue (bulk stores of whole tiles) write y. Returns 0, or -1 (o left empty)
+// when it is not possible.
 int vnm_to_24(const VnmMatrix *m, VnmMatrix *o);
 // The same as a plain 2:4 matrix over GATHERED inputs x'[:, j] = x[:, src[j]] (0 where src[j] < 0),
 // for any M and input permutation: block c's slots hold the channels that any row block keeps

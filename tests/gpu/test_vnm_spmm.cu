@@ -304,6 +304,7 @@ Test(vnm_spmm_gpu, prefill_as_24) {
         {64, 8, 256, 8 * 64, 16, 0, 1, 1, VNM_ACT_NONE},    // decode size: V:N:M kernels
         {64, 5, 256, 5 * 64, 200, 0, 1, 1, VNM_ACT_NONE},   // M = 5: over gathered inputs
         {64, 8, 256, 8 * 64, 200, VNM_RANDOM_PERMUTE_COLS, 1, 1, VNM_ACT_NONE},  // permuted inputs: gathered
+        {16, 4, 512, 4 * 64, 200, VNM_RANDOM_PERMUTE_ROWS, 1, 1, VNM_ACT_GELU},  // plain 2:4, rows reordered
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
         const Case *c = &cases[i];
@@ -314,6 +315,8 @@ Test(vnm_spmm_gpu, prefill_as_24) {
         cr_expect_eq(P.d.as24 != NULL, want, "%d:2:%d flags %u: 2:4 form %s", c->V, c->M, c->flags,
                      P.d.as24 ? "present" : "missing");
         cr_expect_eq(P.d.as24_src != NULL, want && gathered, "%d:2:%d flags %u: gathered inputs", c->V, c->M, c->flags);
+        cr_expect(!P.d.as24 || !P.d.as24->row_perm, "%d:2:%d flags %u: the 2:4 form's rows in output order", c->V, c->M,
+                  c->flags);
         const char *kname = vnm_spmm_kernel_name(&P.d, c->n, VNM_KERNEL_AUTO);
         cr_expect_eq(strstr(kname, " as 2:4") && (strstr(kname, "+gather") != NULL) == gathered, want && c->n > 16,
                      "%d:2:%d n=%lld: %s", c->V, c->M, (long long)c->n, kname);
