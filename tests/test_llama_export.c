@@ -201,6 +201,26 @@ Test(llama_export, permuted_export_sparse_equals_its_dense_load) {
     model_free(&sparse), model_free(&dense);
 }
 
+// export.fold_permutations (default): down_proj's input permutation is folded into the rows of
+// gate_proj and up_proj, so down_proj keeps plain columns (its 2:4 prefill form needs no gather),
+// and the model computes what the export without the fold computes.
+Test(llama_export, folded_permutation_computes_the_same) {
+    const char *folded = prune_to("llama_fold.h5", (const char *[]){"sparsity.permute=true", NULL});
+    const char *plain = prune_to("llama_nofold.h5", (const char *[]){"sparsity.permute=true", "export.fold_permutations=false", NULL});
+    Model a, b;
+    load_export(&a, folded, true);
+    load_export(&b, plain, true);
+    for (int l = 0; l < a.m.cfg.n_layers; l++) {
+        cr_expect(!vnm_has_col_perm(&a.m.layers[l].down.vnm->m), "layer %d: down_proj keeps an input permutation", l);
+        cr_expect(a.m.layers[l].gate.vnm->m.row_perm && a.m.layers[l].up.vnm->m.row_perm, "layer %d", l);
+    }
+    cr_expect(vnm_has_col_perm(&b.m.layers[0].down.vnm->m), "without the fold down_proj is permuted");
+    float *want = forward_logits(&b.m), *got = forward_logits(&a.m);
+    expect_close(got, want, B * T * a.m.cfg.vocab_size, 1e-5, "folded vs unfolded permuted export");
+    free(want), free(got);
+    model_free(&a), model_free(&b);
+}
+
 // A copy of the export at src with layer `drop` left out and, when `swap_to` is set, the matrix of
 // layer `swap_from` stored under the name `swap_to` instead of its own.
 static const char *edited_copy(const char *src, const char *dst_name, const char *drop, const char *swap_to,

@@ -126,6 +126,8 @@ static const Key KEYS[] = {
 
     STR(export, path, "", "V:N:M export file (\"\" = <out_dir>/export.h5)"),
     STR(export, speed_table, "", "speed table of `vnmtune bench spmm`: exported sparse layers run dense where sparse measured slower"),
+    BOOL(export, fold_permutations, "true",
+         "with sparsity.permute: fold fc2's / down_proj's input permutation into the rows of the layers that make its input"),
 
     ENUM(dist, backend, "none|mpi", "none",
          "data parallel: mpi under mpirun -np N (train.batch_size split over the N processes)"),

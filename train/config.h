@@ -98,6 +98,7 @@ typedef struct ScheduleConfig {
 typedef struct ExportConfig {
     char path[CFG_STR];     // "" = <out_dir>/export.h5
     char speed_table[CFG_STR];  // `vnmtune bench spmm` table: sparse layers run dense where it measured faster
+    bool fold_permutations;     // renumber producers' outputs so that fc2 / down_proj keep no input permutation
 } ExportConfig;
 
 typedef struct DistConfig {
