@@ -4,10 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "autograd/device.h"
 #include "autograd/rng.h"
 #include "train/deit.h"
+#include "train/model_export.h"
+#include "train/pipeline.h"
 #include "train/schedule.h"
 #include "train/select_vm.h"
 #include "train/vnm_linear.h"
@@ -17,7 +20,7 @@
 
 typedef struct InferOpts {
     const char *model, *pattern, *table;
-    int batch, iters;
+    int batch, iters, permute;
     LlamaInferOpts llama;
 } InferOpts;
 
@@ -49,6 +52,7 @@ static int parse(int argc, char **argv, InferOpts *o) {
         else if (!strcmp(a, "--batch")) o->batch = atoi(v);
         else if (!strcmp(a, "--iters")) o->iters = atoi(v);
         else if (!strcmp(a, "--table")) o->table = v;
+        else if (!strcmp(a, "--permute")) o->permute = atoi(v);
         else if (!strcmp(a, "--layers")) o->llama.layers = atoi(v);
         else if (!strcmp(a, "--seq")) o->llama.seq = atoi(v);
         else if (!strcmp(a, "--batches")) bad |= parse_batches(v, &o->llama) != 0;
@@ -65,6 +69,8 @@ static int parse(int argc, char **argv, InferOpts *o) {
         fprintf(stderr,
                 "usage: vnmtune bench infer [--model deit_small|deit_base|llama_tiny|llama2_7b] [--pattern 64:2:8] [--iters N]\n"
                 "  DeiT:  [--batch 256] [--table FILE]      forward img/s (magnitude masks on random weights)\n"
+                "         [--permute 1] channel permutations searched per layer, sparse model through an export\n"
+                "         (its permutation folds, vnmtune export)\n"
                 "  Llama: [--layers N] [--seq 2048] [--batches 1,2,4,8] [--decode-batch 16] [--context 512] [--steps 64]\n"
                 "         [--profile STEPS] (per-op GPU time of extra decode steps)\n"
                 "         [--export FILE] [--device cuda|cpu]\n"
@@ -126,7 +132,7 @@ static int bench_deit(const InferOpts *op) {
     mc->img_size = 224, mc->patch_size = 16, mc->in_chans = 3, mc->num_classes = 1000, mc->depth = 12, mc->mlp_ratio = 4;
     mc->embed_dim = strcmp(o.model, "deit_small") ? 768 : 384;
     mc->num_heads = mc->embed_dim / 64;
-    c.sparsity.enabled = true;
+    c.sparsity.enabled = true, c.sparsity.permute = o.permute != 0;
     snprintf(c.sparsity.pattern, sizeof c.sparsity.pattern, "%s", o.pattern);
     snprintf(c.sparsity.score, sizeof c.sparsity.score, "magnitude");
     snprintf(c.schedule.mode, sizeof c.schedule.mode, "one_shot");
@@ -154,11 +160,21 @@ static int bench_deit(const InferOpts *op) {
         fprintf(stderr, "vnmtune: error: %s\n", err.msg);
         return 1;
     }
+    s.permute_budget_s = 0.2;  // per layer: the speed, not the kept weight, is measured here
     schedule_update_masks(&s);
     int64_t K = mc->num_classes * o.batch;
     float *dense = xmalloc((size_t)K * sizeof *dense), *sparse = xmalloc((size_t)K * sizeof *sparse);
     double td = time_forward(&m, &t, img, o.iters, dense);
-    for (int i = 0; i < s.n_layers; i++) {
+    if (o.permute) {  // as a user's model: written as an export (permutation folds) and loaded
+        char path[] = "/tmp/vnmtune_bench_export_XXXXXX";
+        const int fd = mkstemp(path);
+        if (fd < 0) fatal("bench infer: cannot create a temporary export file in /tmp");
+        close(fd);
+        const int rc = model_export_write(&m.params, &s, &c, path, &err) || model_load_export(&m, path, true, &err);
+        unlink(path);
+        if (rc) fatal("bench infer: %s", err.msg);
+    }
+    for (int i = 0; i < s.n_layers && !o.permute; i++) {
         Linear *l = s.layers[i];
         float *W = xmalloc((size_t)l->w->numel * sizeof *W);
         tensor_get_f32(l->w, W, l->w->numel);
@@ -171,8 +187,8 @@ static int bench_deit(const InferOpts *op) {
     double ts = time_forward(&m, &t, img, o.iters, sparse);
     double diff = 0, scale = 1e-6;
     for (int64_t i = 0; i < K; i++) diff = fmax(diff, fabs(dense[i] - sparse[i])), scale = fmax(scale, fabs(dense[i]));
-    printf("bench infer on %s: %s 224x224 batch %d, %s (magnitude masks on random weights, V lowered where needed)\n",
-           device_cuda_name(), o.model, o.batch, o.pattern);
+    printf("bench infer on %s: %s 224x224 batch %d, %s%s (magnitude masks on random weights, V lowered where needed)\n",
+           device_cuda_name(), o.model, o.batch, o.pattern, o.permute ? ", permuted channels" : "");
     printf("  dense  (cuBLASLt bf16): %8.1f img/s  (%.2f ms)\n", o.batch / td, 1e3 * td);
     printf("  sparse (V:N:M SpMM%s): %8.1f img/s  (%.2f ms)  ratio %.2fx\n", o.table ? ", table dispatch" : "", o.batch / ts,
            1e3 * ts, td / ts);
