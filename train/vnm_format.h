@@ -5,7 +5,8 @@
 // blocks and C = in/M column blocks the compressed form is:
 //   values  (out, 2C)  bf16    the 2 kept values of each row in each block, in kept-column order
 //   columns (R, C, 4)  uint16  ORIGINAL input-channel indices of the 4 kept columns (ascending),
-//                              so an input-channel permutation is free at inference
+//                              so the V:N:M kernels need no separate permutation of x (prefill's
+//                              2:4 form does: a gather, kernels/vnm_spmm.h)
 //   idx     (out, C)   uint8   canonical 2:4 positions: bits 1:0 = position (0..3) of the first kept
 //                              value among the block's 4 columns, bits 3:2 = the second (first < second)
 //   meta               uint32  the same information in the layout the sparse MMA kernels read

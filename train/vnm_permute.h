@@ -8,8 +8,11 @@
 // input channels between column blocks) and a row phase (swap two rows between row blocks), each
 // guided by heuristics (see vnm_permute.c) and bounded by a time budget per layer.
 //
-// The permutation is free at inference: vnm_compress_permuted() stores ORIGINAL input indices in
-// `columns` and perm_out as `row_perm`, so the kernel reads x and writes y in the original order.
+// vnm_compress_permuted() stores ORIGINAL input indices in `columns` and perm_out as `row_perm`, so
+// the kernels read x and write y in the original order: the V:N:M kernels (decode) at no cost; on
+// Hopper prefill runs a 2:4 form whose rows are stored in output order (free) and which gathers
+// permuted inputs first, unless the export folded the permutation into the layers that make the
+// input (export.fold_permutations, train/model_export.c).
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
