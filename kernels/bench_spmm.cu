@@ -50,7 +50,11 @@ struct Opts {
     int ncu_search = 0;                // --ncu: let cuSPARSELt search its algorithms (to see which it picks)
     const char *table = "spmm_table.txt";
     const char *shapes = NULL;  // --shapes OUTxIN[,OUTxIN...]: only these shapes of the main table
-    const char *patterns = "2:4,64:2:5,64:2:8";  // --patterns: those of the main table
+    // --patterns P,...: the main table's patterns (at most 8); a trailing 'p' = permuted input channels
+    int np = 0;
+    char pat_names[8][16];
+    VnmPattern pats[8];
+    unsigned pat_flags[8];  // VNM_RANDOM_PERMUTE_COLS or 0
     int64_t n = 0;              // --n N: every shape of the main table at this n only (0: the table's n)
     const char *ncu = NULL;  // --ncu PATTERN[@N][/fm][=OUTxIN]: 3 launches of ours (default 4096x4096, n = 2048), then 4 of cuBLASLt and cuSPARSELt (token-major), for profilers
 };
@@ -394,6 +398,31 @@ bool shape_listed(const char *list, const Shape &sh) {
     return false;
 }
 
+// --patterns LIST into o (errors on stderr, naming the item): V:N:M patterns, a trailing 'p' for
+// permuted input channels (e.g. 64:2:8p).
+int parse_patterns(const char *list, Opts *o) {
+    o->np = 0;
+    for (const char *q = list;; q++) {
+        const size_t len = strcspn(q, ",");
+        if (o->np == 8 || len == 0 || len >= sizeof o->pat_names[0]) {
+            fprintf(stderr, "bench spmm: --patterns: '%s': at most 8 comma-separated patterns such as 64:2:8 or 64:2:8p\n", list);
+            return -1;
+        }
+        char *name = o->pat_names[o->np], spec[16];
+        snprintf(name, sizeof o->pat_names[0], "%.*s", (int)len, q);
+        snprintf(spec, sizeof spec, "%s", name);
+        o->pat_flags[o->np] = spec[len - 1] == 'p' ? VNM_RANDOM_PERMUTE_COLS : 0u;
+        if (o->pat_flags[o->np]) spec[len - 1] = 0;
+        Err err;
+        if (vnm_pattern_parse(spec, &o->pats[o->np], &err)) {
+            fprintf(stderr, "bench spmm: --patterns: '%s': %s\n", name, err.msg);
+            return -1;
+        }
+        o->np++, q += len;
+        if (!*q) return 0;
+    }
+}
+
 // Whether an item of --shapes is not a shape of the main table (said on stderr, naming the shapes).
 bool shapes_unknown(const char *list) {
     const Shape *groups[] = {LLAMA, DEIT_B, DEIT_S};
@@ -416,23 +445,6 @@ bool shapes_unknown(const char *list) {
 }
 
 void main_table(const Opts &o, const Buffers &b) {
-    // --patterns: up to 8 comma-separated V:N:M patterns, a trailing 'p' = permuted input channels.
-    char patterns[8][16];
-    VnmPattern pats[8];
-    unsigned pflags[8];
-    int np = 0;
-    for (const char *q = o.patterns; *q && np < 8; np++) {
-        const size_t len = strcspn(q, ",");
-        snprintf(patterns[np], sizeof patterns[np], "%.*s", (int)(len < 15 ? len : 15), q);
-        char spec[16];
-        snprintf(spec, sizeof spec, "%s", patterns[np]);
-        const size_t sl = strlen(spec);
-        pflags[np] = sl && spec[sl - 1] == 'p' ? VNM_RANDOM_PERMUTE_COLS : 0u;
-        if (pflags[np]) spec[sl - 1] = 0;
-        Err err;
-        if (vnm_pattern_parse(spec, &pats[np], &err)) fatal("bench spmm: --patterns: '%s': %s", patterns[np], err.msg);
-        q += len + (q[len] == ',');
-    }
     printf("%-11s %-13s %5s %-7s %-19s %9s %9s %9s %9s %7s %7s %8s %9s %9s %7s %7s %8s\n", "model", "out x in", "n",
            "pattern", "kernel", "dense_us", "splt24_us", "ours_us", o.decode ? "floor_us" : "mmasp_us", "ours/x", "splt/x", "check", "dnsfm_us",
            "fm_us", "fm/xfm", "fm/x", "check_fm");
@@ -449,7 +461,7 @@ void main_table(const Opts &o, const Buffers &b) {
             if (o.shapes && !shape_listed(o.shapes, sh)) continue;
             if (o.decode && groups[gi].s != LLAMA) continue;
             Ours ours[8];
-            for (int pi = 0; pi < np; pi++) ours_make(&ours[pi], pats[pi], sh.out, sh.in, 1000 + pi, pflags[pi]);
+            for (int pi = 0; pi < o.np; pi++) ours_make(&ours[pi], o.pats[pi], sh.out, sh.in, 1000 + pi, o.pat_flags[pi]);
             const int64_t *ns = o.n ? &o.n : groups[gi].ns;  // --n replaces the group's list
             for (int ni = 0; ni < (o.n ? 1 : groups[gi].nn); ni++) {
                 const int64_t n = ns[ni];
@@ -461,7 +473,7 @@ void main_table(const Opts &o, const Buffers &b) {
                 double td = dense_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
                 double ts = o.fm_only ? NAN : splt_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
                 double tdf = dense_fm_time(o, sh.out, sh.in, n, b.W, b.x, b.y_ref);
-                for (int pi = 0; pi < np; pi++) {
+                for (int pi = 0; pi < o.np; pi++) {
                     double t = o.fm_only ? NAN : ours_time(o, &ours[pi], n, b.x, b.y, VNM_KERNEL_AUTO);
                     // --decode: that column is the memory floor instead of the mma_sp kernel
                     double tm = o.decode ? floor_time(o, &ours[pi]) : ours_time(o, &ours[pi], n, b.x, b.y, VNM_KERNEL_MMA_SP);
@@ -476,12 +488,12 @@ void main_table(const Opts &o, const Buffers &b) {
                     snprintf(splt_s, sizeof splt_s, isnan(ts) ? "n/a" : "%.1f", ts);
                     snprintf(splt_r, sizeof splt_r, isnan(ts) ? "n/a" : "%.2f", td / ts);
                     printf("%-11s %-13s %5lld %-7s %-19s %9.1f %9s %9.1f %9.1f %7.2f %7s %8.1e %9.1f %9.1f %7.2f %7.2f %8.1e\n",
-                           sh.model, shape, (long long)n, patterns[pi], vnm_spmm_kernel_name(&ours[pi].d, n, VNM_KERNEL_AUTO),
+                           sh.model, shape, (long long)n, o.pat_names[pi], vnm_spmm_kernel_name(&ours[pi].d, n, VNM_KERNEL_AUTO),
                            td, splt_s, t, tm, td / t, splt_r, err, tdf, tf, tdf / tf, td / tf, err_fm);
                     fflush(stdout);
                 }
             }
-            for (int pi = 0; pi < np; pi++) ours_free(&ours[pi]);
+            for (int pi = 0; pi < o.np; pi++) ours_free(&ours[pi]);
         }
 }
 
@@ -530,6 +542,7 @@ void vm_table(const Opts &o, const Buffers &b, const char *path, const char *dev
 
 extern "C" int bench_spmm_main(int argc, char **argv) {
     Opts o;
+    parse_patterns("2:4,64:2:5,64:2:8", &o);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) o.quick = 1, o.reps = 10;
         else if (!strcmp(argv[i], "--prefill")) o.prefill = 1, o.reps = 10;
@@ -542,7 +555,9 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--no-table")) o.table = NULL;
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) o.reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--table") && i + 1 < argc) o.table = argv[++i];
-        else if (!strcmp(argv[i], "--patterns") && i + 1 < argc) o.patterns = argv[++i];
+        else if (!strcmp(argv[i], "--patterns") && i + 1 < argc) {
+            if (parse_patterns(argv[++i], &o)) return 2;
+        }
         else if (!strcmp(argv[i], "--table-only") && i + 1 < argc) o.table = argv[++i], o.table_only = 1;
         else if (!strcmp(argv[i], "--ncu") && i + 1 < argc) o.ncu = argv[++i];
         else if (!strcmp(argv[i], "--ncu-search")) o.ncu_search = 1;
