@@ -52,7 +52,13 @@ static int parse(int argc, char **argv, InferOpts *o) {
         else if (!strcmp(a, "--batch")) o->batch = atoi(v);
         else if (!strcmp(a, "--iters")) o->iters = atoi(v);
         else if (!strcmp(a, "--table")) o->table = v;
-        else if (!strcmp(a, "--permute")) o->permute = atoi(v);
+        else if (!strcmp(a, "--permute")) {
+            if (strcmp(v, "0") && strcmp(v, "1")) {
+                fprintf(stderr, "vnmtune: error: bench infer: --permute: '%s' is not 0 or 1\n", v);
+                return 2;
+            }
+            o->permute = v[0] == '1';
+        }
         else if (!strcmp(a, "--layers")) o->llama.layers = atoi(v);
         else if (!strcmp(a, "--seq")) o->llama.seq = atoi(v);
         else if (!strcmp(a, "--batches")) bad |= parse_batches(v, &o->llama) != 0;
