@@ -25,9 +25,9 @@ typedef struct Fold {
     const int32_t *out_order;  // the layer's outputs leave in this order, or NULL
 } Fold;
 
-static int layer_index(const Schedule *s, const char *name) {
-    for (int i = 0; i < s->n_layers; i++)
-        if (!strcmp(s->layers[i]->name, name)) return i;
+static int linear_index(Linear *const *linears, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(linears[i]->name, name)) return i;
     return -1;
 }
 
@@ -44,7 +44,7 @@ static void plan_folds(const Schedule *s, Fold *f) {
             for (int j = 0; j < 2 && FOLDS[k].producers[j]; j++) {
                 char pn[sizeof s->layers[i]->name + 32];
                 snprintf(pn, sizeof pn, "%.*s%s", (int)(len - cl), name, FOLDS[k].producers[j]);
-                prod[j] = layer_index(s, pn);
+                prod[j] = linear_index(s->layers, s->n_layers, pn);
                 ok &= prod[j] >= 0 && s->layers[prod[j]]->out == s->layers[i]->in && !f[prod[j]].out_order;
             }
             if (!ok) continue;
@@ -80,11 +80,10 @@ static int compress_layer(const Schedule *s, int i, const Fold *f, VnmMatrix *m,
         for (int64_t r = 0; r < out; r++)
             for (int64_t k = 0; k < in; k++) mp[r * in + k] = mask[(po ? po[r] : r) * in + (pi ? pi[k] : k)];
         int32_t *in_new = new_index(pi, f->in_order, in), *out_new = new_index(po, f->out_order, out);
-        int32_t *ident = new_index(NULL, NULL, in);
         float *Wn = xmalloc((size_t)(out * in) * sizeof *Wn);  // W[o'][c'] = W[out_order[o']][in_order[c']]
-        vnm_permute_apply(W, out, in, f->in_order ? f->in_order : ident, f->out_order, Wn);
+        vnm_permute_apply(W, out, in, f->in_order, f->out_order, Wn);
         rc = vnm_compress_permuted(Wn, mp, out, in, s->layer_pattern[i], in_new, out_new, m, err);
-        free(mp), free(in_new), free(out_new), free(ident), free(Wn);
+        free(mp), free(in_new), free(out_new), free(Wn);
     } else {
         rc = vnm_compress(W, mask, out, in, s->layer_pattern[i], NULL, m, err);
     }
@@ -169,9 +168,8 @@ static const VnmDense *find_dense(const VnmExport *e, const char *name) {
 }
 
 static Linear *find_linear(Linear **linears, int n, const char *name) {
-    for (int i = 0; i < n; i++)
-        if (!strcmp(linears[i]->name, name)) return linears[i];
-    return NULL;
+    const int i = linear_index(linears, n, name);
+    return i >= 0 ? linears[i] : NULL;
 }
 
 static Linear *linear_of_weight(Linear **linears, int n, const Tensor *w) {

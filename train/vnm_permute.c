@@ -431,7 +431,9 @@ void vnm_permute_apply(const float *src, int64_t out, int64_t in, const int32_t 
                        const int32_t *perm_out, float *dst) {
     for (int64_t r = 0; r < out; r++) {
         const float *row = src + (perm_out ? perm_out[r] : r) * in;
-        for (int64_t k = 0; k < in; k++) dst[r * in + k] = row[perm_in[k]];
+        if (!perm_in) memcpy(dst + r * in, row, (size_t)in * sizeof *dst);
+        else
+            for (int64_t k = 0; k < in; k++) dst[r * in + k] = row[perm_in[k]];
     }
 }
 

@@ -48,7 +48,7 @@ int vnm_permute_search(const float *scores, int64_t out, int64_t in, VnmPattern 
                        const VnmPermuteOptions *opt, const char *layer, int32_t *perm_in,
                        int32_t *perm_out, VnmPermuteStats *stats, Err *err);
 
-// dst[r][k] = src[perm_out[r]][perm_in[k]] (perm_out NULL = identity rows). src != dst.
+// dst[r][k] = src[perm_out[r]][perm_in[k]] (NULL = identity rows / columns). src != dst.
 void vnm_permute_apply(const float *src, int64_t out, int64_t in, const int32_t *perm_in,
                        const int32_t *perm_out, float *dst);
 // The inverse for masks: mask_orig[perm_out[r]][perm_in[k]] = mask_perm[r][k].
