@@ -7,7 +7,11 @@
 // written before every timed run so that L2 starts cold (--no-flush keeps it warm; --flush-read
 // reads the buffer instead, leaving L2 full of clean lines, as after the previous layer's weights
 // in a model: no dirty write-back competes with the timed reads). --decode: Llama shapes at
-// n <= 16; the mma_sp column becomes floor_us, the time to stream the matrix's bytes once. Dense uses
+// n <= 16; the mma_sp column becomes floor_us, the time to stream the matrix's bytes once.
+// --decode-layers: decode as a model runs it, one layer after another: per shape and n <= 16, L
+// different matrices (L copies of the weights, so many that the sparse ones alone fill 4× the L2,
+// so each is read from DRAM) run back to back in one CUDA graph, dense and ours, and the same
+// graph of plain streaming reads of our bytes (floor); times are per layer, without L2 flush. Dense uses
 // the fastest of cuBLASLt's top heuristic algorithms; cuSPARSELt (loaded with dlopen, 'n/a' when
 // missing) uses its own algorithm search. Ours is vnm_spmm_cuda with no epilogue, random data.
 // When `in` is not a multiple of 2M the sparse problem uses in rounded up to one (x gets the
@@ -46,6 +50,7 @@ namespace {
 
 struct Opts {
     int reps = 20, flush = 1, quick = 0, check = 1, prefill = 0, decode = 0, mmasp = 1, fm_only = 0, table_only = 0;
+    int decode_layers = 0;  // --decode-layers (see the top)
     int best_of = 4, splt_search = 1;  // cuBLASLt heuristic algorithms tried; cuSPARSELt's own search
     int ncu_search = 0;                // --ncu: let cuSPARSELt search its algorithms (to see which it picks)
     const char *table = "spmm_table.txt";
@@ -81,8 +86,8 @@ __global__ void read_stream_kernel(const uint4 *p, int64_t words, const uint4 *p
     }
     if (acc == 0x12345678u) out[0] = 1.0f;  // practically never: the loads must not be dropped
 }
-void read_stream(const void *p, size_t bytes, const void *p2 = NULL, size_t bytes2 = 0) {
-    read_stream_kernel<<<132 * 8, 256>>>((const uint4 *)p, (int64_t)(bytes / 16), (const uint4 *)p2, (int64_t)(bytes2 / 16), sink);
+void read_stream(const void *p, size_t bytes, const void *p2 = NULL, size_t bytes2 = 0, cudaStream_t stream = 0) {
+    read_stream_kernel<<<132 * 8, 256, 0, stream>>>((const uint4 *)p, (int64_t)(bytes / 16), (const uint4 *)p2, (int64_t)(bytes2 / 16), sink);
 }
 
 // Median time in microseconds of fn(), run reps times after 3 warm-ups.
@@ -115,6 +120,26 @@ double time_us(const Opts &o, F fn) {
     return reps % 2 ? ts[reps / 2] : 0.5 * (ts[reps / 2 - 1] + ts[reps / 2]);
 }
 
+// Per-launch time (µs) of fn(0, st) .. fn(layers - 1, st) captured as one CUDA graph (a decode
+// step's layers run so), median over o.reps graph launches; the launches run once before the capture
+// (first-call setup such as kernel attributes must not be captured).
+template <typename F>
+double graph_time_us(const Opts &o, int layers, F fn) {
+    cudaStream_t st;
+    CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    for (int l = 0; l < layers; l++) fn(l, st);
+    CK(cudaStreamSynchronize(st));
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
+    for (int l = 0; l < layers; l++) fn(l, st);
+    CK(cudaStreamEndCapture(st, &graph));
+    CK(cudaGraphInstantiate(&exec, graph, 0));
+    const double t = time_us(o, [&] { CK(cudaGraphLaunch(exec, 0)); }) / layers;
+    cudaGraphExecDestroy(exec), cudaGraphDestroy(graph), cudaStreamDestroy(st);
+    return t;
+}
+
 uint16_t *random_bf16_device(int64_t count, uint64_t seed) {
     uint16_t *h = (uint16_t *)xmalloc((size_t)count * 2), *d;
     uint64_t s = seed;
@@ -138,8 +163,9 @@ Dense dense;
 
 // Column-major D (m × n, ld m) = op(A) · op(B), k the reduction: the fastest of the top heuristic
 // algorithms. A is (k × m) when transposed (lda k), else (m × k) (lda m); B is (k × n), ld k.
+// layers > 1: A holds that many copies one after another, run in turn as one CUDA graph (per-launch time).
 double lt_time(const Opts &o, int64_t m, int64_t n, int64_t k, bool trans_a, const uint16_t *A, const uint16_t *B,
-               uint16_t *D) {
+               uint16_t *D, int layers = 1) {
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasOperation_t tA = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tB = CUBLAS_OP_N;
@@ -161,10 +187,11 @@ double lt_time(const Opts &o, int64_t m, int64_t n, int64_t k, bool trans_a, con
     double best = INFINITY;
     for (int i = 0; i < found; i++) {
         if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
-        auto run = [&] {
-            cublasLtMatmul(dense.lt, op, &alpha, A, la, B, lb, &beta, D, lc, D, lc, &res[i].algo, dense.ws, dense.ws_bytes, 0);
+        auto run = [&](int l, cudaStream_t st) {
+            cublasLtMatmul(dense.lt, op, &alpha, A + (size_t)l * (size_t)(m * k), la, B, lb, &beta, D, lc, D, lc, &res[i].algo,
+                           dense.ws, dense.ws_bytes, st);
         };
-        double t = time_us(o, run);
+        double t = layers > 1 ? graph_time_us(o, layers, run) : time_us(o, [&] { run(0, 0); });
         if (t < best) best = t;
     }
     cublasLtMatmulPreferenceDestroy(pref);
@@ -174,8 +201,9 @@ double lt_time(const Opts &o, int64_t m, int64_t n, int64_t k, bool trans_a, con
 }
 
 // y (n, out) = x (n, in) · Wᵀ: column-major y (out × n) = Wᵀ (W row-major = column-major (in × out)) · x.
-double dense_time(const Opts &o, int64_t out, int64_t in, int64_t n, const uint16_t *W, const uint16_t *x, uint16_t *y) {
-    return lt_time(o, out, n, in, true, W, x, y);
+double dense_time(const Opts &o, int64_t out, int64_t in, int64_t n, const uint16_t *W, const uint16_t *x, uint16_t *y,
+                  int layers = 1) {
+    return lt_time(o, out, n, in, true, W, x, y, layers);
 }
 // Feature-major yT (out × n) = W · xT, all row-major: column-major y (n × out) = xT' (n × in) · W' (in × out).
 double dense_fm_time(const Opts &o, int64_t out, int64_t in, int64_t n, const uint16_t *W, const uint16_t *xT,
@@ -312,10 +340,16 @@ void ours_free(Ours *o) {
     vnm_free(&o->m);
 }
 
-// Memory floor of decode: streaming the matrix's A fragments and metadata words once.
+// What a decode call streams: the matrix's A fragments (16 bytes) and metadata words (4 bytes).
+size_t fragment_words(const Ours *s) { return (size_t)(s->d.out_pad / 16 * s->d.KT * 32); }
+void stream_fragments(const Ours *s, cudaStream_t st) {
+    const size_t words = fragment_words(s);
+    read_stream(s->d.vals, words * 16, s->d.meta, words * 4, st);
+}
+
+// Memory floor of decode: streaming those bytes once.
 double floor_time(const Opts &o, const Ours *s) {
-    const size_t words = (size_t)(s->d.out_pad / 16 * s->d.KT * 32);
-    return time_us(o, [&] { read_stream(s->d.vals, words * 16, s->d.meta, words * 4); });
+    return time_us(o, [&] { stream_fragments(s, 0); });
 }
 
 double ours_time(const Opts &o, const Ours *s, int64_t n, const uint16_t *x, uint16_t *y, int kernel) {
@@ -497,6 +531,64 @@ void main_table(const Opts &o, const Buffers &b) {
         }
 }
 
+// --decode-layers (see the top): each Llama shape, n = 1, 4, 16 (or --n), each pattern. Copies per
+// kind: enough that they fill 4× the L2 (l2_bytes), 2 .. 64.
+int layer_copies(size_t bytes, size_t l2_bytes) {
+    const size_t c = (4 * l2_bytes + bytes - 1) / bytes;
+    return c < 2 ? 2 : c > 64 ? 64 : (int)c;
+}
+
+void decode_layers_table(const Opts &o, const Buffers &b, size_t l2_bytes) {
+    printf("%-11s %-13s %5s %-7s %3s %3s %-19s %9s %9s %9s %7s %7s %9s %9s\n", "model", "out x in", "n", "pattern", "Ld",
+           "Ls", "kernel", "dense_us", "ours_us", "floor_us", "ours/x", "floor/x", "dense_GBs", "ours_GBs");
+    Opts lo = o;
+    lo.flush = 0;  // the copies rotate: each layer's weights come from DRAM
+    Err err;
+    for (const Shape &sh : LLAMA) {
+        if (o.shapes && !shape_listed(o.shapes, sh)) continue;
+        const size_t wcount = (size_t)(sh.out * sh.in);
+        const int Ld = layer_copies(wcount * 2, l2_bytes);
+        uint16_t *W;
+        CK(cudaMalloc((void **)&W, wcount * 2 * Ld));
+        for (int l = 0; l < Ld; l++) CK(cudaMemcpy(W + l * wcount, b.W, wcount * 2, cudaMemcpyDeviceToDevice));
+        Ours *ours[8];
+        int Ls[8];
+        double floor_us[8];
+        for (int pi = 0; pi < o.np; pi++) {
+            Ours first;
+            ours_make(&first, o.pats[pi], sh.out, sh.in, 2000, o.pat_flags[pi]);
+            Ls[pi] = layer_copies(fragment_words(&first) * 20, l2_bytes);
+            ours[pi] = (Ours *)xmalloc(sizeof(Ours) * (size_t)Ls[pi]);
+            ours[pi][0] = first;
+            for (int l = 1; l < Ls[pi]; l++) ours_make(&ours[pi][l], o.pats[pi], sh.out, sh.in, 2000 + l, o.pat_flags[pi]);
+            floor_us[pi] = graph_time_us(lo, Ls[pi], [&](int l, cudaStream_t st) { stream_fragments(&ours[pi][l], st); });
+        }
+        const int64_t ns[] = {1, 4, 16};
+        for (int ni = 0; ni < (o.n ? 1 : 3); ni++) {
+            const int64_t n = o.n ? o.n : ns[ni];
+            const double td = dense_time(lo, sh.out, sh.in, n, W, b.x, b.y_ref, Ld);
+            for (int pi = 0; pi < o.np; pi++) {
+                const Ours *L = ours[pi];
+                const double t = graph_time_us(lo, Ls[pi], [&](int l, cudaStream_t st) {
+                    if (vnm_spmm_cuda(&L[l].d, b.x, n, NULL, NULL, VNM_ACT_NONE, b.y, st, &err))
+                        fatal("bench_spmm: --decode-layers: %s", err.msg);
+                });
+                char shape[32];
+                snprintf(shape, sizeof shape, "%lldx%lld", (long long)sh.out, (long long)sh.in);
+                printf("%-11s %-13s %5lld %-7s %3d %3d %-19s %9.2f %9.2f %9.2f %7.2f %7.2f %9.0f %9.0f\n", sh.model, shape,
+                       (long long)n, o.pat_names[pi], Ld, Ls[pi], vnm_spmm_kernel_name(&L[0].d, n, VNM_KERNEL_AUTO), td, t,
+                       floor_us[pi], td / t, td / floor_us[pi], wcount * 2 / td / 1e3, fragment_words(&L[0]) * 20 / t / 1e3);
+                fflush(stdout);
+            }
+        }
+        for (int pi = 0; pi < o.np; pi++) {
+            for (int l = 0; l < Ls[pi]; l++) ours_free(&ours[pi][l]);
+            free(ours[pi]);
+        }
+        cudaFree(W);
+    }
+}
+
 void vm_table(const Opts &o, const Buffers &b, const char *path, const char *device) {
     FILE *f = fopen(path, "w");
     if (!f) fatal("bench_spmm: cannot write %s", path);
@@ -547,6 +639,7 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         if (!strcmp(argv[i], "--quick")) o.quick = 1, o.reps = 10;
         else if (!strcmp(argv[i], "--prefill")) o.prefill = 1, o.reps = 10;
         else if (!strcmp(argv[i], "--decode")) o.decode = 1, o.table = NULL;
+        else if (!strcmp(argv[i], "--decode-layers")) o.decode_layers = 1, o.table = NULL;
         else if (!strcmp(argv[i], "--no-mmasp")) o.mmasp = 0;
         else if (!strcmp(argv[i], "--fm-only")) o.fm_only = 1, o.mmasp = 0;
         else if (!strcmp(argv[i], "--no-flush")) o.flush = 0;
@@ -573,10 +666,14 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
             }
         }
         else {
-            fprintf(stderr, "usage: bench spmm [--quick | --prefill | --decode] [--reps N] [--no-flush | --flush-read] [--no-check] [--no-mmasp] "
+            fprintf(stderr, "usage: bench spmm [--quick | --prefill | --decode | --decode-layers] [--reps N] [--no-flush | --flush-read] [--no-check] [--no-mmasp] "
                             "[--fm-only] [--table FILE | --table-only FILE | --no-table] [--shapes OUTxIN,...] [--patterns P,...] [--n N] [--ncu PATTERN[@N][/fm][=OUTxIN] [--ncu-search]]\n");
             return 2;
         }
+    }
+    if (o.decode_layers && o.n > 16) {
+        fprintf(stderr, "bench spmm: --decode-layers: --n %lld is not a decode size (1 .. 16)\n", (long long)o.n);
+        return 2;
     }
     if (o.reps < 1) o.reps = 1;
     int ndev = 0;
@@ -635,7 +732,10 @@ extern "C" int bench_spmm_main(int argc, char **argv) {
         return 0;
     }
     buffers_init(&b, o.n > DEIT_N ? o.n : DEIT_N, 11008 + 32, 11008);
-    if (!o.table_only) main_table(o, b);
+    if (o.decode_layers) {
+        decode_layers_table(o, b, (size_t)prop.l2CacheSize);
+    } else if (!o.table_only)
+        main_table(o, b);
     if (o.table) vm_table(o, b, o.table, device);
     cudaFree(b.x), cudaFree(b.y), cudaFree(b.y_ref), cudaFree(b.W);
     return 0;
