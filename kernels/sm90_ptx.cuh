@@ -22,6 +22,9 @@ namespace vnm90 {
 #define VNM_ACC64 \
     VNM_ACC8(0), VNM_ACC8(8), VNM_ACC8(16), VNM_ACC8(24), VNM_ACC8(32), VNM_ACC8(40), VNM_ACC8(48), VNM_ACC8(56)
 #define VNM_ACC96 VNM_ACC64, VNM_ACC8(64), VNM_ACC8(72), VNM_ACC8(80), VNM_ACC8(88)
+#define VNM_ACC128                                                                                                   \
+    VNM_ACC64, VNM_ACC8(64), VNM_ACC8(72), VNM_ACC8(80), VNM_ACC8(88), VNM_ACC8(96), VNM_ACC8(104), VNM_ACC8(112), \
+        VNM_ACC8(120)
 #define VNM_D64                                                                                                       \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
     "%24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, "  \
@@ -32,6 +35,13 @@ namespace vnm90 {
     "%46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, "  \
     "%68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, "  \
     "%90, %91, %92, %93, %94, %95}"
+#define VNM_D128                                                                                                      \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
+    "%24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, "  \
+    "%46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, "  \
+    "%68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, "  \
+    "%90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, "  \
+    "%110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}"
 
 // wgmma.mma_async.sp m64n128k32 bf16 -> f32, A from registers, D += A·B (64 accumulators).
 // TRANS_B = imm-trans-b: 0 = K-major B, 1 = N-major B.
@@ -46,7 +56,7 @@ __device__ __forceinline__ void wgmma_sp_m64n128k32(float (&d)[64], uint4 a, uin
 }
 
 // wgmma.mma_async.sp m64nNk32 bf16 -> f32 with A (the compressed 64 × 16 values) and B in shared
-// memory, both K-major; N = 128 and 192 (N/2 accumulators).
+// memory, both K-major; N = 128, 192 and 256 (N/2 accumulators).
 template <int SEL>
 __device__ __forceinline__ void wgmma_sp_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b, uint32_t meta) {
     VNM_SM90A_ASM(
@@ -61,6 +71,15 @@ __device__ __forceinline__ void wgmma_sp_ss(float (&d)[96], uint64_t desc_a, uin
         "{\n.reg .pred p;\nsetp.ne.b32 p, %100, 0;\n"
         "wgmma.mma_async.sp.sync.aligned.m64n192k32.f32.bf16.bf16 " VNM_D96 ", %96, %97, %98, %99, p, 1, 1, 0, 0;\n}\n"
         : VNM_ACC96
+        : "l"(desc_a), "l"(desc_b), "r"(meta), "n"(SEL), "r"(1));
+}
+
+template <int SEL>
+__device__ __forceinline__ void wgmma_sp_ss(float (&d)[128], uint64_t desc_a, uint64_t desc_b, uint32_t meta) {
+    VNM_SM90A_ASM(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %132, 0;\n"
+        "wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.bf16.bf16 " VNM_D128 ", %128, %129, %130, %131, p, 1, 1, 0, 0;\n}\n"
+        : VNM_ACC128
         : "l"(desc_a), "l"(desc_b), "r"(meta), "n"(SEL), "r"(1));
 }
 
@@ -134,6 +153,42 @@ __device__ __forceinline__ void tma_store_2d(const CUtensorMap *map, uint32_t sr
 }
 __device__ __forceinline__ void bulk_commit() { VNM_SM90A_ASM("cp.async.bulk.commit_group;" ::: "memory"); }
 __device__ __forceinline__ void bulk_wait_read_all() { VNM_SM90A_ASM("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
+
+// 2-CTA clusters (pairs of the 128-row SS kernel): this CTA's rank and the cluster's size, a barrier
+// of all threads of the cluster, an arrive on the mbarrier at the same shared address in CTA
+// `rank`, and a 2D tensor copy delivered to every CTA in cta_mask (same shared offset; each CTA's
+// mbarrier at bar's offset completes its share of the bytes). The remote arrive keeps the default
+// semantics (release at CTA scope, as CUTLASS's ClusterBarrier::arrive): it only says that our
+// wgmmas have read the slot; `.release.cluster` made every arrive wait like a memory barrier
+// (Session 10, experiments/kernels/NOTES.md).
+__device__ __forceinline__ uint32_t cluster_rank() {
+    uint32_t r = 0;
+    VNM_SM90A_ASM("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ uint32_t cluster_size() {
+    uint32_t n = 1;
+    VNM_SM90A_ASM("mov.u32 %0, %%cluster_nctarank;" : "=r"(n));
+    return n;
+}
+__device__ __forceinline__ void cluster_sync_all() {
+    VNM_SM90A_ASM("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
+}
+__device__ __forceinline__ void mbar_arrive_remote(uint32_t bar, uint32_t rank) {
+    VNM_SM90A_ASM(
+        "{\n.reg .b32 r;\nmapa.shared::cluster.u32 r, %0, %1;\n"
+        "mbarrier.arrive.shared::cluster.b64 _, [r];\n}" ::"r"(bar),
+        "r"(rank)
+        : "memory");
+}
+__device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const CUtensorMap *map, uint32_t bar, int c0, int c1,
+                                                      uint16_t cta_mask) {
+    VNM_SM90A_ASM(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%2, "
+        "%3}], [%4], %5;" ::"r"(dst),
+        "l"(map), "r"(c0), "r"(c1), "r"(bar), "h"(cta_mask)
+        : "memory");
+}
 
 __device__ __forceinline__ void wgmma_wait_1() { VNM_SM90A_ASM("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {

@@ -3,7 +3,9 @@
 //
 // CTA = 3 warpgroups (384 threads), output tile 256 rows × 128 tokens. Warpgroup 0 produces B,
 // warpgroups 1 and 2 consume: each owns 128 rows as two m64 row groups with 64 fp32 accumulators
-// per thread (m64n128). The reduction runs in stages of 64 logical k (16 column blocks, 2 wgmma
+// per thread (m64n128). The SS kernel also has 192-token tiles (m64n192), and a wide form of
+// 128 rows × 256 tokens (RG = 1: one m64n256 row group per consumer warpgroup), run in 2-CTA
+// clusters whose two adjacent row tiles share the x tile, each CTA loading half of it for both. The reduction runs in stages of 64 logical k (16 column blocks, 2 wgmma
 // k-steps). Per stage B, the gathered x (128 tokens × 64 logical k, bf16, K-major, 128-byte
 // swizzle: 16 KB), is built in shared memory once per gather group (1, 2 or 4 tiles: rows that
 // share kept columns share a tile), in a ring of NST stages with full/empty mbarriers:
@@ -53,14 +55,17 @@ static_assert(EPI_WG_BYTES == BN * EPI_PITCH * 4, "both stagings fill the same a
 constexpr int FILL_TMA_SS = 4;
 constexpr int SS_KSTEP_META_BYTES = 1024;  // compact metadata of one k-step of one CTA
 
-template <int FILL, int TN = BN>
+// RG: m64 row groups per consumer warpgroup (tiles of 128·RG rows); RG = 1 only for the SS kernel.
+template <int FILL, int TN = BN, int RG = 2>
 struct Cfg {
     static constexpr bool ROWS = FILL == VNM_FILL_ROWS;
     static constexpr bool SS = FILL == FILL_TMA_SS;
     static constexpr bool TMA = FILL == VNM_FILL_TMA || SS;
+    static constexpr int BMT = 128 * RG;                          // rows per tile
     static constexpr int KS = ROWS ? 1 : 2;                       // wgmma k-steps per ring stage
     static constexpr int TILE_BYTES = TN * 64 * KS;               // one B tile: TN tokens × 32·KS logical k
-    static constexpr int A_BYTES = KS * KSTEP_A_BYTES, META_BYTES = KS * (SS ? SS_KSTEP_META_BYTES : KSTEP_META_BYTES);
+    static constexpr int A_BYTES = KS * KSTEP_A_BYTES * RG / 2;
+    static constexpr int META_BYTES = KS * (SS ? SS_KSTEP_META_BYTES : KSTEP_META_BYTES) * RG / 2;
     static constexpr int MAXT = TMA ? 1 : 4;     // B tiles per stage
     static constexpr int SLOT_BYTES = MAXT * TILE_BYTES + A_BYTES + META_BYTES;  // B tiles, A, metadata
     // Persistent CTAs (TMA filler): a CTA loops over output tiles and its producer fills the ring
@@ -69,9 +74,11 @@ struct Cfg {
     static constexpr int NST = PERSIST ? 4 : ROWS ? 5 : 2;  // ring stages
     static constexpr int PIPE_BYTES = NST * SLOT_BYTES;
     // Epilogue staging per consumer warpgroup: one m64 row group × EPI_TOK tokens at a time (fp32),
-    // both row groups × EPI_TOK tokens (bf16, epilogue_bf16).
+    // its RG row groups × EPI_TOK tokens (bf16, epilogue_bf16). RG = 1 has only the bf16 epilogue.
     static constexpr int EPI_PASSES = TN > BN ? 2 : 1, EPI_TOK = TN / EPI_PASSES;
-    static constexpr int EPI_BYTES = ROWS ? EPI_WG_BYTES : (EPI_TOK * EPI_PITCH * 4 + 1023) / 1024 * 1024;  // 1 KB aligned
+    static constexpr int EPI_BYTES = ROWS ? EPI_WG_BYTES
+                                     : RG == 1 ? EPI_TOK * 128
+                                               : (EPI_TOK * EPI_PITCH * 4 + 1023) / 1024 * 1024;  // 1 KB aligned
     static constexpr int EPI_OFFSET = PERSIST ? PIPE_BYTES : 0;
     static constexpr int EPI_END = EPI_OFFSET + 2 * EPI_BYTES;
     static constexpr int BAR_OFFSET = PIPE_BYTES > EPI_END ? PIPE_BYTES : EPI_END;  // barriers after both uses
@@ -84,10 +91,10 @@ struct Cfg {
         TMA ? 232 : FILL == VNM_FILL_WINDOW ? 192 : FILL == VNM_FILL_GENERIC ? 200 : 200;
     static_assert(128 * PRODUCER_REGS + 256 * CONSUMER_REGS <= 384 * 168, "register split");
     static_assert(SLOT_BYTES % 1024 == 0, "B tiles must stay 1024-byte aligned");
-    static_assert(!SS || A_BYTES + META_BYTES == 4 * VNM_SS_BLOCK_WORDS, "a stage of the SS kernel is one SS block");
-    static_assert(TN == BN || SS, "only the SS kernel has other tile widths");
+    static_assert(!SS || A_BYTES + META_BYTES == 4 * VNM_SS_HALF_WORDS * RG, "a stage of the SS kernel: RG SS half-blocks");
+    static_assert((TN == BN && RG == 2) || SS, "only the SS kernel has other tiles");
     static_assert(SMEM <= 227 * 1024, "shared memory");
-    static_assert(ROWS || (2 * EPI_TOK * 128 <= EPI_BYTES && EPI_TOK % 16 == 0), "bf16 staging (epilogue_bf16)");
+    static_assert(ROWS || (RG * EPI_TOK * 128 <= EPI_BYTES && EPI_TOK % 16 == 0), "bf16 staging (epilogue_bf16)");
 };
 
 // K-major B tile (tokens × 64 k, 128-byte rows), 128-byte swizzle: 8-row core groups 1024 bytes
@@ -212,14 +219,13 @@ struct Segments {
 struct TmaMaps {
     CUtensorMap x, y, r;
     int y_store;  // the bf16 epilogue: y by bulk stores (and a residual, if any, by bulk loads)
-    int ss_copies;  // 2: the SS block by two bulk copies, values and metadata (VNM_SS_COPIES=2, the A/B switch)
 };
 
-template <int FILL, int TN = BN>
+template <int FILL, int TN = BN, int RG = 2>
 __global__ void __launch_bounds__(384, 1)
     vnm_wgmma_sp_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e, const __grid_constant__ TmaMaps maps) {
 #ifdef VNM_SM90A
-    using CF = Cfg<FILL, TN>;
+    using CF = Cfg<FILL, TN, RG>;
     extern __shared__ uint8_t smem_raw[];
     uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     const uint32_t smem_base = (uint32_t)__cvta_generic_to_shared(smem);
@@ -228,8 +234,8 @@ __global__ void __launch_bounds__(384, 1)
     const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31;
     // Output tiles in launch order, row tiles fastest (consecutive tiles share their x tile); a CTA
     // takes tiles blockIdx.x, + gridDim.x, ... (one tile per CTA for the non-persistent fillers).
-    const int64_t row_tiles = d.out_pad / BM, num_tiles = row_tiles * ((e.n + TN - 1) / TN);
-    auto tile_row0 = [&](int64_t tile) { return (tile % row_tiles) * BM; };
+    const int64_t row_tiles = d.out_pad / CF::BMT, num_tiles = row_tiles * ((e.n + TN - 1) / TN);
+    auto tile_row0 = [&](int64_t tile) { return (tile % row_tiles) * CF::BMT; };
     auto tile_t0 = [&](int64_t tile) { return (tile / row_tiles) * TN; };
     const int nstages = (int)(d.KT / CF::KS);
     const int ntiles = CF::TMA ? 1 : d.group_rows % 256 == 0 ? 1 : d.group_rows % 128 == 0 ? 2 : 4;
@@ -238,15 +244,27 @@ __global__ void __launch_bounds__(384, 1)
     auto a_addr = [&](int slot) { return slot_addr(slot) + (uint32_t)(CF::MAXT * CF::TILE_BYTES); };
     auto m_addr = [&](int slot) { return a_addr(slot) + (uint32_t)CF::A_BYTES; };
 
+    // Pairs (RG = 1 launched in 2-CTA clusters): the two CTAs run tiles 2p and 2p + 1 (adjacent row
+    // tiles of one token tile) in step; each loads half of the shared x tile and multicasts it to
+    // both, so a ring slot is refilled only once the consumers of both CTAs have released it (their
+    // warps arrive on both CTAs' empty barriers).
+    const bool pair = RG == 1 && cluster_size() == 2;
+    const uint32_t rank = pair ? cluster_rank() : 0;
     if (tid == 0) {
         for (int b = 0; b < CF::NST; b++) {
             mbar_init(full_bar + 8 * b, CF::TMA ? 1 : 128);
-            mbar_init(empty_bar + 8 * b, 8);  // one arrival per consumer warp
+            mbar_init(empty_bar + 8 * b, pair ? 16 : 8);  // one arrival per consumer warp (of both CTAs)
         }
         mbar_init(empty_bar + 8 * CF::NST, 1), mbar_init(empty_bar + 8 * CF::NST + 8, 1);  // residual loads
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
-    __syncthreads();
+    if (pair) cluster_sync_all();  // the peer's barriers exist before we multicast or arrive there
+    else __syncthreads();
+    // Releases ring slot `slot` (one thread per consumer warp): with pairs also on the peer.
+    auto release = [&](int slot) {
+        mbar_arrive(empty_bar + 8 * slot);
+        if (pair) mbar_arrive_remote(empty_bar + 8 * slot, rank ^ 1);
+    };
 
     if (wg == 0) {
         // ================= producer =================
@@ -258,13 +276,10 @@ __global__ void __launch_bounds__(384, 1)
             const uint32_t bar = full_bar + 8 * slot;
             if (CF::TMA) mbar_arrive_expect_tx(bar, CF::A_BYTES + CF::META_BYTES + extra_tx);
             else mbar_expect_tx(bar, CF::A_BYTES + CF::META_BYTES);
-            if (CF::SS) {
-                const uint32_t *src = (const uint32_t *)d.vals + vnm_ss_block(row0 / BM, s, d.KT);
-                if (maps.ss_copies == 2) {  // the A/B switch: values and metadata by two copies
-                    bulk_load(a_addr(slot), src, CF::A_BYTES, bar);
-                    bulk_load(m_addr(slot), src + CF::A_BYTES / 4, CF::META_BYTES, bar);
-                } else
-                    bulk_load(a_addr(slot), src, CF::A_BYTES + CF::META_BYTES, bar);
+            if (CF::SS) {  // the tile's SS block (RG = 2) or its half (RG = 1)
+                const uint32_t *src = (const uint32_t *)d.vals + vnm_ss_block(row0 / 256, s, d.KT) +
+                                      (RG == 1 ? (row0 / 128 % 2) * VNM_SS_HALF_WORDS : 0);
+                bulk_load(a_addr(slot), src, CF::A_BYTES + CF::META_BYTES, bar);
                 return;
             }
             const int64_t base = vnm_frag_index(row0 / 16, (int64_t)CF::KS * s, d.KT, 0);
@@ -286,9 +301,18 @@ __global__ void __launch_bounds__(384, 1)
                         const int slot = gs % CF::NST;
                         if (gs >= CF::NST) mbar_wait(empty_bar + 8 * slot, (uint32_t)((gs / CF::NST - 1) & 1));
                         copy_a(row0, s, slot, CF::TILE_BYTES);
-                        tma_load_2d(tile_addr(slot, 0), &maps.x, full_bar + 8 * slot, 64 * s, (int)t0);
+                        if (pair)  // our half of the tokens, to both CTAs
+                            tma_load_2d_multicast(tile_addr(slot, 0) + rank * (CF::TILE_BYTES / 2), &maps.x,
+                                                  full_bar + 8 * slot, 64 * s, (int)(t0 + rank * (TN / 2)), 3);
+                        else
+                            tma_load_2d(tile_addr(slot, 0), &maps.x, full_bar + 8 * slot, 64 * s, (int)t0);
                     }
                 }
+                // Pairs: the peer's consumers arrive on our empty barriers until they release their
+                // last stages; our shared memory must outlive those arrives.
+                if (pair)
+                    for (int g = max(0, gs - CF::NST); g < gs; g++)
+                        mbar_wait(empty_bar + 8 * (g % CF::NST), (uint32_t)((g / CF::NST) & 1));
             }
             return;
         }
@@ -441,25 +465,30 @@ __global__ void __launch_bounds__(384, 1)
     setmaxnreg_inc<CF::CONSUMER_REGS>();
     constexpr int KS = CF::KS;
     const int cw = wg - 1, wl = (tid >> 5) & 3, wt = tid & 127;
-    uint4 A[2][2][KS];  // [register slot][row group][k-step] (not used by the SS kernel)
-    uint32_t Mt[2][2][KS];  // metadata words (SS: [slot][row group][0] covers both k-steps)
+    uint4 A[2][RG][KS];  // [register slot][row group][k-step] (not used by the SS kernel)
+    uint32_t Mt[2][RG][KS];  // metadata words (SS: [slot][row group][0] covers both k-steps)
     constexpr int NACC = TN / 2;  // accumulators per thread and m64 row group
-    float acc[2][NACC];
+    float acc[RG][NACC];
+    // SS layout (train/vnm_device_layout.h): this warpgroup's row group r is row group hr(r) of the
+    // SS half-block at half_off in the stage (RG = 2: the stage holds the whole block, warpgroup
+    // cw reads half cw; RG = 1: the stage holds the tile's half, warpgroup cw reads row group cw).
+    const uint32_t half_off = RG == 2 ? (uint32_t)(cw * 4 * VNM_SS_HALF_WORDS) : 0u;
+    auto hr = [&](int r) { return RG == 2 ? r : cw; };
 
     // Ring stage gs (counted over all tiles of the CTA).
-    auto mma_stage = [&](int gs, uint4 (&a)[2][KS], uint32_t (&m)[2][KS]) {
+    auto mma_stage = [&](int gs, uint4 (&a)[RG][KS], uint32_t (&m)[RG][KS]) {
         const int slot = gs % CF::NST;
         mbar_wait(full_bar + 8 * slot, (uint32_t)((gs / CF::NST) & 1));
         if (!CF::TMA) fence_proxy_async();  // acquired generic-proxy writes -> our async-proxy reads
 #pragma unroll
-        for (int r = 0; r < 2; r++)
+        for (int r = 0; r < RG; r++)
 #pragma unroll
             for (int kk = 0; kk < KS; kk++) {
-                const uint32_t idx = (uint32_t)(((kk * 4 + 2 * cw + r) * 4 + wl) * 32 + lane);
-                if (CF::SS) {  // one word per row group and stage, at the k-step 0 position
-                    if (kk == 0) m[r][0] = lds_u32(m_addr(slot) + 4 * idx);
+                if (CF::SS) {  // one metadata word per row group and stage (vnm_ss_meta_word)
+                    if (kk == 0) m[r][0] = lds_u32(a_addr(slot) + half_off + 4 * (2048 + (hr(r) * 4 + wl) * 32 + lane));
                     continue;
                 }
+                const uint32_t idx = (uint32_t)(((kk * 4 + 2 * cw + r) * 4 + wl) * 32 + lane);
                 a[r][kk] = lds_v4(a_addr(slot) + 16 * idx);
                 m[r][kk] = lds_u32(m_addr(slot) + 4 * idx);
             }
@@ -467,11 +496,11 @@ __global__ void __launch_bounds__(384, 1)
 #pragma unroll
         for (int kk = 0; kk < KS; kk++)
 #pragma unroll
-            for (int r = 0; r < 2; r++) {
+            for (int r = 0; r < RG; r++) {
                 const uint32_t tile = tile_addr(slot, (2 * cw + r) * ntiles / 4);
                 if constexpr (CF::SS) {
-                    // Row group 2cw + r of k-step kk: 2 KB of A; the word's selector-kk threads hold its metadata.
-                    const uint64_t da = a_desc_ss(a_addr(slot) + kk * KSTEP_A_BYTES + (2 * cw + r) * 2048);
+                    // Our row group r of k-step kk: 2 KB of A; the word's selector-kk threads hold its metadata.
+                    const uint64_t da = a_desc_ss(a_addr(slot) + half_off + kk * 4096 + hr(r) * 2048);
                     if (kk == 0) wgmma_sp_ss<0>(acc[r], da, b_desc(tile), m[r][0]);
                     else wgmma_sp_ss<1>(acc[r], da, b_desc(tile + 64), m[r][0]);
                 } else if (CF::ROWS)
@@ -482,20 +511,20 @@ __global__ void __launch_bounds__(384, 1)
         wgmma_commit();
     };
     // Waits for all but the last wgmma group, then releases the slot of the stage before it.
-    auto retire = [&](int gs_prev, uint4 (&a_prev)[2][KS], uint32_t (&m_prev)[2][KS], bool all) {
+    auto retire = [&](int gs_prev, uint4 (&a_prev)[RG][KS], uint32_t (&m_prev)[RG][KS], bool all) {
         if (all) wgmma_wait_all();
         else wgmma_wait_1();
 #pragma unroll
-        for (int r = 0; r < 2; r++)
+        for (int r = 0; r < RG; r++)
 #pragma unroll
             for (int kk = 0; kk < KS; kk++) {
                 if (CF::SS) keep_word(m_prev[r][0]);
                 else keep_operand(a_prev[r][kk], m_prev[r][kk]);
             }
-        if (gs_prev >= 0 && lane == 0) mbar_arrive(empty_bar + 8 * (gs_prev % CF::NST));
+        if (gs_prev >= 0 && lane == 0) release(gs_prev % CF::NST);
     };
-    // Whether this warpgroup has rows of the tile (out % 256 <= 128 leaves the last row tile's second half empty).
-    auto busy = [&](int64_t tile) { return tile_row0(tile) + 128 * cw < e.out; };
+    // Whether this warpgroup has rows of the tile (e.g. out % 256 <= 128 leaves the last 256-row tile's second half empty).
+    auto busy = [&](int64_t tile) { return tile_row0(tile) + 64 * RG * cw < e.out; };
     // Accumulator i of row group r: row acc_row(i) of the group, token acc_tok(i) (wgmma D fragment).
     const int g = lane >> 2, tig = lane & 3;
     auto acc_row = [&](int i) { return 16 * wl + g + ((i & 2) ? 8 : 0); };
@@ -523,20 +552,20 @@ __global__ void __launch_bounds__(384, 1)
     const uint32_t res_bar = empty_bar + 8 * (CF::NST + cw);
     uint32_t res_phase = 0;
     auto load_residual = [&](int64_t row0, int64_t t0, int h) {  // one thread; the staging is free
-        mbar_arrive_expect_tx(res_bar, 2 * CF::EPI_TOK * 128);
+        mbar_arrive_expect_tx(res_bar, RG * CF::EPI_TOK * 128);
 #pragma unroll
-        for (int r = 0; r < 2; r++)
-            tma_load_2d(stg + (uint32_t)(r * CF::EPI_TOK * 128), &maps.r, res_bar, (int)(row0 + 64 * (2 * cw + r)),
+        for (int r = 0; r < RG; r++)
+            tma_load_2d(stg + (uint32_t)(r * CF::EPI_TOK * 128), &maps.r, res_bar, (int)(row0 + 64 * (RG * cw + r)),
                         (int)(t0 + CF::EPI_TOK * h));
     };
     auto epilogue_bf16 = [&](int64_t row0, int64_t t0, auto GELU_, auto RES_) {
         constexpr bool GELU = decltype(GELU_)::value, RES = decltype(RES_)::value;
-        float bias[2][2];  // rows g and g + 8 of this warp's 16 in each row group
+        float bias[RG][2];  // rows g and g + 8 of this warp's 16 in each row group
 #pragma unroll
-        for (int r = 0; r < 2; r++)
+        for (int r = 0; r < RG; r++)
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
-                const int64_t row = row0 + 64 * (2 * cw + r) + 16 * wl + g + 8 * hf;
+                const int64_t row = row0 + 64 * (RG * cw + r) + 16 * wl + g + 8 * hf;
                 bias[r][hf] = e.bias && row < e.out ? __bfloat162float(e.bias[row]) : 0.0f;
             }
         auto value = [&](int r, int i, int hf) {
@@ -555,7 +584,7 @@ __global__ void __launch_bounds__(384, 1)
             wg_bar();
             if (RES) mbar_wait(res_bar, res_phase), res_phase ^= 1;
 #pragma unroll
-            for (int r = 0; r < 2; r++)
+            for (int r = 0; r < RG; r++)
 #pragma unroll
                 for (int jj = 0; jj < CF::EPI_TOK / 16; jj++) {  // token blocks j, j + 1 × row halves
                     const int j = CF::EPI_TOK / 8 * h + 2 * jj;
@@ -579,8 +608,8 @@ __global__ void __launch_bounds__(384, 1)
             wg_bar();
             if (wt == 0) {
 #pragma unroll
-                for (int r = 0; r < 2; r++)
-                    tma_store_2d(&maps.y, chunk(r, 0, 0), (int)(row0 + 64 * (2 * cw + r)), (int)(t0 + CF::EPI_TOK * h));
+                for (int r = 0; r < RG; r++)
+                    tma_store_2d(&maps.y, chunk(r, 0, 0), (int)(row0 + 64 * (RG * cw + r)), (int)(t0 + CF::EPI_TOK * h));
                 bulk_commit();
             }
         }
@@ -589,7 +618,7 @@ __global__ void __launch_bounds__(384, 1)
     const bool sk = e.ws != NULL;  // stream-K (TMA filler only)
     // Stream-K: the partial sums of this warpgroup's accumulators in CTA b's slot, one float per
     // thread and accumulator, coalesced.
-    auto partial = [&](int64_t b, int r, int i) { return e.ws + b * SK_SLOT_FLOATS + ((cw * 2 + r) * NACC + i) * 128 + wt; };
+    auto partial = [&](int64_t b, int r, int i) { return e.ws + b * SK_SLOT_FLOATS + ((cw * RG + r) * NACC + i) * 128 + wt; };
     Segments seg(num_tiles, nstages, sk);
     int64_t tile;
     int s0, s1;
@@ -604,13 +633,13 @@ __global__ void __launch_bounds__(384, 1)
             // other warpgroup has the tensor cores to itself; the ring stages are still released.
             for (int s = 0; s < ns; s++) {
                 mbar_wait(full_bar + 8 * ((gs0 + s) % CF::NST), (uint32_t)(((gs0 + s) / CF::NST) & 1));
-                if (lane == 0) mbar_arrive(empty_bar + 8 * ((gs0 + s) % CF::NST));
+                if (lane == 0) release((gs0 + s) % CF::NST);
             }
             if ((!CF::PERSIST && staged) || contributor) consumer_bar();  // the busy warpgroup waits for us
             continue;
         }
 #pragma unroll
-        for (int r = 0; r < 2; r++)
+        for (int r = 0; r < RG; r++)
 #pragma unroll
             for (int i = 0; i < NACC; i++) acc[r][i] = 0.0f;
         if (tma_store && !contributor && wt == 0) {  // the staging for pass 0 of this tile's epilogue
@@ -628,12 +657,12 @@ __global__ void __launch_bounds__(384, 1)
         retire(gs0 + ns - 1, A[0], Mt[0], true);
         retire(-1, A[1], Mt[1], true);
 #pragma unroll
-        for (int r = 0; r < 2; r++)
+        for (int r = 0; r < RG; r++)
 #pragma unroll
             for (int i = 0; i < NACC; i++) fence_operand(acc[r][i]);
         if (contributor) {  // partial sums for the owner; the slot is this CTA's (only its first segment can start mid-tile)
 #pragma unroll
-            for (int r = 0; r < 2; r++)
+            for (int r = 0; r < RG; r++)
 #pragma unroll
                 for (int i = 0; i < NACC; i++) __stcg(partial(blockIdx.x, r, i), acc[r][i]);
             __threadfence();
@@ -648,7 +677,7 @@ __global__ void __launch_bounds__(384, 1)
                 if (wt == 0) flag_wait(e.flags + b);
                 wg_bar();
 #pragma unroll
-                for (int r = 0; r < 2; r++)
+                for (int r = 0; r < RG; r++)
 #pragma unroll
                     for (int i = 0; i < NACC; i++) acc[r][i] += __ldcg(partial(b, r, i));
             }
@@ -657,10 +686,10 @@ __global__ void __launch_bounds__(384, 1)
         // ---- epilogue ----
         if (!staged) {
 #pragma unroll
-            for (int r = 0; r < 2; r++)
+            for (int r = 0; r < RG; r++)
 #pragma unroll
                 for (int i = 0; i < NACC; i++)
-                    vnm_epi_store(e, acc[r][i], row0 + 64 * (2 * cw + r) + acc_row(i), t0 + acc_tok(i));
+                    vnm_epi_store(e, acc[r][i], row0 + 64 * (RG * cw + r) + acc_row(i), t0 + acc_tok(i));
             continue;
         }
         if (!CF::PERSIST) consumer_bar();  // every consumer is done reading the B ring
@@ -671,6 +700,7 @@ __global__ void __launch_bounds__(384, 1)
             else res ? epilogue_bf16(row0, t0, no(), yes()) : epilogue_bf16(row0, t0, no(), no());
             continue;
         }
+        if constexpr (RG == 2) {  // (RG = 1 runs only with the bf16 epilogue: launch)
 #pragma unroll
         for (int pass = 0; pass < 2 * CF::EPI_PASSES; pass++) {  // row group r, tokens EPI_TOK·h ..
             const int r = pass / CF::EPI_PASSES, h = pass % CF::EPI_PASSES;
@@ -699,6 +729,7 @@ __global__ void __launch_bounds__(384, 1)
                 epi_vec8(e, v, o, t, CF::ROWS, CF::ROWS ? (int)min((int64_t)8, e.n - t) : 8);
             }
             wg_bar();  // the staging area is free again
+        }
         }
     }
     if (tma_store && wt == 0) bulk_wait_read_all();  // shared memory must outlive the last bulk store's reads
@@ -738,8 +769,10 @@ static int encode_map(const void *p, int64_t cols, int64_t n, int tn, CUtensorMa
     return r == CUDA_SUCCESS ? 0 : -1;
 }
 
-// Output tiles of BM rows × tn tokens.
-static int64_t tile_count(const VnmDeviceMatrix *d, int64_t n, int tn) { return (d->out_pad / BM) * ((n + tn - 1) / tn); }
+// Output tiles of bm rows × tn tokens.
+static int64_t tile_count(const VnmDeviceMatrix *d, int64_t n, int tn, int bm = BM) {
+    return (d->out_pad / bm) * ((n + tn - 1) / tn);
+}
 
 // 0, 1 or -1 (unset) from an environment switch.
 static int env_switch(const char *name) {
@@ -786,15 +819,45 @@ static int ss_tile_tokens(const VnmDeviceMatrix *d, int64_t n) {
     return cost(192, 0.0508) < cost(128, 0.0566) ? 192 : 128;
 }
 
-template <int FILL, int TN = BN>
+// Whether the persistent kernels can run the bf16 epilogue with bulk tensor stores of y (and bulk
+// loads of the residual): token-major y, no row permutation, rows 16-byte aligned (VNM_TMA_STORE=0:
+// the fp32 staging and 16-byte stores by the threads instead).
+static bool bf16_epilogue_ok(const VnmEpi &e) {
+    static int store_env = -2;
+    if (store_env == -2) store_env = env_switch("VNM_TMA_STORE");
+    return store_env != 0 && !e.perm && e.out % 8 == 0 && (uintptr_t)e.y % 16 == 0 && (uintptr_t)e.residual % 16 == 0;
+}
+
+// CTAs of the persistent grid: one per SM, or with pairs 2 × the clusters that fit at once.
+template <typename K>
+static int64_t persistent_ctas(const VnmDeviceMatrix *d, K kernel, int smem, bool pair) {
+    if (!pair) return d->num_sms;
+    static int64_t ctas = 0;
+    if (!ctas) {
+        cudaLaunchConfig_t cfg = {};
+        cudaLaunchAttribute attr;
+        attr.id = cudaLaunchAttributeClusterDimension;
+        attr.val.clusterDim.x = 2, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
+        cfg.gridDim = dim3((unsigned)d->num_sms / 2 * 2), cfg.blockDim = dim3(384), cfg.dynamicSmemBytes = (size_t)smem;
+        cfg.attrs = &attr, cfg.numAttrs = 1;
+        int clusters = 0;
+        ctas = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0 ? 2 * clusters
+                                                                                                      : d->num_sms / 2 * 2;
+        cudaGetLastError();
+    }
+    return ctas;
+}
+
+// RG = 1 (128-row tiles) needs the bf16 epilogue and runs in 2-CTA clusters when pair (the caller
+// made maps.x with half-tile boxes then).
+template <int FILL, int TN = BN, int RG = 2>
 int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEpi e, TmaMaps &maps,
-           cudaStream_t stream) {
-    using CF = Cfg<FILL, TN>;
+           cudaStream_t stream, bool pair = false) {
+    using CF = Cfg<FILL, TN, RG>;
+    auto kernel = vnm_wgmma_sp_kernel<FILL, TN, RG>;
     static bool attr_set = false;
     if (!attr_set) {
-        if (cudaFuncSetAttribute(vnm_wgmma_sp_kernel<FILL, TN>, cudaFuncAttributeMaxDynamicSharedMemorySize, CF::SMEM) !=
-            cudaSuccess)
-            return -1;
+        if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, CF::SMEM) != cudaSuccess) return -1;
         attr_set = true;
     }
     // One CTA per tile, or (persistent, VNM_PERSISTENT=0 turns it off) one per SM looping over tiles
@@ -802,9 +865,13 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
     static int persist_env = -2;
     if (persist_env == -2) persist_env = env_switch("VNM_PERSISTENT");
     const bool persist = CF::PERSIST && persist_env != 0;
-    const int64_t tiles = tile_count(d, e.n, TN), G = d->num_sms;
-    const bool sk = persist && use_stream_k(tiles, d->KT / CF::KS, G);
-    const int64_t grid = sk || (persist && tiles > G) ? G : tiles;
+    const int64_t tiles = tile_count(d, e.n, TN, CF::BMT), G = persistent_ctas(d, kernel, CF::SMEM, pair);
+    const bool sk = persist && RG == 2 && use_stream_k(tiles, d->KT / CF::KS, G);
+    const int64_t grid = sk || (persist && tiles > G) ? G : tiles;  // pairs: G and tiles are even
+    maps.y_store = CF::PERSIST && bf16_epilogue_ok(e) &&
+                   (!e.residual || encode_map(e.residual, e.out, e.n, CF::EPI_TOK, &maps.r) == 0) &&
+                   encode_map(e.y, e.out, e.n, CF::EPI_TOK, &maps.y) == 0;
+    if (RG == 1 && !maps.y_store) return -1;
     e.ws = NULL, e.flags = NULL;
     if (sk) {  // partial sums and flags from the stream's pool (vnm_keep_pool)
         vnm_keep_pool();
@@ -813,18 +880,27 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
         e.flags = (int *)((char *)e.ws + part_bytes);
         cudaMemsetAsync(e.flags, 0, (size_t)G * sizeof(int), stream);
     }
-    // The bf16 epilogue with bulk tensor stores of y (and bulk loads of the residual): token-major
-    // y, no row permutation, rows 16-byte aligned (VNM_TMA_STORE=0: the fp32 staging and 16-byte
-    // stores by the threads instead).
-    static int store_env = -2;
-    if (store_env == -2) store_env = env_switch("VNM_TMA_STORE");
-    const bool bf16_epi = CF::PERSIST && store_env != 0 && !e.perm && e.out % 8 == 0 && (uintptr_t)e.y % 16 == 0 &&
-                          (uintptr_t)e.residual % 16 == 0;
-    maps.y_store = bf16_epi && (!e.residual || encode_map(e.residual, e.out, e.n, CF::EPI_TOK, &maps.r) == 0) &&
-                   encode_map(e.y, e.out, e.n, CF::EPI_TOK, &maps.y) == 0;
-    vnm_wgmma_sp_kernel<FILL, TN><<<(unsigned)grid, 384, CF::SMEM, stream>>>(dev, x, e, maps);
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr;
+    cfg.gridDim = dim3((unsigned)grid), cfg.blockDim = dim3(384), cfg.dynamicSmemBytes = CF::SMEM, cfg.stream = stream;
+    if (pair) {
+        attr.id = cudaLaunchAttributeClusterDimension;
+        attr.val.clusterDim.x = 2, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
+        cfg.attrs = &attr, cfg.numAttrs = 1;
+    }
+    const cudaError_t rc = cudaLaunchKernelEx(&cfg, kernel, dev, x, e, maps);
     if (sk) cudaFreeAsync(e.ws, stream);
-    return 0;
+    return rc == cudaSuccess ? 0 : -1;
+}
+
+// Whether the SS kernel runs the wide form, 128-row × 256-token tiles (RG = 1), and in pairs:
+// VNM_SS_WIDE=1 / 0 forces it on / off (default: off), VNM_SS_PAIR=0 runs it without clusters.
+// It needs the bf16 epilogue.
+static bool ss_wide(const VnmEpi &e, bool *pair) {
+    static int wide_env = -2, pair_env = -2;
+    if (wide_env == -2) wide_env = env_switch("VNM_SS_WIDE"), pair_env = env_switch("VNM_SS_PAIR");
+    *pair = pair_env != 0;
+    return wide_env == 1 && bf16_epilogue_ok(e);
 }
 
 }  // namespace vnm90
@@ -847,18 +923,20 @@ int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint1
     memset(&maps, 0, sizeof maps);
     if (e.ld) return launch<VNM_FILL_ROWS>(d, dev, x, e, maps, stream);
     if (d->fill == VNM_FILL_TMA) {
-        const int tn = d->ss ? ss_tile_tokens(d, e.n) : BN;
+        bool pair = false;
+        const bool wide = d->ss && ss_wide(e, &pair);
+        const int tn = wide ? 256 : d->ss ? ss_tile_tokens(d, e.n) : BN;
+        const int box = wide && pair ? tn / 2 : tn;  // tokens per x box (pairs: each CTA loads half)
         VnmDeviceMatrix *dm = (VnmDeviceMatrix *)d;  // the cache is logically const
         TmapCache *c = (TmapCache *)dm->tmap_cache;
         if (!c) dm->tmap_cache = c = (TmapCache *)calloc(1, sizeof(TmapCache));
-        if (c->x != x || c->n != e.n || c->tn != tn) {
-            if (encode_map(x, d->in, e.n, tn, &c->map)) return -1;
-            c->x = x, c->n = e.n, c->tn = tn;
+        if (c->x != x || c->n != e.n || c->tn != box) {
+            if (encode_map(x, d->in, e.n, box, &c->map)) return -1;
+            c->x = x, c->n = e.n, c->tn = box;
         }
         maps.x = c->map;
-        static const int ss_copies = getenv("VNM_SS_COPIES") && !strcmp(getenv("VNM_SS_COPIES"), "2") ? 2 : 1;
-        maps.ss_copies = ss_copies;
         if (!d->ss) return launch<VNM_FILL_TMA>(d, dev, x, e, maps, stream);
+        if (wide) return launch<FILL_TMA_SS, 256, 1>(d, dev, x, e, maps, stream, pair);
         return tn == 192 ? launch<FILL_TMA_SS, 192>(d, dev, x, e, maps, stream)
                          : launch<FILL_TMA_SS, 128>(d, dev, x, e, maps, stream);
     }

@@ -277,8 +277,8 @@ static void decode_layout(const VnmMatrix *m, int64_t KT, const uint32_t *vals, 
             uint32_t v, w;
             if (ss) {
                 const uint32_t *block = vals + vnm_ss_block(rt, s / 2, KT);
-                v = block[2048 * (s % 2) + ((R / 8) * 2 + j / 4) * 32 + (R % 8) * 4 + j % 4];
-                w = block[4096 + (q % 16) * 32 + 4 * g + 2 * (s % 2) + h];
+                v = block[vnm_ss_value_word((int)R, s, j)];
+                w = block[vnm_ss_meta_word((int)(q % 16), (int)(4 * g + 2 * (s % 2) + h))];
             } else {
                 v = vals[vnm_frag_index(q, s, KT, 4 * g + j % 4) * 4 + hi + 2 * h];
                 w = meta[vnm_frag_index(q, s, KT, 4 * g + h)];

@@ -28,13 +28,12 @@ void vnm_pack_ss(void *arg, int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; q++) {
         const int64_t rt = q / 16, qq = q % 16;
         for (int64_t s = 0; s < f->KT; s++) {
-            uint32_t *block = f->vals + vnm_ss_block(rt, s / 2, f->KT) + 2048 * (s % 2);
+            uint32_t *block = f->vals + vnm_ss_block(rt, s / 2, f->KT);
             for (int r = 0; r < 16; r++) {
-                const int64_t row = 16 * q + r, R = 16 * qq + r;
+                const int64_t row = 16 * q + r;
                 for (int j = 0; j < 8; j++) {
                     const int64_t cb = 8 * s + j;
-                    block[((R / 8) * 2 + j / 4) * 32 + (R % 8) * 4 + j % 4] =
-                        (row < m->out && cb < m->C) ? v32[row * m->C + cb] : 0;
+                    block[vnm_ss_value_word((int)(16 * qq + r), s, j)] = (row < m->out && cb < m->C) ? v32[row * m->C + cb] : 0;
                 }
             }
         }
@@ -42,7 +41,7 @@ void vnm_pack_ss(void *arg, int64_t q0, int64_t q1) {
             for (int lane = 0; lane < 32; lane++) {
                 const int g = lane >> 2, tig = lane & 3;
                 const int64_t ks = 2 * jp + (tig >> 1);
-                f->vals[vnm_ss_block(rt, jp, f->KT) + 4096 + qq * 32 + lane] =
+                f->vals[vnm_ss_block(rt, jp, f->KT) + vnm_ss_meta_word((int)qq, lane)] =
                     (ks < f->kt_host && 16 * q < m->out) ? m->meta[(q * f->kt_host + ks) * 16 + 2 * g + (tig & 1)] : PAD_META;
             }
     }

@@ -14,16 +14,20 @@
 //       fragment of each warp of a warpgroup has the same layout.
 //   meta[vnm_frag_index(q, s, KT, lane)] : meta word 2*g + (tig & 1), so lanes 0/1 and 2/3 of each
 //       quad hold the same word and either sparsity selector works.
-// SS layout (the sm_90a TMA kernel over the 2:4 form for prefill, which reads A from shared memory):
+// SS layout (the sm_90a TMA kernels over the 2:4 form for prefill, which read A from shared memory):
 //   vals only (no separate meta array): per (256-row tile rt, k-step pair jp) one block of
-//   VNM_SS_BLOCK_WORDS words at vnm_ss_block(rt, jp, KT), which is one ring stage of the kernel and
-//   so one bulk copy (in the kernel 2 copies per stage ran 0-5 % faster than 3, Session 11,
-//   experiments/kernels/NOTES.md; the copy engine alone shows no cost per copy, Session 13):
-//   words [2048·(s%2), + 2048): the values of k-step s, those of each row in block order (8 words =
+//   VNM_SS_BLOCK_WORDS words at vnm_ss_block(rt, jp, KT), made of two halves of VNM_SS_HALF_WORDS
+//   (rows 0-127 and 128-255 of the tile). A ring stage of the 256-row kernel is the block, one of
+//   the 128-row kernel a half: either way one bulk copy (in the kernel 2 copies per stage ran 0-5 %
+//   faster than 3, Session 11, experiments/kernels/NOTES.md; the copy engine alone shows no cost
+//   per copy, Session 13). In half h (vnm_ss_value_word, vnm_ss_meta_word):
+//   words [1024·(s%2), + 1024): the values of k-step s, those of each row in block order (8 words =
 //       16 values) as K-major core matrices of 8 rows × 16 bytes, the two of an 8-row group
-//       adjacent: word ((R/8)*2 + j/4)*32 + (R%8)*4 + j%4 holds (row R of the tile, block j);
-//   words [4096, 4608): the metadata, word (q%16)*32 + lane: the meta word of k-step 2jp for lanes
-//       with tig 0-1 (sparsity selector 0), of 2jp + 1 for tig 2-3 (selector 1), i.e. each word once.
+//       adjacent: word ((r/8)*2 + j/4)*32 + (r%8)*4 + j%4 holds (row 128h + r of the tile, block j),
+//       so each m64 row group's 2 KB of a k-step are contiguous;
+//   words [2048, 2304): the metadata, word (q%8)*32 + lane for the 16-row group q (q%16 = 8h + q%8):
+//       the meta word of k-step 2jp for lanes with tig 0-1 (sparsity selector 0), of 2jp + 1 for
+//       tig 2-3 (selector 1), i.e. each word once.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -50,9 +54,19 @@ static inline VNM_HOST_DEVICE int64_t vnm_frag_index(int64_t q, int64_t ks, int6
 }
 
 // Word offset of the SS block of 256-row tile rt, k-step pair jp (above).
-#define VNM_SS_BLOCK_WORDS 4608
+#define VNM_SS_HALF_WORDS 2304
+#define VNM_SS_BLOCK_WORDS (2 * VNM_SS_HALF_WORDS)
 static inline VNM_HOST_DEVICE int64_t vnm_ss_block(int64_t rt, int64_t jp, int64_t KT) {
     return (rt * (KT / 2) + jp) * VNM_SS_BLOCK_WORDS;
+}
+// In an SS block: the value word of row R (0-255) of the tile, k-step s, column block j (0-7) of
+// the k-step; the metadata word of lane `lane` of the tile's 16-row group qq (0-15).
+static inline VNM_HOST_DEVICE int vnm_ss_value_word(int R, int64_t s, int j) {
+    const int r = R % 128;
+    return (R / 128) * VNM_SS_HALF_WORDS + 1024 * (int)(s % 2) + ((r / 8) * 2 + j / 4) * 32 + (r % 8) * 4 + j % 4;
+}
+static inline VNM_HOST_DEVICE int vnm_ss_meta_word(int qq, int lane) {
+    return (qq / 8) * VNM_SS_HALF_WORDS + 2048 + (qq % 8) * 32 + lane;
 }
 
 // Bytes of the values and metadata for out_pad rows and KT k-steps in either layout (the SS layout
