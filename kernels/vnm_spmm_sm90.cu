@@ -828,24 +828,19 @@ static bool bf16_epilogue_ok(const VnmEpi &e) {
     return store_env != 0 && !e.perm && e.out % 8 == 0 && (uintptr_t)e.y % 16 == 0 && (uintptr_t)e.residual % 16 == 0;
 }
 
-// CTAs of the persistent grid: one per SM, or with pairs 2 × the clusters that fit at once.
+// CTAs of a persistent grid of 2-CTA clusters: 2 × the clusters of `kernel` that fit at once.
 template <typename K>
-static int64_t persistent_ctas(const VnmDeviceMatrix *d, K kernel, int smem, bool pair) {
-    if (!pair) return d->num_sms;
-    static int64_t ctas = 0;
-    if (!ctas) {
-        cudaLaunchConfig_t cfg = {};
-        cudaLaunchAttribute attr;
-        attr.id = cudaLaunchAttributeClusterDimension;
-        attr.val.clusterDim.x = 2, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
-        cfg.gridDim = dim3((unsigned)d->num_sms / 2 * 2), cfg.blockDim = dim3(384), cfg.dynamicSmemBytes = (size_t)smem;
-        cfg.attrs = &attr, cfg.numAttrs = 1;
-        int clusters = 0;
-        ctas = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0 ? 2 * clusters
-                                                                                                      : d->num_sms / 2 * 2;
-        cudaGetLastError();
-    }
-    return ctas;
+static int64_t pair_ctas(const VnmDeviceMatrix *d, K kernel, int smem) {
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = 2, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
+    cfg.gridDim = dim3((unsigned)d->num_sms / 2 * 2), cfg.blockDim = dim3(384), cfg.dynamicSmemBytes = (size_t)smem;
+    cfg.attrs = &attr, cfg.numAttrs = 1;
+    int clusters = 0;
+    const bool ok = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0;
+    cudaGetLastError();
+    return ok ? 2 * clusters : d->num_sms / 2 * 2;
 }
 
 // RG = 1 (128-row tiles) needs the bf16 epilogue and runs in 2-CTA clusters when pair (the caller
@@ -865,7 +860,9 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
     static int persist_env = -2;
     if (persist_env == -2) persist_env = env_switch("VNM_PERSISTENT");
     const bool persist = CF::PERSIST && persist_env != 0;
-    const int64_t tiles = tile_count(d, e.n, TN, CF::BMT), G = persistent_ctas(d, kernel, CF::SMEM, pair);
+    static int64_t G_pairs = 0;  // persistent CTAs in pairs (one query per kernel)
+    if (pair && !G_pairs) G_pairs = pair_ctas(d, kernel, CF::SMEM);
+    const int64_t tiles = tile_count(d, e.n, TN, CF::BMT), G = pair ? G_pairs : d->num_sms;
     const bool sk = persist && RG == 2 && use_stream_k(tiles, d->KT / CF::KS, G);
     const int64_t grid = sk || (persist && tiles > G) ? G : tiles;  // pairs: G and tiles are even
     maps.y_store = CF::PERSIST && bf16_epilogue_ok(e) &&
