@@ -890,14 +890,18 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
     return rc == cudaSuccess ? 0 : -1;
 }
 
-// Whether the SS kernel runs the wide form, 128-row × 256-token tiles (RG = 1), and in pairs:
-// VNM_SS_WIDE=1 / 0 forces it on / off (default: off), VNM_SS_PAIR=0 runs it without clusters.
-// It needs the bf16 epilogue.
-static bool ss_wide(const VnmEpi &e, bool *pair) {
+// Whether the SS kernel runs the wide form, 128-row × 256-token tiles (RG = 1), and in pairs. It
+// needs the bf16 epilogue. By default it runs matrices with out and in >= 4096 (Llama-2-7B sizes):
+// there it was as fast or faster than the 256-row tiles (H200, Session 16: 4096 × 11008, n = 8192,
+// 715 vs 750 µs for 2:4, 606 vs 633 for 64:2:8), at DeiT sizes 5-10 % slower (768 × 3072, n = 12608:
+// 76.2 vs 70.7 µs). Pairs (2-CTA clusters sharing the x tile) changed nothing beyond the noise and
+// are off. VNM_SS_WIDE=1 / 0 forces the wide form on / off, VNM_SS_PAIR=1 runs it in pairs.
+static bool ss_wide(const VnmDeviceMatrix *d, const VnmEpi &e, bool *pair) {
     static int wide_env = -2, pair_env = -2;
     if (wide_env == -2) wide_env = env_switch("VNM_SS_WIDE"), pair_env = env_switch("VNM_SS_PAIR");
-    *pair = pair_env != 0;
-    return wide_env == 1 && bf16_epilogue_ok(e);
+    *pair = pair_env == 1;
+    const bool big = d->out >= 4096 && d->in >= 4096;
+    return (wide_env == 1 || (wide_env == -1 && big)) && bf16_epilogue_ok(e);
 }
 
 }  // namespace vnm90
@@ -921,7 +925,7 @@ int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint1
     if (e.ld) return launch<VNM_FILL_ROWS>(d, dev, x, e, maps, stream);
     if (d->fill == VNM_FILL_TMA) {
         bool pair = false;
-        const bool wide = d->ss && ss_wide(e, &pair);
+        const bool wide = d->ss && ss_wide(d, e, &pair);
         const int tn = wide ? 256 : d->ss ? ss_tile_tokens(d, e.n) : BN;
         const int box = wide && pair ? tn / 2 : tn;  // tokens per x box (pairs: each CTA loads half)
         VnmDeviceMatrix *dm = (VnmDeviceMatrix *)d;  // the cache is logically const
