@@ -795,30 +795,6 @@ static bool use_stream_k(int64_t tiles, int64_t nstages, int64_t G) {
     return env == 1 || (nstages >= 32 && tiles >= 4 * G && tiles < 0.9 * (double)(rounds * G));
 }
 
-// Tile width of the SS kernel for n tokens: the smaller estimated time, rounds of tiles (or, with
-// stream-K, tiles / SMs + 1 for its partial sums) × tokens per tile × shared-memory bytes per
-// multiply-add (0.0566 at 128, 0.0508 at 192: Cfg comment). It picks 128 for 4096 rows × 2048
-// tokens (256 tiles = 1.94 rounds; 192 would make 176 = 1.33) and for 4096 rows × 8192 tokens
-// (8 whole rounds; 192 would need stream-K), 192 for 11008 rows and most DeiT shapes. Stream-K's
-// cost was half a round until Session 14, whose faster producer made 192 + stream-K lose to 128 at
-// 4096 × 11008, n = 8192 (H200: 682 vs 643 µs for 64:2:8, 783 vs 745 for 2:4; 4096², n = 8192: 270 vs
-// 258 and 277 vs 282). VNM_SS_TN=128 / 192 forces one.
-static int ss_tile_tokens(const VnmDeviceMatrix *d, int64_t n) {
-    static int forced = -1;
-    if (forced < 0) {
-        const char *env = getenv("VNM_SS_TN");
-        forced = env && (!strcmp(env, "128") || !strcmp(env, "192")) ? atoi(env) : 0;
-    }
-    if (forced) return forced;
-    const int64_t G = d->num_sms, nstages = d->KT / 2;
-    auto cost = [&](int tn, double bytes_per_mac) {
-        const int64_t tiles = tile_count(d, n, tn);
-        const double rounds = use_stream_k(tiles, nstages, G) ? (double)tiles / G + 1.0 : (double)((tiles + G - 1) / G);
-        return rounds * tn * bytes_per_mac;
-    };
-    return cost(192, 0.0508) < cost(128, 0.0566) ? 192 : 128;
-}
-
 // Whether the persistent kernels can run the bf16 epilogue with bulk tensor stores of y (and bulk
 // loads of the residual): token-major y, no row permutation, rows 16-byte aligned (VNM_TMA_STORE=0:
 // the fp32 staging and 16-byte stores by the threads instead).
@@ -826,6 +802,37 @@ static bool bf16_epilogue_ok(const VnmEpi &e) {
     static int store_env = -2;
     if (store_env == -2) store_env = env_switch("VNM_TMA_STORE");
     return store_env != 0 && !e.perm && e.out % 8 == 0 && (uintptr_t)e.y % 16 == 0 && (uintptr_t)e.residual % 16 == 0;
+}
+
+// Tile of the SS kernel for n tokens: 128 or 192 tokens × 256 rows, or 256 tokens × 128 rows (the
+// wide form, RG = 1, which needs the bf16 epilogue and at least 32 ring stages per tile: at DeiT's
+// in = 768 its tiles' fixed costs made it 5-10 % slower). The smaller estimated time: rounds of
+// tiles (or, with stream-K, which the wide form does not run, tiles / SMs + 1 for its partial sums)
+// × rows·tokens per tile × a cost per multiply-add (shared-memory bytes: 0.0566 at 128 tokens, 0.0508
+// at 192, Cfg comment; the wide form measured 3-5 % faster than 128 at the same rounds: 0.0543).
+// It picks 128 → wide for 4096 rows × 2048 or 8192 tokens, 192 for 11008 rows × 2048 tokens (the
+// wide form's 688 tiles make 5.2 rounds: 195.5 vs 185.9 µs, H200, Session 16) and the DeiT shapes.
+// Stream-K's cost was half a round until Session 14, whose faster producer made 192 + stream-K lose
+// to 128 at 4096 × 11008, n = 8192 (H200: 682 vs 643 µs for 64:2:8, 783 vs 745 for 2:4; 4096², n = 8192:
+// 270 vs 258 and 277 vs 282). VNM_SS_TN=128 / 192 / 256 forces one (256: the wide form if it can run).
+// Returns the tokens per tile; 256 means the wide form.
+static int ss_tile_tokens(const VnmDeviceMatrix *d, const VnmEpi &e) {
+    static int forced = -1;
+    if (forced < 0) {
+        const char *env = getenv("VNM_SS_TN");
+        forced = env && (!strcmp(env, "128") || !strcmp(env, "192") || !strcmp(env, "256")) ? atoi(env) : 0;
+    }
+    const int64_t G = d->num_sms, nstages = d->KT / 2;
+    const bool wide_ok = bf16_epilogue_ok(e) && nstages >= 32;
+    if (forced) return forced == 256 && !wide_ok ? 128 : forced;
+    auto cost = [&](int tn, int bm, double per_mac) {
+        const int64_t tiles = tile_count(d, e.n, tn, bm);
+        const bool sk = bm == BM && use_stream_k(tiles, nstages, G);
+        const double rounds = sk ? (double)tiles / G + 1.0 : (double)((tiles + G - 1) / G);
+        return rounds * tn * bm / BM * per_mac;
+    };
+    const double c128 = cost(128, BM, 0.0566), c192 = cost(192, BM, 0.0508), cwide = wide_ok ? cost(256, 128, 0.0543) : 1e30;
+    return cwide <= c128 && cwide <= c192 ? 256 : c192 < c128 ? 192 : 128;
 }
 
 // CTAs of a persistent grid of 2-CTA clusters: 2 × the clusters of `kernel` that fit at once.
@@ -890,18 +897,12 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
     return rc == cudaSuccess ? 0 : -1;
 }
 
-// Whether the SS kernel runs the wide form, 128-row × 256-token tiles (RG = 1), and in pairs. It
-// needs the bf16 epilogue. By default it runs matrices with out and in >= 4096 (Llama-2-7B sizes):
-// there it was as fast or faster than the 256-row tiles (H200, Session 16: 4096 × 11008, n = 8192,
-// 715 vs 750 µs for 2:4, 606 vs 633 for 64:2:8), at DeiT sizes 5-10 % slower (768 × 3072, n = 12608:
-// 76.2 vs 70.7 µs). Pairs (2-CTA clusters sharing the x tile) changed nothing beyond the noise and
-// are off. VNM_SS_WIDE=1 / 0 forces the wide form on / off, VNM_SS_PAIR=1 runs it in pairs.
-static bool ss_wide(const VnmDeviceMatrix *d, const VnmEpi &e, bool *pair) {
-    static int wide_env = -2, pair_env = -2;
-    if (wide_env == -2) wide_env = env_switch("VNM_SS_WIDE"), pair_env = env_switch("VNM_SS_PAIR");
-    *pair = pair_env == 1;
-    const bool big = d->out >= 4096 && d->in >= 4096;
-    return (wide_env == 1 || (wide_env == -1 && big)) && bf16_epilogue_ok(e);
+// 2-CTA pairs of the wide form (2 clusters sharing the x tile by multicast, VNM_SS_PAIR=1): as fast
+// as without (H200, Session 16, within ±3 %), so off by default.
+static bool ss_pairs() {
+    static int env = -2;
+    if (env == -2) env = env_switch("VNM_SS_PAIR");
+    return env == 1;
 }
 
 }  // namespace vnm90
@@ -924,9 +925,8 @@ int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint1
     memset(&maps, 0, sizeof maps);
     if (e.ld) return launch<VNM_FILL_ROWS>(d, dev, x, e, maps, stream);
     if (d->fill == VNM_FILL_TMA) {
-        bool pair = false;
-        const bool wide = d->ss && ss_wide(d, e, &pair);
-        const int tn = wide ? 256 : d->ss ? ss_tile_tokens(d, e.n) : BN;
+        const int tn = d->ss ? ss_tile_tokens(d, e) : BN;
+        const bool wide = tn == 256, pair = wide && ss_pairs();
         const int box = wide && pair ? tn / 2 : tn;  // tokens per x box (pairs: each CTA loads half)
         VnmDeviceMatrix *dm = (VnmDeviceMatrix *)d;  // the cache is logically const
         TmapCache *c = (TmapCache *)dm->tmap_cache;
