@@ -3,18 +3,23 @@
 // At n <= 16 the product is memory-bound: the time is reading the A fragments (values + metadata,
 // 40 bytes per row per 32-wide k-step), and a kernel this short is won by having every load in
 // flight at once, with no chain of dependent memory latencies. The grid is (S <= 16 splits) ×
-// (64-row tiles); the S CTAs of a row tile form one cluster and each takes a slice of at most
-// DC_KC k-steps. Per CTA, in this order:
-//   1. the loads of all A fragments and metadata words of the slice go out, into registers
-//      (one 16-byte and one 4-byte load per thread and k-step, coalesced, read once: evict-first);
-//   2. the kept channels of the slice -> shared memory; up to here only weights are read, so with
-//      programmatic dependent launch (kernels/pdl.cuh) all this overlaps the kernel before;
+// (groups of R 64-row tiles); the S CTAs of a group form one cluster and each takes a slice of at
+// most DC_KC k-steps of every row tile of the group. R is the smallest count that lets every
+// cluster be resident at once (one wave: 1 for 4096 rows, 3 for 11008). Per CTA, in this order:
+//   1. the loads of all A fragments and metadata words of the first row tile's slice go out, into
+//      registers (one 16-byte and one 4-byte load per thread and k-step, coalesced, read once:
+//      evict-first);
+//   2. the kept channels of the slice in each row tile -> shared memory; up to here only weights
+//      are read, so with programmatic dependent launch (kernels/pdl.cuh) all this overlaps the
+//      kernel before;
 //   3. the x channels the slice can touch ([c0, c0 + xw), n tokens) are copied into shared memory
 //      by the widest aligned cp.async, independent of the column lists; with permuted input
 //      channels (cols_local = 0) x is gathered from global memory instead (step 4);
+//   then for each row tile of the group:
 //   4. the B tiles (kept channels of the n tokens, one 16 × 32 tile per k-step) are built from the
 //      staged copy;
-//   5. mma.sp m16n8k32 over the slice (the A loads were in flight during 2-4);
+//   5. mma.sp m16n8k32 over the slice (the A loads were in flight during 2-4), after which the next
+//      row tile's A loads go out into the same registers (in flight during 6);
 //   6. the 64 × 16 fp32 partial sums go to shared memory; after a cluster barrier CTA s reduces its
 //      1/S share of the tile over the S CTAs' shared memory (DSMEM) in rank order and applies the
 //      epilogue. No global workspace, no atomics: the result is the same on every run.
@@ -38,11 +43,11 @@ struct DecodeSmem {
     size_t red, cols, b, xs, total;
 };
 
-// ntiles B tiles per k-step, kc k-steps, staged x of n tokens × xw channels.
-static __host__ __device__ DecodeSmem decode_smem(int ntiles, int kc, int n, int xw) {
+// ntiles B tiles per k-step, kc k-steps, staged x of n tokens × xw channels, R row tiles.
+static __host__ __device__ DecodeSmem decode_smem(int ntiles, int kc, int n, int xw, int R) {
     DecodeSmem s;
-    s.red = 16 * 64 * sizeof(float);                             // [16 tokens][64 rows] partials
-    s.cols = (size_t)ntiles * kc * 8 * sizeof(uint2);             // [tile][k-step][block] channels
+    s.red = 16 * 64 * sizeof(float);                                  // [16 tokens][64 rows] partials
+    s.cols = (size_t)R * ntiles * kc * 8 * sizeof(uint2);             // [row tile][tile][k-step][block] channels
     s.b = (size_t)ntiles * kc * 16 * B_PITCH * sizeof(uint16_t);  // [tile][k-step][token][B_PITCH]
     s.xs = (size_t)n * xw * sizeof(uint16_t);                     // [token][channel - c0]
     s.total = s.red + s.cols + s.b + s.xs;
@@ -59,12 +64,12 @@ __device__ __forceinline__ uint2 gather_staged(const uint16_t *row, uint2 c, int
 // groups). xw: staged channels per token (0: gather from global memory).
 template <int NT>
 __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e,
-                                                                 int kc_max, int xw) {
+                                                                 int kc_max, int xw, int R) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
     extern __shared__ __align__(16) unsigned char smem[];
-    const DecodeSmem L = decode_smem(NT, kc_max, (int)e.n, xw);
+    const DecodeSmem L = decode_smem(NT, kc_max, (int)e.n, xw, R);
     float *red = (float *)smem;
     uint2 *scols = (uint2 *)(smem + L.red);
     uint16_t *Bs = (uint16_t *)(smem + L.red + L.cols);
@@ -72,21 +77,21 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int split = (int)cluster.block_rank(), S = (int)cluster.num_blocks();
-    const int64_t row0 = (int64_t)blockIdx.y * 64, ks0 = (int64_t)split * kc_max;
+    const int64_t rt0 = (int64_t)blockIdx.y * R, ks0 = (int64_t)split * kc_max;
+    const int nrt = (int)min((int64_t)R, d.out_pad / 64 - rt0);  // row tiles of this cluster
     const int kc = (int)max((int64_t)0, min(d.KT, ks0 + kc_max) - ks0);
     const int n = (int)e.n, ntok = n <= 8 ? 8 : 16;  // tokens in the B tiles (rows >= n are zero)
     pdl_trigger();
 
-    // 1. A fragments and metadata -> registers.
-    const int64_t q = row0 / 16 + warp;
+    // 1. A fragments and metadata of the first row tile -> registers.
     uint4 a[DC_KC];
     uint32_t m[DC_KC];
-    vnm_load_a_slice<DC_KC>(d, q, ks0, kc, lane, a, m);
-    // 2. kept channels of the slice -> shared memory.
-    for (int i = tid; i < NT * kc * 8; i += 128) {
-        const int j = i & 7, kk = (i >> 3) % kc, tile = (i >> 3) / kc;
-        const int64_t cb = (ks0 + kk) * 8 + j, g = (row0 + (NT == 1 ? 0 : 16 * tile)) / d.group_rows;
-        scols[(tile * kc_max + kk) * 8 + j] = __ldg((const uint2 *)(d.cols + (g * d.KT * 8 + cb) * 4));
+    vnm_load_a_slice<DC_KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
+    // 2. kept channels of the slice in each row tile -> shared memory.
+    for (int i = tid; i < nrt * NT * kc * 8; i += 128) {
+        const int j = i & 7, kk = (i >> 3) % kc, tile = (i >> 3) / kc % NT, rt = (i >> 3) / kc / NT;
+        const int64_t cb = (ks0 + kk) * 8 + j, g = ((rt0 + rt) * 64 + (NT == 1 ? 0 : 16 * tile)) / d.group_rows;
+        scols[((rt * NT + tile) * kc_max + kk) * 8 + j] = __ldg((const uint2 *)(d.cols + (g * d.KT * 8 + cb) * 4));
     }
     // Everything above reads weights only; x and y belong to the kernels around this one.
     pdl_wait();
@@ -116,57 +121,63 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     }
     cp_async_wait<0>();
     __syncthreads();
-    // 4. B tiles: thread (token t, block j) fills its 4 channels of every (tile, k-step), 8 in
-    // flight when gathering from global memory.
-    const int t = tid >> 3, j = tid & 7;
-    if (t < ntok) {
-        const uint16_t *xrow = xw ? xs + t * xw : x + t * d.in;
-        for (int tile = 0; tile < NT; tile++)
-            for (int kk0 = 0; kk0 < kc; kk0 += 8) {
-                uint2 v[8];
+    for (int rt = 0; rt < nrt; rt++) {
+        const int64_t row0 = (rt0 + rt) * 64;
+        const uint2 *tcols = scols + rt * NT * kc_max * 8;  // this row tile's kept channels
+        // 4. B tiles: thread (token t, block j) fills its 4 channels of every (tile, k-step), 8 in
+        // flight when gathering from global memory. (The last row tile's mma are done: cluster barrier.)
+        const int t = tid >> 3, j = tid & 7;
+        if (t < ntok) {
+            const uint16_t *xrow = xw ? xs + t * xw : x + t * d.in;
+            for (int tile = 0; tile < NT; tile++)
+                for (int kk0 = 0; kk0 < kc; kk0 += 8) {
+                    uint2 v[8];
 #pragma unroll
-                for (int i = 0; i < 8; i++) {
-                    const int kk = kk0 + i;
-                    const bool ok = kk < kc && t < n && (ks0 + kk) * 8 + j < d.C;
-                    const uint2 c = ok ? scols[(tile * kc_max + kk) * 8 + j] : make_uint2(0, 0);
-                    v[i] = !ok ? make_uint2(0, 0) : xw ? gather_staged(xrow, c, c0) : vnm_gather_cols(xrow, c);
-                }
+                    for (int i = 0; i < 8; i++) {
+                        const int kk = kk0 + i;
+                        const bool ok = kk < kc && t < n && (ks0 + kk) * 8 + j < d.C;
+                        const uint2 c = ok ? tcols[(tile * kc_max + kk) * 8 + j] : make_uint2(0, 0);
+                        v[i] = !ok ? make_uint2(0, 0) : xw ? gather_staged(xrow, c, c0) : vnm_gather_cols(xrow, c);
+                    }
 #pragma unroll
-                for (int i = 0; i < 8; i++)
-                    if (kk0 + i < kc) *(uint2 *)(Bs + ((tile * kc_max + kk0 + i) * 16 + t) * B_PITCH + 4 * j) = v[i];
-            }
-    }
-    __syncthreads();
-
-    // 5. mma.sp over the slice.
-    float acc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
-    const uint16_t *my_b = Bs + (NT == 1 ? 0 : warp) * kc_max * 16 * B_PITCH;
-#pragma unroll
-    for (int k = 0; k < DC_KC; k++)
-        if (k < kc) {
-#pragma unroll
-            for (int nt = 0; nt < 2; nt++)
-                if (nt * 8 < ntok) {
-                    uint32_t b[4];
-                    ldmatrix_x4(b, my_b + (k * 16 + nt * 8 + (lane & 7)) * B_PITCH + (lane >> 3) * 8);
-                    mma_sp_16832(acc[nt], a[k], b, m[k]);
+                    for (int i = 0; i < 8; i++)
+                        if (kk0 + i < kc) *(uint2 *)(Bs + ((tile * kc_max + kk0 + i) * 16 + t) * B_PITCH + 4 * j) = v[i];
                 }
         }
+        __syncthreads();
 
-    // 6. Partials -> red[t][r]; reduce over the cluster in rank order.
-    const int g = lane >> 2, tig = lane & 3;
+        // 5. mma.sp over the slice.
+        float acc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+        const uint16_t *my_b = Bs + (NT == 1 ? 0 : warp) * kc_max * 16 * B_PITCH;
 #pragma unroll
-    for (int nt = 0; nt < 2; nt++)
+        for (int k = 0; k < DC_KC; k++)
+            if (k < kc) {
 #pragma unroll
-        for (int c = 0; c < 4; c++) red[(nt * 8 + 2 * tig + (c & 1)) * 64 + 16 * warp + g + (c >= 2 ? 8 : 0)] = acc[nt][c];
-    cluster.sync();
-    const int E = n * 64, lo = split * E / S, hi = (split + 1) * E / S;
-    for (int i = lo + tid; i < hi; i += 128) {
-        float s = 0.0f;
-        for (int r = 0; r < S; r++) s += cluster.map_shared_rank(red, r)[i];
-        vnm_epi_store(e, s, row0 + i % 64, i / 64);
+                for (int nt = 0; nt < 2; nt++)
+                    if (nt * 8 < ntok) {
+                        uint32_t b[4];
+                        ldmatrix_x4(b, my_b + (k * 16 + nt * 8 + (lane & 7)) * B_PITCH + (lane >> 3) * 8);
+                        mma_sp_16832(acc[nt], a[k], b, m[k]);
+                    }
+            }
+        // The next row tile's A loads, in flight during the reduction.
+        if (rt + 1 < nrt) vnm_load_a_slice<DC_KC>(d, (row0 + 64) / 16 + warp, ks0, kc, lane, a, m);
+
+        // 6. Partials -> red[t][r]; reduce over the cluster in rank order.
+        const int g = lane >> 2, tig = lane & 3;
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) red[(nt * 8 + 2 * tig + (c & 1)) * 64 + 16 * warp + g + (c >= 2 ? 8 : 0)] = acc[nt][c];
+        cluster.sync();
+        const int E = n * 64, lo = split * E / S, hi = (split + 1) * E / S;
+        for (int i = lo + tid; i < hi; i += 128) {
+            float s = 0.0f;
+            for (int r = 0; r < S; r++) s += cluster.map_shared_rank(red, r)[i];
+            vnm_epi_store(e, s, row0 + i % 64, i / 64);
+        }
+        cluster.sync();  // every CTA's partials stay in shared memory until all ranks have read them
     }
-    cluster.sync();  // every CTA's partials stay in shared memory until all ranks have read them
 #endif
 }
 
@@ -225,6 +236,45 @@ int vnm_decode_cluster_ok(const VnmDeviceMatrix *d, int64_t n) {
            !((cluster_sizes_failed >> S) & 1u);
 }
 
+// Row tiles per cluster: the fewest that let all clusters be resident at once (the kernel loads each
+// row tile's A during the previous one's reduction; a second wave would start its loads only when
+// the first has ended). Resident clusters of S CTAs come from the occupancy API (GPCs limit them
+// below SMs × 5 / S; cached per cluster size and shared-memory size). VNM_DECODE_TILES=R forces R.
+static int decode_tiles_per_cluster(int ntiles, int S, int64_t row_tiles, size_t smem) {
+    static int forced = -1;
+    if (forced < 0) {
+        const char *env = getenv("VNM_DECODE_TILES");
+        forced = env ? atoi(env) : 0;
+        if (forced < 0 || forced > 64) forced = 0;
+    }
+    if (forced) return forced;
+    static struct {
+        int S, ntiles;
+        size_t smem;
+        int clusters;
+    } cache[16];
+    static int used = 0;
+    int clusters = 0;
+    for (int i = 0; i < used && !clusters; i++)
+        if (cache[i].S == S && cache[i].ntiles == ntiles && cache[i].smem == smem) clusters = cache[i].clusters;
+    if (!clusters) {
+        cudaLaunchConfig_t cfg = {};
+        cudaLaunchAttribute attr;
+        attr.id = cudaLaunchAttributeClusterDimension;
+        attr.val.clusterDim.x = (unsigned)S, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
+        cfg.gridDim = dim3((unsigned)S, (unsigned)row_tiles, 1), cfg.blockDim = dim3(128, 1, 1);
+        cfg.dynamicSmemBytes = smem, cfg.attrs = &attr, cfg.numAttrs = 1;
+        const cudaError_t rc = (ntiles == 1 ? decode_attrs<1>(smem, S) : decode_attrs<4>(smem, S))
+                                   ? cudaErrorInvalidValue
+                                   : ntiles == 1 ? cudaOccupancyMaxActiveClusters(&clusters, vnm_decode_cluster_kernel<1>, &cfg)
+                                                 : cudaOccupancyMaxActiveClusters(&clusters, vnm_decode_cluster_kernel<4>, &cfg);
+        if (rc != cudaSuccess || clusters < 1) clusters = (int)row_tiles;  // unknown: one tile per cluster
+        cudaGetLastError();
+        if (used < 16) cache[used].S = S, cache[used].ntiles = ntiles, cache[used].smem = smem, cache[used++].clusters = clusters;
+    }
+    return (int)((row_tiles + clusters - 1) / clusters);
+}
+
 // Launches the cluster decode kernel (vnm_decode_cluster_ok(d, e.n)); -1 when the launch failed
 // (e.g. no GPC can hold a 16-CTA cluster): the caller falls back to the atomic kernel, and from
 // then on vnm_decode_cluster_ok refuses that cluster size, so that vnm_spmm_kernel_name names
@@ -243,9 +293,11 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     }
     int xw = (int)(kc_max * 8 * d->p.M);  // channels of a slice when they are local
     if (!stage || !d->cols_local || e.n * xw * sizeof(uint16_t) > DC_STAGE_MAX) xw = 0;
-    const size_t smem = decode_smem(ntiles, kc_max, (int)e.n, xw).total;
+    const int64_t row_tiles = d->out_pad / 64;
+    const int R = decode_tiles_per_cluster(ntiles, S, row_tiles, decode_smem(ntiles, kc_max, (int)e.n, xw, 1).total);
+    const size_t smem = decode_smem(ntiles, kc_max, (int)e.n, xw, R).total;
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)S, (unsigned)(d->out_pad / 64), 1);
+    cfg.gridDim = dim3((unsigned)S, (unsigned)((row_tiles + R - 1) / R), 1);
     cfg.blockDim = dim3(128, 1, 1);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
@@ -256,10 +308,10 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     cudaError_t rc;
     if (ntiles == 1)
         rc = decode_attrs<1>(smem, S) ? cudaErrorInvalidValue
-                                    : cudaLaunchKernelEx(&cfg, vnm_decode_cluster_kernel<1>, dev, x, e, kc_max, xw);
+                                    : cudaLaunchKernelEx(&cfg, vnm_decode_cluster_kernel<1>, dev, x, e, kc_max, xw, R);
     else
         rc = decode_attrs<4>(smem, S) ? cudaErrorInvalidValue
-                                    : cudaLaunchKernelEx(&cfg, vnm_decode_cluster_kernel<4>, dev, x, e, kc_max, xw);
+                                    : cudaLaunchKernelEx(&cfg, vnm_decode_cluster_kernel<4>, dev, x, e, kc_max, xw, R);
     if (rc == cudaSuccess) return 0;
     cudaGetLastError();
     cluster_sizes_failed |= 1u << S;
