@@ -21,7 +21,7 @@ for ab in - VNM_DECODE_TILES=1; do
 done
 echo "decode layers done: $((SECONDS - t0)) s"
 timeout 100 build-gpu/vnmtune bench spmm --decode --patterns 64:2:8 --no-mmasp --reps 20 >"$OUT/decode_single.txt" 2>&1
-grep llama "$OUT/decode_single.txt" | awk '{print $2, $3, $4, "dense", $6, "ours", $8, "floor", $9, $10 "x"}'
+grep llama "$OUT/decode_single.txt" | awk '{print $2, $3, $4, "dense", $(NF-11), "ours", $(NF-9), "floor", $(NF-8), $(NF-7) "x"}'
 echo "decode done: $((SECONDS - t0)) s"
 timeout 150 build-gpu/vnmtune bench spmm --prefill --reps 10 --no-table --no-mmasp --patterns 2:4,64:2:8 \
   --shapes 4096x4096,11008x4096,4096x11008,768x3072,1536x384 >"$OUT/prefill.txt" 2>&1
