@@ -20,9 +20,12 @@
 //      staged copy;
 //   5. mma.sp m16n8k32 over the slice (the A loads were in flight during 2-4), after which the next
 //      row tile's A loads go out into the same registers (in flight during 6);
-//   6. the 64 × 16 fp32 partial sums go to shared memory; after a cluster barrier CTA s reduces its
-//      1/S share of the tile over the S CTAs' shared memory (DSMEM) in rank order and applies the
-//      epilogue. No global workspace, no atomics: the result is the same on every run.
+//   6. the 64 × 16 fp32 partial sums go to shared memory (two buffers, row tiles alternating); after
+//      a cluster barrier CTA s reduces its 1/S share of the tile over the S CTAs' shared memory
+//      (DSMEM) in rank order and applies the epilogue. The next row tile writes the other buffer, and
+//      the one after it this one again only after its own cluster barrier, which every CTA reaches
+//      once done reading: one barrier per row tile. No global workspace, no atomics: the result is
+//      the same on every run.
 // 5 CTAs per SM (90 registers): with 4, a 4096-row matrix had 64 clusters of 8 and only 62 could
 // be resident, and the last two ran as a second wave. Reductions longer than DC_MAX_SPLIT × DC_KC
 // k-steps use the atomic split-K kernel of vnm_spmm.cu (which also serves sm_80).
@@ -46,7 +49,7 @@ struct DecodeSmem {
 // ntiles B tiles per k-step, kc k-steps, staged x of n tokens × xw channels, R row tiles.
 static __host__ __device__ DecodeSmem decode_smem(int ntiles, int kc, int n, int xw, int R) {
     DecodeSmem s;
-    s.red = 16 * 64 * sizeof(float);                                  // [16 tokens][64 rows] partials
+    s.red = 2 * 16 * 64 * sizeof(float);                              // 2 × [16 tokens][64 rows] partials
     s.cols = (size_t)R * ntiles * kc * 8 * sizeof(uint2);             // [row tile][tile][k-step][block] channels
     s.b = (size_t)ntiles * kc * 16 * B_PITCH * sizeof(uint16_t);  // [tile][k-step][token][B_PITCH]
     s.xs = (size_t)n * xw * sizeof(uint16_t);                     // [token][channel - c0]
@@ -70,7 +73,7 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     cg::cluster_group cluster = cg::this_cluster();
     extern __shared__ __align__(16) unsigned char smem[];
     const DecodeSmem L = decode_smem(NT, kc_max, (int)e.n, xw, R);
-    float *red = (float *)smem;
+    float *red2 = (float *)smem;
     uint2 *scols = (uint2 *)(smem + L.red);
     uint16_t *Bs = (uint16_t *)(smem + L.red + L.cols);
     uint16_t *xs = (uint16_t *)(smem + L.red + L.cols + L.b);
@@ -164,6 +167,7 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
         if (rt + 1 < nrt) vnm_load_a_slice<DC_KC>(d, (row0 + 64) / 16 + warp, ks0, kc, lane, a, m);
 
         // 6. Partials -> red[t][r]; reduce over the cluster in rank order.
+        float *red = red2 + (rt & 1) * 16 * 64;
         const int g = lane >> 2, tig = lane & 3;
 #pragma unroll
         for (int nt = 0; nt < 2; nt++)
@@ -176,8 +180,8 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
             for (int r = 0; r < S; r++) s += cluster.map_shared_rank(red, r)[i];
             vnm_epi_store(e, s, row0 + i % 64, i / 64);
         }
-        cluster.sync();  // every CTA's partials stay in shared memory until all ranks have read them
     }
+    cluster.sync();  // every CTA's partials stay in shared memory until all ranks have read them
 #endif
 }
 
