@@ -805,8 +805,8 @@ static bool bf16_epilogue_ok(const VnmEpi &e) {
 }
 
 // Tile of the SS kernel for n tokens: 128 or 192 tokens × 256 rows, or 256 tokens × 128 rows (the
-// wide form, RG = 1, which needs the bf16 epilogue and at least 32 ring stages per tile: at DeiT's
-// in = 768 its tiles' fixed costs made it 5-10 % slower). The smaller estimated time: rounds of
+// wide form, RG = 1, which needs the bf16 epilogue, x rows aligned to 128 bytes and at least 32 ring
+// stages per tile: at DeiT's in = 768 its tiles' fixed costs made it 5-10 % slower). The smaller estimated time: rounds of
 // tiles (or, with stream-K, which the wide form does not run, tiles / SMs + 1 for its partial sums)
 // × rows·tokens per tile × a cost per multiply-add (shared-memory bytes: 0.0566 at 128 tokens, 0.0508
 // at 192, Cfg comment; the wide form measured 3-5 % faster than 128 at the same rounds: 0.0543).
@@ -823,7 +823,9 @@ static int ss_tile_tokens(const VnmDeviceMatrix *d, const VnmEpi &e) {
         forced = env && (!strcmp(env, "128") || !strcmp(env, "192") || !strcmp(env, "256")) ? atoi(env) : 0;
     }
     const int64_t G = d->num_sms, nstages = d->KT / 2;
-    const bool wide_ok = bf16_epilogue_ok(e) && nstages >= 32;
+    // (and rows of x 128-byte aligned: the wide form's 32 KB x boxes made rows straddling 128-byte
+    // lines cost far more than in the 256-row tiles: in = 4104, 64:2:12, 0.85× vs 1.13× dense.)
+    const bool wide_ok = bf16_epilogue_ok(e) && nstages >= 32 && d->in % 64 == 0;
     if (forced) return forced == 256 && !wide_ok ? 128 : forced;
     auto cost = [&](int tn, int bm, double per_mac) {
         const int64_t tiles = tile_count(d, e.n, tn, bm);
