@@ -56,32 +56,21 @@ __device__ __forceinline__ void wgmma_sp_m64n128k32(float (&d)[64], uint4 a, uin
 }
 
 // wgmma.mma_async.sp m64nNk32 bf16 -> f32 with A (the compressed 64 × 16 values) and B in shared
-// memory, both K-major; N = 128, 192 and 256 (N/2 accumulators).
-template <int SEL>
-__device__ __forceinline__ void wgmma_sp_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b, uint32_t meta) {
-    VNM_SM90A_ASM(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %68, 0;\n"
-        "wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 " VNM_D64 ", %64, %65, %66, %67, p, 1, 1, 0, 0;\n}\n"
-        : VNM_ACC64
-        : "l"(desc_a), "l"(desc_b), "r"(meta), "n"(SEL), "r"(1));
-}
-template <int SEL>
-__device__ __forceinline__ void wgmma_sp_ss(float (&d)[96], uint64_t desc_a, uint64_t desc_b, uint32_t meta) {
-    VNM_SM90A_ASM(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %100, 0;\n"
-        "wgmma.mma_async.sp.sync.aligned.m64n192k32.f32.bf16.bf16 " VNM_D96 ", %96, %97, %98, %99, p, 1, 1, 0, 0;\n}\n"
-        : VNM_ACC96
-        : "l"(desc_a), "l"(desc_b), "r"(meta), "n"(SEL), "r"(1));
-}
-
-template <int SEL>
-__device__ __forceinline__ void wgmma_sp_ss(float (&d)[128], uint64_t desc_a, uint64_t desc_b, uint32_t meta) {
-    VNM_SM90A_ASM(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %132, 0;\n"
-        "wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.bf16.bf16 " VNM_D128 ", %128, %129, %130, %131, p, 1, 1, 0, 0;\n}\n"
-        : VNM_ACC128
-        : "l"(desc_a), "l"(desc_b), "r"(meta), "n"(SEL), "r"(1));
-}
+// memory, both K-major; N = 128, 192 and 256 (N/2 accumulators). One overload per N, made by the
+// macro from N, its accumulator count and the asm operand numbers after the accumulators.
+#define VNM_WGMMA_SP_SS(NACC, N, DREGS, ACCS, OA, OB, OM, OS, OP)                                         \
+    template <int SEL>                                                                                    \
+    __device__ __forceinline__ void wgmma_sp_ss(float (&d)[NACC], uint64_t desc_a, uint64_t desc_b, uint32_t meta) { \
+        VNM_SM90A_ASM("{\n.reg .pred p;\nsetp.ne.b32 p, %" #OP ", 0;\n"                                  \
+                      "wgmma.mma_async.sp.sync.aligned.m64n" #N "k32.f32.bf16.bf16 " DREGS ", %" #OA ", %" #OB  \
+                      ", %" #OM ", %" #OS ", p, 1, 1, 0, 0;\n}\n"                                           \
+                      : ACCS                                                                              \
+                      : "l"(desc_a), "l"(desc_b), "r"(meta), "n"(SEL), "r"(1));                           \
+    }
+VNM_WGMMA_SP_SS(64, 128, VNM_D64, VNM_ACC64, 64, 65, 66, 67, 68)
+VNM_WGMMA_SP_SS(96, 192, VNM_D96, VNM_ACC96, 96, 97, 98, 99, 100)
+VNM_WGMMA_SP_SS(128, 256, VNM_D128, VNM_ACC128, 128, 129, 130, 131, 132)
+#undef VNM_WGMMA_SP_SS
 
 __device__ __forceinline__ void wgmma_fence() { VNM_SM90A_ASM("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { VNM_SM90A_ASM("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
