@@ -249,6 +249,7 @@ Test(vnm_spmm_gpu, shapes_and_epilogues) {
         {64, 5, 256, 5 * 83, 9, 0, 1, 1, VNM_ACT_GELU},     // decode, odd in: x staged by 2-byte loads
         {64, 8, 256, 8 * 8 * 8 * 12, 8, 0, 0, 0, VNM_ACT_NONE},  // decode, a 12-CTA cluster (non-portable size)
         {64, 8, 1024, 8 * 128, 1000, 0, 1, 1, VNM_ACT_NONE},
+        {64, 8, 512, 2048, 1000, 0, 1, 1, VNM_ACT_GELU},  // prefill in the wide SS tiles (128 × 256), last token tile partial
     };
     const int kernels[] = {VNM_KERNEL_AUTO, VNM_KERNEL_MMA_SP, VNM_KERNEL_WGMMA_SP, VNM_KERNEL_VIA_FM};
     for (size_t i = 0; i < ARRAY_LEN(cases); i++)
