@@ -245,10 +245,11 @@ Test(vnm_format, to_24_gathered_same_products) {
         int64_t ns = 0;
         vnm_random(p, out, in, 60 + i, cases[i].flags, &m);
         cr_assert_eq(vnm_to_24_gathered(&m, &m24, &src, &ns), 0, "%d:2:%d", p.V, p.M);
-        cr_assert(ns % 8 == 0 && ns >= in / p.M * 4 && m24.in == ns && m24.p.M == 4);
-        // Slots per block: 4 and a half group (M = 5: lone leftovers in pairs), 8 (M = 6, 7), M (M = 8, 12).
+        cr_assert(ns % 64 == 0 && ns >= in / p.M * 4 && m24.in == ns && m24.p.M == 4);
+        // Slots per block: 4 and a half group (M = 5: lone leftovers in pairs), 8 (M = 6, 7), M (M = 8, 12);
+        // then padding to a multiple of 64 (128-byte rows of x').
         const int64_t C = in / p.M, per_block[] = {[5] = 6, [6] = 8, [7] = 8, [8] = 8, [12] = 12};
-        cr_assert(ns <= (C * per_block[p.M] + 7) / 8 * 8, "%d:2:%d: %lld slots for %lld channels", p.V, p.M, (long long)ns,
+        cr_assert(ns <= (C * per_block[p.M] + 63) / 64 * 64, "%d:2:%d: %lld slots for %lld channels", p.V, p.M, (long long)ns,
                   (long long)in);
         float *x = random_floats(n * in, &rng), *xg = calloc((size_t)(n * ns), sizeof(float));
         for (int64_t t = 0; t < n; t++)

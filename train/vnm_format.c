@@ -272,7 +272,7 @@ int vnm_to_24_gathered(const VnmMatrix *m, VnmMatrix *o, int32_t **src, int64_t 
     // whole group is 2:4. A lone leftover channel (|u| % 4 == 1, as M = 5 gives) shares a group with
     // the lone leftover of another block (1 + 1 values at most) and 2 padding slots: M = 5 takes
     // 1.2·in slots instead of 1.6·in (8 per block). Leftovers of 2 or 3 channels get a group each.
-    int64_t n = 0, cap = m->C * ((m->p.M + 3) / 4 * 4) + 8, open_pair = -1;  // open_pair: a group with one leftover
+    int64_t n = 0, cap = m->C * ((m->p.M + 3) / 4 * 4) + 64, open_pair = -1;  // open_pair: a group with one leftover
     int32_t *slot_src = xmalloc((size_t)cap * sizeof(int32_t));
     uint16_t *cols = xmalloc((size_t)(m->R * m->C * 4) * sizeof(uint16_t));  // kept columns as slot indices
     int ok = 1;
@@ -313,7 +313,10 @@ int vnm_to_24_gathered(const VnmMatrix *m, VnmMatrix *o, int32_t **src, int64_t 
                 cols[(rb * m->C + cb) * 4 + k] = (uint16_t)slot_of[at];
             }
     }
-    while (ok && n % 8) slot_src[n++] = -1;
+    // Padding slots up to a multiple of 64: rows of the gathered x' 128-byte aligned, as the TMA
+    // boxes of the SS kernel read them best (a row straddling 128-byte lines cost up to 16 %, and
+    // 25 % in the wide tiles: experiments/kernels/NOTES.md, Session 16).
+    while (ok && n % 64) slot_src[n++] = -1;
     if (ok && n > 65535) ok = 0;
     if (ok) {
         VnmMatrix view = *m;  // the same values, codes and row_perm over the slots

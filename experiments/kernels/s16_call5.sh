@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Session 16, device call 5: the wide SS form only when x rows are 128-byte aligned (in % 64 == 0):
 # 64:2:5 / 64:2:12 (in rounded up to 4100 / 4104 by the bench) with the new rule vs the wide form
-# forced (VNM_SS_TN=256); then the select-vm table again. First the vnm_spmm GPU test (the sparse SS
+# forced (VNM_SS_TN=256), and gathered inputs now padded to 64 slots (aligned x' rows, 64:2:5); then the
+# select-vm table again. First the vnm_spmm GPU test (the sparse SS
 # wgmma wrappers are now made by one macro).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
