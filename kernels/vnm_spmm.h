@@ -62,10 +62,10 @@
 // gathers of the V:N:M kernels at prefill sizes (experiments/kernels/NOTES.md, Session 15).
 // The 2:4 form is stored in the SS layout ("wgmma_sp/ss as 2:4", VnmDeviceMatrix.ss): the wgmma
 // reads A from shared memory and the metadata comes once per 2 k-steps, so no A registers are
-// needed and a tile can be 192 tokens wide; a ring stage's values and metadata are one block, one
-// bulk copy (VNM_SS_COPIES=2: two, the A/B switch); plain 2:4 matrices the TMA kernel runs get such
-// a copy too. VNM_SS=0 (read at each upload) keeps the register-A layout, VNM_SS_TN=128 / 192
-// forces the tile width. Stream-K (VNM_STREAMK, vnm_spmm_sm90.cu) splits the last tiles between
+// needed and a tile can be 192 tokens wide, or 128 rows × 256 tokens with m64n256 wgmmas (the wide
+// form, for large matrices); a ring stage's values and metadata are one block (or half-block), one
+// bulk copy; plain 2:4 matrices the TMA kernel runs get such a copy too. VNM_SS=0 (read at each
+// upload) keeps the register-A layout, VNM_SS_TN=128 / 192 / 256 forces the tile. Stream-K (VNM_STREAMK, vnm_spmm_sm90.cu) splits the last tiles between
 // CTAs on long shapes. The TMA kernels' epilogue stages bf16 and, without residual or row
 // permutation, stores y by bulk tensor copies while the next tile runs (VNM_TMA_STORE=0: by the
 // threads).
