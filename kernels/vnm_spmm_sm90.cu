@@ -852,8 +852,9 @@ static int64_t pair_ctas(const VnmDeviceMatrix *d, K kernel, int smem) {
     return ok ? 2 * clusters : d->num_sms / 2 * 2;
 }
 
-// RG = 1 (128-row tiles) needs the bf16 epilogue and runs in 2-CTA clusters when pair (the caller
-// made maps.x with half-tile boxes then).
+// RG = 1 (128-row tiles) needs the bf16 epilogue (returns 1 without launching when its tensor maps
+// cannot be made) and runs in 2-CTA clusters when pair (the caller made maps.x with half-tile boxes
+// then). 0: launched, -1: a CUDA error.
 template <int FILL, int TN = BN, int RG = 2>
 int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEpi e, TmaMaps &maps,
            cudaStream_t stream, bool pair = false) {
@@ -877,7 +878,7 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
     maps.y_store = CF::PERSIST && bf16_epilogue_ok(e) &&
                    (!e.residual || encode_map(e.residual, e.out, e.n, CF::EPI_TOK, &maps.r) == 0) &&
                    encode_map(e.y, e.out, e.n, CF::EPI_TOK, &maps.y) == 0;
-    if (RG == 1 && !maps.y_store) return -1;
+    if (RG == 1 && !maps.y_store) return 1;  // not run (the caller falls back to the 256-row tiles)
     e.ws = NULL, e.flags = NULL;
     if (sk) {  // partial sums and flags from the stream's pool (vnm_keep_pool)
         vnm_keep_pool();
@@ -927,19 +928,28 @@ int vnm_launch_wgmma_sp(const VnmDeviceMatrix *d, const VnmDev &dev, const uint1
     memset(&maps, 0, sizeof maps);
     if (e.ld) return launch<VNM_FILL_ROWS>(d, dev, x, e, maps, stream);
     if (d->fill == VNM_FILL_TMA) {
-        const int tn = d->ss ? ss_tile_tokens(d, e) : BN;
-        const bool wide = tn == 256, pair = wide && ss_pairs();
-        const int box = wide && pair ? tn / 2 : tn;  // tokens per x box (pairs: each CTA loads half)
-        VnmDeviceMatrix *dm = (VnmDeviceMatrix *)d;  // the cache is logically const
-        TmapCache *c = (TmapCache *)dm->tmap_cache;
-        if (!c) dm->tmap_cache = c = (TmapCache *)calloc(1, sizeof(TmapCache));
-        if (c->x != x || c->n != e.n || c->tn != box) {
-            if (encode_map(x, d->in, e.n, box, &c->map)) return -1;
-            c->x = x, c->n = e.n, c->tn = box;
+        // maps.x with boxes of `box` tokens (cached per matrix: x, n and box of the last call)
+        auto x_map = [&](int box) {
+            VnmDeviceMatrix *dm = (VnmDeviceMatrix *)d;  // the cache is logically const
+            TmapCache *c = (TmapCache *)dm->tmap_cache;
+            if (!c) dm->tmap_cache = c = (TmapCache *)calloc(1, sizeof(TmapCache));
+            if (c->x != x || c->n != e.n || c->tn != box) {
+                if (encode_map(x, d->in, e.n, box, &c->map)) return -1;
+                c->x = x, c->n = e.n, c->tn = box;
+            }
+            maps.x = c->map;
+            return 0;
+        };
+        int tn = d->ss ? ss_tile_tokens(d, e) : BN;
+        if (tn == 256) {  // the wide form; pairs load half an x tile each
+            const bool pair = ss_pairs();
+            if (x_map(pair ? 128 : 256)) return -1;
+            const int rc = launch<FILL_TMA_SS, 256, 1>(d, dev, x, e, maps, stream, pair);
+            if (rc <= 0) return rc;
+            tn = 128;  // 1: its bf16 epilogue could not be set up; the 256-row tiles instead
         }
-        maps.x = c->map;
+        if (x_map(tn)) return -1;
         if (!d->ss) return launch<VNM_FILL_TMA>(d, dev, x, e, maps, stream);
-        if (wide) return launch<FILL_TMA_SS, 256, 1>(d, dev, x, e, maps, stream, pair);
         return tn == 192 ? launch<FILL_TMA_SS, 192>(d, dev, x, e, maps, stream)
                          : launch<FILL_TMA_SS, 128>(d, dev, x, e, maps, stream);
     }
