@@ -342,6 +342,7 @@ void ours_free(Ours *o) {
 
 // What a decode call streams: the matrix's A fragments (16 bytes) and metadata words (4 bytes).
 size_t fragment_words(const Ours *s) { return (size_t)(s->d.out_pad / 16 * s->d.KT * 32); }
+size_t fragment_bytes(const Ours *s) { return fragment_words(s) * (16 + 4); }
 void stream_fragments(const Ours *s, cudaStream_t st) {
     const size_t words = fragment_words(s);
     read_stream(s->d.vals, words * 16, s->d.meta, words * 4, st);
@@ -557,7 +558,7 @@ void decode_layers_table(const Opts &o, const Buffers &b, size_t l2_bytes) {
         for (int pi = 0; pi < o.np; pi++) {
             Ours first;
             ours_make(&first, o.pats[pi], sh.out, sh.in, 2000, o.pat_flags[pi]);
-            Ls[pi] = layer_copies(fragment_words(&first) * 20, l2_bytes);
+            Ls[pi] = layer_copies(fragment_bytes(&first), l2_bytes);
             ours[pi] = (Ours *)xmalloc(sizeof(Ours) * (size_t)Ls[pi]);
             ours[pi][0] = first;
             for (int l = 1; l < Ls[pi]; l++) ours_make(&ours[pi][l], o.pats[pi], sh.out, sh.in, 2000 + l, o.pat_flags[pi]);
@@ -577,7 +578,7 @@ void decode_layers_table(const Opts &o, const Buffers &b, size_t l2_bytes) {
                 snprintf(shape, sizeof shape, "%lldx%lld", (long long)sh.out, (long long)sh.in);
                 printf("%-11s %-13s %5lld %-7s %3d %3d %-19s %9.2f %9.2f %9.2f %7.2f %7.2f %9.0f %9.0f\n", sh.model, shape,
                        (long long)n, o.pat_names[pi], Ld, Ls[pi], vnm_spmm_kernel_name(&L[0].d, n, VNM_KERNEL_AUTO), td, t,
-                       floor_us[pi], td / t, td / floor_us[pi], wcount * 2 / td / 1e3, fragment_words(&L[0]) * 20 / t / 1e3);
+                       floor_us[pi], td / t, td / floor_us[pi], wcount * 2 / td / 1e3, fragment_bytes(&L[0]) / t / 1e3);
                 fflush(stdout);
             }
         }

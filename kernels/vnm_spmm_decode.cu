@@ -240,11 +240,17 @@ int vnm_decode_cluster_ok(const VnmDeviceMatrix *d, int64_t n) {
            !((cluster_sizes_failed >> S) & 1u);
 }
 
+// A cluster decode kernel (NT = 1 or 4) and its shared-memory / cluster-size attributes.
+typedef void (*DecodeKernel)(VnmDev, const uint16_t *, VnmEpi, int, int, int);
+typedef int (*DecodeAttrs)(size_t, int);
+
 // Row tiles per cluster: the fewest that let all clusters be resident at once (the kernel loads each
 // row tile's A during the previous one's reduction; a second wave would start its loads only when
-// the first has ended). Resident clusters of S CTAs come from the occupancy API (GPCs limit them
-// below SMs × 5 / S; cached per cluster size and shared-memory size). VNM_DECODE_TILES=R forces R.
-static int decode_tiles_per_cluster(int ntiles, int S, int64_t row_tiles, size_t smem) {
+// the first has ended). Resident clusters of `kernel` launched as `cfg` (clusters of S CTAs, the
+// shared memory of one row tile per cluster) come from the occupancy API: GPCs limit them below
+// SMs × 5 / S. Cached per kernel, cluster size and shared-memory size. VNM_DECODE_TILES=R forces R.
+static int decode_tiles_per_cluster(DecodeKernel kernel, DecodeAttrs attrs, cudaLaunchConfig_t cfg, int S,
+                                    int64_t row_tiles) {
     static int forced = -1;
     if (forced < 0) {
         const char *env = getenv("VNM_DECODE_TILES");
@@ -253,28 +259,23 @@ static int decode_tiles_per_cluster(int ntiles, int S, int64_t row_tiles, size_t
     }
     if (forced) return forced;
     static struct {
-        int S, ntiles;
+        DecodeKernel kernel;
+        int S;
         size_t smem;
         int clusters;
     } cache[16];
     static int used = 0;
     int clusters = 0;
     for (int i = 0; i < used && !clusters; i++)
-        if (cache[i].S == S && cache[i].ntiles == ntiles && cache[i].smem == smem) clusters = cache[i].clusters;
+        if (cache[i].kernel == kernel && cache[i].S == S && cache[i].smem == cfg.dynamicSmemBytes) clusters = cache[i].clusters;
     if (!clusters) {
-        cudaLaunchConfig_t cfg = {};
-        cudaLaunchAttribute attr;
-        attr.id = cudaLaunchAttributeClusterDimension;
-        attr.val.clusterDim.x = (unsigned)S, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
-        cfg.gridDim = dim3((unsigned)S, (unsigned)row_tiles, 1), cfg.blockDim = dim3(128, 1, 1);
-        cfg.dynamicSmemBytes = smem, cfg.attrs = &attr, cfg.numAttrs = 1;
-        const cudaError_t rc = (ntiles == 1 ? decode_attrs<1>(smem, S) : decode_attrs<4>(smem, S))
-                                   ? cudaErrorInvalidValue
-                                   : ntiles == 1 ? cudaOccupancyMaxActiveClusters(&clusters, vnm_decode_cluster_kernel<1>, &cfg)
-                                                 : cudaOccupancyMaxActiveClusters(&clusters, vnm_decode_cluster_kernel<4>, &cfg);
-        if (rc != cudaSuccess || clusters < 1) clusters = (int)row_tiles;  // unknown: one tile per cluster
+        cfg.gridDim = dim3((unsigned)S, (unsigned)row_tiles, 1);
+        cfg.numAttrs = 1;  // the cluster dimension only (attr[0] of the caller), as measured in Session 16 (without the PDL one)
+        if (attrs(cfg.dynamicSmemBytes, S) || cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) != cudaSuccess ||
+            clusters < 1)
+            clusters = (int)row_tiles;  // unknown: one tile per cluster
         cudaGetLastError();
-        if (used < 16) cache[used].S = S, cache[used].ntiles = ntiles, cache[used].smem = smem, cache[used++].clusters = clusters;
+        if (used < 16) cache[used].kernel = kernel, cache[used].S = S, cache[used].smem = cfg.dynamicSmemBytes, cache[used++].clusters = clusters;
     }
     return (int)((row_tiles + clusters - 1) / clusters);
 }
@@ -297,25 +298,22 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     }
     int xw = (int)(kc_max * 8 * d->p.M);  // channels of a slice when they are local
     if (!stage || !d->cols_local || e.n * xw * sizeof(uint16_t) > DC_STAGE_MAX) xw = 0;
-    const int64_t row_tiles = d->out_pad / 64;
-    const int R = decode_tiles_per_cluster(ntiles, S, row_tiles, decode_smem(ntiles, kc_max, (int)e.n, xw, 1).total);
-    const size_t smem = decode_smem(ntiles, kc_max, (int)e.n, xw, R).total;
+    const DecodeKernel kernel = ntiles == 1 ? vnm_decode_cluster_kernel<1> : vnm_decode_cluster_kernel<4>;
+    const DecodeAttrs attrs = ntiles == 1 ? decode_attrs<1> : decode_attrs<4>;
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)S, (unsigned)((row_tiles + R - 1) / R), 1);
     cfg.blockDim = dim3(128, 1, 1);
-    cfg.dynamicSmemBytes = smem;
+    cfg.dynamicSmemBytes = decode_smem(ntiles, kc_max, (int)e.n, xw, 1).total;
     cfg.stream = stream;
     cudaLaunchAttribute attr[2];
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim.x = (unsigned)S, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
     cfg.attrs = attr, cfg.numAttrs = 1 + pdl_attr(&attr[1]);
-    cudaError_t rc;
-    if (ntiles == 1)
-        rc = decode_attrs<1>(smem, S) ? cudaErrorInvalidValue
-                                    : cudaLaunchKernelEx(&cfg, vnm_decode_cluster_kernel<1>, dev, x, e, kc_max, xw, R);
-    else
-        rc = decode_attrs<4>(smem, S) ? cudaErrorInvalidValue
-                                    : cudaLaunchKernelEx(&cfg, vnm_decode_cluster_kernel<4>, dev, x, e, kc_max, xw, R);
+    const int64_t row_tiles = d->out_pad / 64;
+    const int R = decode_tiles_per_cluster(kernel, attrs, cfg, S, row_tiles);
+    cfg.gridDim = dim3((unsigned)S, (unsigned)((row_tiles + R - 1) / R), 1);
+    cfg.dynamicSmemBytes = decode_smem(ntiles, kc_max, (int)e.n, xw, R).total;
+    const cudaError_t rc = attrs(cfg.dynamicSmemBytes, S) ? cudaErrorInvalidValue
+                                                          : cudaLaunchKernelEx(&cfg, kernel, dev, x, e, kc_max, xw, R);
     if (rc == cudaSuccess) return 0;
     cudaGetLastError();
     cluster_sizes_failed |= 1u << S;

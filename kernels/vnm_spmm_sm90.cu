@@ -837,15 +837,11 @@ static int ss_tile_tokens(const VnmDeviceMatrix *d, const VnmEpi &e) {
     return cwide <= c128 && cwide <= c192 ? 256 : c192 < c128 ? 192 : 128;
 }
 
-// CTAs of a persistent grid of 2-CTA clusters: 2 × the clusters of `kernel` that fit at once.
+// CTAs of a persistent grid of 2-CTA clusters: 2 × the clusters of `kernel` launched as `cfg`
+// (its cluster attribute, block and shared memory) that fit at once.
 template <typename K>
-static int64_t pair_ctas(const VnmDeviceMatrix *d, K kernel, int smem) {
-    cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = 2, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
-    cfg.gridDim = dim3((unsigned)d->num_sms / 2 * 2), cfg.blockDim = dim3(384), cfg.dynamicSmemBytes = (size_t)smem;
-    cfg.attrs = &attr, cfg.numAttrs = 1;
+static int64_t pair_ctas(const VnmDeviceMatrix *d, K kernel, cudaLaunchConfig_t cfg) {
+    cfg.gridDim = dim3((unsigned)d->num_sms / 2 * 2);
     int clusters = 0;
     const bool ok = cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) == cudaSuccess && clusters > 0;
     cudaGetLastError();
@@ -870,8 +866,16 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
     static int persist_env = -2;
     if (persist_env == -2) persist_env = env_switch("VNM_PERSISTENT");
     const bool persist = CF::PERSIST && persist_env != 0;
+    cudaLaunchConfig_t cfg = {};  // the grid is set below
+    cudaLaunchAttribute attr;
+    cfg.blockDim = dim3(384), cfg.dynamicSmemBytes = CF::SMEM, cfg.stream = stream;
+    if (pair) {
+        attr.id = cudaLaunchAttributeClusterDimension;
+        attr.val.clusterDim.x = 2, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
+        cfg.attrs = &attr, cfg.numAttrs = 1;
+    }
     static int64_t G_pairs = 0;  // persistent CTAs in pairs (one query per kernel)
-    if (pair && !G_pairs) G_pairs = pair_ctas(d, kernel, CF::SMEM);
+    if (pair && !G_pairs) G_pairs = pair_ctas(d, kernel, cfg);
     const int64_t tiles = tile_count(d, e.n, TN, CF::BMT), G = pair ? G_pairs : d->num_sms;
     const bool sk = persist && RG == 2 && use_stream_k(tiles, d->KT / CF::KS, G);
     const int64_t grid = sk || (persist && tiles > G) ? G : tiles;  // pairs: G and tiles are even
@@ -887,20 +891,13 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
         e.flags = (int *)((char *)e.ws + part_bytes);
         cudaMemsetAsync(e.flags, 0, (size_t)G * sizeof(int), stream);
     }
-    cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute attr;
-    cfg.gridDim = dim3((unsigned)grid), cfg.blockDim = dim3(384), cfg.dynamicSmemBytes = CF::SMEM, cfg.stream = stream;
-    if (pair) {
-        attr.id = cudaLaunchAttributeClusterDimension;
-        attr.val.clusterDim.x = 2, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = 1;
-        cfg.attrs = &attr, cfg.numAttrs = 1;
-    }
+    cfg.gridDim = dim3((unsigned)grid);
     const cudaError_t rc = cudaLaunchKernelEx(&cfg, kernel, dev, x, e, maps);
     if (sk) cudaFreeAsync(e.ws, stream);
     return rc == cudaSuccess ? 0 : -1;
 }
 
-// 2-CTA pairs of the wide form (2 clusters sharing the x tile by multicast, VNM_SS_PAIR=1): as fast
+// 2-CTA pairs of the wide form (clusters of 2 CTAs sharing the x tile by multicast, VNM_SS_PAIR=1): as fast
 // as without (H200, Session 16, within ±3 %), so off by default.
 static bool ss_pairs() {
     static int env = -2;
