@@ -89,6 +89,15 @@ __device__ __forceinline__ void decode_slot_a(const unsigned char *slot, int k0,
         }
 }
 
+// The float at shared address `addr` of this CTA's layout in CTA `rank` of the cluster (DSMEM).
+__device__ __forceinline__ float ld_dsmem_f32(uint32_t addr, uint32_t rank) {
+    uint32_t remote;
+    float v;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(addr), "r"(rank));
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
+    return v;
+}
+
 // The 4 kept channels c (absolute) of a staged token row that starts at channel c0.
 __device__ __forceinline__ uint2 gather_staged(const uint16_t *row, uint2 c, int64_t c0) {
     const uint16_t *r = row - c0;
@@ -233,8 +242,16 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
         }
         const int E = n * 64, lo = split * E / S, hi = (split + 1) * E / S;
         for (int i = lo + tid; i < hi; i += 128) {
+            // 8 remote loads in flight at a time (a rolled loop waited for each before the next),
+            // summed in rank order
             float s = 0.0f;
-            for (int r = 0; r < S; r++) s += cluster.map_shared_rank(red, r)[i];
+            for (int r0 = 0; r0 < S; r0 += 8) {
+                float v[8];
+#pragma unroll
+                for (int r = 0; r < 8; r++) v[r] = r0 + r < S ? ld_dsmem_f32(smem_u32(red + i), r0 + r) : 0.0f;
+#pragma unroll
+                for (int r = 0; r < 8; r++) s += v[r];
+            }
             vnm_epi_store(e, s, row0 + i % 64, i / 64);
         }
     }
@@ -269,7 +286,7 @@ static int env_int(const char *name, int fallback, int lo, int hi) {
 // Ring slots per CTA at most (VNM_DECODE_RING=D; 0 selects the register kernel, for comparison).
 static int decode_ring(void) {
     static int ring = -1;
-    if (ring < 0) ring = env_int("VNM_DECODE_RING", 2, 0, 8);
+    if (ring < 0) ring = env_int("VNM_DECODE_RING", 0, 0, 8);
     return ring;
 }
 
