@@ -89,6 +89,12 @@ __device__ __forceinline__ void decode_slot_a(const unsigned char *slot, int k0,
         }
 }
 
+// The two halves of cluster.sync(): arrive (releasing this thread's writes) and wait (acquiring the others').
+__device__ __forceinline__ void cluster_arrive_release() {
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait_acquire() { asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory"); }
+
 // The float at shared address `addr` of this CTA's layout in CTA `rank` of the cluster (DSMEM).
 __device__ __forceinline__ float ld_dsmem_f32(uint32_t addr, uint32_t rank) {
     uint32_t remote;
@@ -224,9 +230,6 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
                         }
                 }
         }
-        // The next row tile's A loads, in flight during the reduction.
-        if (!RING && rt + 1 < nrt) vnm_load_a_slice<DC_KC>(d, (row0 + 64) / 16 + warp, ks0, kc, lane, a, m);
-
         // 6. Partials -> red[t][r]; reduce over the cluster in rank order.
         float *red = red2 + (rt & 1) * 16 * 64;
         const int g = lane >> 2, tig = lane & 3;
@@ -234,7 +237,12 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
         for (int nt = 0; nt < 2; nt++)
 #pragma unroll
             for (int c = 0; c < 4; c++) red[(nt * 8 + 2 * tig + (c & 1)) * 64 + 16 * warp + g + (c >= 2 ? 8 : 0)] = acc[nt][c];
-        cluster.sync();
+        // The cluster barrier in two halves, with the next row tile's A loads between them: the
+        // release of the arrive waits for every memory access of the thread still in flight (a
+        // MEMBAR), so loads issued before it were waited for there (ncu, Session 17).
+        cluster_arrive_release();
+        if (!RING && rt + 1 < nrt) vnm_load_a_slice<DC_KC>(d, (row0 + 64) / 16 + warp, ks0, kc, lane, a, m);
+        cluster_wait_acquire();
         // Every warp has read its A of this row tile from the slot: it takes row tile rt + D.
         if (RING && tid == 0 && rt + D < nrt && kc > 0) {
             vnm90::fence_proxy_async();  // our reads of the slot -> the bulk copies' writes
