@@ -163,6 +163,22 @@ __device__ __forceinline__ uint32_t cluster_size() {
 __device__ __forceinline__ void cluster_sync_all() {
     VNM_SM90A_ASM("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
 }
+// The two halves of cluster_sync_all, relaxed (the arrive releases nothing: after mbarrier inits,
+// fence_mbarrier_init makes them visible to the cluster).
+__device__ __forceinline__ void fence_mbarrier_init() { VNM_SM90A_ASM("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+    VNM_SM90A_ASM("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() { VNM_SM90A_ASM("barrier.cluster.wait.aligned;" ::: "memory"); }
+// v -> the float at shared address `addr` of CTA `rank` (same layout as ours), completing 4 bytes of
+// the current phase of the mbarrier at `bar` in that CTA: a store that needs no fence to be seen.
+__device__ __forceinline__ void st_async_f32(uint32_t addr, float v, uint32_t bar, uint32_t rank) {
+    VNM_SM90A_ASM(
+        "{\n.reg .b32 ra, rb;\nmapa.shared::cluster.u32 ra, %0, %2;\nmapa.shared::cluster.u32 rb, %1, %2;\n"
+        "st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [ra], %3, [rb];\n}" ::"r"(addr),
+        "r"(bar), "r"(rank), "f"(v)
+        : "memory");
+}
 __device__ __forceinline__ void mbar_arrive_remote(uint32_t bar, uint32_t rank) {
     VNM_SM90A_ASM(
         "{\n.reg .b32 r;\nmapa.shared::cluster.u32 r, %0, %1;\n"

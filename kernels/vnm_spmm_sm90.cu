@@ -256,7 +256,7 @@ __global__ void __launch_bounds__(384, 1)
             mbar_init(empty_bar + 8 * b, pair ? 16 : 8);  // one arrival per consumer warp (of both CTAs)
         }
         mbar_init(empty_bar + 8 * CF::NST, 1), mbar_init(empty_bar + 8 * CF::NST + 8, 1);  // residual loads
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        fence_mbarrier_init();
     }
     if (pair) cluster_sync_all();  // the peer's barriers exist before we multicast or arrive there
     else __syncthreads();
