@@ -170,13 +170,15 @@ __device__ __forceinline__ void cluster_arrive_relaxed() {
     VNM_SM90A_ASM("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
 }
 __device__ __forceinline__ void cluster_wait() { VNM_SM90A_ASM("barrier.cluster.wait.aligned;" ::: "memory"); }
-// v -> the float at shared address `addr` of CTA `rank` (same layout as ours), completing 4 bytes of
-// the current phase of the mbarrier at `bar` in that CTA: a store that needs no fence to be seen.
-__device__ __forceinline__ void st_async_f32(uint32_t addr, float v, uint32_t bar, uint32_t rank) {
+// Bulk copy of `bytes` (a multiple of 16) from our shared memory at src to shared address dst of
+// CTA `rank` (the same layout as ours), completing them on the mbarrier at `bar` in that CTA
+// (bulk async group: bulk_commit, bulk_wait_read_all before src is written again).
+__device__ __forceinline__ void bulk_copy_to_rank(uint32_t dst, uint32_t src, uint32_t bytes, uint32_t bar,
+                                                  uint32_t rank) {
     VNM_SM90A_ASM(
-        "{\n.reg .b32 ra, rb;\nmapa.shared::cluster.u32 ra, %0, %2;\nmapa.shared::cluster.u32 rb, %1, %2;\n"
-        "st.async.shared::cluster.mbarrier::complete_tx::bytes.f32 [ra], %3, [rb];\n}" ::"r"(addr),
-        "r"(bar), "r"(rank), "f"(v)
+        "{\n.reg .b32 rd, rb;\nmapa.shared::cluster.u32 rd, %0, %4;\nmapa.shared::cluster.u32 rb, %3, %4;\n"
+        "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [rd], [%1], %2, [rb];\n}" ::"r"(dst),
+        "r"(src), "r"(bytes), "r"(bar), "r"(rank)
         : "memory");
 }
 __device__ __forceinline__ void mbar_arrive_remote(uint32_t bar, uint32_t rank) {

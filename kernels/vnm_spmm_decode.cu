@@ -19,9 +19,9 @@
 //   4. the B tiles (kept channels of the n tokens, one 16 × 32 tile per k-step) are built from the
 //      staged copy by all 128 threads (rows of tokens >= n were zeroed once);
 //   5. mma.sp m16n8k32 over the slice;
-//   6. each partial sum goes to the CTA that reduces it (CTA s owns 1/S of the 64 × n outputs) by
-//      st.async into that CTA's receive buffer, completing bytes on its mbarrier; then the next
-//      row tile's A loads go out into the same registers;
+//   6. the partial sums go to shared memory, and from there each CTA's share (CTA s reduces about
+//      1/S of the 64 × n outputs) by a bulk copy into that CTA's receive buffer, completing bytes
+//      on its mbarrier; then the next row tile's A loads go out into the same registers;
 //   7. CTA s waits on its mbarrier, sums its share over the S senders in rank order and applies the
 //      epilogue. Two receive buffers alternate between row tiles. No fences or cluster barriers
 //      per row tile (Session 17: a cluster barrier's release was a MEMBAR.ALL.GPU that waited for
@@ -40,22 +40,23 @@
 #define DC_KC 8                   // k-steps per CTA at most (their A fragments live in registers)
 #define DC_MAX_SPLIT 16           // CTAs per cluster (above 8: a non-portable size, allowed on H100/H200)
 #define DC_STAGE_MAX (64 * 1024)  // bytes of staged x per CTA at most
-#define DC_RECV_FLOATS (2 * (16 * 64 + DC_MAX_SPLIT))  // 2 × [S][share] partial sums, S·share < 16·64 + S
+#define DC_RECV_FLOATS (16 * 64 + 4 * DC_MAX_SPLIT)  // [S][share] partial sums per buffer: S·share <= 16·64 + 4·S
 
 // Shared memory of one CTA (bytes), laid out in this order.
 struct DecodeSmem {
-    size_t bars, recv, cols, b, xs, total;
+    size_t bars, recv, part, cols, b, xs, total;
 };
 
 // ntiles B tiles per k-step, kc k-steps, staged x of n tokens × xw channels, R row tiles.
 static __host__ __device__ DecodeSmem decode_smem(int ntiles, int kc, int n, int xw, int R) {
     DecodeSmem s;
     s.bars = 2 * sizeof(uint64_t);                                    // an mbarrier per receive buffer
-    s.recv = DC_RECV_FLOATS * sizeof(float);                          // partial sums of our share, per sender
+    s.recv = 2 * DC_RECV_FLOATS * sizeof(float);                      // 2 × our share's partial sums, per sender
+    s.part = (size_t)n * 64 * sizeof(float);                          // our partial sums of the row tile [t][r]
     s.cols = (size_t)R * ntiles * kc * 8 * sizeof(uint2);             // [row tile][tile][k-step][block] channels
     s.b = (size_t)ntiles * kc * 16 * B_PITCH * sizeof(uint16_t);  // [tile][k-step][token][B_PITCH]
     s.xs = (size_t)n * xw * sizeof(uint16_t);                     // [token][channel - c0]
-    s.total = s.bars + s.recv + s.cols + s.b + s.xs;
+    s.total = s.bars + s.recv + s.part + s.cols + s.b + s.xs;
     return s;
 }
 
@@ -72,16 +73,17 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
                                                                  int kc_max, int xw, int R) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #if !defined(VNM_SM90A)
-    __trap();  // st.async, mbarriers and the cluster barrier halves are compiled for sm_90a only (sm90_ptx.cuh)
+    __trap();  // bulk copies, mbarriers and the cluster barrier halves are compiled for sm_90a only (sm90_ptx.cuh)
 #endif
     using namespace vnm90;
     extern __shared__ __align__(16) unsigned char smem[];
     const DecodeSmem L = decode_smem(NT, kc_max, (int)e.n, xw, R);
     uint64_t *bars = (uint64_t *)smem;
     float *recv = (float *)(smem + L.bars);
-    uint2 *scols = (uint2 *)(smem + L.bars + L.recv);
-    uint16_t *Bs = (uint16_t *)(smem + L.bars + L.recv + L.cols);
-    uint16_t *xs = (uint16_t *)(smem + L.bars + L.recv + L.cols + L.b);
+    float *part = (float *)(smem + L.bars + L.recv);
+    uint2 *scols = (uint2 *)(smem + L.bars + L.recv + L.part);
+    uint16_t *Bs = (uint16_t *)(smem + L.bars + L.recv + L.part + L.cols);
+    uint16_t *xs = (uint16_t *)(smem + L.bars + L.recv + L.part + L.cols + L.b);
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int split = (int)cluster_rank(), S = (int)cluster_size();
@@ -89,10 +91,11 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     const int nrt = (int)min((int64_t)R, d.out_pad / 64 - rt0);  // row tiles of this cluster
     const int kc = (int)max((int64_t)0, min(d.KT, ks0 + kc_max) - ks0);
     const int n = (int)e.n, ntok = n <= 8 ? 8 : 16;  // tokens in the B tiles (rows >= n are zero)
-    // Partial sums: element i = t·64 + r of a row tile (E in all) is reduced by CTA owner(i), whose
-    // share is [i0(rank), i0(rank + 1)); every CTA sends its value of i there (recv[buffer][sender][i - i0]).
-    const int E = n * 64, share = (E + S - 1) / S;
-    auto i0 = [&](int rank) { return rank * E / S; };
+    // Partial sums: element i = t·64 + r of a row tile (E in all) is reduced by CTA `owner`, whose
+    // share [i0(owner), i0(owner + 1)) is a whole number of 16-byte words; every CTA sends its part of
+    // it there (recv[buffer][sender][i - i0]).
+    const int E = n * 64, share = 4 * ((E / 4 + S - 1) / S);
+    auto i0 = [&](int rank) { return 4 * (rank * (E / 4) / S); };
     pdl_trigger();
     if (tid == 0) {
         mbar_init(smem_u32(bars), 1), mbar_init(smem_u32(bars + 1), 1);
@@ -147,7 +150,7 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     for (int rt = 0; rt < nrt; rt++) {
         const int64_t row0 = (rt0 + rt) * 64;
         const uint2 *tcols = scols + rt * NT * kc_max * 8;  // this row tile's kept channels
-        if (rt > 0) __syncthreads();  // every warp is done with the last row tile's mma and reduction
+        if (rt > 0) __syncthreads();  // every warp is done with the last row tile's mma, reduction and copies
         // 4. B tiles: the 4 kept channels of token t, block j for every (tile, k-step), 8 in flight.
         for (int q = tid; q < triples * reps; q += 128) {
             const int tr = q % triples, part = q / triples;
@@ -186,22 +189,28 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
                     }
             }
 
-        // 6. Partial sums -> their owners' receive buffers (st.async, completing on the owner's
-        // mbarrier of this buffer: no fence, no cluster barrier). The buffer is written again two row
-        // tiles later, by a CTA that has reduced the next tile, which needed the owner's values of it,
-        // sent after the owner's __syncthreads above, i.e. after the owner's reduction of this tile.
+        // 6. Partial sums -> part[t][r] -> each owner's receive buffer: one bulk copy per owner,
+        // completing on the owner's mbarrier of this buffer (no fence or cluster barrier per row
+        // tile). A receive buffer is written again two row tiles later, by a CTA that has reduced
+        // the next tile, which needed the owner's part of it, sent after the owner's __syncthreads
+        // above, i.e. after the owner's reduction of this tile.
         const int buf = rt & 1, g = lane >> 2, tig = lane & 3;
-        const uint32_t bar = smem_u32(bars + buf), rbase = smem_u32(recv + buf * DC_RECV_FLOATS / 2 + split * share);
+        const uint32_t bar = smem_u32(bars + buf);
 #pragma unroll
         for (int nt = 0; nt < 2; nt++)
 #pragma unroll
             for (int c = 0; c < 4; c++) {
-                const int t = nt * 8 + 2 * tig + (c & 1), i = t * 64 + 16 * warp + g + (c >= 2 ? 8 : 0);
-                if (t < n) {
-                    const int owner = ((i + 1) * S - 1) / E;  // the largest rank with i0(rank) <= i
-                    st_async_f32(rbase + (i - i0(owner)) * 4, acc[nt][c], bar, owner);
-                }
+                const int t = nt * 8 + 2 * tig + (c & 1);
+                if (t < n) part[t * 64 + 16 * warp + g + (c >= 2 ? 8 : 0)] = acc[nt][c];
             }
+        fence_proxy_async();  // our writes -> the bulk copies' reads
+        __syncthreads();
+        if (tid < S) {
+            const int lo = i0(tid), hi = i0(tid + 1);
+            bulk_copy_to_rank(smem_u32(recv + buf * DC_RECV_FLOATS + split * share), smem_u32(part + lo),
+                              (uint32_t)(hi - lo) * 4, bar, tid);
+            bulk_commit();
+        }
         // The next row tile's A loads, in flight during the reduction.
         if (rt + 1 < nrt) vnm_load_a_slice<DC_KC>(d, (row0 + 64) / 16 + warp, ks0, kc, lane, a, m);
 
@@ -209,12 +218,13 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
         const int lo = i0(split), hi = i0(split + 1);
         if (tid == 0) mbar_arrive_expect_tx(bar, (uint32_t)(S * (hi - lo) * 4));
         mbar_wait(bar, (uint32_t)(rt >> 1) & 1);
-        const float *mine = recv + buf * DC_RECV_FLOATS / 2;
+        const float *mine = recv + buf * DC_RECV_FLOATS;
         for (int i = lo + tid; i < hi; i += 128) {
             float s = 0.0f;
             for (int r = 0; r < S; r++) s += mine[r * share + i - lo];
             vnm_epi_store(e, s, row0 + i % 64, i / 64);
         }
+        if (tid < S) bulk_wait_read_all();  // part is written again after the next __syncthreads
     }
     // No barrier at the end: every value sent to a CTA is one it waits for before it exits.
 #endif
