@@ -170,6 +170,21 @@ __device__ __forceinline__ void cluster_arrive_relaxed() {
     VNM_SM90A_ASM("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
 }
 __device__ __forceinline__ void cluster_wait() { VNM_SM90A_ASM("barrier.cluster.wait.aligned;" ::: "memory"); }
+// The halves of cluster_sync_all: the release of the arrive is a MEMBAR.ALL.GPU (it waits for every
+// memory access of the thread in flight, loads included: issue loads after it, not before).
+__device__ __forceinline__ void cluster_arrive_release() {
+    VNM_SM90A_ASM("barrier.cluster.arrive.release.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait_acquire() { VNM_SM90A_ASM("barrier.cluster.wait.acquire.aligned;" ::: "memory"); }
+// The float at shared address `addr` of CTA `rank` of the cluster (the same layout as ours).
+__device__ __forceinline__ float ld_dsmem_f32(uint32_t addr, uint32_t rank) {
+    float v = 0.0f;
+    VNM_SM90A_ASM("{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %1, %2;\nld.shared::cluster.f32 %0, [ra];\n}"
+                  : "=f"(v)
+                  : "r"(addr), "r"(rank)
+                  : "memory");
+    return v;
+}
 // Bulk copy of `bytes` (a multiple of 16) from our shared memory at src to shared address dst of
 // CTA `rank` (the same layout as ours), completing them on the mbarrier at `bar` in that CTA
 // (bulk async group: bulk_commit, bulk_wait_read_all before src is written again).

@@ -19,13 +19,15 @@
 //   4. the B tiles (kept channels of the n tokens, one 16 × 32 tile per k-step) are built from the
 //      staged copy by all 128 threads (rows of tokens >= n were zeroed once);
 //   5. mma.sp m16n8k32 over the slice;
-//   6. the partial sums go to shared memory, and from there each CTA's share (CTA s reduces about
-//      1/S of the 64 × n outputs) by a bulk copy into that CTA's receive buffer, completing bytes
-//      on its mbarrier; then the next row tile's A loads go out into the same registers;
-//   7. CTA s waits on its mbarrier, sums its share over the S senders in rank order and applies the
-//      epilogue. Two receive buffers alternate between row tiles. No fences or cluster barriers
-//      per row tile (Session 17: a cluster barrier's release was a MEMBAR.ALL.GPU that waited for
-//      the A loads in flight), no global workspace, no atomics: the same result on every run.
+//   6. the partial sums go to shared memory; CTA s reduces about 1/S of the 64 × n outputs;
+//   7. n <= DC_PUSH_MAX_N (push): each CTA's share goes by a bulk copy into that CTA's receive
+//      buffer, completing bytes on its mbarrier, then the next row tile's A loads go out into the
+//      same registers; CTA s waits on its mbarrier and sums its share over the S senders in rank
+//      order: no fence or cluster barrier per row tile. Larger n (pull, measured faster there):
+//      a cluster barrier, the next A loads issued between its arrive and its wait (the arrive's
+//      release is a MEMBAR.ALL.GPU that waited for loads issued before it, Session 17), then CTA s
+//      reads its share from the S CTAs by DSMEM. Then the epilogue. Buffers alternate between
+//      row tiles. No global workspace, no atomics: the same result on every run.
 // 5 CTAs per SM (94 registers): with 4, a 4096-row matrix had 64 clusters of 8 and only 62 could
 // be resident, and the last two ran as a second wave. Reductions longer than DC_MAX_SPLIT × DC_KC
 // k-steps use the atomic split-K kernel of vnm_spmm.cu (which also serves sm_80).
@@ -41,6 +43,7 @@
 #define DC_MAX_SPLIT 16           // CTAs per cluster (above 8: a non-portable size, allowed on H100/H200)
 #define DC_STAGE_MAX (64 * 1024)  // bytes of staged x per CTA at most
 #define DC_RECV_FLOATS (16 * 64 + 4 * DC_MAX_SPLIT)  // [S][share] partial sums per buffer: S·share <= 16·64 + 4·S
+#define DC_PUSH_MAX_N 4           // up to this n partial sums are pushed to their owners, above it pulled (NOTES, Session 17)
 
 // Shared memory of one CTA (bytes), laid out in this order.
 struct DecodeSmem {
@@ -51,8 +54,9 @@ struct DecodeSmem {
 static __host__ __device__ DecodeSmem decode_smem(int ntiles, int kc, int n, int xw, int R) {
     DecodeSmem s;
     s.bars = 2 * sizeof(uint64_t);                                    // an mbarrier per receive buffer
-    s.recv = 2 * DC_RECV_FLOATS * sizeof(float);                      // 2 × our share's partial sums, per sender
-    s.part = (size_t)n * 64 * sizeof(float);                          // our partial sums of the row tile [t][r]
+    const bool push = n <= DC_PUSH_MAX_N;
+    s.recv = push ? 2 * DC_RECV_FLOATS * sizeof(float) : 0;           // 2 × our share's partial sums, per sender
+    s.part = (size_t)(push ? 1 : 2) * n * 64 * sizeof(float);         // our partial sums of the row tile(s) [t][r]
     s.cols = (size_t)R * ntiles * kc * 8 * sizeof(uint2);             // [row tile][tile][k-step][block] channels
     s.b = (size_t)ntiles * kc * 16 * B_PITCH * sizeof(uint16_t);  // [tile][k-step][token][B_PITCH]
     s.xs = (size_t)n * xw * sizeof(uint16_t);                     // [token][channel - c0]
@@ -95,6 +99,7 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     // share [i0(owner), i0(owner + 1)) is a whole number of 16-byte words; every CTA sends its part of
     // it there (recv[buffer][sender][i - i0]).
     const int E = n * 64, share = 4 * ((E / 4 + S - 1) / S);
+    const bool push = n <= DC_PUSH_MAX_N;
     auto i0 = [&](int rank) { return 4 * (rank * (E / 4) / S); };
     pdl_trigger();
     if (tid == 0) {
@@ -189,44 +194,67 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
                     }
             }
 
-        // 6. Partial sums -> part[t][r] -> each owner's receive buffer: one bulk copy per owner,
-        // completing on the owner's mbarrier of this buffer (no fence or cluster barrier per row
-        // tile). A receive buffer is written again two row tiles later, by a CTA that has reduced
-        // the next tile, which needed the owner's part of it, sent after the owner's __syncthreads
-        // above, i.e. after the owner's reduction of this tile.
+        // 6. Partial sums -> part[t][r] (pull: two buffers, row tiles alternating).
         const int buf = rt & 1, g = lane >> 2, tig = lane & 3;
-        const uint32_t bar = smem_u32(bars + buf);
+        float *mine = part + (push ? 0 : buf * E);
 #pragma unroll
         for (int nt = 0; nt < 2; nt++)
 #pragma unroll
             for (int c = 0; c < 4; c++) {
                 const int t = nt * 8 + 2 * tig + (c & 1);
-                if (t < n) part[t * 64 + 16 * warp + g + (c >= 2 ? 8 : 0)] = acc[nt][c];
+                if (t < n) mine[t * 64 + 16 * warp + g + (c >= 2 ? 8 : 0)] = acc[nt][c];
             }
-        fence_proxy_async();  // our writes -> the bulk copies' reads
-        __syncthreads();
-        if (tid < S) {
-            const int lo = i0(tid), hi = i0(tid + 1);
-            bulk_copy_to_rank(smem_u32(recv + buf * DC_RECV_FLOATS + split * share), smem_u32(part + lo),
-                              (uint32_t)(hi - lo) * 4, bar, tid);
-            bulk_commit();
-        }
-        // The next row tile's A loads, in flight during the reduction.
-        if (rt + 1 < nrt) vnm_load_a_slice<DC_KC>(d, (row0 + 64) / 16 + warp, ks0, kc, lane, a, m);
-
-        // 7. Our share of the tile, summed over the senders in rank order, through the epilogue.
         const int lo = i0(split), hi = i0(split + 1);
-        if (tid == 0) mbar_arrive_expect_tx(bar, (uint32_t)(S * (hi - lo) * 4));
-        mbar_wait(bar, (uint32_t)(rt >> 1) & 1);
-        const float *mine = recv + buf * DC_RECV_FLOATS;
-        for (int i = lo + tid; i < hi; i += 128) {
-            float s = 0.0f;
-            for (int r = 0; r < S; r++) s += mine[r * share + i - lo];
-            vnm_epi_store(e, s, row0 + i % 64, i / 64);
+        if (push) {
+            // 7. Push: each owner's share by one bulk copy into its receive buffer, completing on its
+            // mbarrier of this buffer (no fence or cluster barrier per row tile). A receive buffer is
+            // written again two row tiles later, by a CTA that has reduced the next tile, which
+            // needed the owner's share of it, sent after the owner's __syncthreads above, i.e. after
+            // the owner's reduction of this tile.
+            const uint32_t bar = smem_u32(bars + buf);
+            fence_proxy_async();  // our writes -> the bulk copies' reads
+            __syncthreads();
+            if (tid < S) {
+                bulk_copy_to_rank(smem_u32(recv + buf * DC_RECV_FLOATS + split * share), smem_u32(part + i0(tid)),
+                                  (uint32_t)(i0(tid + 1) - i0(tid)) * 4, bar, tid);
+                bulk_commit();
+            }
+            // The next row tile's A loads, in flight during the reduction.
+            if (rt + 1 < nrt) vnm_load_a_slice<DC_KC>(d, (row0 + 64) / 16 + warp, ks0, kc, lane, a, m);
+            // Our share, summed over the senders in rank order, through the epilogue.
+            if (tid == 0) mbar_arrive_expect_tx(bar, (uint32_t)(S * (hi - lo) * 4));
+            mbar_wait(bar, (uint32_t)(rt >> 1) & 1);
+            const float *got = recv + buf * DC_RECV_FLOATS;
+            for (int i = lo + tid; i < hi; i += 128) {
+                float s = 0.0f;
+                for (int r = 0; r < S; r++) s += got[r * share + i - lo];
+                vnm_epi_store(e, s, row0 + i % 64, i / 64);
+            }
+            if (tid < S) bulk_wait_read_all();  // part is written again after the next __syncthreads
+        } else {
+            // 7. Pull: a cluster barrier, with the next row tile's A loads issued between its arrive
+            // and its wait (after the arrive's MEMBAR); then our share read from every CTA (DSMEM, 8
+            // loads in flight at a time), summed in rank order. A buffer is written again two row
+            // tiles later, after the next barrier, which each CTA reaches once done reading.
+            cluster_arrive_release();
+            if (rt + 1 < nrt) vnm_load_a_slice<DC_KC>(d, (row0 + 64) / 16 + warp, ks0, kc, lane, a, m);
+            cluster_wait_acquire();
+            for (int i = lo + tid; i < hi; i += 128) {
+                float s = 0.0f;
+                for (int r0 = 0; r0 < S; r0 += 8) {
+                    float v[8];
+#pragma unroll
+                    for (int r = 0; r < 8; r++) v[r] = r0 + r < S ? ld_dsmem_f32(smem_u32(mine + i), r0 + r) : 0.0f;
+#pragma unroll
+                    for (int r = 0; r < 8; r++) s += v[r];
+                }
+                vnm_epi_store(e, s, row0 + i % 64, i / 64);
+            }
         }
-        if (tid < S) bulk_wait_read_all();  // part is written again after the next __syncthreads
     }
-    // No barrier at the end: every value sent to a CTA is one it waits for before it exits.
+    // Push: every value sent to a CTA is one it waits for before it exits. Pull: our partial sums
+    // stay until every CTA has read them.
+    if (!push) cluster_arrive_release(), cluster_wait_acquire();
 #endif
 }
 
