@@ -20,14 +20,14 @@
 //      staged copy by all 128 threads (rows of tokens >= n were zeroed once);
 //   5. mma.sp m16n8k32 over the slice;
 //   6. the partial sums go to shared memory; CTA s reduces about 1/S of the 64 × n outputs;
-//   7. n <= DC_PUSH_MAX_N (push): each CTA's share goes by a bulk copy into that CTA's receive
-//      buffer, completing bytes on its mbarrier, then the next row tile's A loads go out into the
-//      same registers; CTA s waits on its mbarrier and sums its share over the S senders in rank
-//      order: no fence or cluster barrier per row tile. Larger n (pull, measured faster there):
-//      a cluster barrier, the next A loads issued between its arrive and its wait (the arrive's
-//      release is a MEMBAR.ALL.GPU that waited for loads issued before it, Session 17), then CTA s
-//      reads its share from the S CTAs by DSMEM. Then the epilogue. Buffers alternate between
-//      row tiles. No global workspace, no atomics: the same result on every run.
+//   7. n <= DC_PUSH_MAX_N (push; the host decides): each CTA's share goes by a bulk copy into that
+//      CTA's receive buffer, completing bytes on its mbarrier, then the next row tile's A loads go
+//      out into the same registers; CTA s waits on its mbarrier and sums its share over the S
+//      senders in rank order: no fence or cluster barrier per row tile. Larger n (pull, measured
+//      faster there): a cluster barrier, the next A loads issued between its arrive and its wait
+//      (the arrive's release is a MEMBAR.ALL.GPU that waited for loads issued before it, Session
+//      17), then CTA s reads its share from the S CTAs by DSMEM. Then the epilogue. Buffers
+//      alternate between row tiles. No global workspace, no atomics: the same result on every run.
 // 5 CTAs per SM (94 registers): with 4, a 4096-row matrix had 64 clusters of 8 and only 62 could
 // be resident, and the last two ran as a second wave. Reductions longer than DC_MAX_SPLIT × DC_KC
 // k-steps use the atomic split-K kernel of vnm_spmm.cu (which also serves sm_80).
@@ -50,11 +50,11 @@ struct DecodeSmem {
     size_t bars, recv, part, cols, b, xs, total;
 };
 
-// ntiles B tiles per k-step, kc k-steps, staged x of n tokens × xw channels, R row tiles.
-static __host__ __device__ DecodeSmem decode_smem(int ntiles, int kc, int n, int xw, int R) {
+// ntiles B tiles per k-step, kc k-steps, staged x of n tokens × xw channels, R row tiles, partial
+// sums pushed (else pulled).
+static __host__ __device__ DecodeSmem decode_smem(int ntiles, int kc, int n, int xw, int R, bool push) {
     DecodeSmem s;
     s.bars = 2 * sizeof(uint64_t);                                    // an mbarrier per receive buffer
-    const bool push = n <= DC_PUSH_MAX_N;
     s.recv = push ? 2 * DC_RECV_FLOATS * sizeof(float) : 0;           // 2 × our share's partial sums, per sender
     s.part = (size_t)(push ? 1 : 2) * n * 64 * sizeof(float);         // our partial sums of the row tile(s) [t][r]
     s.cols = (size_t)R * ntiles * kc * 8 * sizeof(uint2);             // [row tile][tile][k-step][block] channels
@@ -74,14 +74,14 @@ __device__ __forceinline__ uint2 gather_staged(const uint16_t *row, uint2 c, int
 // groups). xw: staged channels per token (0: gather from global memory).
 template <int NT>
 __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e,
-                                                                 int kc_max, int xw, int R) {
+                                                                 int kc_max, int xw, int R, bool push) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #if !defined(VNM_SM90A)
     __trap();  // bulk copies, mbarriers and the cluster barrier halves are compiled for sm_90a only (sm90_ptx.cuh)
 #endif
     using namespace vnm90;
     extern __shared__ __align__(16) unsigned char smem[];
-    const DecodeSmem L = decode_smem(NT, kc_max, (int)e.n, xw, R);
+    const DecodeSmem L = decode_smem(NT, kc_max, (int)e.n, xw, R, push);
     uint64_t *bars = (uint64_t *)smem;
     float *recv = (float *)(smem + L.bars);
     float *part = (float *)(smem + L.bars + L.recv);
@@ -99,7 +99,6 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     // share [i0(owner), i0(owner + 1)) is a whole number of 16-byte words; every CTA sends its part of
     // it there (recv[buffer][sender][i - i0]).
     const int E = n * 64, share = 4 * ((E / 4 + S - 1) / S);
-    const bool push = n <= DC_PUSH_MAX_N;
     auto i0 = [&](int rank) { return 4 * (rank * (E / 4) / S); };
     pdl_trigger();
     if (tid == 0) {
@@ -316,7 +315,7 @@ int vnm_decode_cluster_ok(const VnmDeviceMatrix *d, int64_t n) {
 }
 
 // A cluster decode kernel (NT = 1 or 4) and its shared-memory / cluster-size attributes.
-typedef void (*DecodeKernel)(VnmDev, const uint16_t *, VnmEpi, int, int, int);
+typedef void (*DecodeKernel)(VnmDev, const uint16_t *, VnmEpi, int, int, int, bool);
 typedef int (*DecodeAttrs)(size_t, int);
 
 // Row tiles per cluster: the fewest that let all clusters be resident at once (the kernel loads a
@@ -376,12 +375,16 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     attr[0].val.clusterDim.x = (unsigned)S, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
     cfg.attrs = attr, cfg.numAttrs = 1 + pdl_attr(&attr[1]);
     const int64_t row_tiles = d->out_pad / 64;
-    cfg.dynamicSmemBytes = decode_smem(ntiles, kc_max, (int)e.n, xw, 1).total;
+    // Push the partial sums up to n = DC_PUSH_MAX_N (VNM_DECODE_PUSH_N=N sets that n, for measurements).
+    static int push_max = -1;
+    if (push_max < 0) push_max = env_int("VNM_DECODE_PUSH_N", DC_PUSH_MAX_N, 0, 16);
+    const bool push = e.n <= push_max;
+    cfg.dynamicSmemBytes = decode_smem(ntiles, kc_max, (int)e.n, xw, 1, push).total;
     const int R = decode_tiles_per_cluster(kernel, attrs, cfg, S, row_tiles);
     cfg.gridDim = dim3((unsigned)S, (unsigned)((row_tiles + R - 1) / R), 1);
-    cfg.dynamicSmemBytes = decode_smem(ntiles, kc_max, (int)e.n, xw, R).total;
+    cfg.dynamicSmemBytes = decode_smem(ntiles, kc_max, (int)e.n, xw, R, push).total;
     const cudaError_t rc = attrs(cfg.dynamicSmemBytes, S) ? cudaErrorInvalidValue
-                                                          : cudaLaunchKernelEx(&cfg, kernel, dev, x, e, kc_max, xw, R);
+                                                          : cudaLaunchKernelEx(&cfg, kernel, dev, x, e, kc_max, xw, R, push);
     if (rc == cudaSuccess) return 0;
     cudaGetLastError();
     cluster_sizes_failed |= 1u << S;
