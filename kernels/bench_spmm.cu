@@ -514,7 +514,7 @@ void main_table(const Opts &o, const Buffers &b) {
                     double tm = o.decode ? floor_time(o, &ours[pi]) : ours_time(o, &ours[pi], n, b.x, b.y, VNM_KERNEL_MMA_SP);
                     double tf = ours_fm_time(o, &ours[pi], n, b.x, b.y);
                     double err = NAN, err_fm = NAN;
-                    if (o.check && ours[pi].m.in == sh.in && (n == 16 || n == 128 || n == 2048 || n == DEIT_N || n == o.n)) {
+                    if (o.check && ours[pi].m.in == sh.in && (o.decode || n == 16 || n == 128 || n == 2048 || n == DEIT_N || n == o.n)) {
                         if (!o.fm_only) err = check_vs_dense(&ours[pi], n, b.x, b.y, b.y_ref, false);
                         err_fm = check_vs_dense(&ours[pi], n, b.x, b.y, b.y_ref, true);
                     }

@@ -157,10 +157,10 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
         if (rt > 0) __syncthreads();  // every warp is done with the last row tile's mma, reduction and copies
         // 4. B tiles: the 4 kept channels of token t, block j for every (tile, k-step), 8 in flight.
         for (int q = tid; q < triples * reps; q += 128) {
-            const int tr = q % triples, part = q / triples;
+            const int tr = q % triples, first = q / triples;  // triple, and its first k-step
             const int j = tr & 7, t = (tr >> 3) % n, tile = (tr >> 3) / n;
             const uint16_t *xrow = xw ? xs + t * xw : x + t * d.in;
-            for (int kk0 = part; kk0 < kc; kk0 += 8 * reps) {
+            for (int kk0 = first; kk0 < kc; kk0 += 8 * reps) {
                 uint2 v[8];
 #pragma unroll
                 for (int u = 0; u < 8; u++) {
