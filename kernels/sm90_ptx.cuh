@@ -163,15 +163,33 @@ __device__ __forceinline__ uint32_t cluster_size() {
 __device__ __forceinline__ void cluster_sync_all() {
     VNM_SM90A_ASM("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
 }
-// The two halves of cluster_sync_all, relaxed (the arrive releases nothing: after mbarrier inits,
-// fence_mbarrier_init makes them visible to the cluster).
+__device__ __forceinline__ void mbar_arrive_remote(uint32_t bar, uint32_t rank) {
+    VNM_SM90A_ASM(
+        "{\n.reg .b32 r;\nmapa.shared::cluster.u32 r, %0, %1;\n"
+        "mbarrier.arrive.shared::cluster.b64 _, [r];\n}" ::"r"(bar),
+        "r"(rank)
+        : "memory");
+}
+__device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const CUtensorMap *map, uint32_t bar, int c0, int c1,
+                                                      uint16_t cta_mask) {
+    VNM_SM90A_ASM(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%2, "
+        "%3}], [%4], %5;" ::"r"(dst),
+        "l"(map), "r"(c0), "r"(c1), "r"(bar), "h"(cta_mask)
+        : "memory");
+}
+
+// For the decode kernel (vnm_spmm_decode.cu): the halves of cluster_sync_all (.aligned: all threads
+// of a warp execute them), DSMEM loads and bulk copies into another CTA's shared memory.
+// fence_mbarrier_init makes a CTA's initialised mbarriers visible to the cluster; the relaxed arrive
+// releases nothing else.
 __device__ __forceinline__ void fence_mbarrier_init() { VNM_SM90A_ASM("fence.mbarrier_init.release.cluster;" ::: "memory"); }
 __device__ __forceinline__ void cluster_arrive_relaxed() {
     VNM_SM90A_ASM("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
 }
 __device__ __forceinline__ void cluster_wait() { VNM_SM90A_ASM("barrier.cluster.wait.aligned;" ::: "memory"); }
-// The halves of cluster_sync_all: the release of the arrive is a MEMBAR.ALL.GPU (it waits for every
-// memory access of the thread in flight, loads included: issue loads after it, not before).
+// The release of this arrive is a MEMBAR.ALL.GPU: it waits for every memory access of the thread in
+// flight, loads included (issue loads after it, not before).
 __device__ __forceinline__ void cluster_arrive_release() {
     VNM_SM90A_ASM("barrier.cluster.arrive.release.aligned;" ::: "memory");
 }
@@ -194,21 +212,6 @@ __device__ __forceinline__ void bulk_copy_to_rank(uint32_t dst, uint32_t src, ui
         "{\n.reg .b32 rd, rb;\nmapa.shared::cluster.u32 rd, %0, %4;\nmapa.shared::cluster.u32 rb, %3, %4;\n"
         "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [rd], [%1], %2, [rb];\n}" ::"r"(dst),
         "r"(src), "r"(bytes), "r"(bar), "r"(rank)
-        : "memory");
-}
-__device__ __forceinline__ void mbar_arrive_remote(uint32_t bar, uint32_t rank) {
-    VNM_SM90A_ASM(
-        "{\n.reg .b32 r;\nmapa.shared::cluster.u32 r, %0, %1;\n"
-        "mbarrier.arrive.shared::cluster.b64 _, [r];\n}" ::"r"(bar),
-        "r"(rank)
-        : "memory");
-}
-__device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const CUtensorMap *map, uint32_t bar, int c0, int c1,
-                                                      uint16_t cta_mask) {
-    VNM_SM90A_ASM(
-        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%2, "
-        "%3}], [%4], %5;" ::"r"(dst),
-        "l"(map), "r"(c0), "r"(c1), "r"(bar), "h"(cta_mask)
         : "memory");
 }
 

@@ -28,7 +28,7 @@
 //      (the arrive's release is a MEMBAR.ALL.GPU that waited for loads issued before it, Session
 //      17), then CTA s reads its share from the S CTAs by DSMEM. Then the epilogue. Buffers
 //      alternate between row tiles. No global workspace, no atomics: the same result on every run.
-// 5 CTAs per SM (94 registers): with 4, a 4096-row matrix had 64 clusters of 8 and only 62 could
+// 5 CTAs per SM (96 registers): with 4, a 4096-row matrix had 64 clusters of 8 and only 62 could
 // be resident, and the last two ran as a second wave. Reductions longer than DC_MAX_SPLIT × DC_KC
 // k-steps use the atomic split-K kernel of vnm_spmm.cu (which also serves sm_80).
 // Measurements: experiments/kernels/NOTES.md, Sessions 6, 16 and 17.
@@ -101,11 +101,11 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     const int E = n * 64, share = 4 * ((E / 4 + S - 1) / S);
     auto i0 = [&](int rank) { return 4 * (rank * (E / 4) / S); };
     pdl_trigger();
-    if (tid == 0) {
+    if (push && tid == 0) {
         mbar_init(smem_u32(bars), 1), mbar_init(smem_u32(bars + 1), 1);
         fence_mbarrier_init();
     }
-    cluster_arrive_relaxed();  // our mbarriers exist; waited for before the first send
+    if (push) cluster_arrive_relaxed();  // our mbarriers exist; waited for before the first send
 
     // 1. kept channels of the slice in each row tile -> shared memory (asynchronous, ahead of the A loads).
     for (int i = tid; i < nrt * NT * kc * 8; i += 128) {
@@ -117,8 +117,9 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     uint4 a[DC_KC];
     uint32_t m[DC_KC];
     vnm_load_a_slice<DC_KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
-    // B rows of tokens n .. ntok - 1 stay zero.
-    for (int i = tid; i < (int)(L.b / 16); i += 128) ((uint4 *)Bs)[i] = make_uint4(0, 0, 0, 0);
+    // B rows of tokens n .. ntok - 1 stay zero (none when n is 8 or 16).
+    if (n < ntok)
+        for (int i = tid; i < (int)(L.b / 16); i += 128) ((uint4 *)Bs)[i] = make_uint4(0, 0, 0, 0);
     // Everything above reads weights only; x and y belong to the kernels around this one.
     pdl_wait();
     // 3. x channels [c0, c0 + xw) of the n tokens -> shared memory.
@@ -147,7 +148,7 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
-    cluster_wait();  // every CTA of the cluster has initialised its mbarriers
+    if (push) cluster_wait();  // every CTA of the cluster has initialised its mbarriers
     // B fill work: (tile, token < n, block) triples; when there are fewer than 128, `reps` threads share
     // a triple's k-steps.
     const int triples = NT * n * 8, reps = triples >= 128 ? 1 : 128 / triples;
