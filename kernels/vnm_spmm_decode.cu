@@ -45,21 +45,28 @@
 #define DC_RECV_FLOATS (16 * 64 + 4 * DC_MAX_SPLIT)  // [S][share] partial sums per buffer: S·share <= 16·64 + 4·S
 #define DC_PUSH_MAX_N 4           // up to this n partial sums are pushed to their owners, above it pulled (NOTES, Session 17)
 
+// How a launch runs: kc_max k-steps per CTA at most; xw channels of x staged per token (0: gathered
+// from global memory), rows xp >= xw channels apart in shared memory; R row tiles per cluster;
+// partial sums pushed (else pulled); xfirst: x staged before the A loads go out (else after).
+struct DecodeCfg {
+    int kc_max, xw, xp, R;
+    bool push, xfirst;
+};
+
 // Shared memory of one CTA (bytes), laid out in this order.
 struct DecodeSmem {
     size_t bars, recv, part, cols, b, xs, total;
 };
 
-// ntiles B tiles per k-step, kc k-steps, staged x of n tokens × xw channels, R row tiles, partial
-// sums pushed (else pulled).
-static __host__ __device__ DecodeSmem decode_smem(int ntiles, int kc, int n, int xw, int R, bool push) {
+// ntiles B tiles per k-step, n tokens.
+static __host__ __device__ DecodeSmem decode_smem(int ntiles, const DecodeCfg &c, int n) {
     DecodeSmem s;
-    s.bars = 2 * sizeof(uint64_t);                                    // an mbarrier per receive buffer
-    s.recv = push ? 2 * DC_RECV_FLOATS * sizeof(float) : 0;           // 2 × our share's partial sums, per sender
-    s.part = (size_t)(push ? 1 : 2) * n * 64 * sizeof(float);         // our partial sums of the row tile(s) [t][r]
-    s.cols = (size_t)R * ntiles * kc * 8 * sizeof(uint2);             // [row tile][tile][k-step][block] channels
-    s.b = (size_t)ntiles * kc * 16 * B_PITCH * sizeof(uint16_t);  // [tile][k-step][token][B_PITCH]
-    s.xs = (size_t)n * xw * sizeof(uint16_t);                     // [token][channel - c0]
+    s.bars = 2 * sizeof(uint64_t);                                      // an mbarrier per receive buffer
+    s.recv = c.push ? 2 * DC_RECV_FLOATS * sizeof(float) : 0;           // 2 × our share's partial sums, per sender
+    s.part = (size_t)(c.push ? 1 : 2) * n * 64 * sizeof(float);         // our partial sums of the row tile(s) [t][r]
+    s.cols = (size_t)c.R * ntiles * c.kc_max * 8 * sizeof(uint2);       // [row tile][tile][k-step][block] channels
+    s.b = (size_t)ntiles * c.kc_max * 16 * B_PITCH * sizeof(uint16_t);  // [tile][k-step][token][B_PITCH]
+    s.xs = (size_t)n * c.xp * sizeof(uint16_t);                         // [token][channel - c0], rows xp apart
     s.total = s.bars + s.recv + s.part + s.cols + s.b + s.xs;
     return s;
 }
@@ -71,17 +78,19 @@ __device__ __forceinline__ uint2 gather_staged(const uint16_t *row, uint2 c, int
 }
 
 // NT: B tiles per k-step (1 when the 64 rows of a CTA share their kept columns, 4 for 16/32-row
-// groups). xw: staged channels per token (0: gather from global memory).
+// groups).
 template <int NT>
 __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e,
-                                                                 int kc_max, int xw, int R, bool push) {
+                                                                 DecodeCfg cfg) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #if !defined(VNM_SM90A)
     __trap();  // bulk copies, mbarriers and the cluster barrier halves are compiled for sm_90a only (sm90_ptx.cuh)
 #endif
     using namespace vnm90;
     extern __shared__ __align__(16) unsigned char smem[];
-    const DecodeSmem L = decode_smem(NT, kc_max, (int)e.n, xw, R, push);
+    const DecodeSmem L = decode_smem(NT, cfg, (int)e.n);
+    const int kc_max = cfg.kc_max, xw = cfg.xw, xp = cfg.xp, R = cfg.R;
+    const bool push = cfg.push;
     uint64_t *bars = (uint64_t *)smem;
     float *recv = (float *)(smem + L.bars);
     float *part = (float *)(smem + L.bars + L.recv);
@@ -107,30 +116,18 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     }
     if (push) cluster_arrive_relaxed();  // our mbarriers exist; waited for before the first send
 
-    // 1. kept channels of the slice in each row tile -> shared memory (asynchronous, ahead of the A loads).
-    for (int i = tid; i < nrt * NT * kc * 8; i += 128) {
-        const int j = i & 7, kk = (i >> 3) % kc, tile = (i >> 3) / kc % NT, rt = (i >> 3) / kc / NT;
-        const int64_t cb = (ks0 + kk) * 8 + j, g = ((rt0 + rt) * 64 + (NT == 1 ? 0 : 16 * tile)) / d.group_rows;
-        cp_async_ca<8>(scols + ((rt * NT + tile) * kc_max + kk) * 8 + j, d.cols + (g * d.KT * 8 + cb) * 4);
-    }
-    // 2. A fragments and metadata of the first row tile -> registers.
-    uint4 a[DC_KC];
-    uint32_t m[DC_KC];
-    vnm_load_a_slice<DC_KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
-    // B rows of tokens n .. ntok - 1 stay zero (none when n is 8 or 16).
-    if (n < ntok)
-        for (int i = tid; i < (int)(L.b / 16); i += 128) ((uint4 *)Bs)[i] = make_uint4(0, 0, 0, 0);
-    // Everything above reads weights only; x and y belong to the kernels around this one.
-    pdl_wait();
-    // 3. x channels [c0, c0 + xw) of the n tokens -> shared memory.
+    // 3. x channels [c0, c0 + xw) of the n tokens -> shared memory (after pdl_wait: x belongs to the
+    // kernel before).
     const int64_t c0 = ks0 * 8 * d.M, cw = min((int64_t)xw, d.in - c0);
-    if (xw) {
-        // the widest copy (channels) that keeps every row aligned (c0 is a multiple of 8 channels)
+    auto stage_x = [&]() {
+        pdl_wait();
+        if (!xw) return;
+        // the widest copy (channels) that keeps every row aligned (c0 and xp are multiples of 8 channels)
         const uintptr_t xa = (uintptr_t)x;
         const int w = d.in % 8 == 0 && xa % 16 == 0 ? 8 : d.in % 4 == 0 && xa % 8 == 0 ? 4 : d.in % 2 == 0 && xa % 4 == 0 ? 2 : 1;
         for (int t = 0; t < n; t++)
             for (int c = w * tid; c < xw; c += w * 128) {
-                uint16_t *dst = xs + t * xw + c;
+                uint16_t *dst = xs + t * xp + c;
                 const uint16_t *src = x + t * d.in + c0 + c;
                 if (c >= cw) {
                     for (int k = 0; k < w; k++) dst[k] = 0;
@@ -144,7 +141,25 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
                     dst[0] = vnm_ldg_u16(src);
                 }
             }
+    };
+    // 1. kept channels of the slice in each row tile -> shared memory (asynchronous, ahead of the A loads).
+    for (int i = tid; i < nrt * NT * kc * 8; i += 128) {
+        const int j = i & 7, kk = (i >> 3) % kc, tile = (i >> 3) / kc % NT, rt = (i >> 3) / kc / NT;
+        const int64_t cb = (ks0 + kk) * 8 + j, g = ((rt0 + rt) * 64 + (NT == 1 ? 0 : 16 * tile)) / d.group_rows;
+        cp_async_ca<8>(scols + ((rt * NT + tile) * kc_max + kk) * 8 + j, d.cols + (g * d.KT * 8 + cb) * 4);
     }
+    // With xfirst, x goes out now too, ahead of the A loads (which then no longer overlap the kernel
+    // before); else after them: up to there only weights are read, so with programmatic dependent
+    // launch (kernels/pdl.cuh) the A loads overlap the kernel before.
+    if (cfg.xfirst) stage_x();
+    // 2. A fragments and metadata of the first row tile -> registers.
+    uint4 a[DC_KC];
+    uint32_t m[DC_KC];
+    vnm_load_a_slice<DC_KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
+    // B rows of tokens n .. ntok - 1 stay zero (none when n is 8 or 16).
+    if (n < ntok)
+        for (int i = tid; i < (int)(L.b / 16); i += 128) ((uint4 *)Bs)[i] = make_uint4(0, 0, 0, 0);
+    if (!cfg.xfirst) stage_x();
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
@@ -160,7 +175,7 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
         for (int q = tid; q < triples * reps; q += 128) {
             const int tr = q % triples, first = q / triples;  // triple, and its first k-step
             const int j = tr & 7, t = (tr >> 3) % n, tile = (tr >> 3) / n;
-            const uint16_t *xrow = xw ? xs + t * xw : x + t * d.in;
+            const uint16_t *xrow = xw ? xs + t * xp : x + t * d.in;
             for (int kk0 = first; kk0 < kc; kk0 += 8 * reps) {
                 uint2 v[8];
 #pragma unroll
@@ -316,7 +331,7 @@ int vnm_decode_cluster_ok(const VnmDeviceMatrix *d, int64_t n) {
 }
 
 // A cluster decode kernel (NT = 1 or 4) and its shared-memory / cluster-size attributes.
-typedef void (*DecodeKernel)(VnmDev, const uint16_t *, VnmEpi, int, int, int, bool);
+typedef void (*DecodeKernel)(VnmDev, const uint16_t *, VnmEpi, DecodeCfg);
 typedef int (*DecodeAttrs)(size_t, int);
 
 // Row tiles per cluster: the fewest that let all clusters be resident at once (the kernel loads a
@@ -364,8 +379,11 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     // every n on the H200); VNM_DECODE_STAGE=0 gathers from global memory instead (for comparison).
     static int stage = -1;
     if (stage < 0) stage = env_int("VNM_DECODE_STAGE", 1, 0, 1);
-    int xw = (int)(kc_max * 8 * d->p.M);  // channels of a slice when they are local
-    if (!stage || !d->cols_local || e.n * xw * sizeof(uint16_t) > DC_STAGE_MAX) xw = 0;
+    static int xpad = -1, xfirst = -1;
+    if (xpad < 0) xpad = env_int("VNM_DECODE_XPAD", 0, 0, 64), xfirst = env_int("VNM_DECODE_XFIRST", 0, 0, 1);
+    DecodeCfg c = {kc_max, (int)(kc_max * 8 * d->p.M), 0, 1, false, xfirst == 1};  // xw: the channels of a slice when they are local
+    c.xp = c.xw + 8 * xpad;
+    if (!stage || !d->cols_local || e.n * c.xp * sizeof(uint16_t) > DC_STAGE_MAX) c.xw = c.xp = 0;
     const DecodeKernel kernel = ntiles == 1 ? vnm_decode_cluster_kernel<1> : vnm_decode_cluster_kernel<4>;
     const DecodeAttrs attrs = ntiles == 1 ? decode_attrs<1> : decode_attrs<4>;
     cudaLaunchConfig_t cfg = {};
@@ -379,13 +397,12 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     // Push the partial sums up to n = DC_PUSH_MAX_N (VNM_DECODE_PUSH_N=N sets that n, for measurements).
     static int push_max = -1;
     if (push_max < 0) push_max = env_int("VNM_DECODE_PUSH_N", DC_PUSH_MAX_N, 0, 16);
-    const bool push = e.n <= push_max;
-    cfg.dynamicSmemBytes = decode_smem(ntiles, kc_max, (int)e.n, xw, 1, push).total;
-    const int R = decode_tiles_per_cluster(kernel, attrs, cfg, S, row_tiles);
-    cfg.gridDim = dim3((unsigned)S, (unsigned)((row_tiles + R - 1) / R), 1);
-    cfg.dynamicSmemBytes = decode_smem(ntiles, kc_max, (int)e.n, xw, R, push).total;
-    const cudaError_t rc = attrs(cfg.dynamicSmemBytes, S) ? cudaErrorInvalidValue
-                                                          : cudaLaunchKernelEx(&cfg, kernel, dev, x, e, kc_max, xw, R, push);
+    c.push = e.n <= push_max;
+    cfg.dynamicSmemBytes = decode_smem(ntiles, c, (int)e.n).total;
+    c.R = decode_tiles_per_cluster(kernel, attrs, cfg, S, row_tiles);
+    cfg.gridDim = dim3((unsigned)S, (unsigned)((row_tiles + c.R - 1) / c.R), 1);
+    cfg.dynamicSmemBytes = decode_smem(ntiles, c, (int)e.n).total;
+    const cudaError_t rc = attrs(cfg.dynamicSmemBytes, S) ? cudaErrorInvalidValue : cudaLaunchKernelEx(&cfg, kernel, dev, x, e, c);
     if (rc == cudaSuccess) return 0;
     cudaGetLastError();
     cluster_sizes_failed |= 1u << S;

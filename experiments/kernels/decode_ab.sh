@@ -4,7 +4,9 @@
 # setting of TEST_AB; bench spmm --decode-layers (PATTERNS, default 64:2:8,2:4) once per setting of AB;
 # SINGLE=1 bench spmm --decode (single launches, write flush); LLAMA=1 Llama-2-7B prefill 1 × 2048
 # and decode at batch 1 (bench infer); NCU="SPEC ..." warp-stall samples per instruction of the
-# cluster decode kernel (ncu_source.sh syntax, e.g. 64:2:8@1=11008x4096). A setting is "-" (the
+# cluster decode kernel (ncu_source.sh syntax, e.g. 64:2:8@1=11008x4096); TRACE_AB="SETTING ...": the
+# kernel instrumented by s18/trace_patch.py (phase stamps per CTA), bench spmm --decode once per
+# setting, the phase medians of every shape and n (trace.txt). A setting is "-" (the
 # defaults) or "A=1,B=2". Logs in $OUT (decode_layers.txt, ...), a summary on stdout.
 #   TEST_AB=VNM_DECODE_TILES=3 AB="- VNM_DECODE_PUSH_N=0" NCU=64:2:8@1=11008x4096 bash experiments/kernels/decode_ab.sh
 set -uo pipefail
@@ -46,5 +48,18 @@ if [ -n "${NCU:-}" ]; then
   for f in "$OUT"/ncu/src/*.csv; do python3 experiments/kernels/ncu_source_summary.py "$f" --top 16; done 2>&1 | cut -c1-200
   for f in "$OUT"/ncu/src/*.ncu-rep; do ncu -i "$f" --page details 2>&1 | grep -E "Duration|DRAM Throughput"; done
   rm -rf "$OUT/ncu"
+fi
+if [ -n "${TRACE_AB:-}" ]; then
+  cp kernels/vnm_spmm_decode.cu "$OUT/decode_untraced.cu"
+  python3 experiments/kernels/s18/trace_patch.py && cmake --build build-gpu --target vnmtune >"$OUT/trace_build.log" 2>&1 ||
+    echo "traced build failed"
+  for ab in $TRACE_AB; do
+    echo "### trace $ab" >>"$OUT/trace.txt"
+    env $(vars_of "$ab") timeout 120 build-gpu/vnmtune bench spmm --decode --patterns 64:2:8 --no-mmasp --reps 20 >"$OUT/trace_one.txt" 2>&1
+    cat "$OUT/trace_one.txt" >>"$OUT/trace.txt"
+    echo "trace $ab ($((SECONDS - t0)) s)"
+    grep -E "^trace" "$OUT/trace_one.txt" | cut -c1-400
+  done
+  cp "$OUT/decode_untraced.cu" kernels/vnm_spmm_decode.cu && rm "$OUT/decode_untraced.cu" "$OUT/trace_one.txt"
 fi
 echo "all done: $((SECONDS - t0)) s"

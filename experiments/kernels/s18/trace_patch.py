@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Instruments kernels/vnm_spmm_decode.cu in place (experiments only; `git checkout` the file after):
+thread 0 of every CTA stamps clock64 at its phases, and the 10th launch of each shape and n
+(outside graph capture) prints the median / 90th percentile of each phase over the CTAs, in cycles,
+and the kernel's span in ns (globaltimer) from the first CTA's start."""
+import sys
+
+path = sys.argv[1] if len(sys.argv) > 1 else "kernels/vnm_spmm_decode.cu"
+s = open(path).read()
+
+
+def rep(a, b):
+    global s
+    if s.count(a) != 1:
+        sys.exit(f"trace_patch: anchor found {s.count(a)} times: {a[:70]!r}")
+    s = s.replace(a, b)
+
+
+rep('#include <stdlib.h>\n', '#include <stdio.h>\n#include <stdlib.h>\n')
+rep('// The 4 kept channels c (absolute) of a staged token row', r'''#define DT_SLOTS 12
+__device__ unsigned long long g_decode_trace[4096 * DT_SLOTS];
+__device__ __forceinline__ unsigned long long dt_gtime() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+#define DT(slot, val)                                                                          \
+    do {                                                                                       \
+        if (tid == 0 && blockIdx.y * gridDim.x + blockIdx.x < 4096)                            \
+            g_decode_trace[(blockIdx.y * gridDim.x + blockIdx.x) * DT_SLOTS + (slot)] = (val); \
+    } while (0)
+
+// The 4 kept channels c (absolute) of a staged token row''')
+rep('''    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+''', '''    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    DT(0, dt_gtime());
+    DT(1, clock64());
+''')
+rep('''    vnm_load_a_slice<DC_KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
+''', '''    vnm_load_a_slice<DC_KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
+    DT(2, clock64());
+''')
+rep('''    if (!cfg.xfirst) stage_x();
+''', '''    if (!cfg.xfirst) stage_x();
+    DT(3, clock64());
+''')
+rep('''    if (push) cluster_wait();  // every CTA of the cluster has initialised its mbarriers
+''', '''    if (push) cluster_wait();  // every CTA of the cluster has initialised its mbarriers
+    DT(4, clock64());
+''')
+rep('''        __syncthreads();
+
+        // 5. mma.sp over the slice.''', '''        __syncthreads();
+        if (rt == 0) DT(5, clock64());
+
+        // 5. mma.sp over the slice.''')
+rep('''        const int lo = i0(split), hi = i0(split + 1);
+''', '''        if (rt == 0) DT(6, clock64());
+        const int lo = i0(split), hi = i0(split + 1);
+''')
+rep('''            mbar_wait(bar, (uint32_t)(rt >> 1) & 1);
+''', '''            mbar_wait(bar, (uint32_t)(rt >> 1) & 1);
+            if (rt == 0) DT(7, clock64());
+''')
+rep('''            cluster_wait_acquire();
+            for (int i''', '''            cluster_wait_acquire();
+            if (rt == 0) DT(7, clock64());
+            for (int i''')
+rep('''                vnm_epi_store(e, s, row0 + i % 64, i / 64);
+            }
+        }
+    }
+''', '''                vnm_epi_store(e, s, row0 + i % 64, i / 64);
+            }
+        }
+        if (rt == 0) DT(8, clock64());
+    }
+    DT(9, clock64());
+''')
+rep('''    if (!push) cluster_arrive_release(), cluster_wait_acquire();
+#endif''', '''    if (!push) cluster_arrive_release(), cluster_wait_acquire();
+    DT(10, clock64());
+    DT(11, dt_gtime());
+#endif''')
+rep('// Launches the cluster decode kernel', r'''static int dt_cmp(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void decode_trace_report(const VnmDeviceMatrix *d, int64_t n, const DecodeCfg &cf, int ctas, cudaStream_t st) {
+    static long long keys[64];
+    static int counts[64], used = 0;
+    cudaStreamCaptureStatus cap;
+    if (cudaStreamIsCapturing(st, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone || ctas > 4096) return;
+    const long long key = (d->out * 100003 + d->in) * 17 + n;
+    int k = 0;
+    while (k < used && keys[k] != key) k++;
+    if (k == used) {
+        if (used == 64) return;
+        keys[used++] = key;
+    }
+    if (++counts[k] != 10) return;
+    static unsigned long long h[4096 * DT_SLOTS];
+    if (cudaDeviceSynchronize() != cudaSuccess ||
+        cudaMemcpyFromSymbol(h, g_decode_trace, sizeof(unsigned long long) * ctas * DT_SLOTS) != cudaSuccess) {
+        cudaGetLastError();
+        return;
+    }
+    static const char *names[] = {"a_issue", "x_issue", "x_wait", "b_build", "mma", "reduce_wait", "epilogue", "tiles_rest", "final_bar"};
+    static double v[4096];
+    fprintf(stderr, "trace %lldx%lld n=%lld R=%d ctas=%d push=%d xfirst=%d xpad=%d:", (long long)d->out, (long long)d->in,
+            (long long)n, cf.R, ctas, (int)cf.push, (int)cf.xfirst, cf.xp - cf.xw);
+    for (int p = 0; p < 9; p++) {
+        for (int c = 0; c < ctas; c++) v[c] = (double)(h[c * DT_SLOTS + p + 2] - h[c * DT_SLOTS + p + 1]);
+        qsort(v, ctas, sizeof(double), dt_cmp);
+        fprintf(stderr, " %s %.0f/%.0f", names[p], v[ctas / 2], v[ctas * 9 / 10]);
+    }
+    unsigned long long g0 = ~0ull;
+    for (int c = 0; c < ctas; c++) g0 = h[c * DT_SLOTS] < g0 ? h[c * DT_SLOTS] : g0;
+    for (int c = 0; c < ctas; c++) v[c] = (double)(h[c * DT_SLOTS + 11] - g0);
+    qsort(v, ctas, sizeof(double), dt_cmp);
+    fprintf(stderr, " | end_ns med %.0f max %.0f\n", v[ctas / 2], v[ctas - 1]);
+}
+
+// Launches the cluster decode kernel''')
+rep('''    if (rc == cudaSuccess) return 0;
+    cudaGetLastError();
+    cluster_sizes_failed''', '''    if (rc == cudaSuccess) {
+        decode_trace_report(d, e.n, c, (int)(cfg.gridDim.x * cfg.gridDim.y), stream);
+        return 0;
+    }
+    cudaGetLastError();
+    cluster_sizes_failed''')
+open(path, "w").write(s)
