@@ -47,10 +47,12 @@
 
 // How a launch runs: kc_max k-steps per CTA at most; xw channels of x staged per token (0: gathered
 // from global memory), rows xp >= xw channels apart in shared memory; R row tiles per cluster;
-// partial sums pushed (else pulled); xfirst: x staged before the A loads go out (else after).
+// partial sums pushed (else pulled); xfirst: x staged before the A loads go out (else after); xbulk:
+// x staged by bulk copies, one per token row, completing on an mbarrier (rows of 16-byte multiples
+// at 16-byte-aligned addresses), else by cp.async from every thread.
 struct DecodeCfg {
     int kc_max, xw, xp, R;
-    bool push, xfirst;
+    bool push, xfirst, xbulk;
 };
 
 // Shared memory of one CTA (bytes), laid out in this order.
@@ -61,7 +63,7 @@ struct DecodeSmem {
 // ntiles B tiles per k-step, n tokens.
 static __host__ __device__ DecodeSmem decode_smem(int ntiles, const DecodeCfg &c, int n) {
     DecodeSmem s;
-    s.bars = 2 * sizeof(uint64_t);                                      // an mbarrier per receive buffer
+    s.bars = 4 * sizeof(uint64_t);                                      // an mbarrier per receive buffer, one for x
     s.recv = c.push ? 2 * DC_RECV_FLOATS * sizeof(float) : 0;           // 2 × our share's partial sums, per sender
     s.part = (size_t)(c.push ? 1 : 2) * n * 64 * sizeof(float);         // our partial sums of the row tile(s) [t][r]
     s.cols = (size_t)c.R * ntiles * c.kc_max * 8 * sizeof(uint2);       // [row tile][tile][k-step][block] channels
@@ -110,8 +112,10 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     const int E = n * 64, share = 4 * ((E / 4 + S - 1) / S);
     auto i0 = [&](int rank) { return 4 * (rank * (E / 4) / S); };
     pdl_trigger();
-    if (push && tid == 0) {
-        mbar_init(smem_u32(bars), 1), mbar_init(smem_u32(bars + 1), 1);
+    const uint32_t xbar = smem_u32(bars + 2);  // the bulk copies of x complete here
+    if ((push || cfg.xbulk) && tid == 0) {
+        if (push) mbar_init(smem_u32(bars), 1), mbar_init(smem_u32(bars + 1), 1);
+        if (cfg.xbulk) mbar_init(xbar, 1);
         fence_mbarrier_init();
     }
     if (push) cluster_arrive_relaxed();  // our mbarriers exist; waited for before the first send
@@ -122,6 +126,14 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     auto stage_x = [&]() {
         pdl_wait();
         if (!xw) return;
+        if (cfg.xbulk) {  // one bulk copy per token row by thread 0; channels >= cw zeroed by all
+            if (tid == 0) {
+                mbar_arrive_expect_tx(xbar, (uint32_t)(n * cw * 2));
+                for (int t = 0; t < n; t++) bulk_load(smem_u32(xs + t * xp), x + t * d.in + c0, (uint32_t)cw * 2, xbar);
+            }
+            for (int i = tid; i < n * (xw - cw); i += 128) xs[i / (xw - cw) * xp + cw + i % (xw - cw)] = 0;
+            return;
+        }
         // the widest copy (channels) that keeps every row aligned (c0 and xp are multiples of 8 channels)
         const uintptr_t xa = (uintptr_t)x;
         const int w = d.in % 8 == 0 && xa % 16 == 0 ? 8 : d.in % 4 == 0 && xa % 8 == 0 ? 4 : d.in % 2 == 0 && xa % 4 == 0 ? 2 : 1;
@@ -163,6 +175,7 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
+    if (cfg.xbulk) mbar_wait(xbar, 0);
     if (push) cluster_wait();  // every CTA of the cluster has initialised its mbarriers
     // B fill work: (tile, token < n, block) triples; when there are fewer than 128, `reps` threads share
     // a triple's k-steps.
@@ -379,11 +392,17 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     // every n on the H200); VNM_DECODE_STAGE=0 gathers from global memory instead (for comparison).
     static int stage = -1;
     if (stage < 0) stage = env_int("VNM_DECODE_STAGE", 1, 0, 1);
-    static int xpad = -1, xfirst = -1;
-    if (xpad < 0) xpad = env_int("VNM_DECODE_XPAD", 0, 0, 64), xfirst = env_int("VNM_DECODE_XFIRST", 0, 0, 1);
-    DecodeCfg c = {kc_max, (int)(kc_max * 8 * d->p.M), 0, 1, false, xfirst == 1};  // xw: the channels of a slice when they are local
+    static int xpad = -1, xfirst = -1, xbulk = -1;
+    if (xpad < 0)
+        xpad = env_int("VNM_DECODE_XPAD", 1, 0, 64), xfirst = env_int("VNM_DECODE_XFIRST", 0, 0, 1),
+        xbulk = env_int("VNM_DECODE_XBULK", 1, 0, 1);
+    // xw: the channels of a slice when they are local. Rows of x padded by 8 channels (16 bytes) in
+    // shared memory: unpadded, the 4 tokens of a warp's B gathers read the same banks (NOTES, Session 18).
+    DecodeCfg c = {kc_max, (int)(kc_max * 8 * d->p.M), 0, 1, false, xfirst == 1, false};
     c.xp = c.xw + 8 * xpad;
     if (!stage || !d->cols_local || e.n * c.xp * sizeof(uint16_t) > DC_STAGE_MAX) c.xw = c.xp = 0;
+    // Bulk copies need 16-byte rows at 16-byte addresses: `in` a multiple of 8 channels, x aligned.
+    c.xbulk = xbulk && c.xw && d->in % 8 == 0 && (uintptr_t)x % 16 == 0;
     const DecodeKernel kernel = ntiles == 1 ? vnm_decode_cluster_kernel<1> : vnm_decode_cluster_kernel<4>;
     const DecodeAttrs attrs = ntiles == 1 ? decode_attrs<1> : decode_attrs<4>;
     cudaLaunchConfig_t cfg = {};

@@ -247,6 +247,7 @@ Test(vnm_spmm_gpu, shapes_and_epilogues) {
         {32, 6, 192, 6 * 8 * 8 * 9, 3, VNM_RANDOM_PERMUTE_COLS, 1, 0, VNM_ACT_GELU},  // decode, 4 B tiles, 2 chunks
         {16, 4, 256, 4 * 1000, 7, 0, 0, 1, VNM_ACT_NONE},                       // decode, 2:4, long reduction
         {64, 5, 256, 5 * 83, 9, 0, 1, 1, VNM_ACT_GELU},     // decode, odd in: x staged by 2-byte loads
+        {64, 5, 256, 5 * 8 * 84, 12, 0, 1, 0, VNM_ACT_NONE},  // decode, x by bulk copies, the last CTA's slice past `in`
         {64, 8, 256, 8 * 8 * 8 * 12, 8, 0, 0, 0, VNM_ACT_NONE},  // decode, a 12-CTA cluster (non-portable size)
         {64, 8, 640, 8 * 8 * 8 * 20 + 8 * 24, 16, 0, 1, 1, VNM_ACT_GELU},  // decode, KT = 163 > 16 × 8: the atomic kernel
         {16, 4, 192, 4 * 1100, 5, 0, 0, 1, VNM_ACT_NONE},                  // decode, 2:4, KT = 138: the atomic kernel
