@@ -3,7 +3,7 @@
 # test with the defaults (LLAMA=1: and the Llama GPU tests; SKIP_TEST=1: neither), then once per
 # setting of TEST_AB; bench spmm --decode-layers (PATTERNS, default 64:2:8,2:4) once per setting of AB;
 # SINGLE=1 bench spmm --decode (single launches, write flush); LLAMA=1 Llama-2-7B prefill 1 × 2048
-# and decode at batch 1 (bench infer); NCU="SPEC ..." warp-stall samples per instruction of the
+# and decode at batch 1 (LLAMA_BATCHES="1 16": at each; bench infer); NCU="SPEC ..." warp-stall samples per instruction of the
 # cluster decode kernel (ncu_source.sh syntax, e.g. 64:2:8@1=11008x4096); TRACE_AB="SETTING ...": the
 # kernel instrumented by s18/trace_patch.py (phase stamps per CTA), bench spmm --decode once per
 # setting, the phase medians of every shape and n (trace.txt). A setting is "-" (the
@@ -38,9 +38,11 @@ if [ "${SINGLE:-0}" = 1 ]; then
   grep llama "$OUT/decode_single.txt" | awk '{print $2, $3, $4, "dense", $(NF-11), "ours", $(NF-9), "floor", $(NF-8), $(NF-7) "x"}'
 fi
 if [ "${LLAMA:-0}" = 1 ]; then
-  timeout 100 build-gpu/vnmtune bench infer --model llama2_7b --pattern 64:2:8 --batches 1 --seq 2048 --decode-batch 1 --steps 32 \
-    >"$OUT/bench_infer_llama.txt" 2>&1
-  grep -E "^    1 |ratio|kernels" "$OUT/bench_infer_llama.txt"
+  for b in ${LLAMA_BATCHES:-1}; do
+    timeout 100 build-gpu/vnmtune bench infer --model llama2_7b --pattern 64:2:8 --batches 1 --seq 2048 --decode-batch "$b" \
+      --steps 32 >"$OUT/bench_infer_llama_b$b.txt" 2>&1
+    grep -E "^    1 |ratio|kernels" "$OUT/bench_infer_llama_b$b.txt"
+  done
 fi
 if [ -n "${NCU:-}" ]; then
   KREGEX=vnm_decode_cluster NCU_EXTRA="--section SpeedOfLight" SPECS="$NCU" bash experiments/kernels/ncu_source.sh 2>&1 | grep "^=="
