@@ -12,9 +12,13 @@
 //      registers (one 16-byte and one 4-byte load per thread and k-step, coalesced, read once:
 //      evict-first); up to here only weights are read, so with programmatic dependent launch
 //      (kernels/pdl.cuh) all this overlaps the kernel before;
-//   3. the x channels the slice can touch ([c0, c0 + xw), n tokens) are copied into shared memory
-//      by the widest aligned cp.async, independent of the column lists; with permuted input
-//      channels (cols_local = 0) x is gathered from global memory instead (step 4);
+//   3. the x channels the slice can touch ([c0, c0 + xw), n tokens) are copied into shared memory,
+//      independent of the column lists: by one bulk copy per token row from thread 0 when rows are
+//      16-byte aligned (cp.async from every thread queued behind that thread's A loads in the
+//      load/store unit: 4 k cycles at n = 16, Session 18), else by the widest aligned cp.async;
+//      rows are 8 channels longer than they need to be, so that the B gathers of step 4 (a warp
+//      reads 4 tokens at once) fall in different banks; with permuted input channels
+//      (cols_local = 0) x is gathered from global memory instead (step 4);
 //   then for each row tile of the group:
 //   4. the B tiles (kept channels of the n tokens, one 16 × 32 tile per k-step) are built from the
 //      staged copy by all 128 threads (rows of tokens >= n were zeroed once);
@@ -31,7 +35,7 @@
 // 5 CTAs per SM (96 registers): with 4, a 4096-row matrix had 64 clusters of 8 and only 62 could
 // be resident, and the last two ran as a second wave. Reductions longer than DC_MAX_SPLIT × DC_KC
 // k-steps use the atomic split-K kernel of vnm_spmm.cu (which also serves sm_80).
-// Measurements: experiments/kernels/NOTES.md, Sessions 6, 16 and 17.
+// Measurements: experiments/kernels/NOTES.md, Sessions 6, 16, 17 and 18.
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,12 +51,11 @@
 
 // How a launch runs: kc_max k-steps per CTA at most; xw channels of x staged per token (0: gathered
 // from global memory), rows xp >= xw channels apart in shared memory; R row tiles per cluster;
-// partial sums pushed (else pulled); xfirst: x staged before the A loads go out (else after); xbulk:
-// x staged by bulk copies, one per token row, completing on an mbarrier (rows of 16-byte multiples
+// partial sums pushed (else pulled); xbulk: x staged by bulk copies, one per token row, completing on an mbarrier (rows of 16-byte multiples
 // at 16-byte-aligned addresses), else by cp.async from every thread.
 struct DecodeCfg {
     int kc_max, xw, xp, R;
-    bool push, xfirst, xbulk;
+    bool push, xbulk;
 };
 
 // Shared memory of one CTA (bytes), laid out in this order.
@@ -120,21 +123,34 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
     }
     if (push) cluster_arrive_relaxed();  // our mbarriers exist; waited for before the first send
 
-    // 3. x channels [c0, c0 + xw) of the n tokens -> shared memory (after pdl_wait: x belongs to the
-    // kernel before).
+    // 1. kept channels of the slice in each row tile -> shared memory (asynchronous, ahead of the A loads).
+    for (int i = tid; i < nrt * NT * kc * 8; i += 128) {
+        const int j = i & 7, kk = (i >> 3) % kc, tile = (i >> 3) / kc % NT, rt = (i >> 3) / kc / NT;
+        const int64_t cb = (ks0 + kk) * 8 + j, g = ((rt0 + rt) * 64 + (NT == 1 ? 0 : 16 * tile)) / d.group_rows;
+        cp_async_ca<8>(scols + ((rt * NT + tile) * kc_max + kk) * 8 + j, d.cols + (g * d.KT * 8 + cb) * 4);
+    }
+    // 2. A fragments and metadata of the first row tile -> registers.
+    uint4 a[DC_KC];
+    uint32_t m[DC_KC];
+    vnm_load_a_slice<DC_KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
+    // B rows of tokens n .. ntok - 1 stay zero (none when n is 8 or 16).
+    if (n < ntok)
+        for (int i = tid; i < (int)(L.b / 16); i += 128) ((uint4 *)Bs)[i] = make_uint4(0, 0, 0, 0);
+    // Everything above reads weights only (so with programmatic dependent launch, kernels/pdl.cuh, it
+    // overlaps the kernel before); x and y belong to the kernels around this one.
+    pdl_wait();
+    // 3. x channels [c0, c0 + xw) of the n tokens -> shared memory.
     const int64_t c0 = ks0 * 8 * d.M, cw = min((int64_t)xw, d.in - c0);
-    auto stage_x = [&]() {
-        pdl_wait();
-        if (!xw) return;
-        if (cfg.xbulk) {  // one bulk copy per token row by thread 0; channels >= cw zeroed by all
-            if (tid == 0) {
-                mbar_arrive_expect_tx(xbar, (uint32_t)(n * cw * 2));
-                for (int t = 0; t < n; t++) bulk_load(smem_u32(xs + t * xp), x + t * d.in + c0, (uint32_t)cw * 2, xbar);
-            }
-            for (int i = tid; i < n * (xw - cw); i += 128) xs[i / (xw - cw) * xp + cw + i % (xw - cw)] = 0;
-            return;
+    if (xw && cfg.xbulk) {
+        // one bulk copy per token row by thread 0 (not queued behind this thread's A loads in the
+        // load/store unit, as cp.async from every thread was); channels >= cw zeroed by all
+        if (tid == 0) {
+            mbar_arrive_expect_tx(xbar, (uint32_t)(n * cw * 2));
+            for (int t = 0; t < n; t++) bulk_load(smem_u32(xs + t * xp), x + t * d.in + c0, (uint32_t)cw * 2, xbar);
         }
-        // the widest copy (channels) that keeps every row aligned (c0 and xp are multiples of 8 channels)
+        for (int i = tid; i < n * (xw - cw); i += 128) xs[i / (xw - cw) * xp + cw + i % (xw - cw)] = 0;
+    } else if (xw) {
+        // the widest cp.async (channels) that keeps every row aligned (c0 and xp are multiples of 8 channels)
         const uintptr_t xa = (uintptr_t)x;
         const int w = d.in % 8 == 0 && xa % 16 == 0 ? 8 : d.in % 4 == 0 && xa % 8 == 0 ? 4 : d.in % 2 == 0 && xa % 4 == 0 ? 2 : 1;
         for (int t = 0; t < n; t++)
@@ -153,25 +169,7 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
                     dst[0] = vnm_ldg_u16(src);
                 }
             }
-    };
-    // 1. kept channels of the slice in each row tile -> shared memory (asynchronous, ahead of the A loads).
-    for (int i = tid; i < nrt * NT * kc * 8; i += 128) {
-        const int j = i & 7, kk = (i >> 3) % kc, tile = (i >> 3) / kc % NT, rt = (i >> 3) / kc / NT;
-        const int64_t cb = (ks0 + kk) * 8 + j, g = ((rt0 + rt) * 64 + (NT == 1 ? 0 : 16 * tile)) / d.group_rows;
-        cp_async_ca<8>(scols + ((rt * NT + tile) * kc_max + kk) * 8 + j, d.cols + (g * d.KT * 8 + cb) * 4);
     }
-    // With xfirst, x goes out now too, ahead of the A loads (which then no longer overlap the kernel
-    // before); else after them: up to there only weights are read, so with programmatic dependent
-    // launch (kernels/pdl.cuh) the A loads overlap the kernel before.
-    if (cfg.xfirst) stage_x();
-    // 2. A fragments and metadata of the first row tile -> registers.
-    uint4 a[DC_KC];
-    uint32_t m[DC_KC];
-    vnm_load_a_slice<DC_KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
-    // B rows of tokens n .. ntok - 1 stay zero (none when n is 8 or 16).
-    if (n < ntok)
-        for (int i = tid; i < (int)(L.b / 16); i += 128) ((uint4 *)Bs)[i] = make_uint4(0, 0, 0, 0);
-    if (!cfg.xfirst) stage_x();
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
@@ -392,13 +390,11 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     // every n on the H200); VNM_DECODE_STAGE=0 gathers from global memory instead (for comparison).
     static int stage = -1;
     if (stage < 0) stage = env_int("VNM_DECODE_STAGE", 1, 0, 1);
-    static int xpad = -1, xfirst = -1, xbulk = -1;
-    if (xpad < 0)
-        xpad = env_int("VNM_DECODE_XPAD", 1, 0, 64), xfirst = env_int("VNM_DECODE_XFIRST", 0, 0, 1),
-        xbulk = env_int("VNM_DECODE_XBULK", 1, 0, 1);
+    static int xpad = -1, xbulk = -1;
+    if (xpad < 0) xpad = env_int("VNM_DECODE_XPAD", 1, 0, 64), xbulk = env_int("VNM_DECODE_XBULK", 1, 0, 1);
     // xw: the channels of a slice when they are local. Rows of x padded by 8 channels (16 bytes) in
     // shared memory: unpadded, the 4 tokens of a warp's B gathers read the same banks (NOTES, Session 18).
-    DecodeCfg c = {kc_max, (int)(kc_max * 8 * d->p.M), 0, 1, false, xfirst == 1, false};
+    DecodeCfg c = {kc_max, (int)(kc_max * 8 * d->p.M), 0, 1, false, false};
     c.xp = c.xw + 8 * xpad;
     if (!stage || !d->cols_local || e.n * c.xp * sizeof(uint16_t) > DC_STAGE_MAX) c.xw = c.xp = 0;
     // Bulk copies need 16-byte rows at 16-byte addresses: `in` a multiple of 8 channels, x aligned.

@@ -40,9 +40,11 @@ rep('''    vnm_load_a_slice<DC_KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
 ''', '''    vnm_load_a_slice<DC_KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
     DT(2, clock64());
 ''')
-rep('''    if (!cfg.xfirst) stage_x();
-''', '''    if (!cfg.xfirst) stage_x();
-    DT(3, clock64());
+rep('''    cp_async_commit();
+    cp_async_wait<0>();
+''', '''    DT(3, clock64());
+    cp_async_commit();
+    cp_async_wait<0>();
 ''')
 rep('''    if (push) cluster_wait();  // every CTA of the cluster has initialised its mbarriers
 ''', '''    if (push) cluster_wait();  // every CTA of the cluster has initialised its mbarriers
@@ -108,8 +110,8 @@ static void decode_trace_report(const VnmDeviceMatrix *d, int64_t n, const Decod
     }
     static const char *names[] = {"a_issue", "x_issue", "x_wait", "b_build", "mma", "reduce_wait", "epilogue", "tiles_rest", "final_bar"};
     static double v[4096];
-    fprintf(stderr, "trace %lldx%lld n=%lld R=%d ctas=%d push=%d xfirst=%d xpad=%d:", (long long)d->out, (long long)d->in,
-            (long long)n, cf.R, ctas, (int)cf.push, (int)cf.xfirst, cf.xp - cf.xw);
+    fprintf(stderr, "trace %lldx%lld n=%lld R=%d ctas=%d push=%d xbulk=%d xpad=%d:", (long long)d->out, (long long)d->in,
+            (long long)n, cf.R, ctas, (int)cf.push, (int)cf.xbulk, cf.xp - cf.xw);
     for (int p = 0; p < 9; p++) {
         for (int c = 0; c < ctas; c++) v[c] = (double)(h[c * DT_SLOTS + p + 2] - h[c * DT_SLOTS + p + 1]);
         qsort(v, ctas, sizeof(double), dt_cmp);
