@@ -56,6 +56,15 @@ char *xstrdup(const char *s) {
     return d;
 }
 
+int env_int(const char *name, int fallback, int lo, int hi) {
+    const char *v = getenv(name);
+    if (!v || !*v) return fallback;
+    char *end;
+    errno = 0;
+    const long x = strtol(v, &end, 10);
+    return *end || errno || x < lo || x > hi ? fallback : (int)x;
+}
+
 double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

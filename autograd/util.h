@@ -26,6 +26,10 @@ char *xstrdup(const char *s);
 
 double now_seconds(void);  // monotonic clock
 
+// Environment variable `name` as an integer (kernel choices and A/B switches for measurements):
+// `fallback` when it is unset, not a whole decimal number or outside [lo, hi].
+int env_int(const char *name, int fallback, int lo, int hi);
+
 // Calls fn(ctx, begin, end) on contiguous chunks covering [0, n), on up to 16 threads (one per
 // online CPU), each chunk at least min_chunk long; returns when all are done. fn must only write
 // what its own range owns.

@@ -12,10 +12,7 @@
 #include <cublasLt.h>
 #include <stdint.h>
 
-// util.h is C11; its _Noreturn is spelled [[noreturn]] in C++.
-#ifndef _Noreturn
-#define _Noreturn [[noreturn]]
-#endif
+#include "kernels/pdl.cuh"  // (also defines _Noreturn for util.h in C++)
 extern "C" {
 #include "autograd/device.h"
 #include "autograd/ops.h"
@@ -24,7 +21,6 @@ extern "C" {
 #include "autograd/tensor.h"
 #include "autograd/util.h"
 }
-#include "kernels/pdl.cuh"
 
 typedef __nv_bfloat16 bf16;
 

@@ -399,7 +399,7 @@ static size_t bwd_smem(int64_t Tp) { return fwd_smem(Tp) + (size_t)Tp * 8; }  //
 // GEMM paths instead (tests/gpu/test_ops_cuda.c checks both).
 bool flash_ok(int64_t T, int64_t D, int64_t C) {
     static int on = -1;
-    if (on < 0) on = getenv("VNM_FLASH") == NULL || strcmp(getenv("VNM_FLASH"), "0") != 0;
+    if (on < 0) on = env_int("VNM_FLASH", 1, 0, 1);
     return on && D == FD && T <= FMAXT && C % 8 == 0 && bwd_smem(pad16(T)) <= 227 * 1024;
 }
 

@@ -123,7 +123,7 @@ using namespace lorabwd;
 // add traffic). Kept, tested, as the starting point for a TMA-fed, wider version.
 bool lora_dy_fused_ok(int64_t N, int64_t r) {
     static int on = -1;
-    if (on < 0) on = getenv("VNM_LORA_FUSED") != NULL && strcmp(getenv("VNM_LORA_FUSED"), "0") != 0;
+    if (on < 0) on = env_int("VNM_LORA_FUSED", 0, 0, 1);
     return on && r == R && N % 8 == 0 && N < (1 << 30);
 }
 

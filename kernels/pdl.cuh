@@ -7,8 +7,14 @@
 // and when the kernel was launched without the attribute.
 #pragma once
 #include <cuda_runtime.h>
-#include <stdlib.h>
-#include <string.h>
+
+// util.h is C11; its _Noreturn is spelled [[noreturn]] in C++.
+#ifndef _Noreturn
+#define _Noreturn [[noreturn]]
+#endif
+extern "C" {
+#include "autograd/util.h"  // env_int
+}
 
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -26,10 +32,7 @@ __device__ __forceinline__ void pdl_trigger() {
 // Returns the number of attributes written (0 or 1).
 static inline int pdl_attr(cudaLaunchAttribute *attr) {
     static int on = -1;
-    if (on < 0) {
-        const char *env = getenv("VNM_PDL");
-        on = !(env && !strcmp(env, "0"));
-    }
+    if (on < 0) on = env_int("VNM_PDL", 1, 0, 1);
     if (!on) return 0;
     attr->id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr->val.programmaticStreamSerializationAllowed = 1;

@@ -259,10 +259,10 @@ constexpr int64_t GATHER_MAX_IN = 32768;  // gather_columns_kernel's row in shar
 
 // The 2:4 form for prefill (vnm_spmm.h), where it exists and the wgmma kernel can run it.
 static int upload_as24(const VnmMatrix *m, VnmDeviceMatrix *d, Err *err) {
-    const char *env = getenv("VNM_PREFILL_24");
-    const bool never = env && !strcmp(env, "0"), always = env && !strcmp(env, "1");
+    const int env = env_int("VNM_PREFILL_24", -1, 0, 1);
+    const bool never = env == 0, always = env == 1;
     const bool plain24 = m->p.M == 4 && d->cols_local;  // already this form
-    const bool ss = !(getenv("VNM_SS") && !strcmp(getenv("VNM_SS"), "0"));  // VNM_SS=0: the register-A TMA kernel
+    const bool ss = env_int("VNM_SS", 1, 0, 1);  // VNM_SS=0: the register-A TMA kernel
     if (d->cc_major != 9 || !vnm_wgmma_sp_available() || never) return 0;
     // A plain 2:4 matrix the TMA kernel runs gets a copy in the SS layout; other plain 2:4 ones none.
     if ((d->fill == VNM_FILL_TMA && !ss) || (plain24 && d->fill != VNM_FILL_TMA)) return 0;
@@ -437,10 +437,7 @@ static bool wgmma_ok(const VnmDeviceMatrix *d, int64_t n) { return wgmma_matrix_
 // VNM_TOKEN_MAJOR=1 / 0 in the environment forces the token-major kernel / the transposed route.
 static bool via_feature_major(const VnmDeviceMatrix *d, int64_t n, int kernel) {
     static int force = -2;
-    if (force == -2) {
-        const char *env = getenv("VNM_TOKEN_MAJOR");
-        force = env ? !strcmp(env, "1") : -1;  // 1: token-major, 0: transposed, -1: by shape
-    }
+    if (force == -2) force = env_int("VNM_TOKEN_MAJOR", -1, 0, 1);  // 1: token-major, 0: transposed, -1: by shape
     if (kernel == VNM_KERNEL_VIA_FM) return true;  // checked by pick_kernel
     if (kernel != VNM_KERNEL_AUTO || !wgmma_ok(d, n) || d->fill == VNM_FILL_TMA) return false;
     return force >= 0 ? force == 0 : d->in >= 1024 && d->out >= 1024;

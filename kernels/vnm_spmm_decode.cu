@@ -302,12 +302,6 @@ static int decode_attrs(size_t bytes, int S) {
     return 0;
 }
 
-static int env_int(const char *name, int fallback, int lo, int hi) {
-    const char *env = getenv(name);
-    const int v = env ? atoi(env) : fallback;
-    return v < lo || v > hi ? fallback : v;
-}
-
 // Split of the k-steps over the cluster: S CTAs of kc_max k-steps each (the last may have fewer),
 // about 8 k-steps per CTA; VNM_DECODE_SPLIT=S in the environment forces S (for measurements).
 // Returns 0 when kc_max <= DC_KC.

@@ -774,12 +774,6 @@ static int64_t tile_count(const VnmDeviceMatrix *d, int64_t n, int tn, int bm = 
     return (d->out_pad / bm) * ((n + tn - 1) / tn);
 }
 
-// 0, 1 or -1 (unset) from an environment switch.
-static int env_switch(const char *name) {
-    const char *env = getenv(name);
-    return env && !strcmp(env, "0") ? 0 : env && !strcmp(env, "1") ? 1 : -1;
-}
-
 // Whether the persistent TMA kernel runs stream-K (Segments): when whole tiles would leave the last
 // round of CTAs less than 90 % full, there are at least 4 rounds of tiles and a tile has at least
 // 32 ring stages (in >= 2048). Measured on an H200 (experiments/kernels/NOTES.md, Session 9): at
@@ -789,7 +783,7 @@ static int env_switch(const char *name) {
 // 384 × 384, 768 × 768) it lost. VNM_STREAMK=0 / 1: never / whenever possible.
 static bool use_stream_k(int64_t tiles, int64_t nstages, int64_t G) {
     static int env = -2;
-    if (env == -2) env = env_switch("VNM_STREAMK");
+    if (env == -2) env = env_int("VNM_STREAMK", -1, 0, 1);
     if (env == 0 || tiles * nstages < G) return false;  // every CTA needs a unit (the stream-K part has >= min(tiles, G) tiles)
     const int64_t rounds = (tiles + G - 1) / G;
     return env == 1 || (nstages >= 32 && tiles >= 4 * G && tiles < 0.9 * (double)(rounds * G));
@@ -800,7 +794,7 @@ static bool use_stream_k(int64_t tiles, int64_t nstages, int64_t G) {
 // the fp32 staging and 16-byte stores by the threads instead).
 static bool bf16_epilogue_ok(const VnmEpi &e) {
     static int store_env = -2;
-    if (store_env == -2) store_env = env_switch("VNM_TMA_STORE");
+    if (store_env == -2) store_env = env_int("VNM_TMA_STORE", -1, 0, 1);
     return store_env != 0 && !e.perm && e.out % 8 == 0 && (uintptr_t)e.y % 16 == 0 && (uintptr_t)e.residual % 16 == 0;
 }
 
@@ -819,8 +813,8 @@ static bool bf16_epilogue_ok(const VnmEpi &e) {
 static int ss_tile_tokens(const VnmDeviceMatrix *d, const VnmEpi &e) {
     static int forced = -1;
     if (forced < 0) {
-        const char *env = getenv("VNM_SS_TN");
-        forced = env && (!strcmp(env, "128") || !strcmp(env, "192") || !strcmp(env, "256")) ? atoi(env) : 0;
+        forced = env_int("VNM_SS_TN", 0, 128, 256);
+        if (forced % 64) forced = 0;  // 128, 192 or 256
     }
     const int64_t G = d->num_sms, nstages = d->KT / 2;
     // (and rows of x 128-byte aligned: the wide form's 32 KB x boxes made rows straddling 128-byte
@@ -864,7 +858,7 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
     // One CTA per tile, or (persistent, VNM_PERSISTENT=0 turns it off) one per SM looping over tiles
     // or over its stream-K range.
     static int persist_env = -2;
-    if (persist_env == -2) persist_env = env_switch("VNM_PERSISTENT");
+    if (persist_env == -2) persist_env = env_int("VNM_PERSISTENT", -1, 0, 1);
     const bool persist = CF::PERSIST && persist_env != 0;
     cudaLaunchConfig_t cfg = {};  // the grid is set below
     cudaLaunchAttribute attr;
@@ -901,7 +895,7 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
 // as without (H200, Session 16, within ±3 %), so off by default.
 static bool ss_pairs() {
     static int env = -2;
-    if (env == -2) env = env_switch("VNM_SS_PAIR");
+    if (env == -2) env = env_int("VNM_SS_PAIR", -1, 0, 1);
     return env == 1;
 }
 

@@ -359,3 +359,20 @@ Test(config, error_prefix_keeps_inner_message) {
     err_set(&err, "%s: %s", "job.yaml:3", err.msg);
     cr_assert_str_eq(err.msg, "job.yaml:3: train.lr: expected a number");
 }
+
+// Environment switches (kernel choices, A/B measurements): a whole number in range, else the fallback.
+Test(config, env_int) {
+    unsetenv("VNM_TEST_SWITCH");
+    cr_assert_eq(env_int("VNM_TEST_SWITCH", 7, 0, 16), 7);
+    const struct {
+        const char *value;
+        int want;
+    } cases[] = {{"3", 3}, {"0", 0}, {"16", 16}, {"17", 7}, {"-1", 7}, {"", 7}, {"1x", 7}, {"x", 7}, {"99999999999999", 7}};
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        setenv("VNM_TEST_SWITCH", cases[i].value, 1);
+        cr_assert_eq(env_int("VNM_TEST_SWITCH", 7, 0, 16), cases[i].want, "VNM_TEST_SWITCH=%s", cases[i].value);
+    }
+    setenv("VNM_TEST_SWITCH", "-2", 1);
+    cr_assert_eq(env_int("VNM_TEST_SWITCH", 0, -5, 5), -2);
+    unsetenv("VNM_TEST_SWITCH");
+}
