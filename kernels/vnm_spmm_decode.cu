@@ -34,7 +34,8 @@
 //      alternate between row tiles. No global workspace, no atomics: the same result on every run.
 // 5 CTAs per SM (96 registers): with 4, a 4096-row matrix had 64 clusters of 8 and only 62 could
 // be resident, and the last two ran as a second wave. Reductions longer than DC_MAX_SPLIT × DC_KC
-// k-steps use the atomic split-K kernel of vnm_spmm.cu (which also serves sm_80).
+// k-steps use the atomic split-K kernel of vnm_spmm.cu (which also serves sm_80), or with
+// VNM_DECODE_KC=12 a wide form of this kernel, up to 12 k-steps per CTA at 4 CTAs per SM.
 // Measurements: experiments/kernels/NOTES.md, Sessions 6, 16, 17 and 18.
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,7 @@
 #include "kernels/vnm_spmm_common.cuh"
 
 #define DC_KC 8                   // k-steps per CTA at most (their A fragments live in registers)
+#define DC_KC_WIDE 12             // ... in the wide form (4 CTAs per SM), for longer reductions (VNM_DECODE_KC)
 #define DC_MAX_SPLIT 16           // CTAs per cluster (above 8: a non-portable size, allowed on H100/H200)
 #define DC_STAGE_MAX (64 * 1024)  // bytes of staged x per CTA at most
 #define DC_RECV_FLOATS (16 * 64 + 4 * DC_MAX_SPLIT)  // [S][share] partial sums per buffer: S·share <= 16·64 + 4·S
@@ -83,9 +85,9 @@ __device__ __forceinline__ uint2 gather_staged(const uint16_t *row, uint2 c, int
 }
 
 // NT: B tiles per k-step (1 when the 64 rows of a CTA share their kept columns, 4 for 16/32-row
-// groups).
-template <int NT>
-__global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e,
+// groups). KC: k-steps per CTA at most, DC_KC (5 CTAs per SM) or DC_KC_WIDE (4: more registers).
+template <int NT, int KC>
+__global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e,
                                                                  DecodeCfg cfg) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #if !defined(VNM_SM90A)
@@ -130,9 +132,9 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
         cp_async_ca<8>(scols + ((rt * NT + tile) * kc_max + kk) * 8 + j, d.cols + (g * d.KT * 8 + cb) * 4);
     }
     // 2. A fragments and metadata of the first row tile -> registers.
-    uint4 a[DC_KC];
-    uint32_t m[DC_KC];
-    vnm_load_a_slice<DC_KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
+    uint4 a[KC];
+    uint32_t m[KC];
+    vnm_load_a_slice<KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
     // B rows of tokens n .. ntok - 1 stay zero (none when n is 8 or 16).
     if (n < ntok)
         for (int i = tid; i < (int)(L.b / 16); i += 128) ((uint4 *)Bs)[i] = make_uint4(0, 0, 0, 0);
@@ -209,7 +211,7 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
         float acc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
         const uint16_t *my_b = Bs + (NT == 1 ? 0 : warp) * kc_max * 16 * B_PITCH;
 #pragma unroll
-        for (int k = 0; k < DC_KC; k++)
+        for (int k = 0; k < KC; k++)
             if (k < kc) {
 #pragma unroll
                 for (int nt = 0; nt < 2; nt++)
@@ -246,7 +248,7 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
                 bulk_commit();
             }
             // The next row tile's A loads, in flight during the reduction.
-            if (rt + 1 < nrt) vnm_load_a_slice<DC_KC>(d, (row0 + 64) / 16 + warp, ks0, kc, lane, a, m);
+            if (rt + 1 < nrt) vnm_load_a_slice<KC>(d, (row0 + 64) / 16 + warp, ks0, kc, lane, a, m);
             // Our share, summed over the senders in rank order, through the epilogue.
             if (tid == 0) mbar_arrive_expect_tx(bar, (uint32_t)(S * (hi - lo) * 4));
             mbar_wait(bar, (uint32_t)(rt >> 1) & 1);
@@ -263,7 +265,7 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
             // loads in flight at a time), summed in rank order. A buffer is written again two row
             // tiles later, after the next barrier, which each CTA reaches once done reading.
             cluster_arrive_release();
-            if (rt + 1 < nrt) vnm_load_a_slice<DC_KC>(d, (row0 + 64) / 16 + warp, ks0, kc, lane, a, m);
+            if (rt + 1 < nrt) vnm_load_a_slice<KC>(d, (row0 + 64) / 16 + warp, ks0, kc, lane, a, m);
             cluster_wait_acquire();
             for (int i = lo + tid; i < hi; i += 128) {
                 float s = 0.0f;
@@ -284,18 +286,18 @@ __global__ void __launch_bounds__(128, 5) vnm_decode_cluster_kernel(VnmDev d, co
 #endif
 }
 
-template <int NT>
+template <int NT, int KC>
 static int decode_attrs(size_t bytes, int S) {
     static size_t set = 0;
     static bool big_clusters = false;
     if (S > 8 && !big_clusters) {
-        if (cudaFuncSetAttribute(vnm_decode_cluster_kernel<NT>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) !=
+        if (cudaFuncSetAttribute(vnm_decode_cluster_kernel<NT, KC>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) !=
             cudaSuccess)
             return -1;
         big_clusters = true;
     }
     if (bytes <= 48 * 1024 || bytes <= set) return 0;
-    if (cudaFuncSetAttribute(vnm_decode_cluster_kernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) !=
+    if (cudaFuncSetAttribute(vnm_decode_cluster_kernel<NT, KC>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) !=
         cudaSuccess)
         return -1;
     set = bytes;
@@ -304,20 +306,22 @@ static int decode_attrs(size_t bytes, int S) {
 
 // Split of the k-steps over the cluster: S CTAs of kc_max k-steps each (the last may have fewer),
 // about 8 k-steps per CTA; VNM_DECODE_SPLIT=S in the environment forces S (for measurements).
-// Returns 0 when kc_max <= DC_KC.
+// Returns 0 when kc_max is at most DC_KC, or DC_KC_WIDE with VNM_DECODE_KC=12 (the wide form, not
+// yet measured, so off by default: longer reductions such as Llama's 4096 × 11008, KT = 172, run
+// the atomic split-K kernel).
 static int decode_split(const VnmDeviceMatrix *d, int *S, int *kc_max) {
-    static int forced = -1;
-    if (forced < 0) forced = env_int("VNM_DECODE_SPLIT", 0, 0, DC_MAX_SPLIT);
+    static int forced = -1, kc_cap = -1;
+    if (forced < 0) forced = env_int("VNM_DECODE_SPLIT", 0, 0, DC_MAX_SPLIT), kc_cap = env_int("VNM_DECODE_KC", DC_KC, DC_KC, DC_KC_WIDE);
     int64_t s = forced ? forced : (d->KT + 7) / 8;
     if (s > DC_MAX_SPLIT) s = DC_MAX_SPLIT;
     if (s > d->KT) s = d->KT;
     *kc_max = (int)((d->KT + s - 1) / s);
     *S = (int)((d->KT + *kc_max - 1) / *kc_max);  // no empty CTAs
-    return *kc_max <= DC_KC ? 0 : -1;
+    return *kc_max <= kc_cap ? 0 : -1;
 }
 
-// Whether the cluster kernel runs this matrix at n tokens: n <= 16, at most DC_MAX_SPLIT × DC_KC
-// k-steps, an sm_90 device and binary (a PTX-only or sm_80 build has no cluster code),
+// Whether the cluster kernel runs this matrix at n tokens: n <= 16, k-steps that decode_split
+// allows, an sm_90 device and binary (a PTX-only or sm_80 build has no cluster code),
 // and VNM_DECODE=atomic not set (that selects the atomic split-K kernel everywhere, for comparison).
 static unsigned cluster_sizes_failed = 0;  // bit S: a launch with clusters of S CTAs failed (see below)
 
@@ -327,7 +331,7 @@ int vnm_decode_cluster_ok(const VnmDeviceMatrix *d, int64_t n) {
         cudaFuncAttributes a;
         const char *env = getenv("VNM_DECODE");
         avail = !(env && !strcmp(env, "atomic")) &&
-                cudaFuncGetAttributes(&a, vnm_decode_cluster_kernel<1>) == cudaSuccess && a.binaryVersion >= 90;
+                cudaFuncGetAttributes(&a, vnm_decode_cluster_kernel<1, DC_KC>) == cudaSuccess && a.binaryVersion >= 90;
         cudaGetLastError();
     }
     int S, kc_max;
@@ -335,7 +339,7 @@ int vnm_decode_cluster_ok(const VnmDeviceMatrix *d, int64_t n) {
            !((cluster_sizes_failed >> S) & 1u);
 }
 
-// A cluster decode kernel (NT = 1 or 4) and its shared-memory / cluster-size attributes.
+// A cluster decode kernel (NT = 1 or 4, KC = DC_KC or DC_KC_WIDE) and its shared-memory / cluster-size attributes.
 typedef void (*DecodeKernel)(VnmDev, const uint16_t *, VnmEpi, DecodeCfg);
 typedef int (*DecodeAttrs)(size_t, int);
 
@@ -393,8 +397,11 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     if (!stage || !d->cols_local || e.n * c.xp * sizeof(uint16_t) > DC_STAGE_MAX) c.xw = c.xp = 0;
     // Bulk copies need 16-byte rows at 16-byte addresses: `in` a multiple of 8 channels, x aligned.
     c.xbulk = xbulk && c.xw && d->in % 8 == 0 && (uintptr_t)x % 16 == 0;
-    const DecodeKernel kernel = ntiles == 1 ? vnm_decode_cluster_kernel<1> : vnm_decode_cluster_kernel<4>;
-    const DecodeAttrs attrs = ntiles == 1 ? decode_attrs<1> : decode_attrs<4>;
+    const bool wide = kc_max > DC_KC;
+    const DecodeKernel kernel = ntiles == 1 ? (wide ? vnm_decode_cluster_kernel<1, DC_KC_WIDE> : vnm_decode_cluster_kernel<1, DC_KC>)
+                                            : (wide ? vnm_decode_cluster_kernel<4, DC_KC_WIDE> : vnm_decode_cluster_kernel<4, DC_KC>);
+    const DecodeAttrs attrs = ntiles == 1 ? (wide ? decode_attrs<1, DC_KC_WIDE> : decode_attrs<1, DC_KC>)
+                                          : (wide ? decode_attrs<4, DC_KC_WIDE> : decode_attrs<4, DC_KC>);
     cudaLaunchConfig_t cfg = {};
     cfg.blockDim = dim3(128, 1, 1);
     cfg.stream = stream;

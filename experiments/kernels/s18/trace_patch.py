@@ -36,8 +36,8 @@ rep('''    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     DT(0, dt_gtime());
     DT(1, clock64());
 ''')
-rep('''    vnm_load_a_slice<DC_KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
-''', '''    vnm_load_a_slice<DC_KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
+rep('''    vnm_load_a_slice<KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
+''', '''    vnm_load_a_slice<KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
     DT(2, clock64());
 ''')
 rep('''    cp_async_commit();
