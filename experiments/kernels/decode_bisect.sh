@@ -7,15 +7,7 @@
 # LLAMA=1: at the end, Llama-2-7B decode at batch 1 and 16 with the tree as it is). Summary on
 # stdout, logs in $OUT/bisect.txt.
 #   NS="1 4 16" bash experiments/kernels/decode_bisect.sh
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-t0=$SECONDS
-VNM_BUILD_ONLY=1 bash scripts/gpu-test.sh .deps >/dev/null 2>&1 || { echo "build failed"; exit 1; }
-echo "build: $((SECONDS - t0)) s"
-export LD_LIBRARY_PATH=/opt/vnmdeps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export PATH=/opt/torch/.venv/bin:$PATH
+source "$(dirname "$0")/device_build.sh"
 measure() {  # $1: the variant's name
   echo "### $1" | tee -a "$OUT/bisect.txt"
   if [ "${TEST:-0}" = all ] || { [ "${TEST:-0}" = 1 ] && [ "$1" = "as committed" ]; }; then

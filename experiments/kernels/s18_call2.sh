@@ -7,14 +7,7 @@
 #   3. s18/call3_kernel.patch (the kernel file of Session 17's call 3, 9.72 / 19.98 µs at n = 16 then):
 #      --decode-layers n = 1 and 16, as a control measured in the same call.
 # Logs in $OUT, a summary on stdout.
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-t0=$SECONDS
-VNM_BUILD_ONLY=1 bash scripts/gpu-test.sh .deps >/dev/null 2>&1 || { echo "build failed"; exit 1; }
-echo "build: $((SECONDS - t0)) s"
-export LD_LIBRARY_PATH=/opt/vnmdeps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+source "$(dirname "$0")/device_build.sh"
 layers() {  # $1: the variant's name
   for n in 1 16; do
     timeout 60 build-gpu/vnmtune bench spmm --decode-layers --patterns 64:2:8 --n "$n" --reps 20 2>&1 |
