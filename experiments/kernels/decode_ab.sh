@@ -6,7 +6,9 @@
 # and decode at batch 1 (LLAMA_BATCHES="1 16": at each; bench infer); NCU="SPEC ..." warp-stall samples per instruction of the
 # cluster decode kernel (ncu_source.sh syntax, e.g. 64:2:8@1=11008x4096); TRACE_AB="SETTING ...": the
 # kernel instrumented by s18/trace_patch.py (phase stamps per CTA), bench spmm --decode once per
-# setting, the phase medians of every shape and n (trace.txt). A setting is "-" (the
+# setting, the phase medians of every shape and n (trace.txt); TRACE_LAYERS="4096x4096@16 ...": the
+# same for the last layer of --decode-layers (first of PATTERNS) at that shape and n, a layer launched
+# behind the one before it as in a model. A setting is "-" (the
 # defaults) or "A=1,B=2". Logs in $OUT (decode_layers.txt, ...), a summary on stdout.
 #   TEST_AB=VNM_DECODE_TILES=3 AB="- VNM_DECODE_PUSH_N=0" NCU=64:2:8@1=11008x4096 bash experiments/kernels/decode_ab.sh
 set -uo pipefail
@@ -51,17 +53,25 @@ if [ -n "${NCU:-}" ]; then
   for f in "$OUT"/ncu/src/*.ncu-rep; do ncu -i "$f" --page details 2>&1 | grep -E "Duration|DRAM Throughput"; done
   rm -rf "$OUT/ncu"
 fi
-if [ -n "${TRACE_AB:-}" ]; then
+if [ -n "${TRACE_AB:-}${TRACE_LAYERS:-}" ]; then
   cp kernels/vnm_spmm_decode.cu "$OUT/decode_untraced.cu"
   python3 experiments/kernels/s18/trace_patch.py && cmake --build build-gpu --target vnmtune >"$OUT/trace_build.log" 2>&1 ||
     echo "traced build failed"
-  for ab in $TRACE_AB; do
+  for ab in ${TRACE_AB:-}; do
     echo "### trace $ab" >>"$OUT/trace.txt"
     env $(vars_of "$ab") timeout 120 build-gpu/vnmtune bench spmm --decode --patterns 64:2:8 --no-mmasp --reps 20 >"$OUT/trace_one.txt" 2>&1
     cat "$OUT/trace_one.txt" >>"$OUT/trace.txt"
     echo "trace $ab ($((SECONDS - t0)) s)"
     grep -E "^trace" "$OUT/trace_one.txt" | cut -c1-400
   done
-  cp "$OUT/decode_untraced.cu" kernels/vnm_spmm_decode.cu && rm "$OUT/decode_untraced.cu" "$OUT/trace_one.txt"
+  first_pattern=${PATTERNS:-64:2:8}
+  for item in ${TRACE_LAYERS:-}; do  # SHAPE@N: the last layer of --decode-layers, run behind the one before it
+    echo "### trace_last $item" >>"$OUT/trace.txt"
+    timeout 60 build-gpu/vnmtune bench spmm --decode-layers --patterns "${first_pattern%%,*}" --shapes "${item%@*}" --n "${item#*@}" \
+      --reps 20 >"$OUT/trace_one.txt" 2>&1
+    cat "$OUT/trace_one.txt" >>"$OUT/trace.txt"
+    grep -E "^trace_last" "$OUT/trace_one.txt" | cut -c1-400
+  done
+  cp "$OUT/decode_untraced.cu" kernels/vnm_spmm_decode.cu && rm -f "$OUT/decode_untraced.cu" "$OUT/trace_one.txt"
 fi
 echo "all done: $((SECONDS - t0)) s"

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Instruments kernels/vnm_spmm_decode.cu in place (experiments only; `git checkout` the file after):
+"""Instruments kernels/vnm_spmm_decode.cu in place (experiments only; restore the file after):
 thread 0 of every CTA stamps clock64 at its phases, and the 10th launch of each shape and n
 (outside graph capture) prints the median / 90th percentile of each phase over the CTAs, in cycles,
-and the kernel's span in ns (globaltimer) from the first CTA's start."""
+and the CTAs' starts and ends in ns (globaltimer) from the first CTA's start. At exit the last
+launch is printed too ("trace_last"): with bench spmm --decode-layers --shapes S --n N, a layer run
+behind the layer before it, as in a model."""
 import sys
 
 path = sys.argv[1] if len(sys.argv) > 1 else "kernels/vnm_spmm_decode.cu"
@@ -89,19 +91,8 @@ rep('// Launches the cluster decode kernel', r'''static int dt_cmp(const void *a
     return x < y ? -1 : x > y;
 }
 
-static void decode_trace_report(const VnmDeviceMatrix *d, int64_t n, const DecodeCfg &cf, int ctas, cudaStream_t st) {
-    static long long keys[64];
-    static int counts[64], used = 0;
-    cudaStreamCaptureStatus cap;
-    if (cudaStreamIsCapturing(st, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone || ctas > 4096) return;
-    const long long key = (d->out * 100003 + d->in) * 17 + n;
-    int k = 0;
-    while (k < used && keys[k] != key) k++;
-    if (k == used) {
-        if (used == 64) return;
-        keys[used++] = key;
-    }
-    if (++counts[k] != 10) return;
+// Prints the phases of the kernel whose stamps are in g_decode_trace (after waiting for it).
+static void decode_trace_print(const char *label, long long out, long long in, long long n, const DecodeCfg &cf, int ctas) {
     static unsigned long long h[4096 * DT_SLOTS];
     if (cudaDeviceSynchronize() != cudaSuccess ||
         cudaMemcpyFromSymbol(h, g_decode_trace, sizeof(unsigned long long) * ctas * DT_SLOTS) != cudaSuccess) {
@@ -110,8 +101,8 @@ static void decode_trace_report(const VnmDeviceMatrix *d, int64_t n, const Decod
     }
     static const char *names[] = {"a_issue", "x_issue", "x_wait", "b_build", "mma", "reduce_wait", "epilogue", "tiles_rest", "final_bar"};
     static double v[4096];
-    fprintf(stderr, "trace %lldx%lld n=%lld R=%d ctas=%d push=%d xbulk=%d xpad=%d:", (long long)d->out, (long long)d->in,
-            (long long)n, cf.R, ctas, (int)cf.push, (int)cf.xbulk, cf.xp - cf.xw);
+    fprintf(stderr, "%s %lldx%lld n=%lld R=%d ctas=%d push=%d xbulk=%d xpad=%d:", label, out, in, n, cf.R, ctas, (int)cf.push,
+            (int)cf.xbulk, cf.xp - cf.xw);
     for (int p = 0; p < 9; p++) {
         for (int c = 0; c < ctas; c++) v[c] = (double)(h[c * DT_SLOTS + p + 2] - h[c * DT_SLOTS + p + 1]);
         qsort(v, ctas, sizeof(double), dt_cmp);
@@ -119,9 +110,43 @@ static void decode_trace_report(const VnmDeviceMatrix *d, int64_t n, const Decod
     }
     unsigned long long g0 = ~0ull;
     for (int c = 0; c < ctas; c++) g0 = h[c * DT_SLOTS] < g0 ? h[c * DT_SLOTS] : g0;
+    for (int c = 0; c < ctas; c++) v[c] = (double)(h[c * DT_SLOTS] - g0);
+    qsort(v, ctas, sizeof(double), dt_cmp);
+    fprintf(stderr, " | start_ns med %.0f max %.0f", v[ctas / 2], v[ctas - 1]);
     for (int c = 0; c < ctas; c++) v[c] = (double)(h[c * DT_SLOTS + 11] - g0);
     qsort(v, ctas, sizeof(double), dt_cmp);
-    fprintf(stderr, " | end_ns med %.0f max %.0f\n", v[ctas / 2], v[ctas - 1]);
+    fprintf(stderr, " end_ns med %.0f max %.0f\n", v[ctas / 2], v[ctas - 1]);
+}
+
+// The last launch (graph replays included: in bench spmm --decode-layers, the last layer of the
+// last replay, launched behind the layer before it as in a model), printed at exit.
+static struct {
+    long long out, in, n;
+    DecodeCfg cf;
+    int ctas;
+} dt_last;
+static void decode_trace_at_exit(void) {
+    if (dt_last.ctas) decode_trace_print("trace_last", dt_last.out, dt_last.in, dt_last.n, dt_last.cf, dt_last.ctas);
+}
+
+// The 10th launch of each shape and n outside graph capture: waits for it and prints its phases.
+static void decode_trace_report(const VnmDeviceMatrix *d, int64_t n, const DecodeCfg &cf, int ctas, cudaStream_t st) {
+    static bool registered = false;
+    if (!registered) registered = true, atexit(decode_trace_at_exit);
+    if (ctas > 4096) return;
+    dt_last.out = d->out, dt_last.in = d->in, dt_last.n = n, dt_last.cf = cf, dt_last.ctas = ctas;
+    static long long keys[64];
+    static int counts[64], used = 0;
+    cudaStreamCaptureStatus cap;
+    if (cudaStreamIsCapturing(st, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone) return;
+    const long long key = (d->out * 100003 + d->in) * 17 + n;
+    int k = 0;
+    while (k < used && keys[k] != key) k++;
+    if (k == used) {
+        if (used == 64) return;
+        keys[used++] = key;
+    }
+    if (++counts[k] == 10) decode_trace_print("trace", d->out, d->in, n, cf, ctas);
 }
 
 // Launches the cluster decode kernel''')
