@@ -53,8 +53,9 @@
 
 // How a launch runs: kc_max k-steps per CTA at most; xw channels of x staged per token (0: gathered
 // from global memory), rows xp >= xw channels apart in shared memory; R row tiles per cluster;
-// partial sums pushed (else pulled); xbulk: x staged by bulk copies, one per token row, completing on an mbarrier (rows of 16-byte multiples
-// at 16-byte-aligned addresses), else by cp.async from every thread.
+// partial sums pushed (else pulled); xbulk: x staged by bulk copies, one per token row, completing
+// on an mbarrier (rows of 16-byte multiples at 16-byte-aligned addresses), else by cp.async from
+// every thread.
 struct DecodeCfg {
     int kc_max, xw, xp, R;
     bool push, xbulk;
@@ -143,7 +144,7 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
     pdl_wait();
     // 3. x channels [c0, c0 + xw) of the n tokens -> shared memory.
     const int64_t c0 = ks0 * 8 * d.M, cw = min((int64_t)xw, d.in - c0);
-    if (xw && cfg.xbulk) {
+    if (cfg.xbulk) {  // (only with xw > 0)
         // one bulk copy per token row by thread 0 (not queued behind this thread's A loads in the
         // load/store unit, as cp.async from every thread was); channels >= cw zeroed by all
         if (tid == 0) {
@@ -304,20 +305,35 @@ static int decode_attrs(size_t bytes, int S) {
     return 0;
 }
 
+// The environment switches of the decode kernel (for measurements), read once: the split S
+// (VNM_DECODE_SPLIT, 0: by KT), the most k-steps per CTA (VNM_DECODE_KC), row tiles per cluster
+// (VNM_DECODE_TILES, 0: by occupancy), x staged (VNM_DECODE_STAGE), its rows padded by xpad × 8
+// channels (VNM_DECODE_XPAD) and copied by bulk copies (VNM_DECODE_XBULK), partial sums pushed up
+// to n = push_max (VNM_DECODE_PUSH_N).
+struct DecodeEnv {
+    int split, kc_cap, tiles, stage, xpad, xbulk, push_max;
+};
+static const DecodeEnv &decode_env() {
+    static const DecodeEnv v = {env_int("VNM_DECODE_SPLIT", 0, 0, DC_MAX_SPLIT), env_int("VNM_DECODE_KC", DC_KC, DC_KC, DC_KC_WIDE),
+                                env_int("VNM_DECODE_TILES", 0, 0, 64),           env_int("VNM_DECODE_STAGE", 1, 0, 1),
+                                env_int("VNM_DECODE_XPAD", 1, 0, 64),            env_int("VNM_DECODE_XBULK", 1, 0, 1),
+                                env_int("VNM_DECODE_PUSH_N", DC_PUSH_MAX_N, 0, 16)};
+    return v;
+}
+
 // Split of the k-steps over the cluster: S CTAs of kc_max k-steps each (the last may have fewer),
 // about 8 k-steps per CTA; VNM_DECODE_SPLIT=S in the environment forces S (for measurements).
 // Returns 0 when kc_max is at most DC_KC, or DC_KC_WIDE with VNM_DECODE_KC=12 (the wide form, not
 // yet measured, so off by default: longer reductions such as Llama's 4096 × 11008, KT = 172, run
 // the atomic split-K kernel).
 static int decode_split(const VnmDeviceMatrix *d, int *S, int *kc_max) {
-    static int forced = -1, kc_cap = -1;
-    if (forced < 0) forced = env_int("VNM_DECODE_SPLIT", 0, 0, DC_MAX_SPLIT), kc_cap = env_int("VNM_DECODE_KC", DC_KC, DC_KC, DC_KC_WIDE);
+    const int forced = decode_env().split;
     int64_t s = forced ? forced : (d->KT + 7) / 8;
     if (s > DC_MAX_SPLIT) s = DC_MAX_SPLIT;
     if (s > d->KT) s = d->KT;
     *kc_max = (int)((d->KT + s - 1) / s);
     *S = (int)((d->KT + *kc_max - 1) / *kc_max);  // no empty CTAs
-    return *kc_max <= kc_cap ? 0 : -1;
+    return *kc_max <= decode_env().kc_cap ? 0 : -1;
 }
 
 // Whether the cluster kernel runs this matrix at n tokens: n <= 16, k-steps that decode_split
@@ -350,9 +366,7 @@ typedef int (*DecodeAttrs)(size_t, int);
 // Cached per kernel, cluster size and shared-memory size. VNM_DECODE_TILES=R forces R.
 static int decode_tiles_per_cluster(DecodeKernel kernel, DecodeAttrs attrs, cudaLaunchConfig_t cfg, int S,
                                     int64_t row_tiles) {
-    static int forced = -1;
-    if (forced < 0) forced = env_int("VNM_DECODE_TILES", 0, 0, 64);
-    if (forced) return forced;
+    if (decode_env().tiles) return decode_env().tiles;
     static struct {
         DecodeKernel kernel;
         int S;
@@ -386,22 +400,21 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     const int ntiles = (d->group_rows % 64 == 0) ? 1 : 4;
     // Stage the slice's channels when they are local (measured faster than the direct gather at
     // every n on the H200); VNM_DECODE_STAGE=0 gathers from global memory instead (for comparison).
-    static int stage = -1;
-    if (stage < 0) stage = env_int("VNM_DECODE_STAGE", 1, 0, 1);
-    static int xpad = -1, xbulk = -1;
-    if (xpad < 0) xpad = env_int("VNM_DECODE_XPAD", 1, 0, 64), xbulk = env_int("VNM_DECODE_XBULK", 1, 0, 1);
+    const DecodeEnv &env = decode_env();
     // xw: the channels of a slice when they are local. Rows of x padded by 8 channels (16 bytes) in
     // shared memory: unpadded, the 4 tokens of a warp's B gathers read the same banks (NOTES, Session 18).
     DecodeCfg c = {kc_max, (int)(kc_max * 8 * d->p.M), 0, 1, false, false};
-    c.xp = c.xw + 8 * xpad;
-    if (!stage || !d->cols_local || e.n * c.xp * sizeof(uint16_t) > DC_STAGE_MAX) c.xw = c.xp = 0;
+    c.xp = c.xw + 8 * env.xpad;
+    if (!env.stage || !d->cols_local || e.n * c.xp * sizeof(uint16_t) > DC_STAGE_MAX) c.xw = c.xp = 0;
     // Bulk copies need 16-byte rows at 16-byte addresses: `in` a multiple of 8 channels, x aligned.
-    c.xbulk = xbulk && c.xw && d->in % 8 == 0 && (uintptr_t)x % 16 == 0;
-    const bool wide = kc_max > DC_KC;
-    const DecodeKernel kernel = ntiles == 1 ? (wide ? vnm_decode_cluster_kernel<1, DC_KC_WIDE> : vnm_decode_cluster_kernel<1, DC_KC>)
-                                            : (wide ? vnm_decode_cluster_kernel<4, DC_KC_WIDE> : vnm_decode_cluster_kernel<4, DC_KC>);
-    const DecodeAttrs attrs = ntiles == 1 ? (wide ? decode_attrs<1, DC_KC_WIDE> : decode_attrs<1, DC_KC>)
-                                          : (wide ? decode_attrs<4, DC_KC_WIDE> : decode_attrs<4, DC_KC>);
+    c.xbulk = env.xbulk && c.xw && d->in % 8 == 0 && (uintptr_t)x % 16 == 0;
+    // [B tiles per k-step 1 / 4][k-steps per CTA DC_KC / DC_KC_WIDE]
+    static const DecodeKernel kernels[2][2] = {{vnm_decode_cluster_kernel<1, DC_KC>, vnm_decode_cluster_kernel<1, DC_KC_WIDE>},
+                                               {vnm_decode_cluster_kernel<4, DC_KC>, vnm_decode_cluster_kernel<4, DC_KC_WIDE>}};
+    static const DecodeAttrs attrs_of[2][2] = {{decode_attrs<1, DC_KC>, decode_attrs<1, DC_KC_WIDE>},
+                                               {decode_attrs<4, DC_KC>, decode_attrs<4, DC_KC_WIDE>}};
+    const DecodeKernel kernel = kernels[ntiles == 4][kc_max > DC_KC];
+    const DecodeAttrs attrs = attrs_of[ntiles == 4][kc_max > DC_KC];
     cudaLaunchConfig_t cfg = {};
     cfg.blockDim = dim3(128, 1, 1);
     cfg.stream = stream;
@@ -411,9 +424,7 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     cfg.attrs = attr, cfg.numAttrs = 1 + pdl_attr(&attr[1]);
     const int64_t row_tiles = d->out_pad / 64;
     // Push the partial sums up to n = DC_PUSH_MAX_N (VNM_DECODE_PUSH_N=N sets that n, for measurements).
-    static int push_max = -1;
-    if (push_max < 0) push_max = env_int("VNM_DECODE_PUSH_N", DC_PUSH_MAX_N, 0, 16);
-    c.push = e.n <= push_max;
+    c.push = e.n <= env.push_max;
     cfg.dynamicSmemBytes = decode_smem(ntiles, c, (int)e.n).total;
     c.R = decode_tiles_per_cluster(kernel, attrs, cfg, S, row_tiles);
     cfg.gridDim = dim3((unsigned)S, (unsigned)((row_tiles + c.R - 1) / c.R), 1);
