@@ -34,8 +34,9 @@
 //      alternate between row tiles. No global workspace, no atomics: the same result on every run.
 // 5 CTAs per SM (96 registers): with 4, a 4096-row matrix had 64 clusters of 8 and only 62 could
 // be resident, and the last two ran as a second wave. Reductions longer than DC_MAX_SPLIT × DC_KC
-// k-steps use the atomic split-K kernel of vnm_spmm.cu (which also serves sm_80), or with
-// VNM_DECODE_KC=12 a wide form of this kernel, up to 12 k-steps per CTA at 4 CTAs per SM.
+// k-steps run a wide form of this kernel, up to DC_KC_WIDE k-steps per CTA at 4 CTAs per SM
+// (Llama's 4096 × 11008: 1.76× dense at n = 1 vs 1.56× through the atomic kernel, Session 19);
+// longer ones the atomic split-K kernel of vnm_spmm.cu (which also serves sm_80).
 // Measurements: experiments/kernels/NOTES.md, Sessions 6, 16, 17 and 18.
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,7 @@
 #include "kernels/vnm_spmm_common.cuh"
 
 #define DC_KC 8                   // k-steps per CTA at most (their A fragments live in registers)
-#define DC_KC_WIDE 12             // ... in the wide form (4 CTAs per SM), for longer reductions (VNM_DECODE_KC)
+#define DC_KC_WIDE 12             // ... in the wide form (4 CTAs per SM), for longer reductions (VNM_DECODE_KC=8: none)
 #define DC_MAX_SPLIT 16           // CTAs per cluster (above 8: a non-portable size, allowed on H100/H200)
 #define DC_STAGE_MAX (64 * 1024)  // bytes of staged x per CTA at most
 #define DC_RECV_FLOATS (16 * 64 + 4 * DC_MAX_SPLIT)  // [S][share] partial sums per buffer: S·share <= 16·64 + 4·S
@@ -314,18 +315,20 @@ struct DecodeEnv {
     int split, kc_cap, tiles, stage, xpad, xbulk, push_max;
 };
 static const DecodeEnv &decode_env() {
-    static const DecodeEnv v = {env_int("VNM_DECODE_SPLIT", 0, 0, DC_MAX_SPLIT), env_int("VNM_DECODE_KC", DC_KC, DC_KC, DC_KC_WIDE),
-                                env_int("VNM_DECODE_TILES", 0, 0, 64),           env_int("VNM_DECODE_STAGE", 1, 0, 1),
-                                env_int("VNM_DECODE_XPAD", 1, 0, 64),            env_int("VNM_DECODE_XBULK", 1, 0, 1),
+    static const DecodeEnv v = {env_int("VNM_DECODE_SPLIT", 0, 0, DC_MAX_SPLIT),
+                                env_int("VNM_DECODE_KC", DC_KC_WIDE, DC_KC, DC_KC_WIDE),
+                                env_int("VNM_DECODE_TILES", 0, 0, 64),
+                                env_int("VNM_DECODE_STAGE", 1, 0, 1),
+                                env_int("VNM_DECODE_XPAD", 1, 0, 64),
+                                env_int("VNM_DECODE_XBULK", 1, 0, 1),
                                 env_int("VNM_DECODE_PUSH_N", DC_PUSH_MAX_N, 0, 16)};
     return v;
 }
 
 // Split of the k-steps over the cluster: S CTAs of kc_max k-steps each (the last may have fewer),
 // about 8 k-steps per CTA; VNM_DECODE_SPLIT=S in the environment forces S (for measurements).
-// Returns 0 when kc_max is at most DC_KC, or DC_KC_WIDE with VNM_DECODE_KC=12 (the wide form, not
-// yet measured, so off by default: longer reductions such as Llama's 4096 × 11008, KT = 172, run
-// the atomic split-K kernel).
+// Returns 0 when kc_max is at most DC_KC_WIDE (above DC_KC: the wide form, e.g. Llama's 4096 × 11008,
+// KT = 172), or at most DC_KC with VNM_DECODE_KC=8; longer reductions run the atomic split-K kernel.
 static int decode_split(const VnmDeviceMatrix *d, int *S, int *kc_max) {
     const int forced = decode_env().split;
     int64_t s = forced ? forced : (d->KT + 7) / 8;

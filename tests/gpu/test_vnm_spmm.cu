@@ -249,8 +249,9 @@ Test(vnm_spmm_gpu, shapes_and_epilogues) {
         {64, 5, 256, 5 * 83, 9, 0, 1, 1, VNM_ACT_GELU},     // decode, odd in: x staged by 2-byte loads
         {64, 5, 256, 5 * 8 * 84, 12, 0, 1, 0, VNM_ACT_NONE},  // decode, x by bulk copies, the last CTA's slice past `in`
         {64, 8, 256, 8 * 8 * 8 * 12, 8, 0, 0, 0, VNM_ACT_NONE},  // decode, a 12-CTA cluster (non-portable size)
-        {64, 8, 640, 8 * 8 * 8 * 20 + 8 * 24, 16, 0, 1, 1, VNM_ACT_GELU},  // decode, KT = 163 > 16 × 8: atomic (VNM_DECODE_KC=12: cluster, 11 k-steps)
-        {16, 4, 192, 4 * 1100, 5, 0, 0, 1, VNM_ACT_NONE},                  // decode, 2:4, KT = 138: atomic (VNM_DECODE_KC=12: cluster, 9 k-steps)
+        {64, 8, 640, 8 * 8 * 8 * 20 + 8 * 24, 16, 0, 1, 1, VNM_ACT_GELU},  // decode, KT = 163 > 16 × 8: wide form, 11 k-steps (VNM_DECODE_KC=8: atomic)
+        {16, 4, 192, 4 * 1100, 5, 0, 0, 1, VNM_ACT_NONE},                  // decode, 2:4, KT = 138: wide form, 9 k-steps (VNM_DECODE_KC=8: atomic)
+        {64, 8, 256, 8 * 8 * 8 * 25, 5, 0, 1, 0, VNM_ACT_NONE},            // decode, KT = 200 > 16 × 12: the atomic split-K kernel
         {64, 8, 1024, 8 * 128, 1000, 0, 1, 1, VNM_ACT_NONE},
         {64, 8, 512, 2048, 1000, 0, 1, 1, VNM_ACT_GELU},  // prefill in the wide SS tiles (128 × 256), last token tile partial
     };
