@@ -27,9 +27,11 @@
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <algorithm>
 #include <type_traits>
 
 #include "kernels/sm90_ptx.cuh"
@@ -218,7 +220,8 @@ struct Segments {
 // The TMA kernels' tensor maps: x (B tiles), y and the residual (epilogue, when y_store).
 struct TmaMaps {
     CUtensorMap x, y, r;
-    int y_store;  // the bf16 epilogue: y by bulk stores (and a residual, if any, by bulk loads)
+    int y_store;    // the bf16 epilogue: y by bulk stores (and a residual, if any, by bulk loads)
+    int64_t band;   // the tile order: row tiles per band (tile_band)
 };
 
 template <int FILL, int TN = BN, int RG = 2>
@@ -232,11 +235,16 @@ __global__ void __launch_bounds__(384, 1)
     const uint32_t full_bar = smem_base + CF::BAR_OFFSET, empty_bar = full_bar + 8 * CF::NST;
 
     const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31;
-    // Output tiles in launch order, row tiles fastest (consecutive tiles share their x tile); a CTA
+    // Output tiles in launch order: bands of maps.band row tiles, a band's tiles before the next
+    // band's, row tiles fastest within it (consecutive tiles share their x tile; see tile_band). A CTA
     // takes tiles blockIdx.x, + gridDim.x, ... (one tile per CTA for the non-persistent fillers).
-    const int64_t row_tiles = d.out_pad / CF::BMT, num_tiles = row_tiles * ((e.n + TN - 1) / TN);
-    auto tile_row0 = [&](int64_t tile) { return (tile % row_tiles) * CF::BMT; };
-    auto tile_t0 = [&](int64_t tile) { return (tile / row_tiles) * TN; };
+    const int64_t row_tiles = d.out_pad / CF::BMT, token_tiles = (e.n + TN - 1) / TN;
+    const int64_t num_tiles = row_tiles * token_tiles, band_tiles = maps.band * token_tiles;
+    auto band_rows = [&](int64_t tile) { return min(maps.band, row_tiles - tile / band_tiles * maps.band); };
+    auto tile_row0 = [&](int64_t tile) {
+        return (tile / band_tiles * maps.band + tile % band_tiles % band_rows(tile)) * CF::BMT;
+    };
+    auto tile_t0 = [&](int64_t tile) { return tile % band_tiles / band_rows(tile) * TN; };
     const int nstages = (int)(d.KT / CF::KS);
     const int ntiles = CF::TMA ? 1 : d.group_rows % 256 == 0 ? 1 : d.group_rows % 128 == 0 ? 2 : 4;
     auto slot_addr = [&](int slot) { return smem_base + (uint32_t)(slot * CF::SLOT_BYTES); };
@@ -774,6 +782,39 @@ static int64_t tile_count(const VnmDeviceMatrix *d, int64_t n, int tn, int bm = 
     return (d->out_pad / bm) * ((n + tn - 1) / tn);
 }
 
+// The tile order (row tiles per band, the kernel's maps.band). Row tiles fastest over all rows: the
+// G CTAs running at once share their x tiles, but when W is larger than L2 every round of tiles that
+// reaches new token tiles streams W from DRAM again. In bands of row tiles whose W fits in half of
+// L2, a band's W is read once and x once per band. Chosen by the DRAM bytes each order would move
+// (estimate): banded for Llama's 11008 × 4096 (50 MB of 2:4 weights), row-first where W fits in L2
+// or x is the larger operand (4096 × 11008). VNM_TILE_BAND=B forces bands of B row tiles (0: row-first).
+static int64_t tile_band(int64_t row_tiles, int64_t token_tiles, double w_tile, double x_tile, int64_t G, bool pair) {
+    static int env = -2;
+    if (env == -2) env = env_int("VNM_TILE_BAND", -1, 0, 1 << 20);
+    int64_t band = row_tiles;
+    if (env >= 0) {
+        band = env == 0 ? row_tiles : min(row_tiles, (int64_t)env);
+    } else {
+        static double l2 = 0;
+        if (l2 == 0) {
+            int dev = 0, bytes = 0;
+            cudaGetDevice(&dev);
+            cudaDeviceGetAttribute(&bytes, cudaDevAttrL2CacheSize, dev);
+            l2 = bytes > 0 ? bytes : 50e6;
+        }
+        const double w_all = w_tile * row_tiles, x_all = x_tile * token_tiles;
+        if (w_all > l2 / 2) {
+            const double cols_per_round = std::max(1.0, (double)G / row_tiles);
+            const double row_first = x_all + w_all * ceil(token_tiles / cols_per_round);
+            const int64_t band_max = std::max((int64_t)1, (int64_t)(l2 / 2 / w_tile));
+            const int64_t bands = (row_tiles + band_max - 1) / band_max;
+            if (w_all + x_all * bands < row_first) band = (row_tiles + bands - 1) / bands;
+        }
+    }
+    if (pair) band += band & 1;  // a pair's two CTAs take adjacent row tiles of one token tile
+    return std::max((int64_t)1, std::min(band, row_tiles));
+}
+
 // Whether the persistent TMA kernel runs stream-K (Segments): when whole tiles would leave the last
 // round of CTAs less than 90 % full, there are at least 4 rounds of tiles and a tile has at least
 // 32 ring stages (in >= 2048). Measured on an H200 (experiments/kernels/NOTES.md, Session 9): at
@@ -873,6 +914,9 @@ int launch(const VnmDeviceMatrix *d, const VnmDev &dev, const uint16_t *x, VnmEp
     const int64_t tiles = tile_count(d, e.n, TN, CF::BMT), G = pair ? G_pairs : d->num_sms;
     const bool sk = persist && RG == 2 && use_stream_k(tiles, d->KT / CF::KS, G);
     const int64_t grid = sk || (persist && tiles > G) ? G : tiles;  // pairs: G and tiles are even
+    const int64_t row_tiles = d->out_pad / CF::BMT;
+    maps.band = tile_band(row_tiles, tiles / row_tiles, (double)(d->KT / CF::KS) * (CF::A_BYTES + CF::META_BYTES),
+                          (double)TN * d->in * 2, G, pair);
     maps.y_store = CF::PERSIST && bf16_epilogue_ok(e) &&
                    (!e.residual || encode_map(e.residual, e.out, e.n, CF::EPI_TOK, &maps.r) == 0) &&
                    encode_map(e.y, e.out, e.n, CF::EPI_TOK, &maps.y) == 0;

@@ -388,3 +388,18 @@ Test(vnm_spmm_gpu, stream_k_splits) {
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) run_case(&cases[i], VNM_KERNEL_AUTO, 6200 + i);
     unsetenv("VNM_SS"), unsetenv("VNM_SS_TN"), unsetenv("VNM_STREAMK");
 }
+
+// The tile order in bands of row tiles (tile_band in kernels/vnm_spmm_sm90.cu: Llama's 11008 × 4096
+// runs so), forced to bands of 2 row tiles: out_pad 768 = 3 row tiles of 256 (bands of 2 and 1),
+// 45 token tiles of 192, more tiles than SMs (the persistent CTAs loop across bands); then the
+// wide form (128 × 256 tiles): 10 row tiles in bands of 2, a partial last token tile.
+Test(vnm_spmm_gpu, banded_tile_order) {
+    SKIP_WITHOUT_GPU();
+    const Case cases[] = {
+        {16, 4, 640, 4 * 100, 8500, 0, 1, 1, VNM_ACT_GELU},
+        {64, 8, 1280, 2048, 600, 0, 1, 0, VNM_ACT_GELU},
+    };
+    setenv("VNM_TILE_BAND", "2", 1);  // read once per process
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) run_case(&cases[i], VNM_KERNEL_AUTO, 6300 + i);
+    unsetenv("VNM_TILE_BAND");
+}
