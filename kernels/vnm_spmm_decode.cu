@@ -342,7 +342,8 @@ static int decode_split(const VnmDeviceMatrix *d, int *S, int *kc_max) {
 // Whether the cluster kernel runs this matrix at n tokens: n <= 16, k-steps that decode_split
 // allows, an sm_90 device and binary (a PTX-only or sm_80 build has no cluster code),
 // and VNM_DECODE=atomic not set (that selects the atomic split-K kernel everywhere, for comparison).
-static unsigned cluster_sizes_failed = 0;  // bit S: a launch with clusters of S CTAs failed (see below)
+// [4 B tiles per k-step][wide form] bit S: a launch of that kernel with clusters of S CTAs failed (see below)
+static unsigned cluster_sizes_failed[2][2];
 
 int vnm_decode_cluster_ok(const VnmDeviceMatrix *d, int64_t n) {
     static int avail = -1;
@@ -355,7 +356,7 @@ int vnm_decode_cluster_ok(const VnmDeviceMatrix *d, int64_t n) {
     }
     int S, kc_max;
     return avail && d->cc_major >= 9 && n >= 1 && n <= 16 && decode_split(d, &S, &kc_max) == 0 &&
-           !((cluster_sizes_failed >> S) & 1u);
+           !((cluster_sizes_failed[d->group_rows % 64 != 0][kc_max > DC_KC] >> S) & 1u);
 }
 
 // A cluster decode kernel (NT = 1 or 4, KC = DC_KC or DC_KC_WIDE) and its shared-memory / cluster-size attributes.
@@ -435,6 +436,6 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     const cudaError_t rc = attrs(cfg.dynamicSmemBytes, S) ? cudaErrorInvalidValue : cudaLaunchKernelEx(&cfg, kernel, dev, x, e, c);
     if (rc == cudaSuccess) return 0;
     cudaGetLastError();
-    cluster_sizes_failed |= 1u << S;
+    cluster_sizes_failed[ntiles == 4][kc_max > DC_KC] |= 1u << S;
     return -1;
 }
