@@ -60,6 +60,7 @@
 struct DecodeCfg {
     int kc_max, xw, xp, R;
     bool push, xbulk;
+    int a_first;  // k-steps of the first row tile's A loaded before the B build, the rest after it
 };
 
 // Shared memory of one CTA (bytes), laid out in this order.
@@ -136,7 +137,7 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
     // 2. A fragments and metadata of the first row tile -> registers.
     uint4 a[KC];
     uint32_t m[KC];
-    vnm_load_a_slice<KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
+    vnm_load_a_slice<KC>(d, rt0 * 4 + warp, ks0, min(kc, cfg.a_first), lane, a, m);
     // B rows of tokens n .. ntok - 1 stay zero (none when n is 8 or 16).
     if (n < ntok)
         for (int i = tid; i < (int)(L.b / 16); i += 128) ((uint4 *)Bs)[i] = make_uint4(0, 0, 0, 0);
@@ -208,6 +209,7 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
             }
         }
         __syncthreads();
+        if (rt == 0 && cfg.a_first < kc) vnm_load_a_slice<KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m, cfg.a_first);
 
         // 5. mma.sp over the slice.
         float acc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
@@ -310,9 +312,10 @@ static int decode_attrs(size_t bytes, int S) {
 // (VNM_DECODE_SPLIT, 0: by KT), the most k-steps per CTA (VNM_DECODE_KC), row tiles per cluster
 // (VNM_DECODE_TILES, 0: by occupancy), x staged (VNM_DECODE_STAGE), its rows padded by xpad × 8
 // channels (VNM_DECODE_XPAD) and copied by bulk copies (VNM_DECODE_XBULK), partial sums pushed up
-// to n = push_max (VNM_DECODE_PUSH_N).
+// to n = push_max (VNM_DECODE_PUSH_N), the first row tile's A loads of k-steps >= a_first issued after the
+// B build (VNM_DECODE_AFIRST, default all before).
 struct DecodeEnv {
-    int split, kc_cap, tiles, stage, xpad, xbulk, push_max;
+    int split, kc_cap, tiles, stage, xpad, xbulk, push_max, a_first;
 };
 static const DecodeEnv &decode_env() {
     static const DecodeEnv v = {env_int("VNM_DECODE_SPLIT", 0, 0, DC_MAX_SPLIT),
@@ -321,7 +324,8 @@ static const DecodeEnv &decode_env() {
                                 env_int("VNM_DECODE_STAGE", 1, 0, 1),
                                 env_int("VNM_DECODE_XPAD", 1, 0, 64),
                                 env_int("VNM_DECODE_XBULK", 1, 0, 1),
-                                env_int("VNM_DECODE_PUSH_N", DC_PUSH_MAX_N, 0, 16)};
+                                env_int("VNM_DECODE_PUSH_N", DC_PUSH_MAX_N, 0, 16),
+                                env_int("VNM_DECODE_AFIRST", DC_KC_WIDE, 0, DC_KC_WIDE)};
     return v;
 }
 
@@ -407,7 +411,7 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     const DecodeEnv &env = decode_env();
     // xw: the channels of a slice when they are local. Rows of x padded by 8 channels (16 bytes) in
     // shared memory: unpadded, the 4 tokens of a warp's B gathers read the same banks (NOTES, Session 18).
-    DecodeCfg c = {kc_max, (int)(kc_max * 8 * d->p.M), 0, 1, false, false};
+    DecodeCfg c = {kc_max, (int)(kc_max * 8 * d->p.M), 0, 1, false, false, env.a_first};
     c.xp = c.xw + 8 * env.xpad;
     if (!env.stage || !d->cols_local || e.n * c.xp * sizeof(uint16_t) > DC_STAGE_MAX) c.xw = c.xp = 0;
     // Bulk copies need 16-byte rows at 16-byte addresses: `in` a multiple of 8 channels, x aligned.
