@@ -27,11 +27,9 @@
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <algorithm>
 #include <type_traits>
 
 #include "kernels/sm90_ptx.cuh"
@@ -782,40 +780,19 @@ static int64_t tile_count(const VnmDeviceMatrix *d, int64_t n, int tn, int bm = 
     return (d->out_pad / bm) * ((n + tn - 1) / tn);
 }
 
-// The tile order (row tiles per band, the kernel's maps.band). Row tiles fastest over all rows: the
-// G CTAs running at once share their x tiles, but when W is larger than L2 every round of tiles that
-// reaches new token tiles streams W from DRAM again. In bands of row tiles whose W fits in half of
-// L2, a band's W is read once and x once per band. Banded when that moves fewer DRAM bytes (estimate)
-// and the x tiles of the token tiles one round spans also fit in half of L2: Llama's 11008 × 4096
-// (50 MB of 2:4 weights; 3.5-4 % faster at n = 2048 and 8192 on an H200), not 4096 × 11008 (a round
-// would span 8 token tiles of 5.6 MB; banded it ran 3-5 % slower at n = 8192). Row-first where W fits.
-// VNM_TILE_BAND=B forces bands of B row tiles (0: row-first).
+// The tile order (row tiles per band, the kernel's maps.band): vnm_tile_band (train/vnm_device_layout.h)
+// with this device's L2 size. VNM_TILE_BAND=B forces bands of B row tiles (0: row-first).
 static int64_t tile_band(int64_t row_tiles, int64_t token_tiles, double w_tile, double x_tile, int64_t G, bool pair) {
     static int env = -2;
     if (env == -2) env = env_int("VNM_TILE_BAND", -1, 0, 1 << 20);
-    int64_t band = row_tiles;
-    if (env >= 0) {
-        band = env == 0 ? row_tiles : min(row_tiles, (int64_t)env);
-    } else {
-        static double l2 = 0;
-        if (l2 == 0) {
-            int dev = 0, bytes = 0;
-            cudaGetDevice(&dev);
-            cudaDeviceGetAttribute(&bytes, cudaDevAttrL2CacheSize, dev);
-            l2 = bytes > 0 ? bytes : 50e6;
-        }
-        const double w_all = w_tile * row_tiles, x_all = x_tile * token_tiles;
-        if (w_all > l2 / 2) {
-            const double cols_per_round = std::max(1.0, (double)G / row_tiles);
-            const double row_first = x_all + w_all * ceil(token_tiles / cols_per_round);
-            const int64_t band_max = std::max((int64_t)1, (int64_t)(l2 / 2 / w_tile));
-            const int64_t bands = (row_tiles + band_max - 1) / band_max;
-            const int64_t b = (row_tiles + bands - 1) / bands, round_tokens = std::min(token_tiles, (G + b - 1) / b);
-            if (w_all + x_all * bands < row_first && round_tokens * x_tile <= l2 / 2) band = b;
-        }
+    static double l2 = 0;
+    if (l2 == 0) {
+        int dev = 0, bytes = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&bytes, cudaDevAttrL2CacheSize, dev);
+        l2 = bytes > 0 ? bytes : 50e6;
     }
-    if (pair) band += band & 1;  // a pair's two CTAs take adjacent row tiles of one token tile
-    return std::max((int64_t)1, std::min(band, row_tiles));
+    return vnm_tile_band(row_tiles, token_tiles, w_tile, x_tile, G, l2, pair, env);
 }
 
 // Whether the persistent TMA kernel runs stream-K (Segments): when whole tiles would leave the last

@@ -322,3 +322,20 @@ Test(vnm_format, device_layouts_decode) {
         vnm_free(&m);
     }
 }
+
+// The prefill kernels' tile order (vnm_tile_band) on an H200's L2 (50 MB) and 132 SMs: Llama's
+// 11008 × 4096 (2:4 form, 0.58 MB of weights per 128-row tile, 2 MB of x per 256-token tile) in two
+// bands of 43 row tiles; 4096 × 11008 row-first (one round's x would not fit); 4096² row-first (W fits);
+// forced bands; pairs make the band even.
+Test(vnm_format, tile_band) {
+    const double l2 = 50.0 * 1024 * 1024, w_11008 = 128 * 2048 * 2.25, x_11008 = 256 * 4096 * 2.0;
+    cr_expect_eq(vnm_tile_band(86, 32, w_11008, x_11008, 132, l2, 0, -1), 43);
+    cr_expect_eq(vnm_tile_band(86, 8, w_11008, x_11008, 132, l2, 0, -1), 43);  // n = 2048
+    cr_expect_eq(vnm_tile_band(32, 32, 128 * 5504 * 2.25, 256 * 11008 * 2.0, 132, l2, 0, -1), 32);
+    cr_expect_eq(vnm_tile_band(32, 32, 128 * 2048 * 2.25, 256 * 4096 * 2.0, 132, l2, 0, -1), 32);
+    cr_expect_eq(vnm_tile_band(86, 32, w_11008, x_11008, 132, l2, 1, -1), 44);  // pairs: even
+    cr_expect_eq(vnm_tile_band(86, 32, w_11008, x_11008, 132, l2, 0, 0), 86);   // VNM_TILE_BAND=0
+    cr_expect_eq(vnm_tile_band(86, 32, w_11008, x_11008, 132, l2, 0, 11), 11);
+    cr_expect_eq(vnm_tile_band(10, 4, 1, 1, 132, l2, 1, 3), 4);
+    cr_expect_eq(vnm_tile_band(10, 4, 1, 1, 132, l2, 0, 500), 10);  // at most all row tiles
+}

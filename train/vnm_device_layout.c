@@ -1,4 +1,6 @@
 // Device layouts of the GPU SpMM kernels (see vnm_device_layout.h).
+#include <math.h>
+
 #include "vnm_device_layout.h"
 
 #define PAD_META 0x44444444u  // code 0b0100 in every nibble
@@ -45,4 +47,24 @@ void vnm_pack_ss(void *arg, int64_t q0, int64_t q1) {
                     (ks < f->kt_host && 16 * q < m->out) ? m->meta[(q * f->kt_host + ks) * 16 + 2 * g + (tig & 1)] : PAD_META;
             }
     }
+}
+
+int64_t vnm_tile_band(int64_t row_tiles, int64_t token_tiles, double w_tile, double x_tile, int64_t G, double l2,
+                      int pair, int64_t forced) {
+    int64_t band = forced > 0 ? forced : row_tiles;
+    const double w_all = w_tile * (double)row_tiles, x_all = x_tile * (double)token_tiles;
+    if (forced < 0 && w_all > l2 / 2) {
+        // row-first: one pass over W per round that reaches new token tiles
+        const double cols_per_round = (double)G / (double)row_tiles > 1.0 ? (double)G / (double)row_tiles : 1.0;
+        const double row_first = x_all + w_all * ceil((double)token_tiles / cols_per_round);
+        int64_t band_max = (int64_t)(l2 / 2 / w_tile);
+        if (band_max < 1) band_max = 1;
+        const int64_t bands = (row_tiles + band_max - 1) / band_max, b = (row_tiles + bands - 1) / bands;
+        int64_t round_tokens = (G + b - 1) / b;
+        if (round_tokens > token_tiles) round_tokens = token_tiles;
+        if (w_all + x_all * (double)bands < row_first && (double)round_tokens * x_tile <= l2 / 2) band = b;
+    }
+    if (pair) band += band & 1;
+    if (band > row_tiles) band = row_tiles;
+    return band < 1 ? 1 : band;
 }

@@ -87,6 +87,20 @@ typedef struct VnmLayoutPack {
 void vnm_pack_fragments(void *arg, int64_t q0, int64_t q1);
 void vnm_pack_ss(void *arg, int64_t q0, int64_t q1);
 
+// Tile order of the persistent prefill kernels (kernels/vnm_spmm_sm90.cu): output tiles in bands of
+// `band` row tiles, a band's tiles before the next band's, row tiles fastest within a band (band =
+// row_tiles: row-first over all rows). Row-first, the G CTAs running at once share their x tiles,
+// but when W is larger than L2 every round of tiles that reaches new token tiles streams W from DRAM
+// again; in bands whose W fits in half of L2, W is read once and x once per band. Returns the row
+// tiles per band: banded when that moves fewer DRAM bytes (estimate from w_tile / x_tile, the bytes
+// of one row tile's weights / one token tile's x) and the x tiles one round of G tiles spans also
+// fit in half of L2 (l2 bytes), else row_tiles; forced >= 0 sets it instead (0: row_tiles). pair:
+// 2-CTA pairs take adjacent row tiles of one token tile, so the band is even. Measured on an H200 (experiments/kernels/NOTES.md, Session 19):
+// Llama's 11008 × 4096 banded 3.5-4 % faster; 4096 × 11008 banded 3-5 % slower at n = 8192 (a
+// round spanned 45 MB of x), so row-first there.
+int64_t vnm_tile_band(int64_t row_tiles, int64_t token_tiles, double w_tile, double x_tile, int64_t G, double l2,
+                      int pair, int64_t forced);
+
 #ifdef __cplusplus
 }
 #endif
