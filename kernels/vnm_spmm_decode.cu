@@ -37,7 +37,7 @@
 // k-steps run a wide form of this kernel, up to DC_KC_WIDE k-steps per CTA at 4 CTAs per SM
 // (Llama's 4096 × 11008: 1.76× dense at n = 1 vs 1.56× through the atomic kernel, Session 19);
 // longer ones the atomic split-K kernel of vnm_spmm.cu (which also serves sm_80).
-// Measurements: experiments/kernels/NOTES.md, Sessions 6, 16, 17 and 18.
+// Measurements: experiments/kernels/NOTES.md, Sessions 6 and 16-19.
 #include <stdlib.h>
 #include <string.h>
 
@@ -316,8 +316,8 @@ static int decode_attrs(size_t bytes, int S) {
 // (VNM_DECODE_SPLIT, 0: by KT), the most k-steps per CTA (VNM_DECODE_KC), row tiles per cluster
 // (VNM_DECODE_TILES, 0: by occupancy), x staged (VNM_DECODE_STAGE), its rows padded by xpad × 8
 // channels (VNM_DECODE_XPAD) and copied by bulk copies (VNM_DECODE_XBULK), partial sums pushed up
-// to n = push_max (VNM_DECODE_PUSH_N), the first row tile's A loads of k-steps >= a_first issued after the
-// B build (VNM_DECODE_AFIRST, default all before).
+// to n = push_max (VNM_DECODE_PUSH_N), the first row tile's A loads of k-steps >= a_first issued
+// after the B build (VNM_DECODE_AFIRST, default all before).
 struct DecodeEnv {
     int split, kc_cap, tiles, stage, xpad, xbulk, push_max, a_first;
 };

@@ -95,9 +95,9 @@ void vnm_pack_ss(void *arg, int64_t q0, int64_t q1);
 // tiles per band: banded when that moves fewer DRAM bytes (estimate from w_tile / x_tile, the bytes
 // of one row tile's weights / one token tile's x) and the x tiles one round of G tiles spans also
 // fit in half of L2 (l2 bytes), else row_tiles; forced >= 0 sets it instead (0: row_tiles). pair:
-// 2-CTA pairs take adjacent row tiles of one token tile, so the band is even. Measured on an H200 (experiments/kernels/NOTES.md, Session 19):
-// Llama's 11008 × 4096 banded 3.5-4 % faster; 4096 × 11008 banded 3-5 % slower at n = 8192 (a
-// round spanned 45 MB of x), so row-first there.
+// 2-CTA pairs take adjacent row tiles of one token tile, so the band is even. Measured on an H200
+// (experiments/kernels/NOTES.md, Session 19): Llama's 11008 × 4096 banded 3.5-4 % faster; 4096 ×
+// 11008 banded 3-5 % slower at n = 8192 (a round spanned 45 MB of x), so row-first there.
 int64_t vnm_tile_band(int64_t row_tiles, int64_t token_tiles, double w_tile, double x_tile, int64_t G, double l2,
                       int pair, int64_t forced);
 
