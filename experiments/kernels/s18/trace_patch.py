@@ -38,8 +38,8 @@ rep('''    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     DT(0, dt_gtime());
     DT(1, clock64());
 ''')
-rep('''    vnm_load_a_slice<KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
-''', '''    vnm_load_a_slice<KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m);
+rep('''    vnm_load_a_slice<KC>(d, rt0 * 4 + warp, ks0, min(kc, cfg.a_first), lane, a, m);
+''', '''    vnm_load_a_slice<KC>(d, rt0 * 4 + warp, ks0, min(kc, cfg.a_first), lane, a, m);
     DT(2, clock64());
 ''')
 rep('''    cp_async_commit();
@@ -53,11 +53,9 @@ rep('''    if (push) cluster_wait();  // every CTA of the cluster has initialise
     DT(4, clock64());
 ''')
 rep('''        __syncthreads();
-
-        // 5. mma.sp over the slice.''', '''        __syncthreads();
+        if (rt == 0 && cfg.a_first < kc)''', '''        __syncthreads();
         if (rt == 0) DT(5, clock64());
-
-        // 5. mma.sp over the slice.''')
+        if (rt == 0 && cfg.a_first < kc)''')
 rep('''        const int lo = i0(split), hi = i0(split + 1);
 ''', '''        if (rt == 0) DT(6, clock64());
         const int lo = i0(split), hi = i0(split + 1);
