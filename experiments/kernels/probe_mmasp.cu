@@ -28,14 +28,25 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(x)                                                                                   \
-    do {                                                                                           \
-        cudaError_t e_ = (x);                                                                      \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "probe_mmasp: %s: %s\n", #x, cudaGetErrorString(e_));                  \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "experiments/kernels/probe_check.cuh"
+#include "kernels/sm90_ptx.cuh"  // ldmatrix_x4_trans
+
+// The same mma.sp / mma.sync as kernels/vnm_spmm_common.cuh and kernels/mma_sync.cuh (those headers
+// bring autograd/util.h, whose CHECK is not the probes' one).
+__device__ __forceinline__ void mma_sp(float *c, uint4 a, const uint32_t *b, uint32_t e) {
+    asm volatile(
+        "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0x0;"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e));
+}
+__device__ __forceinline__ void mma_dense(float *c, uint4 a, const uint32_t *b) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b[0]), "r"(b[1]));
+}
 
 constexpr int TOK = 64;                      // tokens per tile: 8 chunks of 16 bytes per channel row
 constexpr int CH = 1024;                     // channels of the resident x tile (16 k32 steps of 64:2:8)
@@ -44,25 +55,6 @@ constexpr int XBYTES = CH * TOK * 2;         // 128 KB: one CTA per SM
 enum Mode { DENSE_REGS, SP_REGS, SP_LDM_CONTIG, SP_LDM_GATHER, SP_LDM_PAIRED };
 static const char *mode_name[] = {"dense mma.sync regs only", "sparse mma.sp regs only", "sparse + ldmatrix contiguous",
                                   "sparse + ldmatrix 64:2:8 gather", "sparse + ldmatrix gather, paired"};
-
-__device__ __forceinline__ void mma_sp(float *c, const uint32_t *a, const uint32_t *b, uint32_t e) {
-    asm volatile(
-        "mma.sp::ordered_metadata.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 "
-        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0x0;"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e));
-}
-__device__ __forceinline__ void mma_dense(float *c, const uint32_t *a, const uint32_t *b) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t *q) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(q[0]), "=r"(q[1]), "=r"(q[2]), "=r"(q[3]) : "r"(addr));
-}
 
 // x tile: channel c's row holds 64 tokens = 8 chunks of 16 bytes; chunk j sits at j ^ (c & 7).
 __device__ __forceinline__ uint32_t row_chunk(uint32_t base, int c, int j) { return base + c * (TOK * 2) + ((j ^ (c & 7)) << 4); }
@@ -83,11 +75,11 @@ __global__ void __launch_bounds__(W * 32, 1) probe(const int *__restrict__ chan,
     for (int m = 0; m < 4; m++)
 #pragma unroll
         for (int n = 0; n < 8; n++) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.f;
-    uint32_t a[4][5];  // 4 value registers + metadata per m16 tile
+    uint4 a[4];  // A fragment (4 value registers) per m16 tile
 #pragma unroll
     for (int m = 0; m < 4; m++) {
         uint4 v = aglob[(m * 32 + lane) * 2];
-        a[m][0] = v.x, a[m][1] = v.y, a[m][2] = v.z, a[m][3] = v.w, a[m][4] = 0x44444444u;
+        a[m] = aglob[(m * 32 + lane) * 2];
     }
     uint32_t breg[8][4];
 #pragma unroll
@@ -105,7 +97,7 @@ __global__ void __launch_bounds__(W * 32, 1) probe(const int *__restrict__ chan,
             if (MODE >= SP_LDM_CONTIG) {
                 const int c = __ldg(my_chan + s * 32);
 #pragma unroll
-                for (int n = 0; n < 8; n++) ldsm_x4_trans(row_chunk(base, c, n), breg[n]);
+                for (int n = 0; n < 8; n++) vnm90::ldmatrix_x4_trans(row_chunk(base, c, n), breg[n]);
             }
 #pragma unroll
             for (int m = 0; m < 4; m++)
@@ -114,12 +106,12 @@ __global__ void __launch_bounds__(W * 32, 1) probe(const int *__restrict__ chan,
                     if (MODE == DENSE_REGS) {
                         mma_dense(acc[m][n], a[m], breg[n]);
                     } else {
-                        mma_sp(acc[m][n], a[m], breg[n], a[m][4]);
+                        mma_sp(acc[m][n], a[m], breg[n], 0x44444444u);
                     }
                 }
             if (GLOBAL_A) {
 #pragma unroll
-                for (int m = 0; m < 4; m++) a[m][0] = an[m].x, a[m][1] = an[m].y, a[m][2] = an[m].z, a[m][3] = an[m].w;
+                for (int m = 0; m < 4; m++) a[m] = an[m];
             }
         }
     }
