@@ -821,8 +821,9 @@ static bool bf16_epilogue_ok(const VnmEpi &e) {
 
 // Tile of the SS kernel for n tokens: 128 or 192 tokens × 256 rows, or 256 tokens × 128 rows (the
 // wide form, RG = 1, which needs the bf16 epilogue, x rows aligned to 128 bytes and at least 32 ring
-// stages per tile: at DeiT's in = 768 its tiles' fixed costs made it 5-10 % slower). The smaller estimated time: rounds of
-// tiles (or, with stream-K, which the wide form does not run, tiles / SMs + 1 for its partial sums)
+// stages per tile: at DeiT's in = 768 its tiles' fixed costs made it 5-10 % slower). The smaller
+// estimated time: rounds of tiles (or, with stream-K, which the wide form does not run, tiles / SMs
+// + 1 for its partial sums)
 // × rows·tokens per tile × a cost per multiply-add (shared-memory bytes: 0.0566 at 128 tokens, 0.0508
 // at 192, Cfg comment; the wide form measured 3-5 % faster than 128 at the same rounds: 0.0543).
 // It picks 128 → wide for 4096 rows × 2048 or 8192 tokens, 192 for 11008 rows × 2048 tokens (the
