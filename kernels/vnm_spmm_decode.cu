@@ -425,8 +425,9 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
                                                {vnm_decode_cluster_kernel<4, DC_KC>, vnm_decode_cluster_kernel<4, DC_KC_WIDE>}};
     static const DecodeAttrs attrs_of[2][2] = {{decode_attrs<1, DC_KC>, decode_attrs<1, DC_KC_WIDE>},
                                                {decode_attrs<4, DC_KC>, decode_attrs<4, DC_KC_WIDE>}};
-    const DecodeKernel kernel = kernels[ntiles == 4][kc_max > DC_KC];
-    const DecodeAttrs attrs = attrs_of[ntiles == 4][kc_max > DC_KC];
+    const int nt4 = ntiles == 4, wide = kc_max > DC_KC;
+    const DecodeKernel kernel = kernels[nt4][wide];
+    const DecodeAttrs attrs = attrs_of[nt4][wide];
     cudaLaunchConfig_t cfg = {};
     cfg.blockDim = dim3(128, 1, 1);
     cfg.stream = stream;
@@ -444,6 +445,6 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     const cudaError_t rc = attrs(cfg.dynamicSmemBytes, S) ? cudaErrorInvalidValue : cudaLaunchKernelEx(&cfg, kernel, dev, x, e, c);
     if (rc == cudaSuccess) return 0;
     cudaGetLastError();
-    cluster_sizes_failed[ntiles == 4][kc_max > DC_KC] |= 1u << S;
+    cluster_sizes_failed[nt4][wide] |= 1u << S;
     return -1;
 }
