@@ -9,7 +9,8 @@
 //   1. the kept channels of the slice in each row tile -> shared memory (cp.async, issued first so
 //      that they do not queue behind the A loads);
 //   2. the loads of all A fragments and metadata words of the first row tile's slice go out, into
-//      registers (one 16-byte and one 4-byte load per thread and k-step, coalesced, read once:
+//      registers: warp w takes the w-th quarter of the slice's k-steps in all four 16-row tiles
+//      (one 16-byte and one 4-byte load per thread, tile and k-step, coalesced, read once:
 //      evict-first); up to here only weights are read, so with programmatic dependent launch
 //      (kernels/pdl.cuh) all this overlaps the kernel before;
 //   3. the x channels the slice can touch ([c0, c0 + xw), n tokens) are copied into shared memory,
@@ -17,13 +18,16 @@
 //      16-byte aligned (cp.async from every thread queued behind that thread's A loads in the
 //      load/store unit: 4 k cycles at n = 16, Session 18), else by the widest aligned cp.async;
 //      rows are 8 channels longer than they need to be, so that the B gathers of step 4 (a warp
-//      reads 4 tokens at once) fall in different banks; with permuted input channels
+//      reads 8 tokens at once) fall in different banks; with permuted input channels
 //      (cols_local = 0) x is gathered from global memory instead (step 4);
 //   then for each row tile of the group:
-//   4. the B tiles (kept channels of the n tokens, one 16 × 32 tile per k-step) are built from the
-//      staged copy by all 128 threads (rows of tokens >= n were zeroed once);
-//   5. mma.sp m16n8k32 over the slice;
-//   6. the partial sums go to shared memory; CTA s reduces about 1/S of the 64 × n outputs;
+//   4. each warp gathers the B fragments of its k-steps (the kept channels of 8 tokens) straight
+//      from the staged copy into registers, once for the four 16-row tiles when they share their
+//      columns: no B tile in shared memory and no barrier between gather and mma (a B tile built by
+//      all threads, then a barrier, cost 1-2.5 µs per layer, Session 20);
+//   5. mma.sp m16n8k32 over the warp's k-steps;
+//   6. the four warps' partial sums go to shared memory and are added; CTA s reduces about 1/S of
+//      the 64 × n outputs;
 //   7. n <= DC_PUSH_MAX_N (push; the host decides): each CTA's share goes by a bulk copy into that
 //      CTA's receive buffer, completing bytes on its mbarrier, then the next row tile's A loads go
 //      out into the same registers; CTA s waits on its mbarrier and sums its share over the S
@@ -60,35 +64,57 @@
 struct DecodeCfg {
     int kc_max, xw, xp, R;
     bool push, xbulk;
-    // k-steps of the first row tile's A loaded before the B build, the rest after it (default: all
-    // before; fewer measured slower). With this split in the code, nvcc 13 issues the A loads in
-    // k-step order, and the kernel ran 8 % faster at n = 1 than without it (5.8 vs 6.3 µs at 4096²,
-    // A-B-A-B on one H200, Session 19): keep it unless a change of the loads is measured again.
-    int a_first;
 };
 
 // Shared memory of one CTA (bytes), laid out in this order.
 struct DecodeSmem {
-    size_t bars, recv, part, cols, b, xs, total;
+    size_t bars, recv, part, warp_part, cols, xs, total;
 };
 
-// ntiles B tiles per k-step, n tokens.
+// ntiles column lists per k-step, n tokens.
 static __host__ __device__ DecodeSmem decode_smem(int ntiles, const DecodeCfg &c, int n) {
     DecodeSmem s;
-    s.bars = 4 * sizeof(uint64_t);                                      // an mbarrier per receive buffer, one for x
-    s.recv = c.push ? 2 * DC_RECV_FLOATS * sizeof(float) : 0;           // 2 × our share's partial sums, per sender
-    s.part = (size_t)(c.push ? 1 : 2) * n * 64 * sizeof(float);         // our partial sums of the row tile(s) [t][r]
-    s.cols = (size_t)c.R * ntiles * c.kc_max * 8 * sizeof(uint2);       // [row tile][tile][k-step][block] channels
-    s.b = (size_t)ntiles * c.kc_max * 16 * B_PITCH * sizeof(uint16_t);  // [tile][k-step][token][B_PITCH]
-    s.xs = (size_t)n * c.xp * sizeof(uint16_t);                         // [token][channel - c0], rows xp apart
-    s.total = s.bars + s.recv + s.part + s.cols + s.b + s.xs;
+    s.bars = 4 * sizeof(uint64_t);                                 // an mbarrier per receive buffer, one for x
+    s.recv = c.push ? 2 * DC_RECV_FLOATS * sizeof(float) : 0;      // 2 × our share's partial sums, per sender
+    s.part = (size_t)(c.push ? 1 : 2) * n * 64 * sizeof(float);    // our partial sums of the row tile(s) [t][r]
+    s.warp_part = (size_t)4 * n * 64 * sizeof(float);              // each warp's partial sums [warp][t][r]
+    s.cols = (size_t)c.R * ntiles * c.kc_max * 8 * sizeof(uint2);  // [row tile][tile][k-step][block] channels
+    s.xs = (size_t)n * c.xp * sizeof(uint16_t);                    // [token][channel - c0], rows xp apart
+    s.total = s.bars + s.recv + s.part + s.warp_part + s.cols + s.xs;
     return s;
 }
 
-// The 4 kept channels c (absolute) of a staged token row that starts at channel c0.
-__device__ __forceinline__ uint2 gather_staged(const uint16_t *row, uint2 c, int64_t c0) {
-    const uint16_t *r = row - c0;
-    return make_uint2(vnm_pack2(r[c.x & 0xffff], r[c.x >> 16]), vnm_pack2(r[c.y & 0xffff], r[c.y >> 16]));
+// A fragments and metadata words of the four 16-row tiles q0 .. q0 + 3, k-steps ks .. ks + kw - 1
+// (kw <= KQ), this lane's, into registers a[tile · KQ + k]: all loads in flight at once; read once,
+// so evict-first.
+template <int KQ>
+__device__ __forceinline__ void load_a_tiles(const VnmDev &d, int64_t q0, int64_t ks, int kw, int lane, uint4 (&a)[4 * KQ],
+                                             uint32_t (&m)[4 * KQ]) {
+#pragma unroll
+    for (int r16 = 0; r16 < 4; r16++)
+#pragma unroll
+        for (int k = 0; k < KQ; k++)
+            if (k < kw) {
+                a[r16 * KQ + k] = __ldcs(d.vals + vnm_frag_index(q0 + r16, ks + k, d.KT, lane));
+                m[r16 * KQ + k] = __ldcs(d.meta + vnm_frag_index(q0 + r16, ks + k, d.KT, lane));
+            }
+}
+
+// The B fragment of mma.sp m16n8k32 (32 k × 8 tokens) of one k-step, this lane's, gathered straight
+// from x: b[i] holds k = 8i + 2·tig + {0, 1}, i.e. the kept pair (tig & 1) of block j = 2i + (tig >> 1),
+// whose two channels are the halves of pairs[2j + (tig & 1)]. Blocks jbase + j >= C are padding
+// (zero). r + c: channel c of the lane's token, in staged x (staged) or in x in global memory.
+__device__ __forceinline__ void gather_b_frag(uint32_t (&b)[4], const uint32_t *pairs, int64_t jbase, int64_t C,
+                                              const uint16_t *r, bool staged, int tig) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int j = 2 * i + (tig >> 1);
+        b[i] = 0;
+        if (jbase + j < C) {
+            const uint32_t p = pairs[2 * j + (tig & 1)];
+            b[i] = staged ? vnm_pack2(r[p & 0xffff], r[p >> 16]) : vnm_pack2(vnm_ldg_u16(r + (p & 0xffff)), vnm_ldg_u16(r + (p >> 16)));
+        }
+    }
 }
 
 // NT: B tiles per k-step (1 when the 64 rows of a CTA share their kept columns, 4 for 16/32-row
@@ -108,16 +134,20 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
     uint64_t *bars = (uint64_t *)smem;
     float *recv = (float *)(smem + L.bars);
     float *part = (float *)(smem + L.bars + L.recv);
-    uint2 *scols = (uint2 *)(smem + L.bars + L.recv + L.part);
-    uint16_t *Bs = (uint16_t *)(smem + L.bars + L.recv + L.part + L.cols);
-    uint16_t *xs = (uint16_t *)(smem + L.bars + L.recv + L.part + L.cols + L.b);
+    float *warp_part = (float *)(smem + L.bars + L.recv + L.part);
+    uint2 *scols = (uint2 *)(smem + L.bars + L.recv + L.part + L.warp_part);
+    uint16_t *xs = (uint16_t *)(smem + L.bars + L.recv + L.part + L.warp_part + L.cols);
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int split = (int)cluster_rank(), S = (int)cluster_size();
     const int64_t rt0 = (int64_t)blockIdx.y * R, ks0 = (int64_t)split * kc_max;
     const int nrt = (int)min((int64_t)R, d.out_pad / 64 - rt0);  // row tiles of this cluster
     const int kc = (int)max((int64_t)0, min(d.KT, ks0 + kc_max) - ks0);
-    const int n = (int)e.n, ntok = n <= 8 ? 8 : 16;  // tokens in the B tiles (rows >= n are zero)
+    const int n = (int)e.n, ntok = n <= 8 ? 8 : 16;  // tokens in the mma's B fragments (columns >= n are not stored)
+    // Each warp takes its own k-steps [kw0, kw0 + kw) of the slice, in all four 16-row tiles: so the
+    // B fragments it gathers are its own, not shared with the other warps (no B tile, no barrier).
+    constexpr int KQ = KC / 4;  // k-steps per warp at most
+    const int kq = (kc_max + 3) / 4, kw0 = warp * kq, kw = max(0, min(kc, kw0 + kq) - kw0);
     // Partial sums: element i = t·64 + r of a row tile (E in all) is reduced by CTA `owner`, whose
     // share [i0(owner), i0(owner + 1)) is a whole number of 16-byte words; every CTA sends its part of
     // it there (recv[buffer][sender][i - i0]).
@@ -138,13 +168,10 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
         const int64_t cb = (ks0 + kk) * 8 + j, g = ((rt0 + rt) * 64 + (NT == 1 ? 0 : 16 * tile)) / d.group_rows;
         cp_async_ca<8>(scols + ((rt * NT + tile) * kc_max + kk) * 8 + j, d.cols + (g * d.KT * 8 + cb) * 4);
     }
-    // 2. A fragments and metadata of the first row tile -> registers.
-    uint4 a[KC];
-    uint32_t m[KC];
-    vnm_load_a_slice<KC>(d, rt0 * 4 + warp, ks0, min(kc, cfg.a_first), lane, a, m);
-    // B rows of tokens n .. ntok - 1 stay zero (none when n is 8 or 16).
-    if (n < ntok)
-        for (int i = tid; i < (int)(L.b / 16); i += 128) ((uint4 *)Bs)[i] = make_uint4(0, 0, 0, 0);
+    // 2. A fragments and metadata of the first row tile, the warp's k-steps -> registers.
+    uint4 a[4 * KQ];
+    uint32_t m[4 * KQ];
+    load_a_tiles<KQ>(d, rt0 * 4, ks0 + kw0, kw, lane, a, m);
     // Everything above reads weights only (so with programmatic dependent launch, kernels/pdl.cuh, it
     // overlaps the kernel before); x and y belong to the kernels around this one.
     pdl_wait();
@@ -184,62 +211,49 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
     __syncthreads();
     if (cfg.xbulk) mbar_wait(xbar, 0);
     if (push) cluster_wait();  // every CTA of the cluster has initialised its mbarriers
-    // B fill work: (tile, token < n, block) triples; when there are fewer than 128, `reps` threads share
-    // a triple's k-steps.
-    const int triples = NT * n * 8, reps = triples >= 128 ? 1 : 128 / triples;
+    const int g = lane >> 2, tig = lane & 3;
+    // the lane's token rows in the B fragments, g and 8 + g (tokens >= n read token n - 1): offsets in
+    // staged x (channel c0 first) or in x
+    const uint16_t *xbase = xw ? xs - c0 : x;
+    int xrow[2];
+    for (int nt = 0; nt < 2; nt++) xrow[nt] = min(nt * 8 + g, n - 1) * (xw ? xp : (int)d.in);
     for (int rt = 0; rt < nrt; rt++) {
         const int64_t row0 = (rt0 + rt) * 64;
-        const uint2 *tcols = scols + rt * NT * kc_max * 8;  // this row tile's kept channels
-        if (rt > 0) __syncthreads();  // every warp is done with the last row tile's mma, reduction and copies
-        // 4. B tiles: the 4 kept channels of token t, block j for every (tile, k-step), 8 in flight.
-        for (int q = tid; q < triples * reps; q += 128) {
-            const int tr = q % triples, first = q / triples;  // triple, and its first k-step
-            const int j = tr & 7, t = (tr >> 3) % n, tile = (tr >> 3) / n;
-            const uint16_t *xrow = xw ? xs + t * xp : x + t * d.in;
-            for (int kk0 = first; kk0 < kc; kk0 += 8 * reps) {
-                uint2 v[8];
+        const uint32_t *tcols = (const uint32_t *)(scols + rt * NT * kc_max * 8);  // this row tile's kept channels
+        if (rt > 0) __syncthreads();  // every warp is done with the last row tile's partial sums and copies
+        // 4-5. Per 8 tokens and 16-row tile: the B fragments of the warp's k-steps, gathered from x
+        // (once for all four tiles when they share their kept channels), then mma.sp; the tile's
+        // partial sums of the warp's k-steps -> warp_part[warp][t][r].
 #pragma unroll
-                for (int u = 0; u < 8; u++) {
-                    const int kk = kk0 + u * reps;
-                    const bool ok = kk < kc && (ks0 + kk) * 8 + j < d.C;
-                    const uint2 c = ok ? tcols[(tile * kc_max + kk) * 8 + j] : make_uint2(0, 0);
-                    v[u] = !ok ? make_uint2(0, 0) : xw ? gather_staged(xrow, c, c0) : vnm_gather_cols(xrow, c);
-                }
+        for (int nt = 0; nt < 2; nt++) {
+            if (nt * 8 >= ntok) break;
+            uint32_t b[KQ][4];
 #pragma unroll
-                for (int u = 0; u < 8; u++) {
-                    const int kk = kk0 + u * reps;
-                    if (kk < kc) *(uint2 *)(Bs + ((tile * kc_max + kk) * 16 + t) * B_PITCH + 4 * j) = v[u];
+            for (int r16 = 0; r16 < 4; r16++) {
+                if (NT == 4 || r16 == 0)
+#pragma unroll
+                    for (int k = 0; k < KQ; k++)
+                        if (k < kw)
+                            gather_b_frag(b[k], tcols + ((NT == 1 ? 0 : r16) * kc_max + kw0 + k) * 16, (ks0 + kw0 + k) * 8, d.C,
+                                          xbase + xrow[nt], xw != 0, tig);
+                float acc[4] = {0, 0, 0, 0};
+#pragma unroll
+                for (int k = 0; k < KQ; k++)
+                    if (k < kw) mma_sp_16832(acc, a[r16 * KQ + k], b[k], m[r16 * KQ + k]);
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    const int t = nt * 8 + 2 * tig + (c & 1);
+                    if (t < n) warp_part[warp * E + t * 64 + 16 * r16 + g + (c >= 2 ? 8 : 0)] = acc[c];
                 }
             }
         }
         __syncthreads();
-        if (rt == 0 && cfg.a_first < kc) vnm_load_a_slice<KC>(d, rt0 * 4 + warp, ks0, kc, lane, a, m, cfg.a_first);
-
-        // 5. mma.sp over the slice.
-        float acc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
-        const uint16_t *my_b = Bs + (NT == 1 ? 0 : warp) * kc_max * 16 * B_PITCH;
-#pragma unroll
-        for (int k = 0; k < KC; k++)
-            if (k < kc) {
-#pragma unroll
-                for (int nt = 0; nt < 2; nt++)
-                    if (nt * 8 < ntok) {
-                        uint32_t b[4];
-                        ldmatrix_x4(b, my_b + (k * 16 + nt * 8 + (lane & 7)) * B_PITCH + (lane >> 3) * 8);
-                        mma_sp_16832(acc[nt], a[k], b, m[k]);
-                    }
-            }
-
-        // 6. Partial sums -> part[t][r] (pull: two buffers, row tiles alternating).
-        const int buf = rt & 1, g = lane >> 2, tig = lane & 3;
+        // 6. The CTA's partial sums, the four warps' added in warp order -> part[t][r] (pull: two
+        // buffers, row tiles alternating).
+        const int buf = rt & 1;
         float *mine = part + (push ? 0 : buf * E);
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) {
-                const int t = nt * 8 + 2 * tig + (c & 1);
-                if (t < n) mine[t * 64 + 16 * warp + g + (c >= 2 ? 8 : 0)] = acc[nt][c];
-            }
+        for (int i = tid; i < E; i += 128)
+            mine[i] = warp_part[i] + warp_part[E + i] + warp_part[2 * E + i] + warp_part[3 * E + i];
         const int lo = i0(split), hi = i0(split + 1);
         if (push) {
             // 7. Push: each owner's share by one bulk copy into its receive buffer, completing on its
@@ -256,7 +270,7 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
                 bulk_commit();
             }
             // The next row tile's A loads, in flight during the reduction.
-            if (rt + 1 < nrt) vnm_load_a_slice<KC>(d, (row0 + 64) / 16 + warp, ks0, kc, lane, a, m);
+            if (rt + 1 < nrt) load_a_tiles<KQ>(d, (row0 + 64) / 16, ks0 + kw0, kw, lane, a, m);
             // Our share, summed over the senders in rank order, through the epilogue.
             if (tid == 0) mbar_arrive_expect_tx(bar, (uint32_t)(S * (hi - lo) * 4));
             mbar_wait(bar, (uint32_t)(rt >> 1) & 1);
@@ -273,7 +287,7 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
             // loads in flight at a time), summed in rank order. A buffer is written again two row
             // tiles later, after the next barrier, which each CTA reaches once done reading.
             cluster_arrive_release();
-            if (rt + 1 < nrt) vnm_load_a_slice<KC>(d, (row0 + 64) / 16 + warp, ks0, kc, lane, a, m);
+            if (rt + 1 < nrt) load_a_tiles<KQ>(d, (row0 + 64) / 16, ks0 + kw0, kw, lane, a, m);
             cluster_wait_acquire();
             for (int i = lo + tid; i < hi; i += 128) {
                 float s = 0.0f;
@@ -316,10 +330,9 @@ static int decode_attrs(size_t bytes, int S) {
 // (VNM_DECODE_SPLIT, 0: by KT), the most k-steps per CTA (VNM_DECODE_KC), row tiles per cluster
 // (VNM_DECODE_TILES, 0: by occupancy), x staged (VNM_DECODE_STAGE), its rows padded by xpad × 8
 // channels (VNM_DECODE_XPAD) and copied by bulk copies (VNM_DECODE_XBULK), partial sums pushed up
-// to n = push_max (VNM_DECODE_PUSH_N), the first row tile's A loads of k-steps >= a_first issued
-// after the B build (VNM_DECODE_AFIRST, default all before).
+// to n = push_max (VNM_DECODE_PUSH_N).
 struct DecodeEnv {
-    int split, kc_cap, tiles, stage, xpad, xbulk, push_max, a_first;
+    int split, kc_cap, tiles, stage, xpad, xbulk, push_max;
 };
 static const DecodeEnv &decode_env() {
     static const DecodeEnv v = {env_int("VNM_DECODE_SPLIT", 0, 0, DC_MAX_SPLIT),
@@ -328,8 +341,7 @@ static const DecodeEnv &decode_env() {
                                 env_int("VNM_DECODE_STAGE", 1, 0, 1),
                                 env_int("VNM_DECODE_XPAD", 1, 0, 64),
                                 env_int("VNM_DECODE_XBULK", 1, 0, 1),
-                                env_int("VNM_DECODE_PUSH_N", DC_PUSH_MAX_N, 0, 16),
-                                env_int("VNM_DECODE_AFIRST", DC_KC_WIDE, 0, DC_KC_WIDE)};
+                                env_int("VNM_DECODE_PUSH_N", DC_PUSH_MAX_N, 0, 16)};
     return v;
 }
 
@@ -415,7 +427,7 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     const DecodeEnv &env = decode_env();
     // xw: the channels of a slice when they are local. Rows of x padded by 8 channels (16 bytes) in
     // shared memory: unpadded, the 4 tokens of a warp's B gathers read the same banks (NOTES, Session 18).
-    DecodeCfg c = {kc_max, (int)(kc_max * 8 * d->p.M), 0, 1, false, false, env.a_first};
+    DecodeCfg c = {kc_max, (int)(kc_max * 8 * d->p.M), 0, 1, false, false};
     c.xp = c.xw + 8 * env.xpad;
     if (!env.stage || !d->cols_local || e.n * c.xp * sizeof(uint16_t) > DC_STAGE_MAX) c.xw = c.xp = 0;
     // Bulk copies need 16-byte rows at 16-byte addresses: `in` a multiple of 8 channels, x aligned.

@@ -19,7 +19,7 @@ def rep(a, b):
 
 
 rep('#include <stdlib.h>\n', '#include <stdio.h>\n#include <stdlib.h>\n')
-rep('// The 4 kept channels c (absolute) of a staged token row', r'''#define DT_SLOTS 12
+rep('// A fragments and metadata words of the four 16-row tiles', r'''#define DT_SLOTS 12
 __device__ unsigned long long g_decode_trace[4096 * DT_SLOTS];
 __device__ __forceinline__ unsigned long long dt_gtime() {
     unsigned long long t;
@@ -32,14 +32,14 @@ __device__ __forceinline__ unsigned long long dt_gtime() {
             g_decode_trace[(blockIdx.y * gridDim.x + blockIdx.x) * DT_SLOTS + (slot)] = (val); \
     } while (0)
 
-// The 4 kept channels c (absolute) of a staged token row''')
+// A fragments and metadata words of the four 16-row tiles''')
 rep('''    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 ''', '''    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     DT(0, dt_gtime());
     DT(1, clock64());
 ''')
-rep('''    vnm_load_a_slice<KC>(d, rt0 * 4 + warp, ks0, min(kc, cfg.a_first), lane, a, m);
-''', '''    vnm_load_a_slice<KC>(d, rt0 * 4 + warp, ks0, min(kc, cfg.a_first), lane, a, m);
+rep('''    load_a_tiles<KQ>(d, rt0 * 4, ks0 + kw0, kw, lane, a, m);
+''', '''    load_a_tiles<KQ>(d, rt0 * 4, ks0 + kw0, kw, lane, a, m);
     DT(2, clock64());
 ''')
 rep('''    cp_async_commit();
@@ -53,9 +53,9 @@ rep('''    if (push) cluster_wait();  // every CTA of the cluster has initialise
     DT(4, clock64());
 ''')
 rep('''        __syncthreads();
-        if (rt == 0 && cfg.a_first < kc)''', '''        __syncthreads();
+        // 6. The CTA''', '''        __syncthreads();
         if (rt == 0) DT(5, clock64());
-        if (rt == 0 && cfg.a_first < kc)''')
+        // 6. The CTA''')
 rep('''        const int lo = i0(split), hi = i0(split + 1);
 ''', '''        if (rt == 0) DT(6, clock64());
         const int lo = i0(split), hi = i0(split + 1);
@@ -97,7 +97,7 @@ static void decode_trace_print(const char *label, long long out, long long in, l
         cudaGetLastError();
         return;
     }
-    static const char *names[] = {"a_issue", "x_issue", "x_wait", "b_build", "mma", "reduce_wait", "epilogue", "tiles_rest", "final_bar"};
+    static const char *names[] = {"a_issue", "x_issue", "x_wait", "gather_mma", "warp_sum", "reduce_wait", "epilogue", "tiles_rest", "final_bar"};
     static double v[4096];
     fprintf(stderr, "%s %lldx%lld n=%lld R=%d ctas=%d push=%d xbulk=%d xpad=%d:", label, out, in, n, cf.R, ctas, (int)cf.push,
             (int)cf.xbulk, cf.xp - cf.xw);
