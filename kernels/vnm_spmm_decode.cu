@@ -28,11 +28,11 @@
 //   5. mma.sp m16n8k32 over the warp's k-steps;
 //   6. the four warps' partial sums go to shared memory and are added; CTA s reduces about 1/S of
 //      the 64 × n outputs;
-//   7. n <= DC_PUSH_MAX_N (push; the host decides): each CTA's share goes by a bulk copy into that
+//   7. n <= DC_PUSH_MAX_N or R > 1 (push; the host decides): each CTA's share goes by a bulk copy into that
 //      CTA's receive buffer, completing bytes on its mbarrier, then the next row tile's A loads go
 //      out into the same registers; CTA s waits on its mbarrier and sums its share over the S
-//      senders in rank order: no fence or cluster barrier per row tile. Larger n (pull, measured
-//      faster there): a cluster barrier, the next A loads issued between its arrive and its wait
+//      senders in rank order: no fence or cluster barrier per row tile. Larger n with one row tile
+//      per cluster (pull, measured faster there): a cluster barrier, the next A loads issued between its arrive and its wait
 //      (the arrive's release is a MEMBAR.ALL.GPU that waited for loads issued before it, Session
 //      17), then CTA s reads its share from the S CTAs by DSMEM. Then the epilogue. Buffers
 //      alternate between row tiles. No global workspace, no atomics: the same result on every run.
@@ -330,18 +330,20 @@ static int decode_attrs(size_t bytes, int S) {
 // (VNM_DECODE_SPLIT, 0: by KT), the most k-steps per CTA (VNM_DECODE_KC), row tiles per cluster
 // (VNM_DECODE_TILES, 0: by occupancy), x staged (VNM_DECODE_STAGE), its rows padded by xpad × 8
 // channels (VNM_DECODE_XPAD) and copied by bulk copies (VNM_DECODE_XBULK), partial sums pushed up
-// to n = push_max (VNM_DECODE_PUSH_N).
+// to n = push_max (VNM_DECODE_PUSH_N) and at every n when a cluster has several row tiles
+// (VNM_DECODE_PUSH_ROWS=0: not).
 struct DecodeEnv {
-    int split, kc_cap, tiles, stage, xpad, xbulk, push_max;
+    int split, kc_cap, tiles, stage, xpad, xbulk, push_max, push_rows;
 };
 static const DecodeEnv &decode_env() {
     static const DecodeEnv v = {env_int("VNM_DECODE_SPLIT", 0, 0, DC_MAX_SPLIT),
                                 env_int("VNM_DECODE_KC", DC_KC_WIDE, DC_KC, DC_KC_WIDE),
                                 env_int("VNM_DECODE_TILES", 0, 0, 64),
                                 env_int("VNM_DECODE_STAGE", 1, 0, 1),
-                                env_int("VNM_DECODE_XPAD", 1, 0, 64),
+                                env_int("VNM_DECODE_XPAD", 2, 0, 64),
                                 env_int("VNM_DECODE_XBULK", 1, 0, 1),
-                                env_int("VNM_DECODE_PUSH_N", DC_PUSH_MAX_N, 0, 16)};
+                                env_int("VNM_DECODE_PUSH_N", DC_PUSH_MAX_N, 0, 16),
+                                env_int("VNM_DECODE_PUSH_ROWS", 1, 0, 1)};
     return v;
 }
 
@@ -425,8 +427,9 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     // Stage the slice's channels when they are local (measured faster than the direct gather at
     // every n on the H200); VNM_DECODE_STAGE=0 gathers from global memory instead (for comparison).
     const DecodeEnv &env = decode_env();
-    // xw: the channels of a slice when they are local. Rows of x padded by 8 channels (16 bytes) in
-    // shared memory: unpadded, the 4 tokens of a warp's B gathers read the same banks (NOTES, Session 18).
+    // xw: the channels of a slice when they are local. Rows of x padded by 16 channels (32 bytes, 8
+    // banks) in shared memory: unpadded, the 8 tokens of a warp's gathers read the same banks (NOTES,
+    // Session 18); 16 measured 0-3 % faster than 8 with the per-warp gathers (Session 20).
     DecodeCfg c = {kc_max, (int)(kc_max * 8 * d->p.M), 0, 1, false, false};
     c.xp = c.xw + 8 * env.xpad;
     if (!env.stage || !d->cols_local || e.n * c.xp * sizeof(uint16_t) > DC_STAGE_MAX) c.xw = c.xp = 0;
@@ -448,10 +451,18 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     attr[0].val.clusterDim.x = (unsigned)S, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
     cfg.attrs = attr, cfg.numAttrs = 1 + pdl_attr(&attr[1]);
     const int64_t row_tiles = d->out_pad / 64;
-    // Push the partial sums up to n = DC_PUSH_MAX_N (VNM_DECODE_PUSH_N=N sets that n, for measurements).
+    // Push the partial sums up to n = DC_PUSH_MAX_N (VNM_DECODE_PUSH_N=N sets that n, for
+    // measurements), and at every n when a cluster takes several row tiles: then the next tile's A
+    // loads go out without waiting on the cluster (n = 16, Session 20: 11008 × 4096 18.1 vs 21.8 µs,
+    // 4096 × 11008 22.9 vs 24.2; with one row tile, 4096², pull 9.6 vs 11.9).
     c.push = e.n <= env.push_max;
     cfg.dynamicSmemBytes = decode_smem(ntiles, c, (int)e.n).total;
     c.R = decode_tiles_per_cluster(kernel, attrs, cfg, S, row_tiles);
+    if (!c.push && c.R > 1 && env.push_rows) {
+        c.push = true;
+        cfg.dynamicSmemBytes = decode_smem(ntiles, c, (int)e.n).total;
+        c.R = decode_tiles_per_cluster(kernel, attrs, cfg, S, row_tiles);
+    }
     cfg.gridDim = dim3((unsigned)S, (unsigned)((row_tiles + c.R - 1) / c.R), 1);
     cfg.dynamicSmemBytes = decode_smem(ntiles, c, (int)e.n).total;
     const cudaError_t rc = attrs(cfg.dynamicSmemBytes, S) ? cudaErrorInvalidValue : cudaLaunchKernelEx(&cfg, kernel, dev, x, e, c);
