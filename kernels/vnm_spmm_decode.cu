@@ -41,7 +41,7 @@
 // k-steps run a wide form of this kernel, up to DC_KC_WIDE k-steps per CTA at 4 CTAs per SM
 // (Llama's 4096 × 11008: 1.76× dense at n = 1 vs 1.56× through the atomic kernel, Session 19);
 // longer ones the atomic split-K kernel of vnm_spmm.cu (which also serves sm_80).
-// Measurements: experiments/kernels/NOTES.md, Sessions 6 and 16-19.
+// Measurements: experiments/kernels/NOTES.md, Sessions 6 and 16-20.
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,7 +117,7 @@ __device__ __forceinline__ void gather_b_frag(uint32_t (&b)[4], const uint32_t *
     }
 }
 
-// NT: B tiles per k-step (1 when the 64 rows of a CTA share their kept columns, 4 for 16/32-row
+// NT: column lists per k-step (1 when the 64 rows of a CTA share their kept columns, 4 for 16/32-row
 // groups). KC: k-steps per CTA at most, DC_KC (5 CTAs per SM) or DC_KC_WIDE (4: more registers).
 template <int NT, int KC>
 __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_kernel(VnmDev d, const uint16_t *__restrict__ x, VnmEpi e,
@@ -364,7 +364,7 @@ static int decode_split(const VnmDeviceMatrix *d, int *S, int *kc_max) {
 // Whether the cluster kernel runs this matrix at n tokens: n <= 16, k-steps that decode_split
 // allows, an sm_90 device and binary (a PTX-only or sm_80 build has no cluster code),
 // and VNM_DECODE=atomic not set (that selects the atomic split-K kernel everywhere, for comparison).
-// [4 B tiles per k-step][wide form] bit S: a launch of that kernel with clusters of S CTAs failed (see below)
+// [4 column lists per k-step][wide form] bit S: a launch of that kernel with clusters of S CTAs failed (see below)
 static unsigned cluster_sizes_failed[2][2];
 
 int vnm_decode_cluster_ok(const VnmDeviceMatrix *d, int64_t n) {
@@ -435,7 +435,7 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     if (!env.stage || !d->cols_local || e.n * c.xp * sizeof(uint16_t) > DC_STAGE_MAX) c.xw = c.xp = 0;
     // Bulk copies need 16-byte rows at 16-byte addresses: `in` a multiple of 8 channels, x aligned.
     c.xbulk = env.xbulk && c.xw && d->in % 8 == 0 && (uintptr_t)x % 16 == 0;
-    // [B tiles per k-step 1 / 4][k-steps per CTA DC_KC / DC_KC_WIDE]
+    // [column lists per k-step 1 / 4][k-steps per CTA DC_KC / DC_KC_WIDE]
     static const DecodeKernel kernels[2][2] = {{vnm_decode_cluster_kernel<1, DC_KC>, vnm_decode_cluster_kernel<1, DC_KC_WIDE>},
                                                {vnm_decode_cluster_kernel<4, DC_KC>, vnm_decode_cluster_kernel<4, DC_KC_WIDE>}};
     static const DecodeAttrs attrs_of[2][2] = {{decode_attrs<1, DC_KC>, decode_attrs<1, DC_KC_WIDE>},
