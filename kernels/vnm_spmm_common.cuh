@@ -33,17 +33,20 @@ __host__ __device__ __forceinline__ int64_t vnm_epi_offset(const VnmEpi &e, int6
     return e.ld ? o * e.ld + t : t * e.out + o;
 }
 
-// A fragments and metadata words of k-steps ks0 + k0 .. ks0 + kc - 1 (kc <= KC) of 16-row group q,
-// this lane's, into registers a[k0 ..]: all loads in flight at once; read once, so evict-first.
+// The A fragment and metadata word of k-step ks of 16-row group q, this lane's; read once, so evict-first.
+__device__ __forceinline__ void vnm_load_a_frag(const VnmDev &d, int64_t q, int64_t ks, int lane, uint4 &a, uint32_t &m) {
+    a = __ldcs(d.vals + vnm_frag_index(q, ks, d.KT, lane));
+    m = __ldcs(d.meta + vnm_frag_index(q, ks, d.KT, lane));
+}
+
+// A fragments and metadata words of k-steps ks0 .. ks0 + kc - 1 (kc <= KC) of 16-row group q, this
+// lane's, into registers: all loads in flight at once.
 template <int KC>
 __device__ __forceinline__ void vnm_load_a_slice(const VnmDev &d, int64_t q, int64_t ks0, int kc, int lane, uint4 (&a)[KC],
-                                                 uint32_t (&m)[KC], int k0 = 0) {
+                                                 uint32_t (&m)[KC]) {
 #pragma unroll
     for (int k = 0; k < KC; k++)
-        if (k >= k0 && k < kc) {
-            a[k] = __ldcs(d.vals + vnm_frag_index(q, ks0 + k, d.KT, lane));
-            m[k] = __ldcs(d.meta + vnm_frag_index(q, ks0 + k, d.KT, lane));
-        }
+        if (k < kc) vnm_load_a_frag(d, q, ks0 + k, lane, a[k], m[k]);
 }
 
 // Keeps the device's default memory pool from releasing memory at synchronization (pooled

@@ -17,7 +17,7 @@
 //      independent of the column lists: by one bulk copy per token row from thread 0 when rows are
 //      16-byte aligned (cp.async from every thread queued behind that thread's A loads in the
 //      load/store unit: 4 k cycles at n = 16, Session 18), else by the widest aligned cp.async;
-//      rows are 8 channels longer than they need to be, so that the B gathers of step 4 (a warp
+//      rows are 16 channels longer than they need to be, so that the B gathers of step 4 (a warp
 //      reads 8 tokens at once) fall in different banks; with permuted input channels
 //      (cols_local = 0) x is gathered from global memory instead (step 4);
 //   then for each row tile of the group:
@@ -54,7 +54,7 @@
 #define DC_MAX_SPLIT 16           // CTAs per cluster (above 8: a non-portable size, allowed on H100/H200)
 #define DC_STAGE_MAX (64 * 1024)  // bytes of staged x per CTA at most
 #define DC_RECV_FLOATS (16 * 64 + 4 * DC_MAX_SPLIT)  // [S][share] partial sums per buffer: S·share <= 16·64 + 4·S
-#define DC_PUSH_MAX_N 4           // up to this n partial sums are pushed to their owners, above it pulled (NOTES, Session 17)
+#define DC_PUSH_MAX_N 4           // up to this n partial sums are pushed to their owners, above it pulled unless R > 1 (NOTES, Sessions 17, 20)
 
 // How a launch runs: kc_max k-steps per CTA at most; xw channels of x staged per token (0: gathered
 // from global memory), rows xp >= xw channels apart in shared memory; R row tiles per cluster;
@@ -85,8 +85,7 @@ static __host__ __device__ DecodeSmem decode_smem(int ntiles, const DecodeCfg &c
 }
 
 // A fragments and metadata words of the four 16-row tiles q0 .. q0 + 3, k-steps ks .. ks + kw - 1
-// (kw <= KQ), this lane's, into registers a[tile · KQ + k]: all loads in flight at once; read once,
-// so evict-first.
+// (kw <= KQ), this lane's, into registers a[tile · KQ + k]: all loads in flight at once.
 template <int KQ>
 __device__ __forceinline__ void load_a_tiles(const VnmDev &d, int64_t q0, int64_t ks, int kw, int lane, uint4 (&a)[4 * KQ],
                                              uint32_t (&m)[4 * KQ]) {
@@ -94,10 +93,7 @@ __device__ __forceinline__ void load_a_tiles(const VnmDev &d, int64_t q0, int64_
     for (int r16 = 0; r16 < 4; r16++)
 #pragma unroll
         for (int k = 0; k < KQ; k++)
-            if (k < kw) {
-                a[r16 * KQ + k] = __ldcs(d.vals + vnm_frag_index(q0 + r16, ks + k, d.KT, lane));
-                m[r16 * KQ + k] = __ldcs(d.meta + vnm_frag_index(q0 + r16, ks + k, d.KT, lane));
-            }
+            if (k < kw) vnm_load_a_frag(d, q0 + r16, ks + k, lane, a[r16 * KQ + k], m[r16 * KQ + k]);
 }
 
 // The B fragment of mma.sp m16n8k32 (32 k × 8 tokens) of one k-step, this lane's, gathered straight

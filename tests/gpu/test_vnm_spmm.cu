@@ -244,7 +244,7 @@ Test(vnm_spmm_gpu, shapes_and_epilogues) {
         {16, 4, 256, 4 * 64, 5, VNM_RANDOM_PERMUTE_COLS, 0, 1, VNM_ACT_NONE},   // decode, permuted 2:4
         {128, 12, 256, 12 * 24, 16, VNM_RANDOM_PERMUTE_ROWS, 1, 1, VNM_ACT_GELU},  // decode, row_perm
         {64, 8, 256, 8 * 8 * 8 * 10, 16, 0, 1, 1, VNM_ACT_NONE},                // decode, 2 chunks of k-steps
-        {32, 6, 192, 6 * 8 * 8 * 9, 3, VNM_RANDOM_PERMUTE_COLS, 1, 0, VNM_ACT_GELU},  // decode, 4 B tiles, 2 chunks
+        {32, 6, 192, 6 * 8 * 8 * 9, 3, VNM_RANDOM_PERMUTE_COLS, 1, 0, VNM_ACT_GELU},  // decode, 4 column lists, 2 chunks
         {16, 4, 256, 4 * 1000, 7, 0, 0, 1, VNM_ACT_NONE},                       // decode, 2:4, long reduction
         {64, 5, 256, 5 * 83, 9, 0, 1, 1, VNM_ACT_GELU},     // decode, odd in: x staged by 2-byte loads
         {64, 5, 256, 5 * 8 * 84, 12, 0, 1, 0, VNM_ACT_NONE},  // decode, x by bulk copies, the last CTA's slice past `in`
