@@ -26,22 +26,23 @@
 //      columns: no B tile in shared memory and no barrier between gather and mma (a B tile built by
 //      all threads, then a barrier, cost 1-2.5 µs per layer, Session 20);
 //   5. mma.sp m16n8k32 over the warp's k-steps;
-//   6. the four warps' partial sums go to shared memory and are added; CTA s reduces about 1/S of
-//      the 64 × n outputs;
-//   7. n <= DC_PUSH_MAX_N or R > 1 (push; the host decides): each CTA's share goes by a bulk copy into that
-//      CTA's receive buffer, completing bytes on its mbarrier, then the next row tile's A loads go
-//      out into the same registers; CTA s waits on its mbarrier and sums its share over the S
-//      senders in rank order: no fence or cluster barrier per row tile. Larger n with one row tile
-//      per cluster (pull, measured faster there): a cluster barrier, the next A loads issued between its arrive and its wait
-//      (the arrive's release is a MEMBAR.ALL.GPU that waited for loads issued before it, Session
-//      17), then CTA s reads its share from the S CTAs by DSMEM. Then the epilogue. Buffers
-//      alternate between row tiles. No global workspace, no atomics: the same result on every run.
+//   6. the four warps' partial sums go to shared memory (DC_WLD floats per token, so that the
+//      stores do not conflict) and are added; CTA s reduces about 1/S of the 64 × n outputs;
+//   7. push (the default at every n since Session 21; the host decides): each CTA's share goes by a
+//      bulk copy into that CTA's receive buffer, completing bytes on its mbarrier, then the next row
+//      tile's A loads go out into the same registers; CTA s waits on its mbarrier and sums its share
+//      over the S senders in rank order: no fence or cluster barrier per row tile. Pull (only with
+//      VNM_DECODE_PUSH_N below n and one row tile per cluster): a cluster barrier, the next A loads
+//      issued between its arrive and its wait (the arrive's release is a MEMBAR.ALL.GPU that waited
+//      for loads issued before it, Session 17), then CTA s reads its share from the S CTAs by DSMEM.
+//      Then the epilogue. With R > 1 the buffers alternate between row tiles. No global workspace,
+//      no atomics: the same result on every run.
 // 5 CTAs per SM (96 registers): with 4, a 4096-row matrix had 64 clusters of 8 and only 62 could
 // be resident, and the last two ran as a second wave. Reductions longer than DC_MAX_SPLIT × DC_KC
 // k-steps run a wide form of this kernel, up to DC_KC_WIDE k-steps per CTA at 4 CTAs per SM
 // (Llama's 4096 × 11008: 1.76× dense at n = 1 vs 1.56× through the atomic kernel, Session 19);
 // longer ones the atomic split-K kernel of vnm_spmm.cu (which also serves sm_80).
-// Measurements: experiments/kernels/NOTES.md, Sessions 6 and 16-20.
+// Measurements: experiments/kernels/NOTES.md, Sessions 6 and 16-21.
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,7 +55,13 @@
 #define DC_MAX_SPLIT 16           // CTAs per cluster (above 8: a non-portable size, allowed on H100/H200)
 #define DC_STAGE_MAX (64 * 1024)  // bytes of staged x per CTA at most
 #define DC_RECV_FLOATS (16 * 64 + 4 * DC_MAX_SPLIT)  // [S][share] partial sums per buffer: S·share <= 16·64 + 4·S
-#define DC_PUSH_MAX_N 4           // up to this n partial sums are pushed to their owners, above it pulled unless R > 1 (NOTES, Sessions 17, 20)
+// Floats per token in a warp's partial sums (64 rows + 4): the accumulators of mma m16n8 put lane
+// (g, tig)'s values at tokens 2·tig (+1, +8), rows g (+8, +16·tile), so with rows 64 floats apart
+// the four tig of one store would hit the same banks (a 4-way conflict on every store at n > 2); 68
+// apart they fall in four distinct groups of 8 banks, and each store keeps one base address plus a
+// constant (an XOR swizzle did not: the compiler rebuilt the address of every store).
+#define DC_WLD 68
+#define DC_PUSH_MAX_N 16          // up to this n partial sums are pushed to their owners (all decode sizes; VNM_DECODE_PUSH_N=N: pulled above N unless R > 1; NOTES, Sessions 17, 20, 21)
 
 // How a launch runs: kc_max k-steps per CTA at most; xw channels of x staged per token (0: gathered
 // from global memory), rows xp >= xw channels apart in shared memory; R row tiles per cluster;
@@ -75,9 +82,10 @@ struct DecodeSmem {
 static __host__ __device__ DecodeSmem decode_smem(int ntiles, const DecodeCfg &c, int n) {
     DecodeSmem s;
     s.bars = 4 * sizeof(uint64_t);                                 // an mbarrier per receive buffer, one for x
-    s.recv = c.push ? 2 * DC_RECV_FLOATS * sizeof(float) : 0;      // 2 × our share's partial sums, per sender
-    s.part = (size_t)(c.push ? 1 : 2) * n * 64 * sizeof(float);    // our partial sums of the row tile(s) [t][r]
-    s.warp_part = (size_t)4 * n * 64 * sizeof(float);              // each warp's partial sums [warp][t][r]
+    const int bufs = c.R > 1 ? 2 : 1;                              // row tiles alternate between two buffers
+    s.recv = c.push ? bufs * DC_RECV_FLOATS * sizeof(float) : 0;   // our share's partial sums, per sender
+    s.part = (size_t)(c.push ? 1 : bufs) * n * 64 * sizeof(float); // our partial sums of the row tile(s) [t][r]
+    s.warp_part = (size_t)4 * n * DC_WLD * sizeof(float);          // each warp's partial sums [warp][t][r], rows DC_WLD apart
     s.cols = (size_t)c.R * ntiles * c.kc_max * 8 * sizeof(uint2);  // [row tile][tile][k-step][block] channels
     s.xs = (size_t)n * c.xp * sizeof(uint16_t);                    // [token][channel - c0], rows xp apart
     s.total = s.bars + s.recv + s.part + s.warp_part + s.cols + s.xs;
@@ -100,16 +108,22 @@ __device__ __forceinline__ void load_a_tiles(const VnmDev &d, int64_t q0, int64_
 // from x: b[i] holds k = 8i + 2·tig + {0, 1}, i.e. the kept pair (tig & 1) of block j = 2i + (tig >> 1),
 // whose two channels are the halves of pairs[2j + (tig & 1)]. Blocks jbase + j >= C are padding
 // (zero). r + c: channel c of the lane's token, in staged x (staged) or in x in global memory.
-__device__ __forceinline__ void gather_b_frag(uint32_t (&b)[4], const uint32_t *pairs, int64_t jbase, int64_t C,
-                                              const uint16_t *r, bool staged, int tig) {
+// The lane's four channel pairs of one k-step (pr[i] for block 2i + (tig >> 1); 0 for padding blocks).
+__device__ __forceinline__ void load_pairs(uint32_t (&pr)[4], const uint32_t *pairs, int64_t jbase, int64_t C, int tig) {
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         const int j = 2 * i + (tig >> 1);
+        pr[i] = jbase + j < C ? pairs[2 * j + (tig & 1)] : 0xffffffffu;
+    }
+}
+// b[i]: the two channels of pr[i] for the lane's token (r + c: channel c); padding pairs (all ones) give 0.
+__device__ __forceinline__ void gather_b_frag(uint32_t (&b)[4], const uint32_t (&pr)[4], const uint16_t *r, bool staged) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const uint32_t p = pr[i];
         b[i] = 0;
-        if (jbase + j < C) {
-            const uint32_t p = pairs[2 * j + (tig & 1)];
+        if (p != 0xffffffffu)
             b[i] = staged ? vnm_pack2(r[p & 0xffff], r[p >> 16]) : vnm_pack2(vnm_ldg_u16(r + (p & 0xffff)), vnm_ldg_u16(r + (p >> 16)));
-        }
     }
 }
 
@@ -213,6 +227,7 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
     const uint16_t *xbase = xw ? xs - c0 : x;
     int xrow[2];
     for (int nt = 0; nt < 2; nt++) xrow[nt] = min(nt * 8 + g, n - 1) * (xw ? xp : (int)d.in);
+    float *wpart = warp_part + (warp * n + 2 * tig) * DC_WLD + g;  // the lane's token 2·tig, row g of the warp's partial sums
     for (int rt = 0; rt < nrt; rt++) {
         const int64_t row0 = (rt0 + rt) * 64;
         const uint32_t *tcols = (const uint32_t *)(scols + rt * NT * kc_max * 8);  // this row tile's kept channels
@@ -220,18 +235,24 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
         // 4-5. Per 8 tokens and 16-row tile: the B fragments of the warp's k-steps, gathered from x
         // (once for all four tiles when they share their kept channels), then mma.sp; the tile's
         // partial sums of the warp's k-steps -> warp_part[warp][t][r].
+        uint32_t pr[KQ][4];  // the channel pairs of the warp's k-steps (NT = 1: loaded once for both token halves)
+        auto pairs_of = [&](int r16) {
+#pragma unroll
+            for (int k = 0; k < KQ; k++)
+                if (k < kw) load_pairs(pr[k], tcols + (r16 * kc_max + kw0 + k) * 16, (ks0 + kw0 + k) * 8, d.C, tig);
+        };
+        if (NT == 1) pairs_of(0);
 #pragma unroll
         for (int nt = 0; nt < 2; nt++) {
             if (nt * 8 >= ntok) break;
             uint32_t b[KQ][4];
 #pragma unroll
             for (int r16 = 0; r16 < 4; r16++) {
+                if (NT == 4) pairs_of(r16);
                 if (NT == 4 || r16 == 0)
 #pragma unroll
                     for (int k = 0; k < KQ; k++)
-                        if (k < kw)
-                            gather_b_frag(b[k], tcols + ((NT == 1 ? 0 : r16) * kc_max + kw0 + k) * 16, (ks0 + kw0 + k) * 8, d.C,
-                                          xbase + xrow[nt], xw != 0, tig);
+                        if (k < kw) gather_b_frag(b[k], pr[k], xbase + xrow[nt], xw != 0);
                 float acc[4] = {0, 0, 0, 0};
 #pragma unroll
                 for (int k = 0; k < KQ; k++)
@@ -239,7 +260,7 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
 #pragma unroll
                 for (int c = 0; c < 4; c++) {
                     const int t = nt * 8 + 2 * tig + (c & 1);
-                    if (t < n) warp_part[warp * E + t * 64 + 16 * r16 + g + (c >= 2 ? 8 : 0)] = acc[c];
+                    if (t < n) wpart[(8 * nt + (c & 1)) * DC_WLD + 16 * r16 + (c >= 2 ? 8 : 0)] = acc[c];
                 }
             }
         }
@@ -248,8 +269,13 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
         // buffers, row tiles alternating).
         const int buf = rt & 1;
         float *mine = part + (push ? 0 : buf * E);
-        for (int i = tid; i < E; i += 128)
-            mine[i] = warp_part[i] + warp_part[E + i] + warp_part[2 * E + i] + warp_part[3 * E + i];
+        for (int i = 4 * tid; i < E; i += 4 * 128) {  // 4 elements (rows) at a time, 16-byte loads
+            const float4 *w = (const float4 *)(warp_part + (i >> 6) * DC_WLD + (i & 63));
+            const int we = n * DC_WLD / 4;  // one warp's partial sums, in float4
+            const float4 w0 = w[0], w1 = w[we], w2 = w[2 * we], w3 = w[3 * we];
+            *(float4 *)(mine + i) = make_float4(w0.x + w1.x + w2.x + w3.x, w0.y + w1.y + w2.y + w3.y,
+                                                w0.z + w1.z + w2.z + w3.z, w0.w + w1.w + w2.w + w3.w);
+        }
         const int lo = i0(split), hi = i0(split + 1);
         if (push) {
             // 7. Push: each owner's share by one bulk copy into its receive buffer, completing on its
@@ -450,12 +476,16 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     // Push the partial sums up to n = DC_PUSH_MAX_N (VNM_DECODE_PUSH_N=N sets that n, for
     // measurements), and at every n when a cluster takes several row tiles: then the next tile's A
     // loads go out without waiting on the cluster (n = 16, Session 20: 11008 × 4096 18.1 vs 21.8 µs,
-    // 4096 × 11008 22.9 vs 24.2; with one row tile, 4096², pull 9.6 vs 11.9).
+    // 4096 × 11008 22.9 vs 24.2). With one row tile, 4096², push at n = 16 lost (11.9 vs 9.6 µs)
+    // while it had two receive buffers (5 CTAs per SM no longer fit); with one it wins, 7.6 vs
+    // 8.3 µs (Session 21). So R is counted from the shared memory of one row tile (one buffer each
+    // for the partial sums); with R > 1 the row tiles alternate between two buffers, and R is
+    // counted again with those.
     c.push = e.n <= env.push_max;
     cfg.dynamicSmemBytes = decode_smem(ntiles, c, (int)e.n).total;
     c.R = decode_tiles_per_cluster(kernel, attrs, cfg, S, row_tiles);
-    if (!c.push && c.R > 1 && env.push_rows) {
-        c.push = true;
+    if (c.R > 1) {
+        c.push = c.push || env.push_rows;
         cfg.dynamicSmemBytes = decode_smem(ntiles, c, (int)e.n).total;
         c.R = decode_tiles_per_cluster(kernel, attrs, cfg, S, row_tiles);
     }

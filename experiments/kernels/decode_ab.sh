@@ -29,7 +29,7 @@ for ab in ${TEST_AB:-}; do
   env $(vars_of "$ab") timeout 90 build-gpu/gpu_test_vnm_spmm >"$OUT/test_${ab//[=,]/_}.txt" 2>&1
   echo "vnm_spmm $ab: rc $? $(grep Synthesis "$OUT/test_${ab//[=,]/_}.txt") ($((SECONDS - t0)) s)"
 done
-for ab in ${AB:--}; do
+for ab in ${AB--}; do  # AB="": none
   echo "### decode-layers $ab" | tee -a "$OUT/decode_layers.txt"
   env $(vars_of "$ab") timeout 100 build-gpu/vnmtune bench spmm --decode-layers --patterns "${PATTERNS:-64:2:8,2:4}" --reps 20 2>&1 |
     tee -a "$OUT/decode_layers.txt" | grep llama | awk '{print $2, $3, $4, $7, "dense", $8, "ours", $9, "floor", $10, $11 "x"}'
