@@ -10,22 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; t0=$SECONDS
 SKIP_TEST=1 AB= bash experiments/kernels/decode_ab.sh | head -3
-export PATH=/opt/torch/.venv/bin:$PATH
-cp kernels/vnm_spmm_decode.cu /tmp/decode_new.cu
-V="v0_new v1_nopairs v2_scalar v3_recv2 decode_s20"
-for v in $V; do
-  cp experiments/kernels/s21/$v.cu kernels/vnm_spmm_decode.cu
-  cmake --build build-gpu --target vnmtune >"$OUT/build_$v.log" 2>&1; echo "$v build rc $? ($((SECONDS - t0)) s)"
-  cp build-gpu/vnmtune /tmp/vnmtune_$v
-done
-cp /tmp/decode_new.cu kernels/vnm_spmm_decode.cu
-export LD_LIBRARY_PATH=/opt/vnmdeps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-for round in 1 2; do
-  for v in $V; do
-    echo "### $v" >>"$OUT/variants.txt"
-    timeout 60 /tmp/vnmtune_$v bench spmm --decode-layers --patterns 64:2:8 --shapes 11008x4096,4096x11008 --reps 20 2>&1 |
-      tee -a "$OUT/variants.txt" | grep llama | awk -v v=$v '{print v, $3, $4, "dense", $8, "ours", $9, $11 "x"}' | tr '\n' ';'
-    echo
-  done
-done
+bash experiments/kernels/decode_variants.sh v0_new:- v1_nopairs:experiments/kernels/s21/v1_nopairs.cu \
+  v2_scalar:experiments/kernels/s21/v2_scalar.cu v3_recv2:experiments/kernels/s21/v3_recv2.cu \
+  decode_s20:experiments/kernels/s21/decode_s20.cu
 echo "all done: $((SECONDS - t0)) s"

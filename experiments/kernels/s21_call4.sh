@@ -14,22 +14,8 @@ export LD_LIBRARY_PATH=/opt/vnmdeps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:
 VNM_DECODE_PUSH_N=4 timeout 90 build-gpu/gpu_test_vnm_spmm >"$OUT/test_pull.txt" 2>&1; echo "vnm_spmm PUSH_N=4: rc $? $(grep Synthesis "$OUT/test_pull.txt")"
 timeout 100 build-gpu/vnmtune bench spmm --decode-layers --patterns 64:2:8,16:2:8 --reps 20 >"$OUT/decode_layers.txt" 2>&1
 grep llama "$OUT/decode_layers.txt" | awk '{print $3, $4, $5, "dense", $8, "ours", $9, $11 "x"}'
-export PATH=/opt/torch/.venv/bin:$PATH
-cp build-gpu/vnmtune /tmp/vnmtune_v0_new; cp kernels/vnm_spmm_decode.cu /tmp/decode_new.cu
-for v in v4_wld64 v5_oldR; do
-  patch -s -o kernels/vnm_spmm_decode.cu /tmp/decode_new.cu experiments/kernels/s21/$v.patch
-  cmake --build build-gpu --target vnmtune >"$OUT/build_$v.log" 2>&1; echo "$v build rc $? ($((SECONDS - t0)) s)"
-  cp build-gpu/vnmtune /tmp/vnmtune_$v
-done
-cp /tmp/decode_new.cu kernels/vnm_spmm_decode.cu
-for round in 1 2; do
-  for v in v0_new v4_wld64 v5_oldR; do
-    echo "### $v" >>"$OUT/variants.txt"
-    timeout 60 /tmp/vnmtune_$v bench spmm --decode-layers --patterns 64:2:8 --shapes 11008x4096,4096x11008 --reps 20 2>&1 |
-      tee -a "$OUT/variants.txt" | grep llama | awk -v v=$v '{print v, $3, $4, "ours", $9, $11 "x"}' | tr '\n' ';'
-    echo
-  done
-done
+bash experiments/kernels/decode_variants.sh v0_new:- v4_wld64:experiments/kernels/s21/v4_wld64.patch \
+  v5_oldR:experiments/kernels/s21/v5_oldR.patch
 for b in 1 16; do
   timeout 100 /tmp/vnmtune_v0_new bench infer --model llama2_7b --pattern 64:2:8 --batches 1 --seq 2048 --decode-batch "$b" \
     --steps 32 >"$OUT/bench_infer_llama_b$b.txt" 2>&1
