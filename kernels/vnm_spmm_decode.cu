@@ -265,8 +265,8 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
             }
         }
         __syncthreads();
-        // 6. The CTA's partial sums, the four warps' added in warp order -> part[t][r] (pull: two
-        // buffers, row tiles alternating).
+        // 6. The CTA's partial sums, the four warps' added in warp order -> part[t][r] (pull with
+        // R > 1: two buffers, row tiles alternating).
         const int buf = rt & 1;
         float *mine = part + (push ? 0 : buf * E);
         for (int i = 4 * tid; i < E; i += 4 * 128) {  // 4 elements (rows) at a time, 16-byte loads
