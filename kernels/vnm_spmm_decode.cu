@@ -106,9 +106,9 @@ __device__ __forceinline__ void load_a_tiles(const VnmDev &d, int64_t q0, int64_
 
 // The B fragment of mma.sp m16n8k32 (32 k × 8 tokens) of one k-step, this lane's, gathered straight
 // from x: b[i] holds k = 8i + 2·tig + {0, 1}, i.e. the kept pair (tig & 1) of block j = 2i + (tig >> 1),
-// whose two channels are the halves of pairs[2j + (tig & 1)]. Blocks jbase + j >= C are padding
-// (zero). r + c: channel c of the lane's token, in staged x (staged) or in x in global memory.
-// The lane's four channel pairs of one k-step (pr[i] for block 2i + (tig >> 1); 0 for padding blocks).
+// whose two channels are the halves of pairs[2j + (tig & 1)]; blocks jbase + j >= C are padding.
+// load_pairs: the lane's four channel pairs of one k-step, pr[i] for block 2i + (tig >> 1) (all ones
+// for padding blocks).
 __device__ __forceinline__ void load_pairs(uint32_t (&pr)[4], const uint32_t *pairs, int64_t jbase, int64_t C, int tig) {
 #pragma unroll
     for (int i = 0; i < 4; i++) {
@@ -116,7 +116,8 @@ __device__ __forceinline__ void load_pairs(uint32_t (&pr)[4], const uint32_t *pa
         pr[i] = jbase + j < C ? pairs[2 * j + (tig & 1)] : 0xffffffffu;
     }
 }
-// b[i]: the two channels of pr[i] for the lane's token (r + c: channel c); padding pairs (all ones) give 0.
+// b[i]: the two channels of pr[i] for the lane's token (r + c: channel c, in staged x when staged,
+// else in x in global memory); padding pairs give 0.
 __device__ __forceinline__ void gather_b_frag(uint32_t (&b)[4], const uint32_t (&pr)[4], const uint16_t *r, bool staged) {
 #pragma unroll
     for (int i = 0; i < 4; i++) {
