@@ -116,15 +116,16 @@ __device__ __forceinline__ void load_pairs(uint32_t (&pr)[4], const uint32_t *pa
         pr[i] = jbase + j < C ? pairs[2 * j + (tig & 1)] : 0xffffffffu;
     }
 }
-// b[i]: the two channels of pr[i] for the lane's token (r + c: channel c, in staged x when staged,
-// else in x in global memory); padding pairs give 0.
-__device__ __forceinline__ void gather_b_frag(uint32_t (&b)[4], const uint32_t (&pr)[4], const uint16_t *r, bool staged) {
+// b[i]: the two channels of pr[i] for the lane's token (channel c at rs[c] in staged x when staged,
+// else at rg[c] in x in global memory); padding pairs give 0.
+__device__ __forceinline__ void gather_b_frag(uint32_t (&b)[4], const uint32_t (&pr)[4], const uint16_t *rs, const uint16_t *rg,
+                                              bool staged) {
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         const uint32_t p = pr[i];
         b[i] = 0;
         if (p != 0xffffffffu)
-            b[i] = staged ? vnm_pack2(r[p & 0xffff], r[p >> 16]) : vnm_pack2(vnm_ldg_u16(r + (p & 0xffff)), vnm_ldg_u16(r + (p >> 16)));
+            b[i] = staged ? vnm_pack2(rs[p & 0xffff], rs[p >> 16]) : vnm_pack2(vnm_ldg_u16(rg + (p & 0xffff)), vnm_ldg_u16(rg + (p >> 16)));
     }
 }
 
@@ -225,7 +226,13 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
     const int g = lane >> 2, tig = lane & 3;
     // the lane's token rows in the B fragments, g and 8 + g (tokens >= n read token n - 1): offsets in
     // staged x (channel c0 first) or in x
+    // Through one pointer for staged and global x (xbase) the staged reads compile to generic loads;
+    // through its own (xs - c0) the compiler knows it is shared memory (LDS). Measured per kernel
+    // (Session 22, H200): LDS is 8-10 % faster in <4, DC_KC>, generic 3-4 % faster in <1, *> and
+    // 10 % in <4, DC_KC_WIDE> (the instruction schedules differ, not only the loads).
     const uint16_t *xbase = xw ? xs - c0 : x;
+    constexpr bool lds = NT == 4 && KC <= DC_KC;
+    const uint16_t *xs_base = lds ? xs - c0 : xbase, *xg_base = lds ? x : xbase;
     int xrow[2];
     for (int nt = 0; nt < 2; nt++) xrow[nt] = min(nt * 8 + g, n - 1) * (xw ? xp : (int)d.in);
     float *wpart = warp_part + (warp * n + 2 * tig) * DC_WLD + g;  // the lane's token 2·tig, row g of the warp's partial sums
@@ -237,23 +244,33 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
         // (once for all four tiles when they share their kept channels), then mma.sp; the tile's
         // partial sums of the warp's k-steps -> warp_part[warp][t][r].
         uint32_t pr[KQ][4];  // the channel pairs of the warp's k-steps (NT = 1: loaded once for both token halves)
-        auto pairs_of = [&](int r16) {
+        auto pairs_of = [&](int r16, int k) { load_pairs(pr[k], tcols + (r16 * kc_max + kw0 + k) * 16, (ks0 + kw0 + k) * 8, d.C, tig); };
+        // Where the column pairs are loaded: 0 once for both token halves, 1 per 16-row tile (NT = 1:
+        // per token half), 2 right before each gather. By register pressure (ptxas -v) and measured
+        // (Session 22): 0 and 1 leave <1, *> and <4, DC_KC> without spills; 2 in <4, DC_KC_WIDE>
+        // spills 12 bytes but ran 16:2:8 4096x11008 23.3 us against 30.0 us for 1 (180-byte spill).
+        constexpr int where = NT == 1 && KC <= DC_KC ? 0 : NT == 4 && KC > DC_KC ? 2 : 1;
+        if (where == 0)
 #pragma unroll
             for (int k = 0; k < KQ; k++)
-                if (k < kw) load_pairs(pr[k], tcols + (r16 * kc_max + kw0 + k) * 16, (ks0 + kw0 + k) * 8, d.C, tig);
-        };
-        if (NT == 1) pairs_of(0);
+                if (k < kw) pairs_of(0, k);
 #pragma unroll
         for (int nt = 0; nt < 2; nt++) {
             if (nt * 8 >= ntok) break;
             uint32_t b[KQ][4];
 #pragma unroll
             for (int r16 = 0; r16 < 4; r16++) {
-                if (NT == 4) pairs_of(r16);
+                if (where == 1 && (NT == 4 || r16 == 0))
+#pragma unroll
+                    for (int k = 0; k < KQ; k++)
+                        if (k < kw) pairs_of(NT == 4 ? r16 : 0, k);
                 if (NT == 4 || r16 == 0)
 #pragma unroll
                     for (int k = 0; k < KQ; k++)
-                        if (k < kw) gather_b_frag(b[k], pr[k], xbase + xrow[nt], xw != 0);
+                        if (k < kw) {
+                            if (where == 2) pairs_of(NT == 4 ? r16 : 0, k);
+                            gather_b_frag(b[k], pr[k], xs_base + xrow[nt], xg_base + xrow[nt], xw != 0);
+                        }
                 float acc[4] = {0, 0, 0, 0};
 #pragma unroll
                 for (int k = 0; k < KQ; k++)
