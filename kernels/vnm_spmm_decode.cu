@@ -116,17 +116,19 @@ __device__ __forceinline__ void load_pairs(uint32_t (&pr)[4], const uint32_t *pa
         pr[i] = jbase + j < C ? pairs[2 * j + (tig & 1)] : 0xffffffffu;
     }
 }
-// b[i]: the two channels of pr[i] for the lane's token (channel c at rs[c] in staged x when staged,
-// else at rg[c] in x in global memory); padding pairs give 0.
-__device__ __forceinline__ void gather_b_frag(uint32_t (&b)[4], const uint32_t (&pr)[4], const uint16_t *rs, const uint16_t *rg,
-                                              bool staged) {
+// b[i]: the two channels of pr[i] for the lane's token (channel c at r[c]: staged x or x); padding
+// pairs give 0. They read channels `safe` (two valid channels), so that the loads need no branch:
+// behind a branch per pair, each pair waited for its own loads before the next pair's were issued
+// (Session 22: 4-9 % faster at 64:2:8, 10-16 % at 16:2:8).
+__device__ __forceinline__ void gather_b_frag(uint32_t (&b)[4], const uint32_t (&pr)[4], const uint16_t *r, uint32_t safe) {
+    uint32_t v[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        const uint32_t p = pr[i];
-        b[i] = 0;
-        if (p != 0xffffffffu)
-            b[i] = staged ? vnm_pack2(rs[p & 0xffff], rs[p >> 16]) : vnm_pack2(vnm_ldg_u16(rg + (p & 0xffff)), vnm_ldg_u16(rg + (p >> 16)));
+        const uint32_t p = pr[i] == 0xffffffffu ? safe : pr[i];
+        v[i] = vnm_pack2(r[p & 0xffff], r[p >> 16]);
     }
+#pragma unroll
+    for (int i = 0; i < 4; i++) b[i] = pr[i] == 0xffffffffu ? 0u : v[i];
 }
 
 // NT: column lists per k-step (1 when the 64 rows of a CTA share their kept columns, 4 for 16/32-row
@@ -226,13 +228,10 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
     const int g = lane >> 2, tig = lane & 3;
     // the lane's token rows in the B fragments, g and 8 + g (tokens >= n read token n - 1): offsets in
     // staged x (channel c0 first) or in x
-    // Through one pointer for staged and global x (xbase) the staged reads compile to generic loads;
-    // through its own (xs - c0) the compiler knows it is shared memory (LDS). Measured per kernel
-    // (Session 22, H200): LDS is 8-10 % faster in <4, DC_KC>, generic 3-4 % faster in <1, *> and
-    // 10 % in <4, DC_KC_WIDE> (the instruction schedules differ, not only the loads).
+    // One pointer for staged and global x: the staged reads are generic loads. Through a pointer the
+    // compiler knows is shared (LDS) every kernel measured slower (Session 22).
     const uint16_t *xbase = xw ? xs - c0 : x;
-    constexpr bool lds = NT == 4 && KC <= DC_KC;
-    const uint16_t *xs_base = lds ? xs - c0 : xbase, *xg_base = lds ? x : xbase;
+    const uint32_t safe = (uint32_t)c0 * 0x10001u;  // channel c0 twice: a channel of the slice, staged or in x
     int xrow[2];
     for (int nt = 0; nt < 2; nt++) xrow[nt] = min(nt * 8 + g, n - 1) * (xw ? xp : (int)d.in);
     float *wpart = warp_part + (warp * n + 2 * tig) * DC_WLD + g;  // the lane's token 2·tig, row g of the warp's partial sums
@@ -269,7 +268,7 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
                     for (int k = 0; k < KQ; k++)
                         if (k < kw) {
                             if (where == 2) pairs_of(NT == 4 ? r16 : 0, k);
-                            gather_b_frag(b[k], pr[k], xs_base + xrow[nt], xg_base + xrow[nt], xw != 0);
+                            gather_b_frag(b[k], pr[k], xbase + xrow[nt], safe);
                         }
                 float acc[4] = {0, 0, 0, 0};
 #pragma unroll
