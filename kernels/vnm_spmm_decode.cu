@@ -226,12 +226,12 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
     if (cfg.xbulk) mbar_wait(xbar, 0);
     if (push) cluster_wait();  // every CTA of the cluster has initialised its mbarriers
     const int g = lane >> 2, tig = lane & 3;
-    // the lane's token rows in the B fragments, g and 8 + g (tokens >= n read token n - 1): offsets in
-    // staged x (channel c0 first) or in x
     // One pointer for staged and global x: the staged reads are generic loads. Through a pointer the
     // compiler knows is shared (LDS) every kernel measured slower (Session 22).
     const uint16_t *xbase = xw ? xs - c0 : x;
     const uint32_t safe = (uint32_t)c0 * 0x10001u;  // channel c0 twice: a channel of the slice, staged or in x
+    // the lane's token rows in the B fragments, g and 8 + g (tokens >= n read token n - 1): offsets in
+    // staged x (channel c0 first) or in x
     int xrow[2];
     for (int nt = 0; nt < 2; nt++) xrow[nt] = min(nt * 8 + g, n - 1) * (xw ? xp : (int)d.in);
     float *wpart = warp_part + (warp * n + 2 * tig) * DC_WLD + g;  // the lane's token 2·tig, row g of the warp's partial sums
@@ -245,9 +245,9 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
         uint32_t pr[KQ][4];  // the channel pairs of the warp's k-steps (NT = 1: loaded once for both token halves)
         auto pairs_of = [&](int r16, int k) { load_pairs(pr[k], tcols + (r16 * kc_max + kw0 + k) * 16, (ks0 + kw0 + k) * 8, d.C, tig); };
         // Where the column pairs are loaded: 0 once for both token halves, 1 per 16-row tile (NT = 1:
-        // per token half), 2 right before each gather. By register pressure (ptxas -v) and measured
-        // (Session 22): 0 and 1 leave <1, *> and <4, DC_KC> without spills; 2 in <4, DC_KC_WIDE>
-        // spills 12 bytes but ran 16:2:8 4096x11008 23.3 us against 30.0 us for 1 (180-byte spill).
+        // per token half), 2 right before each gather. By register pressure (ptxas -v: no kernel
+        // spills) and measured (Session 22): 2 in <4, DC_KC_WIDE> ran 16:2:8 4096x11008 at n = 1 in
+        // 23.3 us against 30.0 us for 1 (which spilled 180 bytes there).
         constexpr int where = NT == 1 && KC <= DC_KC ? 0 : NT == 4 && KC > DC_KC ? 2 : 1;
         if (where == 0)
 #pragma unroll
