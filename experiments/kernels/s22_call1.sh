@@ -5,6 +5,7 @@
 # n = 4); then variants alternated twice on all three Llama shapes, 64:2:8 and 16:2:8: lds (the patch),
 # base (the committed kernel), wide (s21/next_wide_spills.patch on the committed kernel); Llama-2-7B
 # decode at batch 1 and 16 with lds; a trace of 4096x11008 at n = 16 and n = 1 with lds.
+# (The GPU tests and Llama steps rewritten after the run over decode_checks.sh, same steps.)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; t0=$SECONDS
@@ -14,12 +15,6 @@ patch -s kernels/vnm_spmm_decode.cu experiments/kernels/s21/next_lds_gather.patc
 PATTERNS=64:2:8 TEST_AB="VNM_DECODE_PUSH_N=4" AB= bash experiments/kernels/decode_ab.sh
 PATTERNS=64:2:8,16:2:8 SHAPES=4096x4096,11008x4096,4096x11008 bash experiments/kernels/decode_variants.sh \
   lds:- base:/tmp/decode_committed.cu wide:/tmp/decode_wide.cu
-export LD_LIBRARY_PATH=/opt/vnmdeps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-for b in 1 16; do
-  timeout 100 /tmp/vnmtune_lds bench infer --model llama2_7b --pattern 64:2:8 --batches 1 --seq 2048 --decode-batch "$b" \
-    --steps 32 >"$OUT/bench_infer_llama_b$b.txt" 2>&1
-  grep -E "^    1 |ratio|kernels" "$OUT/bench_infer_llama_b$b.txt"
-done
-echo "($((SECONDS - t0)) s)"
+bash experiments/kernels/decode_checks.sh llama /tmp/vnmtune_lds
 SKIP_TEST=1 AB= PATTERNS=64:2:8 TRACE_LAYERS="4096x11008@16 4096x11008@1" bash experiments/kernels/decode_ab.sh
 echo "all done: $((SECONDS - t0)) s"
