@@ -54,6 +54,7 @@
 #define DC_KC_WIDE 12             // ... in the wide form (4 CTAs per SM), for longer reductions (VNM_DECODE_KC=8: none)
 #define DC_MAX_SPLIT 16           // CTAs per cluster (above 8: a non-portable size, allowed on H100/H200)
 #define DC_STAGE_MAX (64 * 1024)  // bytes of staged x per CTA at most
+#define DC_PAD_PAIR 0xffffffffu   // the channel pair of a padding column block (gather_b_frag gives 0)
 #define DC_RECV_FLOATS (16 * 64 + 4 * DC_MAX_SPLIT)  // [S][share] partial sums per buffer: S·share <= 16·64 + 4·S
 // Floats per token in a warp's partial sums (64 rows + 4): the accumulators of mma m16n8 put lane
 // (g, tig)'s values at tokens 2·tig (+1, +8), rows g (+8, +16·tile), so with rows 64 floats apart
@@ -107,13 +108,13 @@ __device__ __forceinline__ void load_a_tiles(const VnmDev &d, int64_t q0, int64_
 // The B fragment of mma.sp m16n8k32 (32 k × 8 tokens) of one k-step, this lane's, gathered straight
 // from x: b[i] holds k = 8i + 2·tig + {0, 1}, i.e. the kept pair (tig & 1) of block j = 2i + (tig >> 1),
 // whose two channels are the halves of pairs[2j + (tig & 1)]; blocks jbase + j >= C are padding.
-// load_pairs: the lane's four channel pairs of one k-step, pr[i] for block 2i + (tig >> 1) (all ones
-// for padding blocks).
+// load_pairs: the lane's four channel pairs of one k-step, pr[i] for block 2i + (tig >> 1)
+// (DC_PAD_PAIR for padding blocks).
 __device__ __forceinline__ void load_pairs(uint32_t (&pr)[4], const uint32_t *pairs, int64_t jbase, int64_t C, int tig) {
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         const int j = 2 * i + (tig >> 1);
-        pr[i] = jbase + j < C ? pairs[2 * j + (tig & 1)] : 0xffffffffu;
+        pr[i] = jbase + j < C ? pairs[2 * j + (tig & 1)] : DC_PAD_PAIR;
     }
 }
 // b[i]: the two channels of pr[i] for the lane's token (channel c at r[c]: staged x or x); padding
@@ -124,11 +125,11 @@ __device__ __forceinline__ void gather_b_frag(uint32_t (&b)[4], const uint32_t (
     uint32_t v[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        const uint32_t p = pr[i] == 0xffffffffu ? safe : pr[i];
+        const uint32_t p = pr[i] == DC_PAD_PAIR ? safe : pr[i];
         v[i] = vnm_pack2(r[p & 0xffff], r[p >> 16]);
     }
 #pragma unroll
-    for (int i = 0; i < 4; i++) b[i] = pr[i] == 0xffffffffu ? 0u : v[i];
+    for (int i = 0; i < 4; i++) b[i] = pr[i] == DC_PAD_PAIR ? 0u : v[i];
 }
 
 // NT: column lists per k-step (1 when the 64 rows of a CTA share their kept columns, 4 for 16/32-row

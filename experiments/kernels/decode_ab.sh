@@ -40,11 +40,7 @@ if [ "${SINGLE:-0}" = 1 ]; then
   grep llama "$OUT/decode_single.txt" | awk '{print $2, $3, $4, "dense", $(NF-11), "ours", $(NF-9), "floor", $(NF-8), $(NF-7) "x"}'
 fi
 if [ "${LLAMA:-0}" = 1 ]; then
-  for b in ${LLAMA_BATCHES:-1}; do
-    timeout 100 build-gpu/vnmtune bench infer --model llama2_7b --pattern 64:2:8 --batches 1 --seq 2048 --decode-batch "$b" \
-      --steps 32 >"$OUT/bench_infer_llama_b$b.txt" 2>&1
-    grep -E "^    1 |ratio|kernels" "$OUT/bench_infer_llama_b$b.txt"
-  done
+  LLAMA_BATCHES=${LLAMA_BATCHES:-1} bash experiments/kernels/decode_checks.sh llama build-gpu/vnmtune
 fi
 if [ -n "${NCU:-}" ]; then
   KREGEX=vnm_decode_cluster NCU_EXTRA="--section SpeedOfLight" SPECS="$NCU" bash experiments/kernels/ncu_source.sh 2>&1 | grep "^=="

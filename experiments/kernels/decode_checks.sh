@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Device-side checks of a decode-kernel change, after a build into build-gpu. `tests`: every GPU
 # test, then vnm_spmm with partial sums pulled above n = 4 (VNM_DECODE_PUSH_N=4); `llama BIN`:
-# Llama-2-7B 64:2:8 prefill 1 × 2048 and decode at batch 1 and 16 with vnmtune binary BIN.
+# Llama-2-7B 64:2:8 prefill 1 × 2048 and decode at each batch of LLAMA_BATCHES (default "1 16")
+# with vnmtune binary BIN.
 # Logs in $OUT, a summary on stdout.
 #   bash experiments/kernels/decode_checks.sh tests; bash experiments/kernels/decode_checks.sh llama build-gpu/vnmtune
 set -uo pipefail
@@ -14,7 +15,7 @@ case "$1" in
     VNM_DECODE_PUSH_N=4 timeout 90 build-gpu/gpu_test_vnm_spmm >"$OUT/test_pull.txt" 2>&1
     echo "vnm_spmm PUSH_N=4: rc $? $(grep Synthesis "$OUT/test_pull.txt")" ;;
   llama)
-    for b in 1 16; do
+    for b in ${LLAMA_BATCHES:-1 16}; do
       timeout 100 "$2" bench infer --model llama2_7b --pattern 64:2:8 --batches 1 --seq 2048 --decode-batch "$b" \
         --steps 32 >"$OUT/bench_infer_llama_b$b.txt" 2>&1
       grep -E "^    1 |ratio|kernels" "$OUT/bench_infer_llama_b$b.txt"
