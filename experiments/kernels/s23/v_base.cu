@@ -1,0 +1,2 @@
+
+#include "experiments/kernels/s23/decode_exp.cu"

@@ -1,0 +1,2 @@
+#define VAR_XSPLIT 1
+#include "experiments/kernels/s23/decode_exp.cu"
