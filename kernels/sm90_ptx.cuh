@@ -108,20 +108,23 @@ __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
     VNM_SM90A_ASM("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
 }
 // Waits for the phase with the given parity; traps after 2^26 polls (about a second) so that a
-// pipeline bug shows as a launch error instead of a hang.
+// pipeline bug shows as a launch error instead of a hang. mbar_wait_cluster acquires at cluster
+// scope: for data that other CTAs stored by st.async (whose complete_tx releases at cluster scope).
+#define VNM_MBAR_WAIT_ASM(TRY_WAIT)                                             \
+    "{\n.reg .pred P, Q;\n.reg .u32 n;\nmov.u32 n, 0;\n"                       \
+    "WAIT_%=:\n" TRY_WAIT " P, [%0], %1;\n"                                     \
+    "@P bra DONE_%=;\n"                                                        \
+    "add.u32 n, n, 1;\n"                                                       \
+    "setp.eq.u32 Q, n, 0x4000000;\n"                                           \
+    "@Q trap;\n"                                                               \
+    "bra WAIT_%=;\n"                                                           \
+    "DONE_%=:\n}\n"
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t phase) {
-    VNM_SM90A_ASM(
-        "{\n.reg .pred P, Q;\n.reg .u32 n;\nmov.u32 n, 0;\n"
-        "WAIT_%=:\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 P, [%0], %1;\n"
-        "@P bra DONE_%=;\n"
-        "add.u32 n, n, 1;\n"
-        "setp.eq.u32 Q, n, 0x4000000;\n"
-        "@Q trap;\n"
-        "bra WAIT_%=;\n"
-        "DONE_%=:\n}\n" ::"r"(bar),
-        "r"(phase)
-        : "memory");
+    VNM_SM90A_ASM(VNM_MBAR_WAIT_ASM("mbarrier.try_wait.parity.shared::cta.b64") ::"r"(bar), "r"(phase) : "memory");
+}
+__device__ __forceinline__ void mbar_wait_cluster(uint32_t bar, uint32_t phase) {
+    VNM_SM90A_ASM(VNM_MBAR_WAIT_ASM("mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64") ::"r"(bar), "r"(phase)
+                  : "memory");
 }
 
 // 2D tensor copy of the box at (c0, c1) of map into shared memory, completing on bar.
@@ -212,6 +215,18 @@ __device__ __forceinline__ void bulk_copy_to_rank(uint32_t dst, uint32_t src, ui
         "{\n.reg .b32 rd, rb;\nmapa.shared::cluster.u32 rd, %0, %4;\nmapa.shared::cluster.u32 rb, %3, %4;\n"
         "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [rd], [%1], %2, [rb];\n}" ::"r"(dst),
         "r"(src), "r"(bytes), "r"(bar), "r"(rank)
+        : "memory");
+}
+
+// 16 bytes (v) stored into shared address dst of CTA `rank` (the same layout as ours), completing
+// them on the mbarrier at `bar` in that CTA; no proxy fence or staging buffer: the values go
+// straight from registers (wait for them with mbar_wait_cluster).
+__device__ __forceinline__ void st_async_to_rank(uint32_t dst, float4 v, uint32_t bar, uint32_t rank) {
+    VNM_SM90A_ASM(
+        "{\n.reg .b32 rd, rb;\nmapa.shared::cluster.u32 rd, %0, %5;\nmapa.shared::cluster.u32 rb, %6, %5;\n"
+        "st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [rd], {%1, %2, %3, %4}, [rb];\n}" ::"r"(dst),
+        "r"(__float_as_uint(v.x)), "r"(__float_as_uint(v.y)), "r"(__float_as_uint(v.z)), "r"(__float_as_uint(v.w)),
+        "r"(rank), "r"(bar)
         : "memory");
 }
 

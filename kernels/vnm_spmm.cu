@@ -56,6 +56,8 @@ __global__ void __launch_bounds__(128) vnm_mma_sp_kernel(VnmDev d, const uint16_
 #pragma unroll
             for (int i = 0; i < UNITS; i++) {
                 int64_t t = t0 + tq + 16 * i;
+                // (branch-free, as in vnm_decode_kernel, this ran 1-18 % slower at n = 2048 on an
+                // H200: Session 23, experiments/kernels/NOTES.md)
                 st[k][i] = (t < e.n && cb < d.C) ? vnm_gather_generic(d, x + t * d.in, g, cb) : make_uint2(0, 0);
             }
         }
@@ -154,7 +156,11 @@ __global__ void __launch_bounds__(128) vnm_decode_kernel(VnmDev d, const uint16_
         for (int k = 0; k < 4; k++) {
             const int u = base + tid + 128 * k, j = u & 7, t = (u >> 3) & 15, tk = u >> 7;
             const bool ok = u < units && t < e.n && (ks0 + tk % kc) * 8 + j < d.C;
-            v[k] = ok ? vnm_gather_cols(x + t * d.in, scols[tk * 8 + j]) : make_uint2(0, 0);
+            // out-of-range units read token 0's channels of scols[0] and are zeroed after: no branch
+            // around the loads (with one, each unit waited for its own loads; Session 23: 3-7 % faster
+            // through this kernel on an H200 at most shapes and n)
+            const uint2 c = vnm_gather_cols(x + (ok ? t : 0) * d.in, scols[ok ? tk * 8 + j : 0]);
+            v[k] = ok ? c : make_uint2(0, 0);
         }
 #pragma unroll
         for (int k = 0; k < 4; k++) {

@@ -28,11 +28,13 @@
 //   5. mma.sp m16n8k32 over the warp's k-steps;
 //   6. the four warps' partial sums go to shared memory (DC_WLD floats per token, so that the
 //      stores do not conflict) and are added; CTA s reduces about 1/S of the 64 × n outputs;
-//   7. push (the default at every n since Session 21; the host decides): each CTA's share goes by a
-//      bulk copy into that CTA's receive buffer, completing bytes on its mbarrier, then the next row
-//      tile's A loads go out into the same registers; CTA s waits on its mbarrier and sums its share
-//      over the S senders in rank order: no fence or cluster barrier per row tile. Pull (only with
-//      VNM_DECODE_PUSH_N below n and one row tile per cluster): a cluster barrier, the next A loads
+//   7. push (the default at every n since Session 21; the host decides): each CTA's share goes into
+//      that CTA's receive buffer, completing bytes on its mbarrier: at n <= 8 by st.async straight
+//      from the warp sum's registers, above by one bulk copy of a reduced copy in shared memory.
+//      The next row tile's A loads go out into the same registers as soon as the warp's mmas are
+//      done; CTA s waits on its mbarrier and sums its share over the S senders in rank order: no
+//      cluster barrier per row tile. Pull (only with VNM_DECODE_PUSH_N below n and one row tile
+//      per cluster): a cluster barrier, the next A loads
 //      issued between its arrive and its wait (the arrive's release is a MEMBAR.ALL.GPU that waited
 //      for loads issued before it, Session 17), then CTA s reads its share from the S CTAs by DSMEM.
 //      Then the epilogue. With R > 1 the buffers alternate between row tiles. No global workspace,
@@ -63,15 +65,17 @@
 // constant (an XOR swizzle did not: the compiler rebuilt the address of every store).
 #define DC_WLD 68
 #define DC_PUSH_MAX_N 16          // up to this n partial sums are pushed to their owners (all decode sizes; VNM_DECODE_PUSH_N=N: pulled above N unless R > 1; NOTES, Sessions 17, 20, 21)
+#define DC_STASYNC_MAX_N 8        // up to this n they are pushed by st.async, above it by bulk copies (VNM_DECODE_STASYNC_N=N; Session 23)
 
 // How a launch runs: kc_max k-steps per CTA at most; xw channels of x staged per token (0: gathered
 // from global memory), rows xp >= xw channels apart in shared memory; R row tiles per cluster;
-// partial sums pushed (else pulled); xbulk: x staged by bulk copies, one per token row, completing
-// on an mbarrier (rows of 16-byte multiples at 16-byte-aligned addresses), else by cp.async from
-// every thread.
+// partial sums pushed (else pulled), by st.async from the registers of the warp sum (stasync) or by
+// bulk copies of a reduced copy in shared memory; xbulk: x staged by bulk copies, one per token row,
+// completing on an mbarrier (rows of 16-byte multiples at 16-byte-aligned addresses), else by
+// cp.async from every thread.
 struct DecodeCfg {
     int kc_max, xw, xp, R;
-    bool push, xbulk;
+    bool push, stasync, xbulk;
 };
 
 // Shared memory of one CTA (bytes), laid out in this order.
@@ -82,10 +86,10 @@ struct DecodeSmem {
 // ntiles column lists per k-step, n tokens.
 static __host__ __device__ DecodeSmem decode_smem(int ntiles, const DecodeCfg &c, int n) {
     DecodeSmem s;
-    s.bars = 4 * sizeof(uint64_t);                                 // an mbarrier per receive buffer, one for x
+    s.bars = 4 * sizeof(uint64_t);                                 // an mbarrier per receive buffer, two for x
     const int bufs = c.R > 1 ? 2 : 1;                              // row tiles alternate between two buffers
     s.recv = c.push ? bufs * DC_RECV_FLOATS * sizeof(float) : 0;   // our share's partial sums, per sender
-    s.part = (size_t)(c.push ? 1 : bufs) * n * 64 * sizeof(float); // our partial sums of the row tile(s) [t][r]
+    s.part = (size_t)(c.push ? !c.stasync : bufs) * n * 64 * sizeof(float); // our partial sums of the row tile(s) [t][r]
     s.warp_part = (size_t)4 * n * DC_WLD * sizeof(float);          // each warp's partial sums [warp][t][r], rows DC_WLD apart
     s.cols = (size_t)c.R * ntiles * c.kc_max * 8 * sizeof(uint2);  // [row tile][tile][k-step][block] channels
     s.xs = (size_t)n * c.xp * sizeof(uint16_t);                    // [token][channel - c0], rows xp apart
@@ -169,10 +173,14 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
     const int E = n * 64, share = 4 * ((E / 4 + S - 1) / S);
     auto i0 = [&](int rank) { return 4 * (rank * (E / 4) / S); };
     pdl_trigger();
-    const uint32_t xbar = smem_u32(bars + 2);  // the bulk copies of x complete here
+    // The bulk copies of x complete on xbar, in the 5-CTA form those of tokens 8 .. n - 1 on xbar2
+    // (the first token half's gathers and mmas start before they arrive: n = 16, 4096², 7.1 vs 7.5
+    // µs; the wide form spilled with it, Session 23).
+    const uint32_t xbar = smem_u32(bars + 2), xbar2 = smem_u32(bars + 3);
+    const int nx0 = KC <= DC_KC && n > 8 ? 8 : n;  // tokens on xbar
     if ((push || cfg.xbulk) && tid == 0) {
         if (push) mbar_init(smem_u32(bars), 1), mbar_init(smem_u32(bars + 1), 1);
-        if (cfg.xbulk) mbar_init(xbar, 1);
+        if (cfg.xbulk) mbar_init(xbar, 1), mbar_init(xbar2, 1);
         fence_mbarrier_init();
     }
     if (push) cluster_arrive_relaxed();  // our mbarriers exist; waited for before the first send
@@ -196,8 +204,11 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
         // one bulk copy per token row by thread 0 (not queued behind this thread's A loads in the
         // load/store unit, as cp.async from every thread was); channels >= cw zeroed by all
         if (tid == 0) {
-            mbar_arrive_expect_tx(xbar, (uint32_t)(n * cw * 2));
-            for (int t = 0; t < n; t++) bulk_load(smem_u32(xs + t * xp), x + t * d.in + c0, (uint32_t)cw * 2, xbar);
+            for (int t = 0; t < n; t++) {
+                const uint32_t bar = t < nx0 ? xbar : xbar2;
+                if (t == 0 || t == nx0) mbar_arrive_expect_tx(bar, (uint32_t)((t ? n - nx0 : nx0) * cw * 2));
+                bulk_load(smem_u32(xs + t * xp), x + t * d.in + c0, (uint32_t)cw * 2, bar);
+            }
         }
         for (int i = tid; i < n * (xw - cw); i += 128) xs[i / (xw - cw) * xp + cw + i % (xw - cw)] = 0;
     } else if (xw) {
@@ -257,6 +268,7 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
 #pragma unroll
         for (int nt = 0; nt < 2; nt++) {
             if (nt * 8 >= ntok) break;
+            if (nt == 1 && rt == 0 && cfg.xbulk && nx0 < n) mbar_wait(xbar2, 0);
             uint32_t b[KQ][4];
 #pragma unroll
             for (int r16 = 0; r16 < 4; r16++) {
@@ -282,45 +294,63 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
                 }
             }
         }
+        // Push: the next row tile's A loads go out as soon as the warp's mmas are done, in flight
+        // during the warp sum, the sends and the reduction; measured faster except in the wide form
+        // with bulk copies (4096x11008, n = 16: 21.0 vs 20.6 µs; there they go out after the sends).
+        const bool early_a = push && (cfg.stasync || KC <= DC_KC);
+        if (early_a && rt + 1 < nrt) load_a_tiles<KQ>(d, (row0 + 64) / 16, ks0 + kw0, kw, lane, a, m);
         __syncthreads();
-        // 6. The CTA's partial sums, the four warps' added in warp order -> part[t][r] (pull with
-        // R > 1: two buffers, row tiles alternating).
+        // 6. The CTA's partial sums, the four warps' added in warp order, 4 elements (rows) at a
+        // time: with st.async straight to the owner of element i (recv[buffer][sender][i - i0]),
+        // else -> part[t][r] (pull with R > 1: two buffers, row tiles alternating).
         const int buf = rt & 1;
+        const uint32_t bar = smem_u32(bars + buf);
         float *mine = part + (push ? 0 : buf * E);
-        for (int i = 4 * tid; i < E; i += 4 * 128) {  // 4 elements (rows) at a time, 16-byte loads
+        for (int i = 4 * tid; i < E; i += 4 * 128) {
             const float4 *w = (const float4 *)(warp_part + (i >> 6) * DC_WLD + (i & 63));
             const int we = n * DC_WLD / 4;  // one warp's partial sums, in float4
             const float4 w0 = w[0], w1 = w[we], w2 = w[2 * we], w3 = w[3 * we];
-            *(float4 *)(mine + i) = make_float4(w0.x + w1.x + w2.x + w3.x, w0.y + w1.y + w2.y + w3.y,
-                                                w0.z + w1.z + w2.z + w3.z, w0.w + w1.w + w2.w + w3.w);
+            const float4 sum = make_float4(w0.x + w1.x + w2.x + w3.x, w0.y + w1.y + w2.y + w3.y, w0.z + w1.z + w2.z + w3.z,
+                                           w0.w + w1.w + w2.w + w3.w);
+            if (cfg.stasync) {
+                const int owner = ((i / 4 + 1) * S - 1) / (E / 4);  // the last rank with i0(rank) <= i
+                st_async_to_rank(smem_u32(recv + buf * DC_RECV_FLOATS + split * share + i - i0(owner)), sum, bar, owner);
+            } else {
+                *(float4 *)(mine + i) = sum;
+            }
         }
         const int lo = i0(split), hi = i0(split + 1);
         if (push) {
-            // 7. Push: each owner's share by one bulk copy into its receive buffer, completing on its
-            // mbarrier of this buffer (no fence or cluster barrier per row tile). A receive buffer is
-            // written again two row tiles later, by a CTA that has reduced the next tile, which
-            // needed the owner's share of it, sent after the owner's __syncthreads above, i.e. after
-            // the owner's reduction of this tile.
-            const uint32_t bar = smem_u32(bars + buf);
-            fence_proxy_async();  // our writes -> the bulk copies' reads
-            __syncthreads();
-            if (tid < S) {
-                bulk_copy_to_rank(smem_u32(recv + buf * DC_RECV_FLOATS + split * share), smem_u32(part + i0(tid)),
-                                  (uint32_t)(i0(tid + 1) - i0(tid)) * 4, bar, tid);
-                bulk_commit();
+            // 7. Push: our part of each owner's share went by st.async above, or goes now by one
+            // bulk copy per owner into its receive buffer; both complete on the owner's mbarrier of
+            // this buffer (no cluster barrier per row tile). A receive buffer is written again two
+            // row tiles later, by a CTA that has reduced the next tile, which needed the owner's
+            // share of it, sent after the owner's __syncthreads above, i.e. after the owner's
+            // reduction of this tile. st.async measured faster at n <= 4 (11008x4096, n = 1: 10.0 vs
+            // 11.4 µs with the early A loads) and slower at n = 16 (16.9 vs 14.6), Session 23.
+            if (!cfg.stasync) {
+                fence_proxy_async();  // our writes -> the bulk copies' reads
+                __syncthreads();
+                if (tid < S) {
+                    bulk_copy_to_rank(smem_u32(recv + buf * DC_RECV_FLOATS + split * share), smem_u32(part + i0(tid)),
+                                      (uint32_t)(i0(tid + 1) - i0(tid)) * 4, bar, tid);
+                    bulk_commit();
+                }
             }
-            // The next row tile's A loads, in flight during the reduction.
-            if (rt + 1 < nrt) load_a_tiles<KQ>(d, (row0 + 64) / 16, ks0 + kw0, kw, lane, a, m);
+            if (!early_a && rt + 1 < nrt) load_a_tiles<KQ>(d, (row0 + 64) / 16, ks0 + kw0, kw, lane, a, m);
             // Our share, summed over the senders in rank order, through the epilogue.
             if (tid == 0) mbar_arrive_expect_tx(bar, (uint32_t)(S * (hi - lo) * 4));
-            mbar_wait(bar, (uint32_t)(rt >> 1) & 1);
+            if (cfg.stasync)
+                mbar_wait_cluster(bar, (uint32_t)(rt >> 1) & 1);
+            else
+                mbar_wait(bar, (uint32_t)(rt >> 1) & 1);
             const float *got = recv + buf * DC_RECV_FLOATS;
             for (int i = lo + tid; i < hi; i += 128) {
                 float s = 0.0f;
                 for (int r = 0; r < S; r++) s += got[r * share + i - lo];
                 vnm_epi_store(e, s, row0 + i % 64, i / 64);
             }
-            if (tid < S) bulk_wait_read_all();  // part is written again after the next __syncthreads
+            if (!cfg.stasync && tid < S) bulk_wait_read_all();  // part is written again after the next __syncthreads
         } else {
             // 7. Pull: a cluster barrier, with the next row tile's A loads issued between its arrive
             // and its wait (after the arrive's MEMBAR); then our share read from every CTA (DSMEM, 8
@@ -371,9 +401,9 @@ static int decode_attrs(size_t bytes, int S) {
 // (VNM_DECODE_TILES, 0: by occupancy), x staged (VNM_DECODE_STAGE), its rows padded by xpad × 8
 // channels (VNM_DECODE_XPAD) and copied by bulk copies (VNM_DECODE_XBULK), partial sums pushed up
 // to n = push_max (VNM_DECODE_PUSH_N) and at every n when a cluster has several row tiles
-// (VNM_DECODE_PUSH_ROWS=0: not).
+// (VNM_DECODE_PUSH_ROWS=0: not), by st.async up to n = stasync_max (VNM_DECODE_STASYNC_N).
 struct DecodeEnv {
-    int split, kc_cap, tiles, stage, xpad, xbulk, push_max, push_rows;
+    int split, kc_cap, tiles, stage, xpad, xbulk, push_max, push_rows, stasync_max;
 };
 static const DecodeEnv &decode_env() {
     static const DecodeEnv v = {env_int("VNM_DECODE_SPLIT", 0, 0, DC_MAX_SPLIT),
@@ -383,7 +413,8 @@ static const DecodeEnv &decode_env() {
                                 env_int("VNM_DECODE_XPAD", 2, 0, 64),
                                 env_int("VNM_DECODE_XBULK", 1, 0, 1),
                                 env_int("VNM_DECODE_PUSH_N", DC_PUSH_MAX_N, 0, 16),
-                                env_int("VNM_DECODE_PUSH_ROWS", 1, 0, 1)};
+                                env_int("VNM_DECODE_PUSH_ROWS", 1, 0, 1),
+                                env_int("VNM_DECODE_STASYNC_N", DC_STASYNC_MAX_N, 0, 16)};
     return v;
 }
 
@@ -470,7 +501,7 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     // xw: the channels of a slice when they are local. Rows of x padded by 16 channels (32 bytes, 8
     // banks) in shared memory: unpadded, the 8 tokens of a warp's gathers read the same banks (NOTES,
     // Session 18); 16 measured 0-3 % faster than 8 with the per-warp gathers (Session 20).
-    DecodeCfg c = {kc_max, (int)(kc_max * 8 * d->p.M), 0, 1, false, false};
+    DecodeCfg c = {kc_max, (int)(kc_max * 8 * d->p.M), 0, 1, false, false, false};
     c.xp = c.xw + 8 * env.xpad;
     if (!env.stage || !d->cols_local || e.n * c.xp * sizeof(uint16_t) > DC_STAGE_MAX) c.xw = c.xp = 0;
     // Bulk copies need 16-byte rows at 16-byte addresses: `in` a multiple of 8 channels, x aligned.
@@ -500,10 +531,12 @@ int vnm_launch_decode_cluster(const VnmDeviceMatrix *d, const VnmDev &dev, const
     // for the partial sums); with R > 1 the row tiles alternate between two buffers, and R is
     // counted again with those.
     c.push = e.n <= env.push_max;
+    c.stasync = c.push && e.n <= env.stasync_max;
     cfg.dynamicSmemBytes = decode_smem(ntiles, c, (int)e.n).total;
     c.R = decode_tiles_per_cluster(kernel, attrs, cfg, S, row_tiles);
     if (c.R > 1) {
         c.push = c.push || env.push_rows;
+        c.stasync = c.push && e.n <= env.stasync_max;
         cfg.dynamicSmemBytes = decode_smem(ntiles, c, (int)e.n).total;
         c.R = decode_tiles_per_cluster(kernel, attrs, cfg, S, row_tiles);
     }
