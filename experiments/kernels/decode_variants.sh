@@ -4,7 +4,8 @@
 # kernels/vnm_spmm_decode.cu, a .cu that replaces it, or - (the kernel as it is); only the kernel
 # recompiles. Then bench spmm --decode-layers (PATTERNS, default 64:2:8; SHAPES, default
 # 11008x4096,4096x11008) of every variant in turn, ROUNDS times (default 2). Logs in $OUT
-# (variants.txt, build_NAME.log), a line per variant and round on stdout; the kernel file is restored.
+# (variants.txt, build_NAME.log), a line per variant and round on stdout; the kernel file is restored
+# and build-gpu rebuilt from it.
 #   bash experiments/kernels/decode_variants.sh new:- wld64:experiments/kernels/s21/v4_wld64.patch
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,6 +25,8 @@ for arg in "$@"; do
   cp build-gpu/vnmtune "/tmp/vnmtune_$name"
 done
 cp /tmp/decode_base.cu kernels/vnm_spmm_decode.cu
+# build-gpu's binaries are the tree's again (a later step that runs them must not get the last variant)
+cmake --build build-gpu --target vnmtune >"$OUT/build_restored.log" 2>&1 || echo "rebuild of the restored kernel failed"
 for round in $(seq "${ROUNDS:-2}"); do
   for name in "${names[@]}"; do
     echo "### $name" >>"$OUT/variants.txt"
