@@ -7,6 +7,10 @@
 # (vnm_spmm.cu: the sm_80 kernels' gathers without a branch per unit): vnm_spmm GPU test (default and
 # VNM_DECODE=atomic), then alternated with the committed kernel: --decode-layers through the atomic
 # decode kernel, and n = 2048 (the mma_sp column).
+# After the run the experimental kernel and its wrappers were taken out of the tree (a near-copy of
+# the kernel): s23/call1_switches.patch turns Session 22's kernel (e985a7b) into decode_exp.cu, and
+# each v_NAME.cu was `#define VAR_...` lines (st: STASYNC; ea: EARLY; stea: both; xs: XSPLIT; all:
+# the three) followed by `#include "experiments/kernels/s23/decode_exp.cu"`.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; t0=$SECONDS

@@ -1,2 +1,0 @@
-
-#include "experiments/kernels/s23/decode_exp.cu"
