@@ -403,3 +403,25 @@ Test(vnm_spmm_gpu, banded_tile_order) {
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) run_case(&cases[i], VNM_KERNEL_AUTO, 6300 + i);
     unsetenv("VNM_TILE_BAND");
 }
+
+// Several row tiles per cluster in the cluster decode kernel (Llama's 11008 × 4096 gets 3 by
+// occupancy; the small shapes above get 1), forced to 3: 10 row tiles in clusters of 3, 3, 3 and 1.
+// The receive buffers alternate between row tiles and the next tile's weights load while a tile is
+// reduced. 64:2:8 at n = 4 and 8 (partial sums by st.async) and 16 (bulk copies, x in two halves),
+// the wide form (KT = 163) at n = 5 and 16, four column lists per k-step (32:2:6) at n = 3 (x
+// gathered from global memory: permuted columns) and 16.
+Test(vnm_spmm_gpu, decode_row_tiles_per_cluster) {
+    SKIP_WITHOUT_GPU();
+    const Case cases[] = {
+        {64, 8, 640, 8 * 8 * 8 * 8, 4, 0, 1, 1, VNM_ACT_NONE},
+        {64, 8, 640, 8 * 8 * 8 * 8, 8, 0, 0, 1, VNM_ACT_GELU},
+        {64, 8, 640, 8 * 8 * 8 * 8, 16, 0, 1, 0, VNM_ACT_NONE},
+        {64, 8, 640, 8 * 8 * 8 * 20 + 8 * 24, 5, 0, 1, 1, VNM_ACT_NONE},
+        {64, 8, 640, 8 * 8 * 8 * 20 + 8 * 24, 16, 0, 1, 1, VNM_ACT_GELU},
+        {32, 6, 640, 6 * 8 * 8 * 9, 3, VNM_RANDOM_PERMUTE_COLS, 1, 0, VNM_ACT_GELU},
+        {32, 6, 640, 6 * 8 * 8 * 9, 16, 0, 1, 1, VNM_ACT_NONE},
+    };
+    setenv("VNM_DECODE_TILES", "3", 1);  // read once per process
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) run_case(&cases[i], VNM_KERNEL_AUTO, 6400 + i);
+    unsetenv("VNM_DECODE_TILES");
+}
