@@ -66,9 +66,9 @@
 // form, for large matrices); a ring stage's values and metadata are one block (or half-block), one
 // bulk copy; plain 2:4 matrices the TMA kernel runs get such a copy too. VNM_SS=0 (read at each
 // upload) keeps the register-A layout, VNM_SS_TN=128 / 192 / 256 forces the tile. Stream-K
-// (VNM_STREAMK, vnm_spmm_sm90.cu) splits the last tiles between CTAs on long shapes. The TMA kernels' epilogue stages bf16 and, without residual or row
-// permutation, stores y by bulk tensor copies while the next tile runs (VNM_TMA_STORE=0: by the
-// threads).
+// (VNM_STREAMK, vnm_spmm_sm90.cu) splits the last tiles between CTAs on long shapes. The TMA
+// kernels' epilogue stages bf16 and, without residual or row permutation, stores y by bulk tensor
+// copies while the next tile runs (VNM_TMA_STORE=0: by the threads).
 // Measured speeds (H100, H200) and the V × M table for select-vm: experiments/kernels/.
 #pragma once
 #include <stdint.h>

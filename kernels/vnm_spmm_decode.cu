@@ -32,13 +32,13 @@
 //      that CTA's receive buffer, completing bytes on its mbarrier: at n <= 8 by st.async straight
 //      from the warp sum's registers, above by one bulk copy of a reduced copy in shared memory.
 //      The next row tile's A loads go out into the same registers as soon as the warp's mmas are
-//      done; CTA s waits on its mbarrier and sums its share over the S senders in rank order: no
-//      cluster barrier per row tile. Pull (only with VNM_DECODE_PUSH_N below n and one row tile
-//      per cluster): a cluster barrier, the next A loads
-//      issued between its arrive and its wait (the arrive's release is a MEMBAR.ALL.GPU that waited
-//      for loads issued before it, Session 17), then CTA s reads its share from the S CTAs by DSMEM.
-//      Then the epilogue. With R > 1 the buffers alternate between row tiles. No global workspace,
-//      no atomics: the same result on every run.
+//      done (in the wide form with bulk copies: after the sends); CTA s waits on its mbarrier and
+//      sums its share over the S senders in rank order: no cluster barrier per row tile. Pull
+//      (only with VNM_DECODE_PUSH_N below n and one row tile per cluster): a cluster barrier, the
+//      next A loads issued between its arrive and its wait (the arrive's release is a MEMBAR.ALL.GPU
+//      that waited for loads issued before it, Session 17), then CTA s reads its share from the S
+//      CTAs by DSMEM. Then the epilogue. With R > 1 the buffers alternate between row tiles. No
+//      global workspace, no atomics: the same result on every run.
 // 5 CTAs per SM (96 registers): with 4, a 4096-row matrix had 64 clusters of 8 and only 62 could
 // be resident, and the last two ran as a second wave. Reductions longer than DC_MAX_SPLIT × DC_KC
 // k-steps run a wide form of this kernel, up to DC_KC_WIDE k-steps per CTA at 4 CTAs per SM
@@ -297,8 +297,12 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
         // Push: the next row tile's A loads go out as soon as the warp's mmas are done, in flight
         // during the warp sum, the sends and the reduction; measured faster except in the wide form
         // with bulk copies (4096x11008, n = 16: 21.0 vs 20.6 µs; there they go out after the sends).
+        // The next row tile's A loads, into the registers of this one's.
+        auto load_next_a = [&] {
+            if (rt + 1 < nrt) load_a_tiles<KQ>(d, (row0 + 64) / 16, ks0 + kw0, kw, lane, a, m);
+        };
         const bool early_a = push && (cfg.stasync || KC <= DC_KC);
-        if (early_a && rt + 1 < nrt) load_a_tiles<KQ>(d, (row0 + 64) / 16, ks0 + kw0, kw, lane, a, m);
+        if (early_a) load_next_a();
         __syncthreads();
         // 6. The CTA's partial sums, the four warps' added in warp order, 4 elements (rows) at a
         // time: with st.async straight to the owner of element i (recv[buffer][sender][i - i0]),
@@ -337,7 +341,7 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
                     bulk_commit();
                 }
             }
-            if (!early_a && rt + 1 < nrt) load_a_tiles<KQ>(d, (row0 + 64) / 16, ks0 + kw0, kw, lane, a, m);
+            if (!early_a) load_next_a();
             // Our share, summed over the senders in rank order, through the epilogue.
             if (tid == 0) mbar_arrive_expect_tx(bar, (uint32_t)(S * (hi - lo) * 4));
             if (cfg.stasync)
@@ -357,7 +361,7 @@ __global__ void __launch_bounds__(128, KC <= DC_KC ? 5 : 4) vnm_decode_cluster_k
             // loads in flight at a time), summed in rank order. A buffer is written again two row
             // tiles later, after the next barrier, which each CTA reaches once done reading.
             cluster_arrive_release();
-            if (rt + 1 < nrt) load_a_tiles<KQ>(d, (row0 + 64) / 16, ks0 + kw0, kw, lane, a, m);
+            load_next_a();
             cluster_wait_acquire();
             for (int i = lo + tid; i < hi; i += 128) {
                 float s = 0.0f;

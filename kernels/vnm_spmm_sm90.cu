@@ -823,9 +823,9 @@ static bool bf16_epilogue_ok(const VnmEpi &e) {
 // wide form, RG = 1, which needs the bf16 epilogue, x rows aligned to 128 bytes and at least 32 ring
 // stages per tile: at DeiT's in = 768 its tiles' fixed costs made it 5-10 % slower). The smaller
 // estimated time: rounds of tiles (or, with stream-K, which the wide form does not run, tiles / SMs
-// + 1 for its partial sums)
-// × rows·tokens per tile × a cost per multiply-add (shared-memory bytes: 0.0566 at 128 tokens, 0.0508
-// at 192, Cfg comment; the wide form measured 3-5 % faster than 128 at the same rounds: 0.0543).
+// + 1 for its partial sums) × rows·tokens per tile × a cost per multiply-add (shared-memory bytes:
+// 0.0566 at 128 tokens, 0.0508 at 192, Cfg comment; the wide form measured 3-5 % faster than 128
+// at the same rounds: 0.0543).
 // It picks 128 → wide for 4096 rows × 2048 or 8192 tokens, 192 for 11008 rows × 2048 tokens (the
 // wide form's 688 tiles make 5.2 rounds: 195.5 vs 185.9 µs, H200, Session 16) and the DeiT shapes.
 // Stream-K's cost was half a round until Session 14, whose faster producer made 192 + stream-K lose
