@@ -157,7 +157,7 @@ __global__ void __launch_bounds__(128) vnm_decode_kernel(VnmDev d, const uint16_
             const int u = base + tid + 128 * k, j = u & 7, t = (u >> 3) & 15, tk = u >> 7;
             const bool ok = u < units && t < e.n && (ks0 + tk % kc) * 8 + j < d.C;
             // out-of-range units read token 0's channels of scols[0] and are zeroed after: no branch
-            // around the loads (with one, each unit waited for its own loads; Session 23: 3-7 % faster
+            // around the loads (with one, each unit waited for its own loads; Session 23: 2-7 % faster
             // through this kernel on an H200 at most shapes and n)
             const uint2 c = vnm_gather_cols(x + (ok ? t : 0) * d.in, scols[ok ? tk * 8 + j : 0]);
             v[k] = ok ? c : make_uint2(0, 0);
